@@ -1,0 +1,47 @@
+use alloy_primitives::{B256, Bytes};
+use thiserror::Error;
+
+/// Why the executor could not do its job at all (as opposed to a transaction failing).
+#[derive(Debug, Error)]
+pub enum ExecError {
+    #[error("storage: {0}")]
+    Storage(#[from] pipe_storage::StoreError),
+    #[error("block execution: {0}")]
+    Block(String),
+}
+
+/// Why a transaction cannot go into the block being built. The transaction is left out and the
+/// block goes on without it.
+#[derive(Debug, Error)]
+pub enum TxRejected {
+    /// Not enough gas left in the block; it may fit in the next one.
+    #[error("transaction gas limit {tx_gas} exceeds the {available} gas left in the block")]
+    BlockFull { tx_gas: u64, available: u64 },
+    /// Invalid against the current state (nonce, balance, fee below base fee, ...).
+    #[error("invalid transaction {hash}: {reason}")]
+    Invalid { hash: B256, reason: String },
+    /// The database failed under the EVM; the block must be abandoned.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Why `eth_call` / `eth_estimateGas` failed.
+#[derive(Debug, Error)]
+pub enum CallError {
+    /// The call reverted; `output` is the revert data.
+    #[error("execution reverted{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Reverted {
+        reason: Option<String>,
+        output: Bytes,
+    },
+    /// The call halted (out of gas, invalid opcode, ...).
+    #[error("{0}")]
+    Halted(String),
+    /// The request itself is invalid (fees, nonce, funds, gas).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage: {0}")]
+    Storage(#[from] pipe_storage::StoreError),
+    #[error("internal: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,99 @@
+//! Execution: revm, driven through alloy-evm's Ethereum block executor, over a snapshot of the
+//! redb state.
+//!
+//! - [`StateDb`] adapts a [`pipe_storage::StateView`] to revm's `DatabaseRef`. Execution reads
+//!   through revm's `State` cache with bundle tracking; at the end of a block the bundle is
+//!   turned into [`pipe_storage::StateChanges`] for the store to apply and hash.
+//! - [`BlockBuilder`] executes transactions one by one against the block being built. Each
+//!   transaction is executed without committing first, so the caller decides to keep it or
+//!   leave it out (the PIPE builder will leave out a transaction whose inference result went
+//!   stale); an invalid transaction never poisons the block.
+//! - [`Executor::call`] and [`Executor::estimate_gas`] serve `eth_call` / `eth_estimateGas`
+//!   on a throw-away overlay.
+//!
+//! The chain runs the Osaka hardfork from genesis (every earlier fork active at block 0).
+
+mod block;
+mod call;
+mod db;
+mod error;
+mod spec;
+
+pub use block::{BlockAttributes, BlockBuilder, ExecutedBlock, ExecutedTx, TxOutcome};
+pub use call::{CallOutcome, CallRequest};
+pub use db::StateDb;
+pub use error::{CallError, ExecError, TxRejected};
+pub use spec::{HARDFORK, PipeSpec};
+
+use std::sync::Arc;
+
+use alloy_evm::{EthEvmFactory, EvmEnv};
+use pipe_primitives::ChainConfig;
+use revm::{
+    context::{BlockEnv, CfgEnv},
+    context_interface::block::BlobExcessGasAndPrice,
+    primitives::hardfork::SpecId,
+};
+
+/// Builds EVMs for this chain. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Executor {
+    pub(crate) config: Arc<ChainConfig>,
+    pub(crate) spec: PipeSpec,
+    pub(crate) factory: EthEvmFactory,
+}
+
+impl Executor {
+    pub fn new(config: Arc<ChainConfig>) -> Self {
+        Self {
+            config,
+            spec: PipeSpec::default(),
+            factory: EthEvmFactory::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ChainConfig {
+        &self.config
+    }
+
+    /// The EVM environment of a block with these attributes.
+    pub fn evm_env(&self, attrs: &BlockAttributes) -> EvmEnv {
+        let mut cfg = CfgEnv::new_with_spec(SpecId::OSAKA);
+        cfg.chain_id = self.config.chain_id;
+        let block = BlockEnv {
+            number: alloy_primitives::U256::from(attrs.number),
+            beneficiary: attrs.beneficiary,
+            timestamp: alloy_primitives::U256::from(attrs.timestamp),
+            gas_limit: attrs.gas_limit,
+            basefee: attrs.base_fee,
+            difficulty: alloy_primitives::U256::ZERO,
+            prevrandao: Some(attrs.prevrandao),
+            // No blob transactions are accepted, so excess blob gas stays zero.
+            blob_excess_gas_and_price: Some(BlobExcessGasAndPrice::new(
+                0,
+                alloy_eips::eip7840::BlobParams::osaka().update_fraction as u64,
+            )),
+            ..Default::default()
+        };
+        EvmEnv {
+            cfg_env: cfg,
+            block_env: block,
+        }
+    }
+}
+
+/// The gas a transaction needs before executing any code: the intrinsic cost, or the EIP-7623
+/// calldata floor when that is higher. A transaction with a lower gas limit can never run.
+pub fn intrinsic_gas(tx: &alloy_consensus::TxEnvelope, sender: alloy_primitives::Address) -> u64 {
+    use alloy_evm::FromRecoveredTx;
+    let env = revm::context::TxEnv::from_recovered_tx(tx, sender);
+    let gas = revm::context_interface::cfg::gas::calculate_initial_tx_gas_for_tx(
+        env,
+        SpecId::OSAKA,
+        None,
+    );
+    (gas.initial_regular_gas + gas.initial_state_gas).max(gas.floor_gas)
+}
+
+/// Largest gas limit one transaction may have (EIP-7825, active since Osaka).
+pub const TX_GAS_LIMIT_CAP: u64 = 1 << 24;

@@ -1,0 +1,48 @@
+use alloy_primitives::B256;
+use thiserror::Error;
+
+/// Why the pool refused a transaction. The `Display` texts are geth's, so clients that match
+/// on them (ethers, viem, cast) react as they do against geth or anvil.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum PoolErrorKind {
+    #[error("already known")]
+    AlreadyKnown,
+    #[error("nonce too low: next nonce {state}, tx nonce {tx}")]
+    NonceTooLow { tx: u64, state: u64 },
+    #[error("nonce too high: next nonce {state}, tx nonce {tx} (gap limit {limit})")]
+    NonceTooHigh { tx: u64, state: u64, limit: u64 },
+    #[error("insufficient funds for gas * price + value: balance {balance}, tx cost {cost}")]
+    InsufficientFunds { balance: String, cost: String },
+    #[error("intrinsic gas too low: have {have}, want {want}")]
+    IntrinsicGasTooLow { have: u64, want: u64 },
+    #[error("exceeds block gas limit")]
+    GasLimitExceedsBlock,
+    #[error("transaction gas limit too high (cap: {cap}, tx: {tx})")]
+    GasLimitExceedsCap { tx: u64, cap: u64 },
+    #[error("replacement transaction underpriced")]
+    ReplacementUnderpriced,
+    #[error("oversized data: transaction size {size}, limit {limit}")]
+    Oversized { size: usize, limit: usize },
+    #[error("invalid chain id: have {have}, want {want}")]
+    WrongChainId { have: u64, want: u64 },
+    #[error("invalid sender: {0}")]
+    InvalidSignature(String),
+    #[error("transaction type not supported")]
+    UnsupportedType,
+    #[error("max fee per gas less than block base fee: maxFeePerGas: {fee_cap}, baseFee: {base_fee}")]
+    FeeCapBelowBaseFee { fee_cap: u128, base_fee: u64 },
+    #[error("max priority fee per gas higher than max fee per gas")]
+    TipAboveFeeCap,
+    #[error("txpool is full: sender has {0} pending transactions")]
+    SenderFull(usize),
+    #[error("txpool is full")]
+    PoolFull,
+}
+
+/// A refused transaction: which one and why.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("{kind}")]
+pub struct PoolError {
+    pub hash: B256,
+    pub kind: PoolErrorKind,
+}

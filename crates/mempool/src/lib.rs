@@ -1,0 +1,32 @@
+//! The pending-transaction pool.
+//!
+//! # Design
+//! A transaction enters through [`Pool::add`], which runs the stateless checks (size, type,
+//! chain id, signature, gas against the block and the EIP-7825 cap, intrinsic gas, fee fields)
+//! and the stateful ones against the head state the caller passes in ([`SenderState`]: nonce
+//! and balance). geth's error texts are used, because clients match on them.
+//!
+//! Inside, each sender has a queue ordered by nonce. A transaction is *ready* when every nonce
+//! from the sender's on-chain nonce up to its own is present; later ones wait (a nonce gap is
+//! accepted, up to [`PoolConfig::max_nonce_gap`], as in geth's queue).
+//!
+//! The block builder asks for [`Pool::best_transactions`]: an iterator yielding ready
+//! transactions by priority, **higher is better**: the effective tip at the block's base fee,
+//! then arrival order. After yielding a sender's nonce `n`, that sender's `n + 1` becomes a
+//! candidate. A builder that cannot include a transaction calls
+//! [`BestTransactions::mark_invalid`], which also skips the sender's later nonces for this block.
+//!
+//! After a block, [`Pool::on_block`] removes included transactions, and any transaction of the
+//! same senders whose nonce is now used, and wakes nothing: the pool holds no tasks. New
+//! arrivals notify [`Pool::subscribe`] so an on-demand sealer can build at once.
+//!
+//! # Limits
+//! [`PoolConfig`] bounds transactions per sender and in total, the encoded size, and the nonce
+//! gap. A replacement (same sender and nonce) needs at least [`PoolConfig::price_bump`] percent
+//! more in both fee cap and tip.
+
+mod error;
+mod pool;
+
+pub use error::{PoolError, PoolErrorKind};
+pub use pool::{BestTransactions, Pool, PoolConfig, PoolTx, SenderState};

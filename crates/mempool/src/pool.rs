@@ -1,0 +1,627 @@
+//! The pool proper: storage of pending transactions and the best-transactions iterator.
+
+use std::{
+    collections::{BTreeMap, BinaryHeap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use alloy_consensus::{Transaction, TxEnvelope, transaction::SignerRecoverable};
+use alloy_eips::Encodable2718;
+use alloy_primitives::{Address, B256, Bytes, U256};
+use parking_lot::RwLock;
+use pipe_primitives::StoredTx;
+use tokio::sync::Notify;
+
+use crate::{PoolError, PoolErrorKind};
+
+/// Pool limits. Defaults are generous enough for load tests from a few senders and small
+/// enough that a flood cannot exhaust memory.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    pub chain_id: u64,
+    /// Block gas limit: no transaction may ask for more.
+    pub block_gas_limit: u64,
+    /// Pending transactions one sender may hold.
+    pub max_per_sender: usize,
+    /// Pending transactions in all.
+    pub max_total: usize,
+    /// Largest accepted encoded transaction (geth's limit: 128 KiB).
+    pub max_tx_size: usize,
+    /// How far past the on-chain nonce a transaction may be.
+    pub max_nonce_gap: u64,
+    /// Percent by which a replacement must raise fee cap and tip.
+    pub price_bump: u128,
+}
+
+impl PoolConfig {
+    pub fn new(chain_id: u64, block_gas_limit: u64) -> Self {
+        Self {
+            chain_id,
+            block_gas_limit,
+            max_per_sender: 4096,
+            max_total: 50_000,
+            max_tx_size: 128 * 1024,
+            max_nonce_gap: 4096,
+            price_bump: 10,
+        }
+    }
+}
+
+/// What the caller knows of the sender at the head: what validation is checked against.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SenderState {
+    pub nonce: u64,
+    pub balance: U256,
+}
+
+/// A validated pending transaction.
+#[derive(Clone, Debug)]
+pub struct PoolTx {
+    pub stored: StoredTx,
+    /// The EIP-2718 bytes, kept for persistence and re-broadcast.
+    pub encoded: Bytes,
+    /// Arrival order; ties in priority go to the earlier one.
+    pub arrival: u64,
+}
+
+impl PoolTx {
+    pub fn hash(&self) -> B256 {
+        self.stored.hash
+    }
+    pub fn sender(&self) -> Address {
+        self.stored.sender
+    }
+    pub fn nonce(&self) -> u64 {
+        self.stored.tx.nonce()
+    }
+    /// Tip per gas this transaction pays at `base_fee`: what a block producer earns.
+    pub fn effective_tip(&self, base_fee: u64) -> u128 {
+        self.stored
+            .tx
+            .effective_tip_per_gas(base_fee)
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    by_hash: HashMap<B256, Arc<PoolTx>>,
+    /// Per sender: nonce -> transaction.
+    by_sender: HashMap<Address, BTreeMap<u64, Arc<PoolTx>>>,
+    /// Per sender: the on-chain nonce last seen (at validation or after a block).
+    state_nonce: HashMap<Address, u64>,
+    next_arrival: u64,
+}
+
+/// The pending-transaction pool. Share it behind an `Arc`.
+pub struct Pool {
+    config: PoolConfig,
+    inner: RwLock<Inner>,
+    arrivals: Notify,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("len", &self.len()).finish()
+    }
+}
+
+impl Pool {
+    pub fn new(config: PoolConfig) -> Self {
+        Self {
+            config,
+            inner: RwLock::default(),
+            arrivals: Notify::new(),
+        }
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// Checks that need no state: decodes nothing, only looks at the envelope. Returns the
+    /// recovered sender.
+    pub fn check_stateless(&self, tx: &TxEnvelope, encoded_len: usize) -> Result<Address, PoolError> {
+        let hash = *tx.tx_hash();
+        let err = |kind| PoolError { hash, kind };
+        if encoded_len > self.config.max_tx_size {
+            return Err(err(PoolErrorKind::Oversized {
+                size: encoded_len,
+                limit: self.config.max_tx_size,
+            }));
+        }
+        if tx.is_eip4844() {
+            // This chain carries no blobs.
+            return Err(err(PoolErrorKind::UnsupportedType));
+        }
+        if let Some(id) = tx.chain_id()
+            && id != self.config.chain_id
+        {
+            return Err(err(PoolErrorKind::WrongChainId {
+                have: id,
+                want: self.config.chain_id,
+            }));
+        }
+        if tx.gas_limit() > self.config.block_gas_limit {
+            return Err(err(PoolErrorKind::GasLimitExceedsBlock));
+        }
+        if tx.gas_limit() > pipe_executor::TX_GAS_LIMIT_CAP {
+            return Err(err(PoolErrorKind::GasLimitExceedsCap {
+                tx: tx.gas_limit(),
+                cap: pipe_executor::TX_GAS_LIMIT_CAP,
+            }));
+        }
+        if let Some(tip) = tx.max_priority_fee_per_gas()
+            && tip > tx.max_fee_per_gas()
+        {
+            return Err(err(PoolErrorKind::TipAboveFeeCap));
+        }
+        let sender = tx
+            .recover_signer()
+            .map_err(|e| err(PoolErrorKind::InvalidSignature(e.to_string())))?;
+        let want = pipe_executor::intrinsic_gas(tx, sender);
+        if tx.gas_limit() < want {
+            return Err(err(PoolErrorKind::IntrinsicGasTooLow {
+                have: tx.gas_limit(),
+                want,
+            }));
+        }
+        Ok(sender)
+    }
+
+    /// Validates `tx` (sent by `sender`, already checked by [`Pool::check_stateless`]) against
+    /// the sender's head state and the current base fee, and adds it. Returns the hashes of
+    /// transactions it replaced.
+    pub fn add(
+        &self,
+        tx: TxEnvelope,
+        sender: Address,
+        state: SenderState,
+        base_fee: u64,
+    ) -> Result<Option<B256>, PoolError> {
+        let hash = *tx.tx_hash();
+        let err = |kind| PoolError { hash, kind };
+        let nonce = tx.nonce();
+        if nonce < state.nonce {
+            return Err(err(PoolErrorKind::NonceTooLow {
+                tx: nonce,
+                state: state.nonce,
+            }));
+        }
+        if nonce > state.nonce + self.config.max_nonce_gap {
+            return Err(err(PoolErrorKind::NonceTooHigh {
+                tx: nonce,
+                state: state.nonce,
+                limit: self.config.max_nonce_gap,
+            }));
+        }
+        if tx.max_fee_per_gas() < base_fee as u128 {
+            return Err(err(PoolErrorKind::FeeCapBelowBaseFee {
+                fee_cap: tx.max_fee_per_gas(),
+                base_fee,
+            }));
+        }
+        let cost = U256::from(tx.gas_limit()) * U256::from(tx.max_fee_per_gas()) + tx.value();
+        if cost > state.balance {
+            return Err(err(PoolErrorKind::InsufficientFunds {
+                balance: state.balance.to_string(),
+                cost: cost.to_string(),
+            }));
+        }
+
+        let encoded = Bytes::from(tx.encoded_2718());
+        let mut inner = self.inner.write();
+        if inner.by_hash.contains_key(&hash) {
+            return Err(err(PoolErrorKind::AlreadyKnown));
+        }
+        let queue_len = inner.by_sender.get(&sender).map_or(0, |q| q.len());
+        let replaced = inner
+            .by_sender
+            .get(&sender)
+            .and_then(|q| q.get(&nonce))
+            .cloned();
+        if let Some(old) = &replaced {
+            let bump = |old: u128| old + old * self.config.price_bump / 100;
+            let old_tx = &old.stored.tx;
+            let new_tip = tx.max_priority_fee_per_gas().unwrap_or(tx.max_fee_per_gas());
+            let old_tip = old_tx
+                .max_priority_fee_per_gas()
+                .unwrap_or(old_tx.max_fee_per_gas());
+            if tx.max_fee_per_gas() < bump(old_tx.max_fee_per_gas()) || new_tip < bump(old_tip) {
+                return Err(err(PoolErrorKind::ReplacementUnderpriced));
+            }
+        } else {
+            if queue_len >= self.config.max_per_sender {
+                return Err(err(PoolErrorKind::SenderFull(queue_len)));
+            }
+            if inner.by_hash.len() >= self.config.max_total {
+                return Err(err(PoolErrorKind::PoolFull));
+            }
+        }
+
+        let arrival = inner.next_arrival;
+        inner.next_arrival += 1;
+        let pooled = Arc::new(PoolTx {
+            stored: StoredTx { hash, sender, tx },
+            encoded,
+            arrival,
+        });
+        if let Some(old) = &replaced {
+            inner.by_hash.remove(&old.hash());
+        }
+        inner.by_hash.insert(hash, pooled.clone());
+        inner
+            .by_sender
+            .entry(sender)
+            .or_default()
+            .insert(nonce, pooled);
+        inner.state_nonce.insert(sender, state.nonce);
+        drop(inner);
+        self.arrivals.notify_waiters();
+        self.arrivals.notify_one();
+        Ok(replaced.map(|r| r.hash()))
+    }
+
+    /// Resolves when a transaction arrives after the call (or one arrived since the last
+    /// waiter was woken).
+    pub async fn subscribe(&self) {
+        self.arrivals.notified().await
+    }
+
+    pub fn get(&self, hash: &B256) -> Option<Arc<PoolTx>> {
+        self.inner.read().by_hash.get(hash).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The nonce a sender's next transaction should use: the on-chain nonce plus the
+    /// consecutive run of pending ones (`eth_getTransactionCount(addr, "pending")`).
+    pub fn pending_nonce(&self, sender: &Address, state_nonce: u64) -> u64 {
+        let inner = self.inner.read();
+        let mut next = state_nonce;
+        if let Some(queue) = inner.by_sender.get(sender) {
+            for (&n, _) in queue.range(state_nonce..) {
+                if n != next {
+                    break;
+                }
+                next += 1;
+            }
+        }
+        next
+    }
+
+    /// Ready transactions, best first, for a block with `base_fee`.
+    pub fn best_transactions(&self, base_fee: u64) -> BestTransactions {
+        let inner = self.inner.read();
+        let mut queues = HashMap::with_capacity(inner.by_sender.len());
+        let mut heap = BinaryHeap::new();
+        for (sender, queue) in &inner.by_sender {
+            let state_nonce = inner.state_nonce.get(sender).copied().unwrap_or_default();
+            // Only the consecutive run from the on-chain nonce is ready.
+            let mut run = Vec::new();
+            let mut next = state_nonce;
+            for (&n, tx) in queue.range(state_nonce..) {
+                if n != next {
+                    break;
+                }
+                run.push(tx.clone());
+                next += 1;
+            }
+            if run.is_empty() {
+                continue;
+            }
+            run.reverse(); // pop() from the back yields increasing nonces
+            let first = run.pop().expect("non-empty");
+            heap.push(Candidate::new(first, base_fee));
+            queues.insert(*sender, run);
+        }
+        BestTransactions {
+            base_fee,
+            heap,
+            queues,
+            invalid: HashSet::new(),
+        }
+    }
+
+    /// Removes `included` transactions, and every pending transaction of their senders whose
+    /// nonce the block used up. Returns the hashes removed besides the included ones.
+    pub fn on_block(&self, included: &[StoredTx]) -> Vec<B256> {
+        let mut inner = self.inner.write();
+        let mut next_nonce: HashMap<Address, u64> = HashMap::new();
+        for tx in included {
+            inner.by_hash.remove(&tx.hash);
+            let n = next_nonce.entry(tx.sender).or_default();
+            *n = (*n).max(tx.tx.nonce() + 1);
+        }
+        let mut superseded = Vec::new();
+        for (sender, next) in next_nonce {
+            inner.state_nonce.insert(sender, next);
+            let Some(queue) = inner.by_sender.get_mut(&sender) else {
+                continue;
+            };
+            let keep = queue.split_off(&next);
+            let gone = std::mem::replace(queue, keep);
+            let empty = queue.is_empty();
+            for (_, tx) in gone {
+                if !included.iter().any(|t| t.hash == tx.hash()) {
+                    superseded.push(tx.hash());
+                }
+            }
+            if empty {
+                inner.by_sender.remove(&sender);
+                inner.state_nonce.remove(&sender);
+            }
+        }
+        for h in &superseded {
+            inner.by_hash.remove(h);
+        }
+        superseded
+    }
+
+    /// Drops a transaction that can never be included (and the sender's later ones, which
+    /// depend on it). Returns every hash removed.
+    pub fn remove_invalid(&self, hash: &B256) -> Vec<B256> {
+        let mut inner = self.inner.write();
+        let Some(tx) = inner.by_hash.get(hash).cloned() else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        if let Some(queue) = inner.by_sender.get_mut(&tx.sender()) {
+            let later = queue.split_off(&tx.nonce());
+            removed.extend(later.values().map(|t| t.hash()));
+            if queue.is_empty() {
+                inner.by_sender.remove(&tx.sender());
+            }
+        }
+        for h in &removed {
+            inner.by_hash.remove(h);
+        }
+        removed
+    }
+}
+
+/// One sender's best candidate in the heap. Ordered so the heap's max is the best.
+struct Candidate {
+    tip: u128,
+    tx: Arc<PoolTx>,
+}
+
+impl Candidate {
+    fn new(tx: Arc<PoolTx>, base_fee: u64) -> Self {
+        Self {
+            tip: tx.effective_tip(base_fee),
+            tx,
+        }
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Higher tip first; on equal tips the earlier arrival wins.
+        self.tip
+            .cmp(&other.tip)
+            .then_with(|| other.tx.arrival.cmp(&self.tx.arrival))
+    }
+}
+
+/// Ready transactions in priority order, respecting each sender's nonce order. A snapshot:
+/// transactions arriving later are not seen.
+pub struct BestTransactions {
+    base_fee: u64,
+    heap: BinaryHeap<Candidate>,
+    /// Per sender, the rest of its ready run (next nonce at the back).
+    queues: HashMap<Address, Vec<Arc<PoolTx>>>,
+    invalid: HashSet<Address>,
+}
+
+impl BestTransactions {
+    /// The last yielded transaction could not be included: skip the rest of its sender's
+    /// transactions in this iteration (their nonces would be wrong).
+    pub fn mark_invalid(&mut self, tx: &PoolTx) {
+        self.invalid.insert(tx.sender());
+        self.queues.remove(&tx.sender());
+    }
+}
+
+impl Iterator for BestTransactions {
+    type Item = Arc<PoolTx>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let best = self.heap.pop()?.tx;
+            if self.invalid.contains(&best.sender()) {
+                continue;
+            }
+            if let Some(next) = self.queues.get_mut(&best.sender()).and_then(|q| q.pop()) {
+                self.heap.push(Candidate::new(next, self.base_fee));
+            }
+            return Some(best);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_consensus::{SignableTransaction, TxEip1559};
+    use alloy_network::TxSignerSync;
+    use alloy_primitives::TxKind;
+    use alloy_signer_local::PrivateKeySigner;
+
+    const CHAIN: u64 = 31337;
+
+    fn signed(key: &PrivateKeySigner, nonce: u64, tip: u128, fee_cap: u128) -> TxEnvelope {
+        let mut tx = TxEip1559 {
+            chain_id: CHAIN,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: fee_cap,
+            max_priority_fee_per_gas: tip,
+            to: TxKind::Call(Address::repeat_byte(7)),
+            value: U256::from(1),
+            ..Default::default()
+        };
+        let sig = key.sign_transaction_sync(&mut tx).unwrap();
+        tx.into_signed(sig).into()
+    }
+
+    fn rich() -> SenderState {
+        SenderState {
+            nonce: 0,
+            balance: U256::from(10u128.pow(20)),
+        }
+    }
+
+    fn pool() -> Pool {
+        Pool::new(PoolConfig::new(CHAIN, 30_000_000))
+    }
+
+    fn add(pool: &Pool, tx: TxEnvelope, state: SenderState) -> Result<Option<B256>, PoolError> {
+        let sender = pool.check_stateless(&tx, tx.encode_2718_len())?;
+        pool.add(tx, sender, state, 1)
+    }
+
+    #[test]
+    fn best_orders_by_tip_then_nonce_within_sender() {
+        let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let p = pool();
+        add(&p, signed(&a, 1, 50, 100), rich()).unwrap(); // high tip but waits for nonce 0
+        add(&p, signed(&a, 0, 1, 100), rich()).unwrap();
+        add(&p, signed(&b, 0, 10, 100), rich()).unwrap();
+        let order: Vec<_> = p
+            .best_transactions(1)
+            .map(|t| (t.sender(), t.nonce()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![(b.address(), 0), (a.address(), 0), (a.address(), 1)]
+        );
+    }
+
+    #[test]
+    fn gap_is_not_ready_and_mark_invalid_skips_sender() {
+        let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let p = pool();
+        add(&p, signed(&a, 0, 5, 100), rich()).unwrap();
+        add(&p, signed(&a, 1, 5, 100), rich()).unwrap();
+        add(&p, signed(&b, 2, 9, 100), rich()).unwrap(); // gap: nonce 0 and 1 missing
+        let mut best = p.best_transactions(1);
+        let first = best.next().unwrap();
+        assert_eq!((first.sender(), first.nonce()), (a.address(), 0));
+        best.mark_invalid(&first);
+        assert!(best.next().is_none());
+        assert_eq!(p.pending_nonce(&a.address(), 0), 2);
+        assert_eq!(p.pending_nonce(&b.address(), 0), 0);
+    }
+
+    #[test]
+    fn replacement_needs_price_bump() {
+        let a = PrivateKeySigner::random();
+        let p = pool();
+        let first = signed(&a, 0, 10, 100);
+        add(&p, first.clone(), rich()).unwrap();
+        assert_eq!(
+            add(&p, first.clone(), rich()).unwrap_err().kind,
+            PoolErrorKind::AlreadyKnown
+        );
+        assert_eq!(
+            add(&p, signed(&a, 0, 10, 109), rich()).unwrap_err().kind,
+            PoolErrorKind::ReplacementUnderpriced
+        );
+        let replaced = add(&p, signed(&a, 0, 11, 110), rich()).unwrap();
+        assert_eq!(replaced, Some(*first.tx_hash()));
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn stateful_rejections_carry_geth_messages() {
+        let a = PrivateKeySigner::random();
+        let p = pool();
+        let state = SenderState {
+            nonce: 3,
+            balance: U256::from(21_000u64 * 100),
+        };
+        let e = add(&p, signed(&a, 2, 1, 100), state).unwrap_err();
+        assert!(e.to_string().starts_with("nonce too low"), "{e}");
+        // 21000 * 100 + value 1 > balance
+        let e = add(&p, signed(&a, 3, 1, 100), state).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("insufficient funds for gas * price + value"),
+            "{e}"
+        );
+        let e = add(&p, signed(&a, 3, 0, 0), state).unwrap_err();
+        assert!(e.to_string().starts_with("max fee per gas less than block base fee"), "{e}");
+    }
+
+    #[test]
+    fn stateless_rejections() {
+        let a = PrivateKeySigner::random();
+        let p = pool();
+        let mut tx = TxEip1559 {
+            chain_id: 1,
+            gas_limit: 21_000,
+            max_fee_per_gas: 10,
+            to: TxKind::Call(Address::ZERO),
+            ..Default::default()
+        };
+        let sig = a.sign_transaction_sync(&mut tx).unwrap();
+        let env: TxEnvelope = tx.into_signed(sig).into();
+        assert!(matches!(
+            p.check_stateless(&env, 100).unwrap_err().kind,
+            PoolErrorKind::WrongChainId { have: 1, .. }
+        ));
+        let mut tx = TxEip1559 {
+            chain_id: CHAIN,
+            gas_limit: 20_000,
+            max_fee_per_gas: 10,
+            to: TxKind::Call(Address::ZERO),
+            ..Default::default()
+        };
+        let sig = a.sign_transaction_sync(&mut tx).unwrap();
+        let env: TxEnvelope = tx.into_signed(sig).into();
+        assert!(matches!(
+            p.check_stateless(&env, 100).unwrap_err().kind,
+            PoolErrorKind::IntrinsicGasTooLow { have: 20_000, want: 21_000 }
+        ));
+        assert!(matches!(
+            p.check_stateless(&env, 200_000).unwrap_err().kind,
+            PoolErrorKind::Oversized { .. }
+        ));
+    }
+
+    #[test]
+    fn on_block_removes_included_and_superseded() {
+        let a = PrivateKeySigner::random();
+        let p = pool();
+        let t0 = signed(&a, 0, 1, 100);
+        add(&p, t0.clone(), rich()).unwrap();
+        add(&p, signed(&a, 1, 1, 100), rich()).unwrap();
+        let included = StoredTx {
+            hash: *t0.tx_hash(),
+            sender: a.address(),
+            tx: t0,
+        };
+        assert!(p.on_block(&[included]).is_empty());
+        assert_eq!(p.len(), 1);
+        let best: Vec<_> = p.best_transactions(1).map(|t| t.nonce()).collect();
+        assert_eq!(best, vec![1]);
+    }
+}

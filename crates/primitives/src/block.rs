@@ -1,0 +1,28 @@
+//! The block shapes the node seals, stores and serves.
+
+use alloy_consensus::{Header, ReceiptEnvelope, TxEnvelope};
+use alloy_primitives::{Address, B256};
+
+/// A transaction as it sits in a block: the signed envelope, its hash and its recovered sender
+/// (kept so serving it never needs another signature recovery).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredTx {
+    pub hash: B256,
+    pub sender: Address,
+    pub tx: TxEnvelope,
+}
+
+/// A sealed block: header, its hash, the transactions, and their receipts (same order).
+#[derive(Clone, Debug)]
+pub struct SealedBlock {
+    pub hash: B256,
+    pub header: Header,
+    pub transactions: Vec<StoredTx>,
+    pub receipts: Vec<ReceiptEnvelope>,
+}
+
+impl SealedBlock {
+    pub fn number(&self) -> u64 {
+        self.header.number
+    }
+}

@@ -1,0 +1,12 @@
+//! Types every pipe crate shares: the chain's configuration and genesis, the block and
+//! receipt shapes we store and serve, and the [`Clock`] seam.
+//!
+//! Nothing here executes or stores anything; it is the vocabulary of the node.
+
+pub mod block;
+pub mod chain;
+pub mod clock;
+
+pub use block::{SealedBlock, StoredTx};
+pub use chain::{ChainConfig, system_contracts};
+pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,0 +1,37 @@
+use thiserror::Error;
+
+/// Why a storage operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    /// Bytes in the store do not decode: the file was damaged or written by another version.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The store holds no genesis block yet.
+    #[error("store is not initialised with a genesis block")]
+    Uninitialised,
+    /// The store was initialised with a different genesis than the one given.
+    #[error("genesis mismatch: store has {stored}, config gives {given}")]
+    GenesisMismatch {
+        stored: alloy_primitives::B256,
+        given: alloy_primitives::B256,
+    },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

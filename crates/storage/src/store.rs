@@ -1,0 +1,389 @@
+//! The store: opening, genesis, block commits and block/receipt/transaction reads.
+
+use std::path::Path;
+
+use alloy_consensus::Header;
+use alloy_primitives::{Address, B256, Bytes, keccak256};
+use alloy_rlp::{Decodable, Encodable};
+use alloy_trie::{EMPTY_ROOT_HASH, HashBuilder, Nibbles, TrieAccount};
+use pipe_primitives::SealedBlock;
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+
+use crate::{
+    StoreError,
+    codec::{
+        decode_account, decode_body, decode_receipts, decode_tx_location, encode_account,
+        encode_body, encode_receipts, storage_key, storage_range, tx_location,
+    },
+    state::{AccountRecord, StateChanges, StateView},
+};
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
+const HASH_TO_NUMBER: TableDefinition<&[u8; 32], u64> = TableDefinition::new("hash_to_number");
+const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
+const TX_LOOKUP: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_lookup");
+pub(crate) const ACCOUNTS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("accounts");
+pub(crate) const STORAGE: TableDefinition<&[u8], &[u8; 32]> = TableDefinition::new("storage");
+pub(crate) const CODE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("code");
+/// keccak(address) -> RLP(trie account), in account-trie order.
+const HASHED_ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("hashed_accounts");
+/// address || keccak(slot) -> RLP(value), in storage-trie order within each address.
+const HASHED_STORAGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("hashed_storage");
+/// Pending transactions by hash: their EIP-2718 bytes.
+const POOL: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pool");
+
+const HEAD_KEY: &str = "head";
+
+/// Handle to the node's database. Cheap to share behind an `Arc`; redb serialises writers and
+/// lets readers run beside them on snapshots.
+pub struct Store {
+    db: Database,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        // Create every table up front so read transactions can always open them.
+        tx.open_table(META)?;
+        tx.open_table(HEADERS)?;
+        tx.open_table(HASH_TO_NUMBER)?;
+        tx.open_table(BODIES)?;
+        tx.open_table(RECEIPTS)?;
+        tx.open_table(TX_LOOKUP)?;
+        tx.open_table(ACCOUNTS)?;
+        tx.open_table(STORAGE)?;
+        tx.open_table(CODE)?;
+        tx.open_table(HASHED_ACCOUNTS)?;
+        tx.open_table(HASHED_STORAGE)?;
+        tx.open_table(POOL)?;
+        tx.commit()?;
+        Ok(Self { db })
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    pub(crate) fn head_in(tx: &ReadTransaction) -> Result<Option<u64>, StoreError> {
+        let meta = tx.open_table(META)?;
+        let head = meta.get(HEAD_KEY)?;
+        head.map(|v| {
+            v.value()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("head pointer".into()))
+        })
+        .transpose()
+    }
+
+    /// Number of the newest committed block, `None` before genesis.
+    pub fn head(&self) -> Result<Option<u64>, StoreError> {
+        Self::head_in(&self.db.begin_read()?)
+    }
+
+    /// A consistent read view of the state at the current head.
+    pub fn state(&self) -> Result<StateView, StoreError> {
+        StateView::open(self)
+    }
+
+    /// Writes the genesis state and block if the store is empty; otherwise checks that the
+    /// stored genesis is the one `build` makes. Returns the genesis block.
+    pub fn init_genesis(
+        &self,
+        alloc: &StateChanges,
+        build: impl FnOnce(B256) -> SealedBlock,
+    ) -> Result<SealedBlock, StoreError> {
+        if self.head()?.is_some() {
+            let stored = self.block(0)?.ok_or(StoreError::Uninitialised)?;
+            // Recompute what the config would give, without writing, to catch a changed config.
+            let tx = self.db.begin_write()?;
+            let root = apply_and_root(&tx, alloc)?;
+            drop(tx); // aborts
+            let given = build(root);
+            if given.hash != stored.hash {
+                return Err(StoreError::GenesisMismatch {
+                    stored: stored.hash,
+                    given: given.hash,
+                });
+            }
+            return Ok(stored);
+        }
+        self.commit_block(alloc, build)
+    }
+
+    /// Applies `changes`, computes the state root, lets `build` seal the block with it, and
+    /// stores block, receipts and indices, all in one durable transaction.
+    pub fn commit_block(
+        &self,
+        changes: &StateChanges,
+        build: impl FnOnce(B256) -> SealedBlock,
+    ) -> Result<SealedBlock, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
+        let root = apply_and_root(&tx, changes)?;
+        let block = build(root);
+        write_block(&tx, &block)?;
+        tx.commit()?;
+        Ok(block)
+    }
+
+    /// Header of block `number`.
+    pub fn header(&self, number: u64) -> Result<Option<Header>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let headers = tx.open_table(HEADERS)?;
+        headers
+            .get(number)?
+            .map(|v| {
+                Header::decode(&mut v.value())
+                    .map_err(|e| StoreError::Corrupt(format!("header {number}: {e}")))
+            })
+            .transpose()
+    }
+
+    pub fn block_number(&self, hash: &B256) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(HASH_TO_NUMBER)?.get(&hash.0)?.map(|v| v.value()))
+    }
+
+    /// The whole block `number`: header, transactions and receipts.
+    pub fn block(&self, number: u64) -> Result<Option<SealedBlock>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let headers = tx.open_table(HEADERS)?;
+        let Some(raw) = headers.get(number)? else {
+            return Ok(None);
+        };
+        let raw = raw.value();
+        let header = Header::decode(&mut &raw[..])
+            .map_err(|e| StoreError::Corrupt(format!("header {number}: {e}")))?;
+        let transactions = match tx.open_table(BODIES)?.get(number)? {
+            Some(b) => decode_body(b.value())?,
+            None => Vec::new(),
+        };
+        let receipts = match tx.open_table(RECEIPTS)?.get(number)? {
+            Some(b) => decode_receipts(b.value())?,
+            None => Vec::new(),
+        };
+        Ok(Some(SealedBlock {
+            hash: keccak256(raw),
+            header,
+            transactions,
+            receipts,
+        }))
+    }
+
+    /// Where transaction `hash` was included: block number and index.
+    pub fn transaction_location(&self, hash: &B256) -> Result<Option<(u64, u32)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        tx.open_table(TX_LOOKUP)?
+            .get(&hash.0)?
+            .map(|v| decode_tx_location(v.value()))
+            .transpose()
+    }
+
+    /// Persists pending transactions (EIP-2718 bytes by hash) without an fsync of their own:
+    /// they become durable with the next block commit.
+    pub fn put_pending(&self, txs: &[(B256, Bytes)]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)
+            .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
+        {
+            let mut pool = tx.open_table(POOL)?;
+            for (hash, raw) in txs {
+                pool.insert(&hash.0, raw.as_ref())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets pending transactions (dropped or replaced).
+    pub fn remove_pending(&self, hashes: &[B256]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)
+            .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
+        {
+            let mut pool = tx.open_table(POOL)?;
+            for hash in hashes {
+                pool.remove(&hash.0)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every persisted pending transaction, to refill the mempool on start.
+    pub fn pending(&self) -> Result<Vec<Bytes>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let pool = tx.open_table(POOL)?;
+        let mut out = Vec::new();
+        for row in pool.iter()? {
+            let (_, v) = row?;
+            out.push(Bytes::copy_from_slice(v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Number of accounts in state (for benchmarks and metrics).
+    pub fn account_count(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(ACCOUNTS)?.len()?)
+    }
+}
+
+/// Writes block, receipts and indices, drops included transactions from the pending table and
+/// moves the head.
+fn write_block(tx: &WriteTransaction, block: &SealedBlock) -> Result<(), StoreError> {
+    let number = block.number();
+    let mut header = Vec::with_capacity(600);
+    block.header.encode(&mut header);
+    tx.open_table(HEADERS)?.insert(number, header.as_slice())?;
+    tx.open_table(HASH_TO_NUMBER)?
+        .insert(&block.hash.0, number)?;
+    tx.open_table(BODIES)?
+        .insert(number, encode_body(&block.transactions).as_slice())?;
+    tx.open_table(RECEIPTS)?
+        .insert(number, encode_receipts(&block.receipts).as_slice())?;
+    let mut lookup = tx.open_table(TX_LOOKUP)?;
+    let mut pool = tx.open_table(POOL)?;
+    for (i, t) in block.transactions.iter().enumerate() {
+        lookup.insert(&t.hash.0, tx_location(number, i as u32).as_slice())?;
+        pool.remove(&t.hash.0)?;
+    }
+    tx.open_table(META)?
+        .insert(HEAD_KEY, number.to_be_bytes().as_slice())?;
+    Ok(())
+}
+
+/// Applies `changes` to plain and hashed state and returns the new state root.
+fn apply_and_root(tx: &WriteTransaction, changes: &StateChanges) -> Result<B256, StoreError> {
+    let mut accounts = tx.open_table(ACCOUNTS)?;
+    let mut storage = tx.open_table(STORAGE)?;
+    let mut hashed_accounts = tx.open_table(HASHED_ACCOUNTS)?;
+    let mut hashed_storage = tx.open_table(HASHED_STORAGE)?;
+    let mut code = tx.open_table(CODE)?;
+
+    for (hash, bytes) in &changes.code {
+        code.insert(&hash.0, bytes.as_ref())?;
+    }
+
+    // Storage first: account rows need the new storage roots.
+    let mut dirty: Vec<Address> = Vec::new();
+    for address in &changes.wiped_storage {
+        let (lo, hi) = storage_range(address);
+        storage.retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
+        hashed_storage.retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
+        dirty.push(*address);
+    }
+    for (address, slots) in &changes.storage {
+        for (slot, value) in slots {
+            let plain = storage_key(address, slot);
+            let hashed = storage_key(address, &keccak256(slot));
+            if value.is_zero() {
+                storage.remove(plain.as_slice())?;
+                hashed_storage.remove(hashed.as_slice())?;
+            } else {
+                storage.insert(plain.as_slice(), &value.to_be_bytes::<32>())?;
+                hashed_storage.insert(hashed.as_slice(), alloy_rlp::encode(value).as_slice())?;
+            }
+        }
+        dirty.push(*address);
+    }
+    dirty.sort_unstable();
+    dirty.dedup();
+
+    // New account rows, keeping each one's cached storage root unless its storage changed.
+    let mut updated: Vec<(Address, Option<AccountRecord>)> = Vec::new();
+    for (address, info) in &changes.accounts {
+        let previous = accounts
+            .get(&address.0.0)?
+            .map(|v| decode_account(v.value()))
+            .transpose()?;
+        updated.push((
+            *address,
+            info.map(|i| AccountRecord {
+                nonce: i.nonce,
+                balance: i.balance,
+                code_hash: i.code_hash,
+                storage_root: previous.map(|p| p.storage_root).unwrap_or(EMPTY_ROOT_HASH),
+            }),
+        ));
+    }
+    for address in &dirty {
+        let root = storage_root(&hashed_storage, address)?;
+        match updated.iter_mut().find(|(a, _)| a == address) {
+            Some((_, Some(record))) => record.storage_root = root,
+            Some((_, None)) => {}
+            None => {
+                // Storage changed but the account row did not: refresh only its root.
+                if let Some(v) = accounts.get(&address.0.0)? {
+                    let mut record = decode_account(v.value())?;
+                    record.storage_root = root;
+                    updated.push((*address, Some(record)));
+                }
+            }
+        }
+    }
+
+    for (address, record) in updated {
+        let hashed = keccak256(address);
+        match record {
+            Some(r) => {
+                accounts.insert(&address.0.0, encode_account(&r).as_slice())?;
+                let trie = TrieAccount {
+                    nonce: r.nonce,
+                    balance: r.balance,
+                    storage_root: r.storage_root,
+                    code_hash: r.code_hash,
+                };
+                hashed_accounts.insert(&hashed.0, alloy_rlp::encode(trie).as_slice())?;
+            }
+            None => {
+                accounts.remove(&address.0.0)?;
+                hashed_accounts.remove(&hashed.0)?;
+                let (lo, hi) = storage_range(&address);
+                storage.retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
+                hashed_storage.retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
+            }
+        }
+    }
+
+    // The account trie, from the ordered scan.
+    let mut builder = HashBuilder::default();
+    for row in hashed_accounts.iter()? {
+        let (k, v) = row?;
+        builder.add_leaf(Nibbles::unpack(k.value()), v.value());
+    }
+    Ok(builder.root())
+}
+
+/// Root of `address`'s storage trie from its rows in hashed order.
+fn storage_root(
+    hashed_storage: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    address: &Address,
+) -> Result<B256, StoreError> {
+    let (lo, hi) = storage_range(address);
+    let mut builder = HashBuilder::default();
+    let mut any = false;
+    for row in hashed_storage.range(lo.as_slice()..=hi.as_slice())? {
+        let (k, v) = row?;
+        builder.add_leaf(Nibbles::unpack(&k.value()[20..]), v.value());
+        any = true;
+    }
+    Ok(if any { builder.root() } else { EMPTY_ROOT_HASH })
+}
