@@ -1,1 +1,142 @@
-fn main() {}
+//! The `pipe` command line.
+
+use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use pipe_node::config::{BlockTime, FileConfig, NodeConfig};
+use pipe_primitives::SystemClock;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pipe",
+    version,
+    about = "An Ethereum node whose contracts call ML models inside the transaction"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node.
+    Node(NodeArgs),
+}
+
+#[derive(Args, Debug)]
+struct NodeArgs {
+    /// Dev chain: funded dev accounts, dev chain id (31337), blocks every second.
+    #[arg(long)]
+    dev: bool,
+    /// TOML config file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (default: $HOME/.local/share/pipe/<chain id>).
+    #[arg(long, value_name = "DIR")]
+    datadir: Option<PathBuf>,
+    /// Address the JSON-RPC server listens on.
+    #[arg(long = "http.addr", value_name = "ADDR")]
+    http_addr: Option<IpAddr>,
+    /// Port of the JSON-RPC server (HTTP and WebSocket); 0 picks a free one.
+    #[arg(long = "http.port", value_name = "PORT")]
+    http_port: Option<u16>,
+    /// Seal a block every this many milliseconds.
+    #[arg(long, value_name = "MS", conflicts_with = "on_demand")]
+    block_time_ms: Option<u64>,
+    /// Seal as soon as transactions arrive instead of on a timer.
+    #[arg(long)]
+    on_demand: bool,
+    #[arg(long)]
+    chain_id: Option<u64>,
+    /// Geth-style genesis JSON (with `alloc`).
+    #[arg(long, value_name = "FILE")]
+    genesis: Option<PathBuf>,
+    /// Block gas limit.
+    #[arg(long)]
+    gas_limit: Option<u64>,
+    /// Number of dev accounts to fund.
+    #[arg(long)]
+    accounts: Option<u32>,
+    /// Balance of each dev account, in ether.
+    #[arg(long)]
+    balance: Option<u64>,
+}
+
+fn default_datadir(chain_id: u64) -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("pipe").join(chain_id.to_string())
+}
+
+fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    if !args.dev && args.genesis.is_none() && file.genesis.is_none() {
+        anyhow::bail!("give --dev for the dev chain, or --genesis FILE for another chain");
+    }
+    let mut c = NodeConfig::dev(PathBuf::new());
+    c.chain_id = args.chain_id.or(file.chain_id).unwrap_or(c.chain_id);
+    c.datadir = args
+        .datadir
+        .or(file.datadir)
+        .unwrap_or_else(|| default_datadir(c.chain_id));
+    c.http_addr = args.http_addr.or(file.http_addr).unwrap_or(c.http_addr);
+    c.http_port = args.http_port.or(file.http_port).unwrap_or(c.http_port);
+    c.genesis = args.genesis.or(file.genesis);
+    c.gas_limit = args.gas_limit.or(file.gas_limit);
+    c.dev_accounts = args
+        .accounts
+        .or(file.dev_accounts)
+        .unwrap_or(c.dev_accounts);
+    c.dev_balance_eth = args
+        .balance
+        .or(file.dev_balance_eth)
+        .unwrap_or(c.dev_balance_eth);
+    c.block_time =
+        if args.on_demand || (args.block_time_ms.is_none() && file.on_demand == Some(true)) {
+            BlockTime::OnDemand
+        } else {
+            let ms = args.block_time_ms.or(file.block_time_ms).unwrap_or(1000);
+            anyhow::ensure!(
+                ms > 0,
+                "block time must be positive (use --on-demand instead)"
+            );
+            BlockTime::Interval(Duration::from_millis(ms))
+        };
+    Ok(c)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(args) => {
+            let config = node_config(args)?;
+            let node = pipe_node::node::launch(config, Arc::new(SystemClock))
+                .await
+                .context("starting node")?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = node.stopped() => {}
+            }
+            tracing::info!(target: "pipe::node", "shutting down");
+            node.shutdown().await;
+        }
+    }
+    Ok(())
+}

@@ -286,4 +286,3 @@ pub(crate) fn bundle_to_changes(bundle: revm::database::BundleState) -> StateCha
     }
     changes
 }
-

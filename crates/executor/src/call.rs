@@ -6,11 +6,11 @@ use alloy_primitives::{Bytes, Log, TxKind};
 use alloy_rpc_types_eth::{TransactionRequest, state::StateOverride};
 use pipe_storage::StateView;
 use revm::{
+    DatabaseRef,
     context::TxEnv,
     context_interface::Cfg,
     context_interface::result::{EVMError, ExecutionResult, HaltReason, OutOfGasError},
     database::CacheDB,
-    DatabaseRef,
 };
 
 use crate::{BlockAttributes, CallError, Executor, StateDb, db::DbError};
@@ -188,9 +188,7 @@ fn outcome(result: ExecutionResult<HaltReason>) -> Result<CallOutcome, CallError
 /// Geth's wording for the common halts, so clients match on it.
 fn halt_message(reason: &HaltReason) -> String {
     match reason {
-        HaltReason::OutOfGas(OutOfGasError::Basic) | HaltReason::OutOfGas(_) => {
-            "out of gas".into()
-        }
+        HaltReason::OutOfGas(OutOfGasError::Basic) | HaltReason::OutOfGas(_) => "out of gas".into(),
         HaltReason::OpcodeNotFound | HaltReason::InvalidFEOpcode => "invalid opcode".into(),
         HaltReason::StackUnderflow => "stack underflow".into(),
         HaltReason::StackOverflow => "stack limit reached".into(),
@@ -211,4 +209,3 @@ fn evm_error(e: EVMError<DbError>) -> CallError {
         other => CallError::Internal(other.to_string()),
     }
 }
-

@@ -56,9 +56,10 @@ impl DatabaseRef for StateDb {
         if code_hash == KECCAK256_EMPTY {
             return Ok(Bytecode::default());
         }
-        let raw = self.view.code(&code_hash)?.ok_or_else(|| {
-            DbError(StoreError::Corrupt(format!("missing code {code_hash}")))
-        })?;
+        let raw = self
+            .view
+            .code(&code_hash)?
+            .ok_or_else(|| DbError(StoreError::Corrupt(format!("missing code {code_hash}"))))?;
         Ok(Bytecode::new_raw(raw))
     }
 

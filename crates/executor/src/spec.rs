@@ -1,9 +1,7 @@
 //! The hardfork schedule: every Ethereum fork through Osaka active from genesis.
 
 use alloy_evm::eth::spec::EthExecutorSpec;
-use alloy_hardforks::{
-    EthereumChainHardforks, EthereumHardfork, EthereumHardforks, ForkCondition,
-};
+use alloy_hardforks::{EthereumChainHardforks, EthereumHardfork, EthereumHardforks, ForkCondition};
 use alloy_primitives::Address;
 
 /// Name of the hardfork the chain runs, for docs and `web3_clientVersion`-style output.
@@ -22,9 +20,7 @@ impl Default for PipeSpec {
         let forks = EthereumHardfork::devnet()
             .into_iter()
             .filter(|(fork, _)| *fork != EthereumHardfork::Dao)
-            .filter(|(fork, _)| {
-                !matches!(fork, EthereumHardfork::Bpo1 | EthereumHardfork::Bpo2)
-            });
+            .filter(|(fork, _)| !matches!(fork, EthereumHardfork::Bpo1 | EthereumHardfork::Bpo2));
         Self {
             forks: EthereumChainHardforks::new(forks),
         }

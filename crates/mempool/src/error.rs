@@ -29,7 +29,9 @@ pub enum PoolErrorKind {
     InvalidSignature(String),
     #[error("transaction type not supported")]
     UnsupportedType,
-    #[error("max fee per gas less than block base fee: maxFeePerGas: {fee_cap}, baseFee: {base_fee}")]
+    #[error(
+        "max fee per gas less than block base fee: maxFeePerGas: {fee_cap}, baseFee: {base_fee}"
+    )]
     FeeCapBelowBaseFee { fee_cap: u128, base_fee: u64 },
     #[error("max priority fee per gas higher than max fee per gas")]
     TipAboveFeeCap,

@@ -121,7 +121,11 @@ impl Pool {
 
     /// Checks that need no state: decodes nothing, only looks at the envelope. Returns the
     /// recovered sender.
-    pub fn check_stateless(&self, tx: &TxEnvelope, encoded_len: usize) -> Result<Address, PoolError> {
+    pub fn check_stateless(
+        &self,
+        tx: &TxEnvelope,
+        encoded_len: usize,
+    ) -> Result<Address, PoolError> {
         let hash = *tx.tx_hash();
         let err = |kind| PoolError { hash, kind };
         if encoded_len > self.config.max_tx_size {
@@ -223,7 +227,9 @@ impl Pool {
         if let Some(old) = &replaced {
             let bump = |old: u128| old + old * self.config.price_bump / 100;
             let old_tx = &old.stored.tx;
-            let new_tip = tx.max_priority_fee_per_gas().unwrap_or(tx.max_fee_per_gas());
+            let new_tip = tx
+                .max_priority_fee_per_gas()
+                .unwrap_or(tx.max_fee_per_gas());
             let old_tip = old_tx
                 .max_priority_fee_per_gas()
                 .unwrap_or(old_tx.max_fee_per_gas());
@@ -255,7 +261,10 @@ impl Pool {
             .entry(sender)
             .or_default()
             .insert(nonce, pooled);
-        inner.state_nonce.insert(sender, state.nonce);
+        // Never move a sender's known nonce backwards: `state` may predate a block that
+        // committed while this transaction was being validated.
+        let known = inner.state_nonce.entry(sender).or_default();
+        *known = (*known).max(state.nonce);
         drop(inner);
         self.arrivals.notify_waiters();
         self.arrivals.notify_one();
@@ -354,8 +363,9 @@ impl Pool {
                 }
             }
             if empty {
+                // The nonce entry stays: a transaction validated against an older state may
+                // still arrive for this sender.
                 inner.by_sender.remove(&sender);
-                inner.state_nonce.remove(&sender);
             }
         }
         for h in &superseded {
@@ -568,7 +578,11 @@ mod tests {
             "{e}"
         );
         let e = add(&p, signed(&a, 3, 0, 0), state).unwrap_err();
-        assert!(e.to_string().starts_with("max fee per gas less than block base fee"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("max fee per gas less than block base fee"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -599,7 +613,10 @@ mod tests {
         let env: TxEnvelope = tx.into_signed(sig).into();
         assert!(matches!(
             p.check_stateless(&env, 100).unwrap_err().kind,
-            PoolErrorKind::IntrinsicGasTooLow { have: 20_000, want: 21_000 }
+            PoolErrorKind::IntrinsicGasTooLow {
+                have: 20_000,
+                want: 21_000
+            }
         ));
         assert!(matches!(
             p.check_stateless(&env, 200_000).unwrap_err().kind,

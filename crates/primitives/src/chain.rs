@@ -19,8 +19,14 @@ pub const INITIAL_BASE_FEE: u64 = 1_000_000_000;
 pub fn system_contracts() -> [(Address, Bytes); 4] {
     use alloy_eips::{eip2935, eip4788, eip7002, eip7251};
     [
-        (eip2935::HISTORY_STORAGE_ADDRESS, eip2935::HISTORY_STORAGE_CODE.clone()),
-        (eip4788::BEACON_ROOTS_ADDRESS, eip4788::BEACON_ROOTS_CODE.clone()),
+        (
+            eip2935::HISTORY_STORAGE_ADDRESS,
+            eip2935::HISTORY_STORAGE_CODE.clone(),
+        ),
+        (
+            eip4788::BEACON_ROOTS_ADDRESS,
+            eip4788::BEACON_ROOTS_CODE.clone(),
+        ),
         (
             eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS,
             eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_CODE.clone(),

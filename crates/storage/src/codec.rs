@@ -20,7 +20,10 @@ pub(crate) fn encode_account(a: &AccountRecord) -> [u8; ACCOUNT_LEN] {
 
 pub(crate) fn decode_account(b: &[u8]) -> Result<AccountRecord, StoreError> {
     if b.len() != ACCOUNT_LEN {
-        return Err(StoreError::Corrupt(format!("account row of {} bytes", b.len())));
+        return Err(StoreError::Corrupt(format!(
+            "account row of {} bytes",
+            b.len()
+        )));
     }
     Ok(AccountRecord {
         nonce: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),

@@ -66,7 +66,9 @@ pub struct StateView {
 
 impl std::fmt::Debug for StateView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateView").field("head", &self.head).finish()
+        f.debug_struct("StateView")
+            .field("head", &self.head)
+            .finish()
     }
 }
 

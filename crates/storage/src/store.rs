@@ -8,9 +8,8 @@ use alloy_rlp::{Decodable, Encodable};
 use alloy_trie::{EMPTY_ROOT_HASH, HashBuilder, Nibbles, TrieAccount};
 use pipe_primitives::SealedBlock;
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
 };
 
 use crate::{
@@ -32,8 +31,7 @@ pub(crate) const ACCOUNTS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::
 pub(crate) const STORAGE: TableDefinition<&[u8], &[u8; 32]> = TableDefinition::new("storage");
 pub(crate) const CODE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("code");
 /// keccak(address) -> RLP(trie account), in account-trie order.
-const HASHED_ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> =
-    TableDefinition::new("hashed_accounts");
+const HASHED_ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("hashed_accounts");
 /// address || keccak(slot) -> RLP(value), in storage-trie order within each address.
 const HASHED_STORAGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("hashed_storage");
 /// Pending transactions by hash: their EIP-2718 bytes.
@@ -158,7 +156,10 @@ impl Store {
 
     pub fn block_number(&self, hash: &B256) -> Result<Option<u64>, StoreError> {
         let tx = self.db.begin_read()?;
-        Ok(tx.open_table(HASH_TO_NUMBER)?.get(&hash.0)?.map(|v| v.value()))
+        Ok(tx
+            .open_table(HASH_TO_NUMBER)?
+            .get(&hash.0)?
+            .map(|v| v.value()))
     }
 
     /// The whole block `number`: header, transactions and receipts.

@@ -1,0 +1,86 @@
+//! Node configuration: command-line flags over an optional TOML file over defaults.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+/// Everything `launch` needs. Built from flags and the config file by `main`.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub datadir: PathBuf,
+    pub http_addr: IpAddr,
+    /// 0 picks a free port (tests).
+    pub http_port: u16,
+    pub chain_id: u64,
+    /// Geth-style genesis file; `None` for the dev genesis.
+    pub genesis: Option<PathBuf>,
+    pub gas_limit: Option<u64>,
+    pub block_time: BlockTime,
+    /// Dev accounts to derive and fund.
+    pub dev_accounts: u32,
+    /// Balance of each dev account, in ether.
+    pub dev_balance_eth: u64,
+    /// Print the accounts banner on start.
+    pub print_banner: bool,
+}
+
+/// How blocks are sealed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockTime {
+    Interval(Duration),
+    OnDemand,
+}
+
+impl NodeConfig {
+    /// The dev chain's defaults (what `pipe node --dev` runs).
+    pub fn dev(datadir: PathBuf) -> Self {
+        Self {
+            datadir,
+            http_addr: IpAddr::from([127, 0, 0, 1]),
+            http_port: 8545,
+            chain_id: pipe_primitives::chain::DEV_CHAIN_ID,
+            genesis: None,
+            gas_limit: None,
+            block_time: BlockTime::Interval(Duration::from_secs(1)),
+            dev_accounts: 10,
+            dev_balance_eth: 10_000,
+            print_banner: true,
+        }
+    }
+}
+
+/// The TOML config file: every field optional; flags given on the command line win.
+///
+/// ```toml
+/// datadir = "/var/lib/pipe"
+/// http_addr = "127.0.0.1"
+/// http_port = 8545
+/// chain_id = 31337
+/// genesis = "genesis.json"
+/// gas_limit = 30000000
+/// block_time_ms = 1000      # or: on_demand = true
+/// dev_accounts = 10
+/// dev_balance_eth = 10000
+/// ```
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub datadir: Option<PathBuf>,
+    pub http_addr: Option<IpAddr>,
+    pub http_port: Option<u16>,
+    pub chain_id: Option<u64>,
+    pub genesis: Option<PathBuf>,
+    pub gas_limit: Option<u64>,
+    pub block_time_ms: Option<u64>,
+    pub on_demand: Option<bool>,
+    pub dev_accounts: Option<u32>,
+    pub dev_balance_eth: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+}

@@ -1,0 +1,42 @@
+//! Dev accounts: the ten derived from the standard test mnemonic, funded at genesis, exactly
+//! the ones anvil and hardhat fund, so every tool's defaults and tutorials work.
+
+use alloy_primitives::{Address, B256};
+use alloy_signer_local::{MnemonicBuilder, PrivateKeySigner, coins_bip39::English};
+
+pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
+
+/// The first `n` accounts of the dev mnemonic (BIP-44 path m/44'/60'/0'/0/i).
+pub fn dev_signers(n: u32) -> anyhow::Result<Vec<PrivateKeySigner>> {
+    (0..n)
+        .map(|i| {
+            Ok(MnemonicBuilder::<English>::default()
+                .phrase(DEV_MNEMONIC)
+                .index(i)?
+                .build()?)
+        })
+        .collect()
+}
+
+/// Prints accounts and keys the way anvil does, so people know where to look.
+pub fn banner(signers: &[PrivateKeySigner], balance_eth: u64) -> String {
+    let mut s = String::from("\nAvailable Accounts\n==================\n");
+    for (i, k) in signers.iter().enumerate() {
+        s += &format!(
+            "({i}) {} ({balance_eth}.000000000000000000 ETH)\n",
+            k.address()
+        );
+    }
+    s += "\nPrivate Keys\n==================\n";
+    for (i, k) in signers.iter().enumerate() {
+        s += &format!("({i}) {}\n", B256::from_slice(&k.to_bytes()[..]));
+    }
+    s += &format!(
+        "\nWallet\n==================\nMnemonic:          {DEV_MNEMONIC}\nDerivation path:   m/44'/60'/0'/0/\n"
+    );
+    s
+}
+
+pub fn addresses(signers: &[PrivateKeySigner]) -> Vec<Address> {
+    signers.iter().map(|s| s.address()).collect()
+}

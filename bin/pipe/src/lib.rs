@@ -1,0 +1,8 @@
+//! The `pipe` node: wiring of storage, executor, mempool, builder and RPC, and the dev chain.
+//!
+//! The binary (`main.rs`) parses the command line; [`node::launch`] starts everything and
+//! returns a [`node::RunningNode`] that tests drive on a loopback port.
+
+pub mod config;
+pub mod dev;
+pub mod node;

@@ -1,0 +1,326 @@
+//! Starting and stopping a node.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, TxEnvelope};
+use alloy_eips::{Decodable2718, eip7685::EMPTY_REQUESTS_HASH};
+use alloy_primitives::{B256, Bytes, KECCAK256_EMPTY, U256, keccak256};
+use alloy_trie::EMPTY_ROOT_HASH;
+use anyhow::Context;
+use jsonrpsee::server::ServerHandle;
+use pipe_builder::{BlockProducer, DevSealer, PayloadBuilder, SealMode};
+use pipe_executor::Executor;
+use pipe_mempool::{Pool, PoolConfig, SenderState};
+use pipe_primitives::{ChainConfig, Clock, SealedBlock};
+use pipe_rpc::{NodeHandle, RpcConfig};
+use pipe_storage::{AccountInfoChange, StateChanges, Store};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{info, warn};
+
+use crate::{
+    config::{BlockTime, NodeConfig},
+    dev,
+};
+
+/// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub rpc_addr: SocketAddr,
+    pub store: Arc<Store>,
+    pub pool: Arc<Pool>,
+    pub executor: Executor,
+    pub producer: Arc<PayloadBuilder>,
+    pub head: watch::Receiver<Arc<SealedBlock>>,
+    pub dev_keys: Vec<alloy_signer_local::PrivateKeySigner>,
+    shutdown: watch::Sender<bool>,
+    rpc: ServerHandle,
+    sealer: Option<JoinHandle<()>>,
+    persister: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// URL of the HTTP (and WebSocket) endpoint.
+    pub fn rpc_url(&self) -> String {
+        format!("http://{}", self.rpc_addr)
+    }
+
+    /// Stops sealing, RPC and persistence, waiting for each to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(s) = self.sealer.take() {
+            let _ = s.await;
+        }
+        let _ = self.rpc.stop();
+        self.rpc.clone().stopped().await;
+        // The RPC server held the last sender of the persistence channel.
+        if let Some(p) = self.persister.take() {
+            let _ = tokio::task::spawn_blocking(move || p.join()).await;
+        }
+    }
+
+    /// Resolves when a stop was requested from outside (Ctrl-C handled by `main`).
+    pub async fn stopped(&self) {
+        self.rpc.clone().stopped().await
+    }
+}
+
+/// The chain configuration a node config describes.
+pub fn chain_config(config: &NodeConfig) -> anyhow::Result<ChainConfig> {
+    let mut chain = match &config.genesis {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading genesis {}", path.display()))?;
+            let genesis: alloy_genesis::Genesis = serde_json::from_str(&text)
+                .with_context(|| format!("parsing genesis {}", path.display()))?;
+            let chain_id = if genesis.config.chain_id != 1 {
+                genesis.config.chain_id
+            } else {
+                config.chain_id
+            };
+            ChainConfig::from_genesis(chain_id, genesis)
+        }
+        None => {
+            let signers = dev::dev_signers(config.dev_accounts)?;
+            let balance = U256::from(config.dev_balance_eth) * U256::from(10u128.pow(18));
+            let mut c = ChainConfig::dev(dev::addresses(&signers), balance);
+            c.chain_id = config.chain_id;
+            c
+        }
+    };
+    if let Some(limit) = config.gas_limit {
+        chain.gas_limit = limit;
+        chain.genesis.gas_limit = limit;
+    }
+    Ok(chain)
+}
+
+/// Genesis alloc as a change set.
+fn genesis_changes(chain: &ChainConfig) -> StateChanges {
+    let mut changes = StateChanges::default();
+    for (address, account) in &chain.genesis.alloc {
+        let code_hash = match &account.code {
+            Some(code) if !code.is_empty() => {
+                let h = keccak256(code);
+                changes.code.push((h, code.clone()));
+                h
+            }
+            _ => KECCAK256_EMPTY,
+        };
+        changes.accounts.push((
+            *address,
+            Some(AccountInfoChange {
+                nonce: account.nonce.unwrap_or_default(),
+                balance: account.balance,
+                code_hash,
+            }),
+        ));
+        if let Some(storage) = &account.storage {
+            changes.storage.push((
+                *address,
+                storage
+                    .iter()
+                    .map(|(k, v)| (*k, U256::from_be_bytes(v.0)))
+                    .collect(),
+            ));
+        }
+    }
+    changes
+}
+
+fn genesis_block(chain: &ChainConfig, state_root: B256) -> SealedBlock {
+    let g = &chain.genesis;
+    let header = Header {
+        parent_hash: B256::ZERO,
+        ommers_hash: EMPTY_OMMER_ROOT_HASH,
+        beneficiary: g.coinbase,
+        state_root,
+        transactions_root: EMPTY_ROOT_HASH,
+        receipts_root: EMPTY_ROOT_HASH,
+        logs_bloom: Default::default(),
+        difficulty: g.difficulty,
+        number: 0,
+        gas_limit: chain.gas_limit,
+        gas_used: 0,
+        timestamp: g.timestamp,
+        extra_data: g.extra_data.clone(),
+        mix_hash: g.mix_hash,
+        nonce: g.nonce.into(),
+        base_fee_per_gas: Some(chain.genesis_base_fee()),
+        withdrawals_root: Some(EMPTY_ROOT_HASH),
+        blob_gas_used: Some(0),
+        excess_blob_gas: Some(0),
+        parent_beacon_block_root: Some(B256::ZERO),
+        requests_hash: Some(EMPTY_REQUESTS_HASH),
+        ..Default::default()
+    };
+    SealedBlock {
+        hash: header.hash_slow(),
+        header,
+        transactions: Vec::new(),
+        receipts: Vec::new(),
+    }
+}
+
+/// Opens the store (creating genesis on first start), restores pending transactions, starts
+/// RPC, persistence and the sealer.
+pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningNode> {
+    let chain = Arc::new(chain_config(&config)?);
+    std::fs::create_dir_all(&config.datadir)
+        .with_context(|| format!("creating data dir {}", config.datadir.display()))?;
+    let db_path = config.datadir.join("chain.redb");
+    let store =
+        Arc::new(Store::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?);
+    let changes = genesis_changes(&chain);
+    let genesis = store
+        .init_genesis(&changes, |root| genesis_block(&chain, root))
+        .context("initialising genesis")?;
+    let head_number = store.head()?.unwrap_or_default();
+    let head_block = store
+        .block(head_number)?
+        .context("head block missing from store")?;
+    info!(target: "pipe::node", genesis = %genesis.hash, head = head_number, "chain opened");
+
+    let executor = Executor::new(chain.clone());
+    let pool = Arc::new(Pool::new(PoolConfig::new(chain.chain_id, chain.gas_limit)));
+    restore_pending(&store, &pool, &head_block, &chain)?;
+
+    let (head_tx, head_rx) = watch::channel(Arc::new(head_block));
+    let producer = Arc::new(PayloadBuilder::new(
+        store.clone(),
+        pool.clone(),
+        executor.clone(),
+        clock.clone(),
+        head_tx,
+    ));
+
+    // Accepted transactions are persisted in batches by one thread, off the RPC path.
+    let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+    let persister = {
+        let store = store.clone();
+        std::thread::Builder::new()
+            .name("pipe-persist".into())
+            .spawn(move || persist_pending(store, persist_rx))?
+    };
+
+    let signers = dev::dev_signers(if config.genesis.is_none() {
+        config.dev_accounts
+    } else {
+        0
+    })?;
+    let node = NodeHandle {
+        store: store.clone(),
+        pool: pool.clone(),
+        executor: executor.clone(),
+        head: head_rx.clone(),
+        persist: persist_tx,
+        accounts: dev::addresses(&signers),
+        client_version: format!(
+            "pipe/v{}/{}",
+            env!("CARGO_PKG_VERSION"),
+            pipe_executor::HARDFORK
+        ),
+    };
+    let rpc_config = RpcConfig::new(SocketAddr::new(config.http_addr, config.http_port));
+    let (rpc_addr, rpc) = pipe_rpc::start(&rpc_config, node)
+        .await
+        .with_context(|| format!("starting RPC on {}", rpc_config.addr))?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mode = match config.block_time {
+        BlockTime::Interval(d) => SealMode::Interval(d),
+        BlockTime::OnDemand => SealMode::OnDemand {
+            min_gap: Duration::from_millis(0),
+        },
+    };
+    let sealer = DevSealer::new(
+        producer.clone() as Arc<dyn BlockProducer>,
+        pool.clone(),
+        clock,
+        mode,
+    );
+    let sealer = tokio::spawn(sealer.run(shutdown_rx));
+
+    if config.print_banner && !signers.is_empty() {
+        println!("{}", dev::banner(&signers, config.dev_balance_eth));
+    }
+    println!("Chain ID: {}", chain.chain_id);
+    println!("Listening on {rpc_addr}");
+    info!(target: "pipe::node", %rpc_addr, mode = ?config.block_time, "node started");
+
+    Ok(RunningNode {
+        rpc_addr,
+        store,
+        pool,
+        executor,
+        producer,
+        head: head_rx,
+        dev_keys: signers,
+        shutdown,
+        rpc,
+        sealer: Some(sealer),
+        persister: Some(persister),
+    })
+}
+
+/// Puts persisted pending transactions back into the pool; drops the ones no longer valid.
+fn restore_pending(
+    store: &Store,
+    pool: &Pool,
+    head: &SealedBlock,
+    chain: &ChainConfig,
+) -> anyhow::Result<()> {
+    let base_fee = head
+        .header
+        .next_block_base_fee(chain.base_fee_params())
+        .unwrap_or_default();
+    let state = store.state()?;
+    let mut stale = Vec::new();
+    let mut restored = 0usize;
+    for raw in store.pending()? {
+        let Ok(tx) = TxEnvelope::decode_2718_exact(raw.as_ref()) else {
+            warn!(target: "pipe::node", "undecodable pending transaction dropped");
+            continue;
+        };
+        let hash = *tx.tx_hash();
+        let added = pool.check_stateless(&tx, raw.len()).and_then(|sender| {
+            let account = state.account(&sender).ok().flatten().unwrap_or_default();
+            let s = SenderState {
+                nonce: account.nonce,
+                balance: account.balance,
+            };
+            pool.add(tx, sender, s, base_fee)
+        });
+        match added {
+            Ok(_) => restored += 1,
+            Err(e) => {
+                warn!(target: "pipe::node", %hash, reason = %e, "pending transaction dropped on restart");
+                stale.push(hash);
+            }
+        }
+    }
+    if !stale.is_empty() {
+        store.remove_pending(&stale)?;
+    }
+    if restored > 0 {
+        info!(target: "pipe::node", restored, "pending transactions restored");
+    }
+    Ok(())
+}
+
+/// Writes accepted transactions to the store, as many per write transaction as are waiting.
+fn persist_pending(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<(B256, Bytes)>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            batch.push(next);
+            if batch.len() >= 4096 {
+                break;
+            }
+        }
+        if let Err(e) = store.put_pending(&batch) {
+            warn!(target: "pipe::node", error = %e, "persisting pending transactions failed");
+        }
+    }
+}

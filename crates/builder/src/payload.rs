@@ -1,0 +1,184 @@
+//! The payload job: one block from the pool's best transactions.
+
+use std::sync::Arc;
+
+use alloy_primitives::{Address, B256, Bytes, keccak256};
+use pipe_executor::{BlockAttributes, Executor, TxRejected};
+use pipe_mempool::Pool;
+use pipe_primitives::{Clock, SealedBlock};
+use pipe_storage::Store;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::BlockProducer;
+
+/// Why a block could not be produced at all.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("storage: {0}")]
+    Storage(#[from] pipe_storage::StoreError),
+    #[error("execution: {0}")]
+    Exec(#[from] pipe_executor::ExecError),
+    #[error("aborted: {0}")]
+    Aborted(String),
+}
+
+/// Counters of one build, for logs, metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BuildStats {
+    /// Transactions considered (yielded by the pool).
+    pub considered: usize,
+    /// Left out because invalid against the state (dropped from the pool).
+    pub invalid: usize,
+    /// Left out because the block was full.
+    pub skipped_full: usize,
+    /// The deadline stopped the build with transactions still waiting.
+    pub hit_deadline: bool,
+    /// Milliseconds spent executing and committing, on the producer's clock.
+    pub build_ms: u64,
+}
+
+/// What a build produced.
+#[derive(Debug)]
+pub enum BuildOutcome {
+    /// A block was sealed and committed.
+    Sealed {
+        block: Arc<SealedBlock>,
+        stats: BuildStats,
+    },
+}
+
+/// Builds blocks on the store's head from the pool.
+pub struct PayloadBuilder {
+    store: Arc<Store>,
+    pool: Arc<Pool>,
+    executor: Executor,
+    clock: Arc<dyn Clock>,
+    /// Fee recipient of produced blocks.
+    beneficiary: Address,
+    /// Published after every commit, so RPC subscribers and the sealer see the new head.
+    head: watch::Sender<Arc<SealedBlock>>,
+}
+
+impl std::fmt::Debug for PayloadBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayloadBuilder").finish_non_exhaustive()
+    }
+}
+
+impl PayloadBuilder {
+    pub fn new(
+        store: Arc<Store>,
+        pool: Arc<Pool>,
+        executor: Executor,
+        clock: Arc<dyn Clock>,
+        head: watch::Sender<Arc<SealedBlock>>,
+    ) -> Self {
+        Self {
+            store,
+            pool,
+            executor,
+            clock,
+            beneficiary: Address::ZERO,
+            head,
+        }
+    }
+
+    /// Attributes of the block after `parent`: timestamps strictly increase, even when blocks
+    /// are sealed faster than one a second.
+    pub fn next_attributes(&self, parent: &SealedBlock) -> BlockAttributes {
+        let now_s = self.clock.now_ms() / 1000;
+        let p = &parent.header;
+        let base_fee = p
+            .next_block_base_fee(self.executor.config().base_fee_params())
+            .unwrap_or_else(|| self.executor.config().genesis_base_fee());
+        BlockAttributes {
+            parent_hash: parent.hash,
+            number: p.number + 1,
+            timestamp: now_s.max(p.timestamp + 1),
+            beneficiary: self.beneficiary,
+            gas_limit: self.executor.config().gas_limit,
+            base_fee,
+            // No beacon chain: derive the randomness from the parent so it is deterministic.
+            prevrandao: keccak256(parent.hash),
+            extra_data: Bytes::new(),
+        }
+    }
+
+    fn build(&self, deadline_ms: u64) -> Result<BuildOutcome, BuildError> {
+        let started = self.clock.now_ms();
+        let parent = self.head.borrow().clone();
+        let attrs = self.next_attributes(&parent);
+        let view = self.store.state()?;
+        if view.head != parent.number() {
+            return Err(BuildError::Aborted(format!(
+                "store head {} is not the published head {}",
+                view.head,
+                parent.number()
+            )));
+        }
+        let base_fee = attrs.base_fee;
+        let mut block = self.executor.build_block(view, attrs)?;
+        let mut stats = BuildStats::default();
+        let mut dropped: Vec<B256> = Vec::new();
+        let mut best = self.pool.best_transactions(base_fee);
+        while let Some(tx) = best.next() {
+            if self.clock.now_ms() >= deadline_ms {
+                stats.hit_deadline = true;
+                break;
+            }
+            stats.considered += 1;
+            match block.execute(&tx.stored) {
+                Ok(_) => {}
+                Err(TxRejected::BlockFull { .. }) => {
+                    stats.skipped_full += 1;
+                    best.mark_invalid(&tx);
+                    if block.gas_used() + 21_000 > block.attributes().gas_limit {
+                        break;
+                    }
+                }
+                Err(TxRejected::Invalid { hash, reason }) => {
+                    warn!(target: "pipe::builder", %hash, %reason, "dropping invalid transaction");
+                    stats.invalid += 1;
+                    best.mark_invalid(&tx);
+                    dropped.extend(self.pool.remove_invalid(&hash));
+                }
+                Err(TxRejected::Internal(e)) => return Err(BuildError::Aborted(e)),
+            }
+        }
+        let executed = block.finish()?;
+        let sealed = self
+            .store
+            .commit_block(&executed.changes.clone(), |root| executed.seal(root))?;
+        let sealed = Arc::new(sealed);
+        dropped.extend(self.pool.on_block(&sealed.transactions));
+        if !dropped.is_empty() {
+            self.store.remove_pending(&dropped)?;
+        }
+        stats.build_ms = self.clock.now_ms().saturating_sub(started);
+        self.head.send_replace(sealed.clone());
+        if sealed.transactions.is_empty() {
+            debug!(target: "pipe::builder", number = sealed.number(), "sealed empty block");
+        } else {
+            info!(
+                target: "pipe::builder",
+                number = sealed.number(),
+                hash = %sealed.hash,
+                txs = sealed.transactions.len(),
+                gas_used = sealed.header.gas_used,
+                build_ms = stats.build_ms,
+                "sealed block"
+            );
+        }
+        Ok(BuildOutcome::Sealed {
+            block: sealed,
+            stats,
+        })
+    }
+}
+
+impl BlockProducer for PayloadBuilder {
+    fn produce(&self, deadline_ms: u64) -> Result<BuildOutcome, BuildError> {
+        self.build(deadline_ms)
+    }
+}

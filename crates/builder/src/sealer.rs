@@ -1,0 +1,99 @@
+//! The dev chain's "consensus": seal a block every slot, or as soon as transactions arrive.
+
+use std::{sync::Arc, time::Duration};
+
+use pipe_mempool::Pool;
+use pipe_primitives::Clock;
+use tokio::sync::watch;
+use tracing::error;
+
+use crate::BlockProducer;
+
+/// When the dev chain seals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealMode {
+    /// A block every interval, empty or not (like `anvil --block-time`).
+    Interval(Duration),
+    /// A block as soon as the pool has transactions (like anvil's automine), at most one per
+    /// `min_gap` so a stream of transactions batches into blocks.
+    OnDemand { min_gap: Duration },
+}
+
+/// Drives a [`BlockProducer`] on the dev chain's schedule until shutdown.
+pub struct DevSealer {
+    producer: Arc<dyn BlockProducer>,
+    pool: Arc<Pool>,
+    clock: Arc<dyn Clock>,
+    mode: SealMode,
+}
+
+impl std::fmt::Debug for DevSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevSealer")
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+/// How much of a slot the builder may use: it must leave time to commit and publish.
+const BUILD_SHARE: f64 = 0.5;
+
+impl DevSealer {
+    pub fn new(
+        producer: Arc<dyn BlockProducer>,
+        pool: Arc<Pool>,
+        clock: Arc<dyn Clock>,
+        mode: SealMode,
+    ) -> Self {
+        Self {
+            producer,
+            pool,
+            clock,
+            mode,
+        }
+    }
+
+    /// Runs until `shutdown` flips to true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut next_slot = self.clock.now_ms();
+        loop {
+            let budget_ms = match self.mode {
+                SealMode::Interval(every) => {
+                    next_slot += every.as_millis() as u64;
+                    tokio::select! {
+                        _ = self.clock.sleep_until(next_slot) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    (every.as_millis() as f64 * BUILD_SHARE) as u64
+                }
+                SealMode::OnDemand { min_gap } => {
+                    while self.pool.best_transactions(0).next().is_none() {
+                        tokio::select! {
+                            _ = self.pool.subscribe() => {}
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                    tokio::select! {
+                        _ = self.clock.sleep_until(next_slot) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    next_slot = self.clock.now_ms() + min_gap.as_millis() as u64;
+                    500
+                }
+            };
+            if *shutdown.borrow() {
+                return;
+            }
+            let deadline = self.clock.now_ms() + budget_ms;
+            let producer = self.producer.clone();
+            // Execution is CPU work: keep it off the async workers.
+            match tokio::task::spawn_blocking(move || producer.produce(deadline)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    error!(target: "pipe::builder", error = %e, "block production failed")
+                }
+                Err(e) => error!(target: "pipe::builder", error = %e, "block production panicked"),
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The one place node errors become JSON-RPC errors (codes and texts as geth's).
+
+use alloy_primitives::Bytes;
+use jsonrpsee::types::ErrorObjectOwned;
+use pipe_executor::CallError;
+use pipe_mempool::PoolError;
+use pipe_storage::StoreError;
+
+/// geth: a transaction or call that is invalid for the state.
+const SERVER_ERROR: i32 = -32000;
+const INVALID_PARAMS: i32 = -32602;
+const INTERNAL: i32 = -32603;
+/// geth: execution reverted, with the revert data in `data`.
+const EXECUTION_REVERTED: i32 = 3;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("{0}")]
+    InvalidParams(String),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("header not found")]
+    UnknownBlock,
+    /// Only the head's state is kept (no archive).
+    #[error("historical state for block {0} is not available: this node keeps the head state only")]
+    HistoricalState(u64),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<RpcError> for ErrorObjectOwned {
+    fn from(e: RpcError) -> Self {
+        let msg = e.to_string();
+        match e {
+            RpcError::InvalidParams(_) => ErrorObjectOwned::owned(INVALID_PARAMS, msg, None::<()>),
+            RpcError::Call(CallError::Reverted { output, .. }) => {
+                ErrorObjectOwned::owned(EXECUTION_REVERTED, msg, Some(Bytes::from(output)))
+            }
+            RpcError::Store(_) | RpcError::Internal(_) | RpcError::Call(CallError::Internal(_)) => {
+                ErrorObjectOwned::owned(INTERNAL, msg, None::<()>)
+            }
+            RpcError::Pool(_)
+            | RpcError::Call(_)
+            | RpcError::UnknownBlock
+            | RpcError::HistoricalState(_)
+            | RpcError::LimitExceeded(_) => ErrorObjectOwned::owned(SERVER_ERROR, msg, None::<()>),
+        }
+    }
+}
+
+pub(crate) type RpcResult<T> = Result<T, ErrorObjectOwned>;

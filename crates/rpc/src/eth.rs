@@ -1,0 +1,638 @@
+//! The method handlers.
+
+use std::sync::Arc;
+
+use alloy_consensus::{Transaction as _, TxEnvelope};
+use alloy_eips::{BlockId, BlockNumberOrTag, Decodable2718, eip1559::calc_next_block_base_fee};
+use alloy_primitives::{Address, B256, Bytes, U64, U256};
+use alloy_rpc_types_eth::{
+    Block, FeeHistory, Filter, FilterBlockOption, Log, Transaction, TransactionRequest,
+    state::StateOverride,
+};
+use jsonrpsee::{
+    PendingSubscriptionSink, SubscriptionMessage,
+    core::{SubscriptionResult, async_trait},
+    proc_macros::rpc,
+};
+use pipe_executor::{BlockAttributes, CallRequest};
+use pipe_mempool::SenderState;
+use pipe_primitives::SealedBlock;
+use pipe_storage::StateView;
+
+use crate::{
+    MAX_FEE_HISTORY, MAX_LOG_RANGE, MAX_LOGS, NodeHandle, RpcError,
+    convert::{self, RpcReceipt},
+    error::RpcResult,
+};
+
+/// Tip suggested by `eth_maxPriorityFeePerGas` and added to the base fee by `eth_gasPrice`.
+const SUGGESTED_TIP: u64 = 1_000_000_000;
+
+#[rpc(server, namespace = "eth")]
+pub trait EthApi {
+    #[method(name = "chainId")]
+    fn chain_id(&self) -> RpcResult<U64>;
+    #[method(name = "blockNumber")]
+    fn block_number(&self) -> RpcResult<U64>;
+    #[method(name = "syncing")]
+    fn syncing(&self) -> RpcResult<bool>;
+    #[method(name = "accounts")]
+    fn accounts(&self) -> RpcResult<Vec<Address>>;
+    #[method(name = "gasPrice")]
+    fn gas_price(&self) -> RpcResult<U256>;
+    #[method(name = "maxPriorityFeePerGas")]
+    fn max_priority_fee_per_gas(&self) -> RpcResult<U256>;
+    #[method(name = "feeHistory")]
+    fn fee_history(
+        &self,
+        block_count: U64,
+        newest_block: BlockNumberOrTag,
+        reward_percentiles: Option<Vec<f64>>,
+    ) -> RpcResult<FeeHistory>;
+    #[method(name = "getBalance")]
+    fn balance(&self, address: Address, block: Option<BlockId>) -> RpcResult<U256>;
+    #[method(name = "getTransactionCount")]
+    fn transaction_count(&self, address: Address, block: Option<BlockId>) -> RpcResult<U64>;
+    #[method(name = "getCode")]
+    fn code(&self, address: Address, block: Option<BlockId>) -> RpcResult<Bytes>;
+    #[method(name = "getStorageAt")]
+    fn storage_at(&self, address: Address, slot: U256, block: Option<BlockId>) -> RpcResult<B256>;
+    #[method(name = "call")]
+    async fn call(
+        &self,
+        request: TransactionRequest,
+        block: Option<BlockId>,
+        state_overrides: Option<StateOverride>,
+    ) -> RpcResult<Bytes>;
+    #[method(name = "estimateGas")]
+    async fn estimate_gas(
+        &self,
+        request: TransactionRequest,
+        block: Option<BlockId>,
+        state_overrides: Option<StateOverride>,
+    ) -> RpcResult<U64>;
+    #[method(name = "sendRawTransaction")]
+    fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256>;
+    #[method(name = "getTransactionByHash")]
+    fn transaction_by_hash(&self, hash: B256) -> RpcResult<Option<Transaction>>;
+    #[method(name = "getTransactionReceipt")]
+    fn transaction_receipt(&self, hash: B256) -> RpcResult<Option<RpcReceipt>>;
+    #[method(name = "getBlockByNumber")]
+    fn block_by_number(&self, number: BlockNumberOrTag, full: bool) -> RpcResult<Option<Block>>;
+    #[method(name = "getBlockByHash")]
+    fn block_by_hash(&self, hash: B256, full: bool) -> RpcResult<Option<Block>>;
+    #[method(name = "getBlockTransactionCountByNumber")]
+    fn block_transaction_count_by_number(&self, number: BlockNumberOrTag)
+    -> RpcResult<Option<U64>>;
+    #[method(name = "getBlockTransactionCountByHash")]
+    fn block_transaction_count_by_hash(&self, hash: B256) -> RpcResult<Option<U64>>;
+    #[method(name = "getBlockReceipts")]
+    fn block_receipts(&self, block: BlockId) -> RpcResult<Option<Vec<RpcReceipt>>>;
+    #[method(name = "getLogs")]
+    fn logs(&self, filter: Filter) -> RpcResult<Vec<Log>>;
+    /// `eth_subscribe("newHeads")` over WebSocket.
+    #[subscription(name = "subscribe" => "subscription", unsubscribe = "unsubscribe", item = serde_json::Value)]
+    async fn subscribe(&self, kind: String) -> SubscriptionResult;
+}
+
+#[rpc(server, namespace = "net")]
+pub trait NetApi {
+    #[method(name = "version")]
+    fn version(&self) -> RpcResult<String>;
+    #[method(name = "listening")]
+    fn listening(&self) -> RpcResult<bool>;
+}
+
+#[rpc(server, namespace = "web3")]
+pub trait Web3Api {
+    #[method(name = "clientVersion")]
+    fn client_version(&self) -> RpcResult<String>;
+    #[method(name = "sha3")]
+    fn sha3(&self, data: Bytes) -> RpcResult<B256>;
+}
+
+/// The handlers' shared state.
+#[derive(Clone)]
+pub(crate) struct Api {
+    node: Arc<NodeHandle>,
+}
+
+impl Api {
+    pub(crate) fn new(node: NodeHandle) -> Self {
+        Self {
+            node: Arc::new(node),
+        }
+    }
+
+    fn head(&self) -> Arc<SealedBlock> {
+        self.node.head.borrow().clone()
+    }
+
+    /// The block number a tag or number names, or `UnknownBlock` past the head.
+    fn resolve_number(&self, tag: BlockNumberOrTag) -> Result<u64, RpcError> {
+        let head = self.head().number();
+        let n = match tag {
+            BlockNumberOrTag::Earliest => 0,
+            BlockNumberOrTag::Number(n) => n,
+            // No consensus finality on the dev chain: everything sealed is final.
+            _ => head,
+        };
+        if n > head {
+            return Err(RpcError::UnknownBlock);
+        }
+        Ok(n)
+    }
+
+    fn resolve_id(&self, id: Option<BlockId>) -> Result<u64, RpcError> {
+        match id {
+            None => Ok(self.head().number()),
+            Some(BlockId::Number(tag)) => self.resolve_number(tag),
+            Some(BlockId::Hash(h)) => self
+                .node
+                .store
+                .block_number(&h.block_hash)?
+                .ok_or(RpcError::UnknownBlock),
+        }
+    }
+
+    /// State as of block `id`. Only the head's state is kept.
+    fn state_at(&self, id: Option<BlockId>) -> Result<StateView, RpcError> {
+        let n = self.resolve_id(id)?;
+        let view = self.node.store.state()?;
+        if n == view.head {
+            Ok(view)
+        } else {
+            Err(RpcError::HistoricalState(n))
+        }
+    }
+
+    fn block(&self, number: u64) -> Result<Option<SealedBlock>, RpcError> {
+        let head = self.head();
+        if head.number() == number {
+            return Ok(Some((*head).clone()));
+        }
+        Ok(self.node.store.block(number)?)
+    }
+
+    fn block_by_id(&self, id: BlockId) -> Result<Option<SealedBlock>, RpcError> {
+        match self.resolve_id(Some(id)) {
+            Ok(n) => self.block(n),
+            Err(RpcError::UnknownBlock) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Block environment for calls at `view`'s head: the head block's own header values, as
+    /// geth and anvil use for `eth_call` at "latest".
+    fn call_attributes(&self, view: &StateView) -> Result<BlockAttributes, RpcError> {
+        let head = self.block(view.head)?.ok_or(RpcError::UnknownBlock)?;
+        let h = &head.header;
+        Ok(BlockAttributes {
+            parent_hash: h.parent_hash,
+            number: h.number,
+            timestamp: h.timestamp,
+            beneficiary: h.beneficiary,
+            gas_limit: h.gas_limit,
+            base_fee: h.base_fee_per_gas.unwrap_or_default(),
+            prevrandao: h.mix_hash,
+            extra_data: h.extra_data.clone(),
+        })
+    }
+
+    fn next_base_fee(&self) -> u64 {
+        let head = self.head();
+        let params = self.node.executor.config().base_fee_params();
+        head.header
+            .next_block_base_fee(params)
+            .unwrap_or_else(|| self.node.executor.config().genesis_base_fee())
+    }
+
+    fn call_request(
+        &self,
+        request: TransactionRequest,
+        block: Option<BlockId>,
+        overrides: Option<StateOverride>,
+    ) -> Result<(StateView, BlockAttributes, CallRequest), RpcError> {
+        let view = self.state_at(block)?;
+        let attrs = self.call_attributes(&view)?;
+        Ok((
+            view,
+            attrs,
+            CallRequest {
+                tx: request,
+                overrides,
+            },
+        ))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> RpcError {
+    RpcError::Internal(e.to_string())
+}
+
+#[async_trait]
+impl EthApiServer for Api {
+    fn chain_id(&self) -> RpcResult<U64> {
+        Ok(U64::from(self.node.executor.config().chain_id))
+    }
+
+    fn block_number(&self) -> RpcResult<U64> {
+        Ok(U64::from(self.head().number()))
+    }
+
+    fn syncing(&self) -> RpcResult<bool> {
+        Ok(false)
+    }
+
+    fn accounts(&self) -> RpcResult<Vec<Address>> {
+        Ok(self.node.accounts.clone())
+    }
+
+    fn gas_price(&self) -> RpcResult<U256> {
+        Ok(U256::from(self.next_base_fee()) + U256::from(SUGGESTED_TIP))
+    }
+
+    fn max_priority_fee_per_gas(&self) -> RpcResult<U256> {
+        Ok(U256::from(SUGGESTED_TIP))
+    }
+
+    fn fee_history(
+        &self,
+        block_count: U64,
+        newest_block: BlockNumberOrTag,
+        reward_percentiles: Option<Vec<f64>>,
+    ) -> RpcResult<FeeHistory> {
+        let count = block_count.to::<u64>();
+        if count == 0 {
+            return Ok(FeeHistory::default());
+        }
+        if count > MAX_FEE_HISTORY {
+            return Err(RpcError::LimitExceeded(format!(
+                "block count {count} exceeds the limit of {MAX_FEE_HISTORY}"
+            ))
+            .into());
+        }
+        if let Some(p) = &reward_percentiles {
+            let sorted = p.windows(2).all(|w| w[0] <= w[1]);
+            if !sorted || p.iter().any(|x| !(0.0..=100.0).contains(x)) {
+                return Err(RpcError::InvalidParams(
+                    "invalid reward percentiles: must be ascending values in [0, 100]".into(),
+                )
+                .into());
+            }
+        }
+        let newest = self.resolve_number(newest_block)?;
+        let oldest = newest.saturating_sub(count - 1);
+        let params = self.node.executor.config().base_fee_params();
+        let mut history = FeeHistory {
+            oldest_block: oldest,
+            ..Default::default()
+        };
+        let mut rewards = Vec::new();
+        let mut last = None;
+        for n in oldest..=newest {
+            let b = self.block(n)?.ok_or(RpcError::UnknownBlock)?;
+            let h = &b.header;
+            history
+                .base_fee_per_gas
+                .push(h.base_fee_per_gas.unwrap_or_default() as u128);
+            history
+                .gas_used_ratio
+                .push(h.gas_used as f64 / h.gas_limit.max(1) as f64);
+            history.base_fee_per_blob_gas.push(1);
+            history.blob_gas_used_ratio.push(0.0);
+            if let Some(p) = &reward_percentiles {
+                rewards.push(block_rewards(&b, p));
+            }
+            last = Some(b);
+        }
+        if let Some(b) = last {
+            let next = calc_next_block_base_fee(
+                b.header.gas_used,
+                b.header.gas_limit,
+                b.header.base_fee_per_gas.unwrap_or_default(),
+                params,
+            );
+            history.base_fee_per_gas.push(next as u128);
+            history.base_fee_per_blob_gas.push(1);
+        }
+        if reward_percentiles.is_some() {
+            history.reward = Some(rewards);
+        }
+        Ok(history)
+    }
+
+    fn balance(&self, address: Address, block: Option<BlockId>) -> RpcResult<U256> {
+        let view = self.state_at(block)?;
+        Ok(view
+            .account(&address)
+            .map_err(RpcError::from)?
+            .map(|a| a.balance)
+            .unwrap_or_default())
+    }
+
+    fn transaction_count(&self, address: Address, block: Option<BlockId>) -> RpcResult<U64> {
+        let pending = matches!(block, Some(BlockId::Number(BlockNumberOrTag::Pending)));
+        let view = self.state_at(block)?;
+        let nonce = view
+            .account(&address)
+            .map_err(RpcError::from)?
+            .map(|a| a.nonce)
+            .unwrap_or_default();
+        Ok(U64::from(if pending {
+            self.node.pool.pending_nonce(&address, nonce)
+        } else {
+            nonce
+        }))
+    }
+
+    fn code(&self, address: Address, block: Option<BlockId>) -> RpcResult<Bytes> {
+        let view = self.state_at(block)?;
+        let Some(account) = view.account(&address).map_err(RpcError::from)? else {
+            return Ok(Bytes::new());
+        };
+        Ok(view
+            .code(&account.code_hash)
+            .map_err(RpcError::from)?
+            .unwrap_or_default())
+    }
+
+    fn storage_at(&self, address: Address, slot: U256, block: Option<BlockId>) -> RpcResult<B256> {
+        let view = self.state_at(block)?;
+        let value = view
+            .storage(&address, &B256::from(slot))
+            .map_err(RpcError::from)?;
+        Ok(B256::from(value))
+    }
+
+    async fn call(
+        &self,
+        request: TransactionRequest,
+        block: Option<BlockId>,
+        state_overrides: Option<StateOverride>,
+    ) -> RpcResult<Bytes> {
+        let (view, attrs, req) = self.call_request(request, block, state_overrides)?;
+        let executor = self.node.executor.clone();
+        let out = tokio::task::spawn_blocking(move || executor.call(view, &attrs, req))
+            .await
+            .map_err(internal)?
+            .map_err(RpcError::from)?;
+        Ok(out.output)
+    }
+
+    async fn estimate_gas(
+        &self,
+        request: TransactionRequest,
+        block: Option<BlockId>,
+        state_overrides: Option<StateOverride>,
+    ) -> RpcResult<U64> {
+        let (view, attrs, req) = self.call_request(request, block, state_overrides)?;
+        let executor = self.node.executor.clone();
+        let gas = tokio::task::spawn_blocking(move || executor.estimate_gas(view, &attrs, req))
+            .await
+            .map_err(internal)?
+            .map_err(RpcError::from)?;
+        Ok(U64::from(gas))
+    }
+
+    fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256> {
+        let tx = TxEnvelope::decode_2718_exact(raw.as_ref()).map_err(|e| {
+            RpcError::InvalidParams(format!("failed to decode signed transaction: {e}"))
+        })?;
+        let pool = &self.node.pool;
+        let sender = pool
+            .check_stateless(&tx, raw.len())
+            .map_err(RpcError::from)?;
+        let account = self
+            .node
+            .store
+            .state()
+            .map_err(RpcError::from)?
+            .account(&sender)
+            .map_err(RpcError::from)?
+            .unwrap_or_default();
+        let hash = *tx.tx_hash();
+        let state = SenderState {
+            nonce: account.nonce,
+            balance: account.balance,
+        };
+        pool.add(tx, sender, state, self.next_base_fee())
+            .map_err(RpcError::from)?;
+        // Persistence is batched by the node; a closed channel means it is shutting down.
+        let _ = self.node.persist.send((hash, raw));
+        Ok(hash)
+    }
+
+    fn transaction_by_hash(&self, hash: B256) -> RpcResult<Option<Transaction>> {
+        if let Some(tx) = self.node.pool.get(&hash) {
+            return Ok(Some(convert::pending_transaction(&tx.stored)));
+        }
+        let Some((number, index)) = self
+            .node
+            .store
+            .transaction_location(&hash)
+            .map_err(RpcError::from)?
+        else {
+            return Ok(None);
+        };
+        let b = self.block(number)?.ok_or(RpcError::UnknownBlock)?;
+        Ok(Some(convert::transaction_in_block(&b, index as usize)))
+    }
+
+    fn transaction_receipt(&self, hash: B256) -> RpcResult<Option<RpcReceipt>> {
+        let Some((number, index)) = self
+            .node
+            .store
+            .transaction_location(&hash)
+            .map_err(RpcError::from)?
+        else {
+            return Ok(None);
+        };
+        let b = self.block(number)?.ok_or(RpcError::UnknownBlock)?;
+        Ok(Some(convert::receipt(&b, index as usize)))
+    }
+
+    fn block_by_number(&self, number: BlockNumberOrTag, full: bool) -> RpcResult<Option<Block>> {
+        Ok(self
+            .block_by_id(BlockId::Number(number))?
+            .map(|b| convert::block(&b, full)))
+    }
+
+    fn block_by_hash(&self, hash: B256, full: bool) -> RpcResult<Option<Block>> {
+        Ok(self
+            .block_by_id(BlockId::from(hash))?
+            .map(|b| convert::block(&b, full)))
+    }
+
+    fn block_transaction_count_by_number(
+        &self,
+        number: BlockNumberOrTag,
+    ) -> RpcResult<Option<U64>> {
+        Ok(self
+            .block_by_id(BlockId::Number(number))?
+            .map(|b| U64::from(b.transactions.len())))
+    }
+
+    fn block_transaction_count_by_hash(&self, hash: B256) -> RpcResult<Option<U64>> {
+        Ok(self
+            .block_by_id(BlockId::from(hash))?
+            .map(|b| U64::from(b.transactions.len())))
+    }
+
+    fn block_receipts(&self, block: BlockId) -> RpcResult<Option<Vec<RpcReceipt>>> {
+        Ok(self.block_by_id(block)?.map(|b| {
+            (0..b.transactions.len())
+                .map(|i| convert::receipt(&b, i))
+                .collect()
+        }))
+    }
+
+    fn logs(&self, filter: Filter) -> RpcResult<Vec<Log>> {
+        let (from, to) = match &filter.block_option {
+            FilterBlockOption::AtBlockHash(h) => {
+                let n = self
+                    .node
+                    .store
+                    .block_number(h)
+                    .map_err(RpcError::from)?
+                    .ok_or(RpcError::UnknownBlock)?;
+                (n, n)
+            }
+            FilterBlockOption::Range {
+                from_block,
+                to_block,
+            } => {
+                let head = self.head().number();
+                let resolve = |t: Option<BlockNumberOrTag>| match t {
+                    None => Ok(head),
+                    // A range may reach past the head: it just finds nothing there.
+                    Some(BlockNumberOrTag::Number(n)) => Ok(n.min(head)),
+                    Some(t) => self.resolve_number(t),
+                };
+                (resolve(*from_block)?, resolve(*to_block)?)
+            }
+        };
+        if from > to {
+            return Err(RpcError::InvalidParams("invalid block range params".into()).into());
+        }
+        if to - from >= MAX_LOG_RANGE {
+            return Err(RpcError::LimitExceeded(format!(
+                "block range {} exceeds the limit of {MAX_LOG_RANGE} blocks",
+                to - from + 1
+            ))
+            .into());
+        }
+        let mut out = Vec::new();
+        for n in from..=to {
+            let Some(header) = self.node.store.header(n).map_err(RpcError::from)? else {
+                break;
+            };
+            if !filter.matches_bloom(header.logs_bloom) {
+                continue;
+            }
+            let b = self.block(n)?.ok_or(RpcError::UnknownBlock)?;
+            out.extend(
+                convert::block_logs(&b)
+                    .into_iter()
+                    .filter(|l| filter.matches(&l.inner)),
+            );
+            if out.len() > MAX_LOGS {
+                return Err(RpcError::LimitExceeded(format!(
+                    "query returned more than {MAX_LOGS} results"
+                ))
+                .into());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn subscribe(
+        &self,
+        pending: PendingSubscriptionSink,
+        kind: String,
+    ) -> SubscriptionResult {
+        if kind != "newHeads" {
+            pending
+                .reject(jsonrpsee::types::ErrorObjectOwned::owned(
+                    -32602,
+                    format!("unsupported subscription: {kind} (supported: newHeads)"),
+                    None::<()>,
+                ))
+                .await;
+            return Ok(());
+        }
+        let sink = pending.accept().await?;
+        let mut head = self.node.head.clone();
+        head.mark_unchanged();
+        loop {
+            tokio::select! {
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = sink.closed() => return Ok(()),
+            }
+            let block = head.borrow_and_update().clone();
+            let header = convert::block(&block, false).header;
+            let msg = SubscriptionMessage::from(serde_json::value::to_raw_value(&header)?);
+            if sink.send(msg).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Effective tips at the given gas-weighted percentiles of a block (geth's method).
+fn block_rewards(b: &SealedBlock, percentiles: &[f64]) -> Vec<u128> {
+    let base_fee = b.header.base_fee_per_gas.unwrap_or_default();
+    let mut txs: Vec<(u128, u64)> = Vec::with_capacity(b.transactions.len());
+    let mut previous = 0;
+    for (t, r) in b.transactions.iter().zip(&b.receipts) {
+        let used = r.cumulative_gas_used() - previous;
+        previous = r.cumulative_gas_used();
+        txs.push((
+            t.tx.effective_tip_per_gas(base_fee).unwrap_or_default(),
+            used,
+        ));
+    }
+    if txs.is_empty() {
+        return vec![0; percentiles.len()];
+    }
+    txs.sort_unstable_by_key(|(tip, _)| *tip);
+    let total: u64 = txs.iter().map(|(_, g)| g).sum();
+    percentiles
+        .iter()
+        .map(|p| {
+            let threshold = (total as f64 * p / 100.0) as u64;
+            let mut acc = 0;
+            for (tip, gas) in &txs {
+                acc += gas;
+                if acc >= threshold {
+                    return *tip;
+                }
+            }
+            txs.last().map(|(t, _)| *t).unwrap_or_default()
+        })
+        .collect()
+}
+
+impl NetApiServer for Api {
+    fn version(&self) -> RpcResult<String> {
+        Ok(self.node.executor.config().chain_id.to_string())
+    }
+
+    fn listening(&self) -> RpcResult<bool> {
+        Ok(true)
+    }
+}
+
+impl Web3ApiServer for Api {
+    fn client_version(&self) -> RpcResult<String> {
+        Ok(self.node.client_version.clone())
+    }
+
+    fn sha3(&self, data: Bytes) -> RpcResult<B256> {
+        Ok(alloy_primitives::keccak256(&data))
+    }
+}

@@ -1,0 +1,99 @@
+//! JSON-RPC: the `eth_`, `net_` and `web3_` methods Ethereum tools use, over HTTP and
+//! WebSocket on one port (jsonrpsee serves both).
+//!
+//! The handlers translate between wire types (alloy's RPC types, which serialise exactly as
+//! geth does) and the node's crates. Errors are typed inside the node and mapped to JSON-RPC
+//! codes and geth's messages only here, in [`error`].
+//!
+//! # Limits
+//! Request bodies up to [`RpcConfig::max_request_body_size`], batches up to
+//! [`RpcConfig::max_batch`] calls, at most [`RpcConfig::max_connections`] connections,
+//! `eth_getLogs` over at most [`MAX_LOG_RANGE`] blocks returning at most [`MAX_LOGS`] logs,
+//! `eth_feeHistory` over at most [`MAX_FEE_HISTORY`] blocks.
+
+mod convert;
+mod error;
+mod eth;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use jsonrpsee::server::{BatchRequestConfig, ServerBuilder, ServerConfig, ServerHandle};
+use pipe_executor::Executor;
+use pipe_mempool::Pool;
+use pipe_primitives::SealedBlock;
+use pipe_storage::Store;
+use tokio::sync::{mpsc, watch};
+
+pub use error::RpcError;
+pub use eth::{EthApiServer, NetApiServer, Web3ApiServer};
+
+/// Widest block range one `eth_getLogs` may scan.
+pub const MAX_LOG_RANGE: u64 = 10_000;
+/// Most logs one `eth_getLogs` may return.
+pub const MAX_LOGS: usize = 20_000;
+/// Most blocks one `eth_feeHistory` may cover.
+pub const MAX_FEE_HISTORY: u64 = 1024;
+
+/// Server limits.
+#[derive(Clone, Debug)]
+pub struct RpcConfig {
+    pub addr: SocketAddr,
+    pub max_request_body_size: u32,
+    pub max_response_body_size: u32,
+    pub max_batch: u32,
+    pub max_connections: u32,
+}
+
+impl RpcConfig {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            max_request_body_size: 5 * 1024 * 1024,
+            max_response_body_size: 64 * 1024 * 1024,
+            max_batch: 1000,
+            max_connections: 500,
+        }
+    }
+}
+
+/// Everything the handlers need from the node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub store: Arc<Store>,
+    pub pool: Arc<Pool>,
+    pub executor: Executor,
+    /// The newest sealed block, published by the builder.
+    pub head: watch::Receiver<Arc<SealedBlock>>,
+    /// Accepted transactions go here to be persisted (batched) by the node.
+    pub persist: mpsc::UnboundedSender<(alloy_primitives::B256, alloy_primitives::Bytes)>,
+    /// Addresses `eth_accounts` reports (the dev accounts).
+    pub accounts: Vec<alloy_primitives::Address>,
+    pub client_version: String,
+}
+
+/// Starts the server. It runs until the handle is stopped.
+pub async fn start(
+    config: &RpcConfig,
+    node: NodeHandle,
+) -> Result<(SocketAddr, ServerHandle), std::io::Error> {
+    let server_config = ServerConfig::builder()
+        .max_request_body_size(config.max_request_body_size)
+        .max_response_body_size(config.max_response_body_size)
+        .max_connections(config.max_connections)
+        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch))
+        .build();
+    let server = ServerBuilder::default()
+        .set_config(server_config)
+        .build(config.addr)
+        .await?;
+    let addr = server.local_addr()?;
+    let api = eth::Api::new(node);
+    let mut module = EthApiServer::into_rpc(api.clone());
+    module
+        .merge(NetApiServer::into_rpc(api.clone()))
+        .map_err(std::io::Error::other)?;
+    module
+        .merge(Web3ApiServer::into_rpc(api))
+        .map_err(std::io::Error::other)?;
+    Ok((addr, server.start(module)))
+}
