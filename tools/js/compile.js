@@ -5,7 +5,7 @@
 //   SRC_DIR defaults to <repo>/contracts, OUT_DIR to <repo>/contracts/out.
 //   Every *.sol under SRC_DIR (recursively; skipping node_modules, out, cache, lib,
 //   forge-out, forge-cache and dot-dirs) is compiled in one standard-JSON job with
-//   evmVersion "prague" and the optimizer on (200 runs).
+//   evmVersion "osaka" and the optimizer on (200 runs).
 //   Writes OUT_DIR/<ContractName>.json = {contractName, sourceName, abi, bytecode,
 //   deployedBytecode} (hex with 0x prefix). If two contracts share a name, both are
 //   written as <path_to_File.sol>.<ContractName>.json instead.
@@ -57,7 +57,7 @@ const input = {
   language: 'Solidity',
   sources,
   settings: {
-    evmVersion: 'prague',
+    evmVersion: 'osaka',
     optimizer: { enabled: true, runs: 200 },
     outputSelection: {
       '*': { '*': ['abi', 'evm.bytecode.object', 'evm.deployedBytecode.object'] },
@@ -123,4 +123,4 @@ for (const { sourceName, contractName, c } of contracts) {
   fs.writeFileSync(path.join(outDir, file), JSON.stringify(artifact, null, 2) + '\n');
   process.stdout.write(`${sourceName}:${contractName} -> ${path.join(outDir, file)}\n`);
 }
-process.stdout.write(`compiled ${files.length} file(s), ${contracts.length} contract(s) with solc ${solc.version()} (evm prague, optimizer 200)\n`);
+process.stdout.write(`compiled ${files.length} file(s), ${contracts.length} contract(s) with solc ${solc.version()} (evm osaka, optimizer 200)\n`);

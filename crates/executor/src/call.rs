@@ -4,6 +4,8 @@
 use alloy_evm::{Evm, EvmEnv, EvmFactory, overrides::apply_state_overrides, rpc::TryIntoTxEnv};
 use alloy_primitives::{Bytes, Log, TxKind};
 use alloy_rpc_types_eth::{TransactionRequest, state::StateOverride};
+use std::sync::Arc;
+
 use pipe_storage::StateView;
 use revm::{
     DatabaseRef,
@@ -39,7 +41,7 @@ impl Executor {
     /// Executes `request` against `view` in a block with `attrs`, as `eth_call` does.
     pub fn call(
         &self,
-        view: StateView,
+        view: Arc<StateView>,
         attrs: &BlockAttributes,
         request: CallRequest,
     ) -> Result<CallOutcome, CallError> {
@@ -51,7 +53,7 @@ impl Executor {
     /// The smallest gas limit with which `request` succeeds, as `eth_estimateGas` does.
     pub fn estimate_gas(
         &self,
-        view: StateView,
+        view: Arc<StateView>,
         attrs: &BlockAttributes,
         request: CallRequest,
     ) -> Result<u64, CallError> {
@@ -115,7 +117,7 @@ impl Executor {
     /// Environment, transaction and overlay database for a call.
     fn prepare(
         &self,
-        view: StateView,
+        view: Arc<StateView>,
         attrs: &BlockAttributes,
         request: CallRequest,
     ) -> Result<(EvmEnv, TxEnv, CallDb), CallError> {
@@ -178,11 +180,25 @@ fn outcome(result: ExecutionResult<HaltReason>) -> Result<CallOutcome, CallError
             logs,
         }),
         ExecutionResult::Revert { output, .. } => Err(CallError::Reverted {
-            reason: alloy_sol_types::decode_revert_reason(&output),
+            reason: revert_reason(&output),
             output,
         }),
         ExecutionResult::Halt { reason, .. } => Err(CallError::Halted(halt_message(&reason))),
     }
+}
+
+/// The reason geth puts after "execution reverted: ": the string of `Error(string)`, or the
+/// panic description of `Panic(uint256)`. Custom errors and empty data give no reason (the
+/// data is returned as the error's `data`).
+fn revert_reason(output: &[u8]) -> Option<String> {
+    use alloy_sol_types::{Panic, Revert, SolError};
+    if let Ok(r) = Revert::abi_decode(output) {
+        return Some(r.reason);
+    }
+    if let Ok(p) = Panic::abi_decode(output) {
+        return Some(p.to_string());
+    }
+    None
 }
 
 /// Geth's wording for the common halts, so clients match on it.

@@ -1,5 +1,7 @@
 //! revm's view of the store.
 
+use std::sync::Arc;
+
 use alloy_primitives::{Address, B256, KECCAK256_EMPTY, U256};
 use pipe_storage::{StateView, StoreError};
 use revm::{
@@ -18,12 +20,12 @@ impl DBErrorMarker for DbError {}
 /// A read-only, consistent snapshot of the state, as revm's `DatabaseRef`.
 #[derive(Debug)]
 pub struct StateDb {
-    view: StateView,
+    view: Arc<StateView>,
 }
 
 impl StateDb {
-    pub fn new(view: StateView) -> Self {
-        Self { view }
+    pub fn new(view: impl Into<Arc<StateView>>) -> Self {
+        Self { view: view.into() }
     }
 
     pub fn view(&self) -> &StateView {

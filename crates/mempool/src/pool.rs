@@ -293,16 +293,11 @@ impl Pool {
     /// consecutive run of pending ones (`eth_getTransactionCount(addr, "pending")`).
     pub fn pending_nonce(&self, sender: &Address, state_nonce: u64) -> u64 {
         let inner = self.inner.read();
-        let mut next = state_nonce;
-        if let Some(queue) = inner.by_sender.get(sender) {
-            for (&n, _) in queue.range(state_nonce..) {
-                if n != next {
-                    break;
-                }
-                next += 1;
-            }
-        }
-        next
+        let ready = inner
+            .by_sender
+            .get(sender)
+            .map_or(0, |q| ready_run(q, state_nonce).count());
+        state_nonce + ready as u64
     }
 
     /// Ready transactions, best first, for a block with `base_fee`.
@@ -312,16 +307,7 @@ impl Pool {
         let mut heap = BinaryHeap::new();
         for (sender, queue) in &inner.by_sender {
             let state_nonce = inner.state_nonce.get(sender).copied().unwrap_or_default();
-            // Only the consecutive run from the on-chain nonce is ready.
-            let mut run = Vec::new();
-            let mut next = state_nonce;
-            for (&n, tx) in queue.range(state_nonce..) {
-                if n != next {
-                    break;
-                }
-                run.push(tx.clone());
-                next += 1;
-            }
+            let mut run: Vec<_> = ready_run(queue, state_nonce).cloned().collect();
             if run.is_empty() {
                 continue;
             }
@@ -394,6 +380,17 @@ impl Pool {
         }
         removed
     }
+}
+
+/// A sender's ready transactions: the consecutive run of nonces from its on-chain nonce.
+fn ready_run(
+    queue: &BTreeMap<u64, Arc<PoolTx>>,
+    state_nonce: u64,
+) -> impl Iterator<Item = &Arc<PoolTx>> {
+    (state_nonce..)
+        .zip(queue.range(state_nonce..))
+        .take_while(|(want, (n, _))| want == *n)
+        .map(|(_, (_, tx))| tx)
 }
 
 /// One sender's best candidate in the heap. Ordered so the heap's max is the best.

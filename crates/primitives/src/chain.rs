@@ -38,6 +38,15 @@ pub fn system_contracts() -> [(Address, Bytes); 4] {
     ]
 }
 
+/// The deterministic CREATE2 deployer (Arachnid's proxy) every dev chain has at this address;
+/// forge deploys through it by default, so `forge script`/`forge create --create2` work.
+pub const CREATE2_DEPLOYER: Address =
+    alloy_primitives::address!("0x4e59b44847b379578588920ca78fbf26c0b4956c");
+/// Runtime code of [`CREATE2_DEPLOYER`].
+pub const CREATE2_DEPLOYER_CODE: &[u8] = &alloy_primitives::hex!(
+    "7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffe03601600081602082378035828234f58015156039578182fd5b8082525050506014600cf3"
+);
+
 /// Everything that fixes which chain this is. Two nodes with equal configs compute equal
 /// genesis blocks.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,7 +63,12 @@ impl ChainConfig {
     pub fn dev(accounts: impl IntoIterator<Item = Address>, balance: U256) -> Self {
         let alloc = accounts
             .into_iter()
-            .map(|a| (a, GenesisAccount::default().with_balance(balance)));
+            .map(|a| (a, GenesisAccount::default().with_balance(balance)))
+            .chain(std::iter::once((
+                CREATE2_DEPLOYER,
+                GenesisAccount::default()
+                    .with_code(Some(Bytes::from_static(CREATE2_DEPLOYER_CODE))),
+            )));
         let genesis = Genesis {
             gas_limit: DEFAULT_GAS_LIMIT,
             base_fee_per_gas: Some(INITIAL_BASE_FEE as u128),

@@ -1,6 +1,5 @@
 //! The one place node errors become JSON-RPC errors (codes and texts as geth's).
 
-use alloy_primitives::Bytes;
 use jsonrpsee::types::ErrorObjectOwned;
 use pipe_executor::CallError;
 use pipe_mempool::PoolError;
@@ -26,8 +25,8 @@ pub enum RpcError {
     Store(#[from] StoreError),
     #[error("header not found")]
     UnknownBlock,
-    /// Only the head's state is kept (no archive).
-    #[error("historical state for block {0} is not available: this node keeps the head state only")]
+    /// Only the most recent blocks' state is kept (no archive).
+    #[error("historical state for block {0} is not available: this node keeps the state of the last {history} blocks only", history = pipe_storage::STATE_HISTORY)]
     HistoricalState(u64),
     #[error("{0}")]
     LimitExceeded(String),
@@ -41,7 +40,7 @@ impl From<RpcError> for ErrorObjectOwned {
         match e {
             RpcError::InvalidParams(_) => ErrorObjectOwned::owned(INVALID_PARAMS, msg, None::<()>),
             RpcError::Call(CallError::Reverted { output, .. }) => {
-                ErrorObjectOwned::owned(EXECUTION_REVERTED, msg, Some(Bytes::from(output)))
+                ErrorObjectOwned::owned(EXECUTION_REVERTED, msg, Some(output))
             }
             RpcError::Store(_) | RpcError::Internal(_) | RpcError::Call(CallError::Internal(_)) => {
                 ErrorObjectOwned::owned(INTERNAL, msg, None::<()>)

@@ -155,15 +155,17 @@ impl Api {
         }
     }
 
-    /// State as of block `id`. Only the head's state is kept.
-    fn state_at(&self, id: Option<BlockId>) -> Result<StateView, RpcError> {
+    /// State as of block `id`: the head, or one of the recent blocks the store keeps.
+    fn state_at(&self, id: Option<BlockId>) -> Result<Arc<StateView>, RpcError> {
         let n = self.resolve_id(id)?;
         let view = self.node.store.state()?;
         if n == view.head {
-            Ok(view)
-        } else {
-            Err(RpcError::HistoricalState(n))
+            return Ok(Arc::new(view));
         }
+        self.node
+            .store
+            .state_at(n)
+            .ok_or(RpcError::HistoricalState(n))
     }
 
     fn block(&self, number: u64) -> Result<Option<SealedBlock>, RpcError> {
@@ -212,7 +214,7 @@ impl Api {
         request: TransactionRequest,
         block: Option<BlockId>,
         overrides: Option<StateOverride>,
-    ) -> Result<(StateView, BlockAttributes, CallRequest), RpcError> {
+    ) -> Result<(Arc<StateView>, BlockAttributes, CallRequest), RpcError> {
         let view = self.state_at(block)?;
         let attrs = self.call_attributes(&view)?;
         Ok((

@@ -25,4 +25,4 @@ mod store;
 
 pub use error::StoreError;
 pub use state::{AccountInfoChange, AccountRecord, StateChanges, StateView};
-pub use store::Store;
+pub use store::{STATE_HISTORY, Store, genesis_state_root};

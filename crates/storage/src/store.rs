@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use alloy_consensus::Header;
-use alloy_primitives::{Address, B256, Bytes, keccak256};
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_rlp::{Decodable, Encodable};
 use alloy_trie::{EMPTY_ROOT_HASH, HashBuilder, Nibbles, TrieAccount};
 use pipe_primitives::SealedBlock;
@@ -43,7 +43,15 @@ const HEAD_KEY: &str = "head";
 /// lets readers run beside them on snapshots.
 pub struct Store {
     db: Database,
+    /// Read snapshots of the most recent blocks' state, newest last. redb's MVCC keeps a
+    /// snapshot's pages alive while it is held, so state at recent blocks costs no extra
+    /// writes: this is how `eth_call` at "the block number I just read" keeps working after
+    /// the head moved. Older state is not kept (no archive).
+    recent: parking_lot::Mutex<std::collections::VecDeque<std::sync::Arc<StateView>>>,
 }
+
+/// How many recent blocks' state stays readable.
+pub const STATE_HISTORY: usize = 128;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,7 +78,14 @@ impl Store {
         tx.open_table(HASHED_STORAGE)?;
         tx.open_table(POOL)?;
         tx.commit()?;
-        Ok(Self { db })
+        let store = Self {
+            db,
+            recent: Default::default(),
+        };
+        if store.head()?.is_some() {
+            store.remember_state()?;
+        }
+        Ok(store)
     }
 
     pub(crate) fn db(&self) -> &Database {
@@ -99,6 +114,26 @@ impl Store {
         StateView::open(self)
     }
 
+    /// The state as of block `number`, if it is among the [`STATE_HISTORY`] most recent.
+    pub fn state_at(&self, number: u64) -> Option<std::sync::Arc<StateView>> {
+        self.recent
+            .lock()
+            .iter()
+            .rev()
+            .find(|v| v.head == number)
+            .cloned()
+    }
+
+    fn remember_state(&self) -> Result<(), StoreError> {
+        let view = std::sync::Arc::new(StateView::open(self)?);
+        let mut recent = self.recent.lock();
+        recent.push_back(view);
+        while recent.len() > STATE_HISTORY {
+            recent.pop_front();
+        }
+        Ok(())
+    }
+
     /// Writes the genesis state and block if the store is empty; otherwise checks that the
     /// stored genesis is the one `build` makes. Returns the genesis block.
     pub fn init_genesis(
@@ -108,11 +143,8 @@ impl Store {
     ) -> Result<SealedBlock, StoreError> {
         if self.head()?.is_some() {
             let stored = self.block(0)?.ok_or(StoreError::Uninitialised)?;
-            // Recompute what the config would give, without writing, to catch a changed config.
-            let tx = self.db.begin_write()?;
-            let root = apply_and_root(&tx, alloc)?;
-            drop(tx); // aborts
-            let given = build(root);
+            // What the config would give, computed in memory, to catch a changed config.
+            let given = build(genesis_state_root(alloc));
             if given.hash != stored.hash {
                 return Err(StoreError::GenesisMismatch {
                     stored: stored.hash,
@@ -138,6 +170,7 @@ impl Store {
         let block = build(root);
         write_block(&tx, &block)?;
         tx.commit()?;
+        self.remember_state()?;
         Ok(block)
     }
 
@@ -238,6 +271,42 @@ impl Store {
             out.push(Bytes::copy_from_slice(v.value()));
         }
         Ok(out)
+    }
+
+    /// Recomputes the state root from the hashed state alone, re-deriving every storage root
+    /// instead of trusting the cached ones, and returns it with the head header's root. The
+    /// two differ only if the store is inconsistent. O(state): for checks and tests.
+    pub fn verify_state_root(&self) -> Result<(B256, B256), StoreError> {
+        let tx = self.db.begin_read()?;
+        let head = Self::head_in(&tx)?.ok_or(StoreError::Uninitialised)?;
+        let header = tx
+            .open_table(HEADERS)?
+            .get(head)?
+            .map(|v| Header::decode(&mut v.value()))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("head header: {e}")))?
+            .ok_or(StoreError::Uninitialised)?;
+        let accounts = tx.open_table(ACCOUNTS)?;
+        let hashed_storage = tx.open_table(HASHED_STORAGE)?;
+        let mut leaves = Vec::new();
+        for row in accounts.iter()? {
+            let (k, v) = row?;
+            let address = Address::from(*k.value());
+            let record = decode_account(v.value())?;
+            let trie = TrieAccount {
+                nonce: record.nonce,
+                balance: record.balance,
+                storage_root: storage_root(&hashed_storage, &address)?,
+                code_hash: record.code_hash,
+            };
+            leaves.push((keccak256(address), alloy_rlp::encode(trie)));
+        }
+        leaves.sort_unstable_by_key(|(k, _)| *k);
+        let mut builder = HashBuilder::default();
+        for (k, v) in &leaves {
+            builder.add_leaf(Nibbles::unpack(k), v);
+        }
+        Ok((builder.root(), header.state_root))
     }
 
     /// Number of accounts in state (for benchmarks and metrics).
@@ -387,4 +456,140 @@ fn storage_root(
         any = true;
     }
     Ok(if any { builder.root() } else { EMPTY_ROOT_HASH })
+}
+
+/// State root of a state consisting of `alloc` alone (a genesis), computed in memory.
+pub fn genesis_state_root(alloc: &StateChanges) -> B256 {
+    let mut leaves: Vec<(B256, Vec<u8>)> = Vec::new();
+    for (address, info) in &alloc.accounts {
+        let Some(info) = info else { continue };
+        let mut slots: Vec<(B256, U256)> = alloc
+            .storage
+            .iter()
+            .filter(|(a, _)| a == address)
+            .flat_map(|(_, s)| s.iter().copied())
+            .filter(|(_, v)| !v.is_zero())
+            .map(|(k, v)| (keccak256(k), v))
+            .collect();
+        slots.sort_unstable_by_key(|(k, _)| *k);
+        let storage_root = if slots.is_empty() {
+            EMPTY_ROOT_HASH
+        } else {
+            let mut b = HashBuilder::default();
+            for (k, v) in &slots {
+                b.add_leaf(Nibbles::unpack(k), &alloy_rlp::encode(v));
+            }
+            b.root()
+        };
+        let trie = TrieAccount {
+            nonce: info.nonce,
+            balance: info.balance,
+            storage_root,
+            code_hash: info.code_hash,
+        };
+        leaves.push((keccak256(address), alloy_rlp::encode(trie)));
+    }
+    leaves.sort_unstable_by_key(|(k, _)| *k);
+    let mut b = HashBuilder::default();
+    for (k, v) in &leaves {
+        b.add_leaf(Nibbles::unpack(k), v);
+    }
+    b.root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AccountInfoChange;
+    use alloy_primitives::{KECCAK256_EMPTY, address};
+
+    fn alloc() -> StateChanges {
+        let a = address!("0x00000000000000000000000000000000000000aa");
+        let b = address!("0x00000000000000000000000000000000000000bb");
+        let code = Bytes::from_static(&[0x60, 0x00]);
+        StateChanges {
+            accounts: vec![
+                (
+                    a,
+                    Some(AccountInfoChange {
+                        nonce: 1,
+                        balance: U256::from(5),
+                        code_hash: KECCAK256_EMPTY,
+                    }),
+                ),
+                (
+                    b,
+                    Some(AccountInfoChange {
+                        nonce: 0,
+                        balance: U256::ZERO,
+                        code_hash: keccak256(&code),
+                    }),
+                ),
+            ],
+            wiped_storage: vec![],
+            storage: vec![(
+                b,
+                vec![
+                    (B256::with_last_byte(1), U256::from(7)),
+                    (B256::with_last_byte(2), U256::from(9)),
+                ],
+            )],
+            code: vec![(keccak256(&code), code)],
+        }
+    }
+
+    #[test]
+    fn committed_root_matches_in_memory_root_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let changes = alloc();
+        let expected = genesis_state_root(&changes);
+        let store = Store::open(&path).unwrap();
+        let block = store
+            .commit_block(&changes, |root| {
+                assert_eq!(root, expected);
+                let header = Header {
+                    state_root: root,
+                    ..Default::default()
+                };
+                SealedBlock {
+                    hash: header.hash_slow(),
+                    header,
+                    transactions: vec![],
+                    receipts: vec![],
+                }
+            })
+            .unwrap();
+        assert_eq!(store.verify_state_root().unwrap(), (expected, expected));
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.block(0).unwrap().unwrap().hash, block.hash);
+        // Deleting a slot changes the root; deleting all of b's storage restores the
+        // storage-less root of an equal alloc.
+        let b = changes.accounts[1].0;
+        let wipe = StateChanges {
+            wiped_storage: vec![b],
+            ..Default::default()
+        };
+        let mut no_storage = alloc();
+        no_storage.storage.clear();
+        store
+            .commit_block(&wipe, |root| {
+                assert_eq!(root, genesis_state_root(&no_storage));
+                let header = Header {
+                    number: 1,
+                    state_root: root,
+                    ..Default::default()
+                };
+                SealedBlock {
+                    hash: header.hash_slow(),
+                    header,
+                    transactions: vec![],
+                    receipts: vec![],
+                }
+            })
+            .unwrap();
+        let (computed, stored) = store.verify_state_root().unwrap();
+        assert_eq!(computed, stored);
+    }
 }

@@ -1,0 +1,118 @@
+//! Shared test harness: start a real node on a loopback port, in-process or as a process.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use pipe_node::{
+    config::{BlockTime, NodeConfig},
+    node::{RunningNode, launch},
+};
+use pipe_primitives::SystemClock;
+
+/// Dev account 0's key (the standard test mnemonic's first account).
+pub const DEV_KEY_0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// An in-process dev node sealing on demand, on a free loopback port.
+pub async fn dev_node(datadir: &Path) -> RunningNode {
+    let mut config = NodeConfig::dev(datadir.to_path_buf());
+    config.http_port = 0;
+    config.block_time = BlockTime::OnDemand;
+    config.print_banner = false;
+    launch(config, Arc::new(SystemClock))
+        .await
+        .expect("node starts")
+}
+
+/// JSON-RPC over raw HTTP, returning the whole response object.
+pub async fn raw_rpc(url: &str, body: serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("json response")
+}
+
+pub async fn rpc(url: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
+    raw_rpc(
+        url,
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+    )
+    .await
+}
+
+/// A `pipe node` child process.
+pub struct NodeProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl NodeProcess {
+    /// Starts `pipe node --dev` on `port` with `datadir`, waiting until RPC answers.
+    pub async fn start(datadir: &Path, port: u16, extra: &[&str]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args([
+                "node",
+                "--dev",
+                "--http.port",
+                &port.to_string(),
+                "--datadir",
+            ])
+            .arg(datadir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pipe");
+        let url = format!("http://127.0.0.1:{port}");
+        let node = Self { child, url };
+        for _ in 0..200 {
+            if reqwest::Client::new()
+                .post(&node.url)
+                .json(&serde_json::json!({"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}))
+                .send()
+                .await
+                .is_ok()
+            {
+                return node;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("pipe did not start on port {port}");
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

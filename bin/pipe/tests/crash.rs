@@ -1,0 +1,204 @@
+//! Crash safety: SIGKILL the node at random moments while transactions stream in, restart it,
+//! and check that every block and receipt a client was given survived, the chain links up,
+//! the state root recomputed from scratch matches the head, and blocks keep coming.
+//!
+//! Rounds: `PIPE_CRASH_ROUNDS` (default 12).
+
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::Encodable2718;
+use alloy_network::TxSignerSync;
+use alloy_primitives::{Address, TxKind, U256};
+use alloy_signer_local::PrivateKeySigner;
+use pipe_storage::Store;
+use rand::Rng;
+use serde_json::{Value, json};
+
+fn transfer(key: &PrivateKeySigner, nonce: u64) -> (String, String) {
+    let mut tx = TxEip1559 {
+        chain_id: 31337,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: 100_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: TxKind::Call(Address::repeat_byte(0x77)),
+        value: U256::from(1),
+        ..Default::default()
+    };
+    let sig = key.sign_transaction_sync(&mut tx).unwrap();
+    let env: TxEnvelope = tx.into_signed(sig).into();
+    (
+        env.tx_hash().to_string(),
+        alloy_primitives::hex::encode_prefixed(env.encoded_2718()),
+    )
+}
+
+/// What a client was told: receipt block hash by transaction, block hash by number.
+#[derive(Default)]
+struct Seen {
+    receipts: HashMap<String, (u64, String)>,
+    blocks: HashMap<u64, String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
+    let rounds: usize = std::env::var("PIPE_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let dir = tempfile::tempdir().unwrap();
+    let key: PrivateKeySigner = common::DEV_KEY_0.parse().unwrap();
+    let mut seen = Seen::default();
+    let mut rng = rand::rng();
+
+    for round in 0..rounds {
+        let port = common::free_port();
+        // Fast slots so several blocks commit within a round.
+        let node = common::NodeProcess::start(dir.path(), port, &["--block-time-ms", "100"]).await;
+        let url = node.url.clone();
+
+        // Everything told before the crash must still be there after the restart.
+        for (hash, (number, block_hash)) in &seen.receipts {
+            let r = common::rpc(&url, "eth_getTransactionReceipt", json!([hash])).await;
+            assert_eq!(
+                r["result"]["blockHash"].as_str(),
+                Some(block_hash.as_str()),
+                "round {round}: receipt {hash} lost or changed"
+            );
+            assert_eq!(r["result"]["blockNumber"], json!(format!("{number:#x}")));
+        }
+        for (number, hash) in &seen.blocks {
+            let b = common::rpc(
+                &url,
+                "eth_getBlockByNumber",
+                json!([format!("{number:#x}"), false]),
+            )
+            .await;
+            assert_eq!(
+                b["result"]["hash"].as_str(),
+                Some(hash.as_str()),
+                "round {round}: block {number} lost or changed"
+            );
+        }
+
+        // Stream transactions for a random while, recording what the node acknowledges.
+        let run_for = Duration::from_millis(rng.random_range(300..1500));
+        let started = std::time::Instant::now();
+        let mut pending: Vec<String> = Vec::new();
+        while started.elapsed() < run_for {
+            let nonce = common::rpc(
+                &url,
+                "eth_getTransactionCount",
+                json!([key.address(), "pending"]),
+            )
+            .await;
+            let nonce = u64::from_str_radix(
+                nonce["result"].as_str().unwrap().trim_start_matches("0x"),
+                16,
+            )
+            .unwrap();
+            let (hash, raw) = transfer(&key, nonce);
+            let r = common::rpc(&url, "eth_sendRawTransaction", json!([raw])).await;
+            if r["result"].is_string() {
+                pending.push(hash);
+            }
+            // Collect receipts given so far.
+            let mut still = Vec::new();
+            for h in pending.drain(..) {
+                let r = common::rpc(&url, "eth_getTransactionReceipt", json!([h])).await;
+                match r["result"].as_object() {
+                    Some(o) => {
+                        let n = u64::from_str_radix(
+                            o["blockNumber"].as_str().unwrap().trim_start_matches("0x"),
+                            16,
+                        )
+                        .unwrap();
+                        seen.receipts
+                            .insert(h, (n, o["blockHash"].as_str().unwrap().to_string()));
+                    }
+                    None => still.push(h),
+                }
+            }
+            pending = still;
+            let head: Value =
+                common::rpc(&url, "eth_getBlockByNumber", json!(["latest", false])).await;
+            let n = u64::from_str_radix(
+                head["result"]["number"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("0x"),
+                16,
+            )
+            .unwrap();
+            seen.blocks
+                .insert(n, head["result"]["hash"].as_str().unwrap().to_string());
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
+        }
+        node.kill();
+
+        // With the process dead, open the store directly: links and state root must hold.
+        let store =
+            Store::open(&dir.path().join("chain.redb")).expect("store reopens after SIGKILL");
+        let head = store.head().unwrap().expect("has head");
+        let mut parent = store.block(0).unwrap().unwrap().hash;
+        for n in 1..=head {
+            let b = store
+                .block(n)
+                .unwrap()
+                .unwrap_or_else(|| panic!("block {n} missing"));
+            assert_eq!(
+                b.header.parent_hash, parent,
+                "round {round}: block {n} does not link"
+            );
+            assert_eq!(b.transactions.len(), b.receipts.len());
+            parent = b.hash;
+        }
+        let (computed, in_header) = store.verify_state_root().unwrap();
+        assert_eq!(
+            computed, in_header,
+            "round {round}: state root inconsistent after crash"
+        );
+    }
+
+    // After all the crashes the node still produces blocks and includes transactions.
+    let port = common::free_port();
+    let node = common::NodeProcess::start(dir.path(), port, &["--block-time-ms", "100"]).await;
+    let nonce = common::rpc(
+        &node.url,
+        "eth_getTransactionCount",
+        json!([key.address(), "pending"]),
+    )
+    .await;
+    let nonce = u64::from_str_radix(
+        nonce["result"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    let (hash, raw) = transfer(&key, nonce);
+    assert!(
+        common::rpc(&node.url, "eth_sendRawTransaction", json!([raw])).await["result"].is_string()
+    );
+    let mut included = false;
+    for _ in 0..100 {
+        if common::rpc(&node.url, "eth_getTransactionReceipt", json!([hash])).await["result"]
+            .is_object()
+        {
+            included = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        included,
+        "node does not include transactions after the crash rounds"
+    );
+    assert!(
+        seen.receipts.len() > rounds,
+        "too few receipts observed to mean anything: {}",
+        seen.receipts.len()
+    );
+    node.kill();
+}

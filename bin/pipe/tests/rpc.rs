@@ -1,0 +1,230 @@
+//! The node driven by alloy's provider over HTTP on a loopback port.
+
+mod common;
+
+use alloy_consensus::proofs::calculate_transaction_root;
+use alloy_network::{EthereumWallet, TransactionBuilder};
+use alloy_primitives::{Address, B256, Bytes, U256, b256, hex};
+use alloy_provider::{Provider, ProviderBuilder};
+use alloy_rpc_types_eth::{BlockNumberOrTag, Filter, TransactionRequest};
+use alloy_signer_local::PrivateKeySigner;
+
+/// Topic the test contract logs under.
+const TOPIC: B256 = b256!("0x00000000000000000000000000000000000000000000000000000000000000aa");
+
+/// Runtime: `sstore(0, calldataload(0)); log1(mem[0..32] = calldataload(0), TOPIC)`.
+fn runtime() -> Vec<u8> {
+    // PUSH1 0 CALLDATALOAD DUP1 PUSH1 0 SSTORE PUSH1 0 MSTORE PUSH32 <topic>
+    let mut code = hex!("60003580600055600052").to_vec();
+    code.push(0x7f);
+    code.extend_from_slice(TOPIC.as_slice());
+    code.extend_from_slice(&hex!("60206000a100"));
+    code
+}
+
+/// Init code returning `runtime()`.
+fn init_code() -> Vec<u8> {
+    let rt = runtime();
+    let len = rt.len() as u8;
+    let mut code = vec![
+        0x60, len, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, len, 0x60, 0x00, 0xf3,
+    ];
+    code.extend(rt);
+    code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_of_every_type_contracts_logs_and_real_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let signer: PrivateKeySigner = common::DEV_KEY_0.parse().unwrap();
+    let me = signer.address();
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(node.rpc_url().parse().unwrap());
+
+    assert_eq!(provider.get_chain_id().await.unwrap(), 31337);
+    let accounts = provider.get_accounts().await.unwrap();
+    assert_eq!(accounts.len(), 10);
+    assert_eq!(accounts[0], me);
+
+    let to = Address::repeat_byte(0x42);
+    let gas_price = provider.get_gas_price().await.unwrap();
+    // EIP-1559 (the provider's default), legacy (gas price only), EIP-2930 (access list).
+    let requests = [
+        TransactionRequest::default()
+            .with_to(to)
+            .with_value(U256::from(1)),
+        TransactionRequest::default()
+            .with_to(to)
+            .with_value(U256::from(2))
+            .with_gas_price(gas_price),
+        TransactionRequest::default()
+            .with_to(to)
+            .with_value(U256::from(3))
+            .with_gas_price(gas_price)
+            .with_access_list(Default::default()),
+    ];
+    let mut types = Vec::new();
+    for req in requests {
+        let receipt = provider
+            .send_transaction(req)
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status());
+        assert_eq!(receipt.gas_used, 21_000);
+        assert_eq!(receipt.from, me);
+        types.push(receipt.transaction_type() as u8);
+    }
+    assert_eq!(types, vec![2, 0, 1]);
+    assert_eq!(provider.get_balance(to).await.unwrap(), U256::from(6));
+    assert_eq!(provider.get_transaction_count(me).await.unwrap(), 3);
+
+    // Deploy, call, read storage and logs.
+    let receipt = provider
+        .send_transaction(TransactionRequest::default().with_deploy_code(Bytes::from(init_code())))
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    let contract = receipt.contract_address.expect("contract address");
+    assert_eq!(contract, me.create(3));
+    assert_eq!(
+        provider.get_code_at(contract).await.unwrap(),
+        Bytes::from(runtime())
+    );
+    let value = U256::from(0x1234_5678u64);
+    let receipt = provider
+        .send_transaction(
+            TransactionRequest::default()
+                .with_to(contract)
+                .with_input(Bytes::from(value.to_be_bytes::<32>().to_vec())),
+        )
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    assert_eq!(
+        provider.get_storage_at(contract, U256::ZERO).await.unwrap(),
+        value
+    );
+    let logs = provider
+        .get_logs(
+            &Filter::new()
+                .from_block(0)
+                .address(contract)
+                .event_signature(TOPIC),
+        )
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].data().data.as_ref(), &value.to_be_bytes::<32>());
+    assert_eq!(logs[0].transaction_hash, Some(receipt.transaction_hash));
+    // A topic no one logged finds nothing.
+    let none = provider
+        .get_logs(
+            &Filter::new()
+                .from_block(0)
+                .event_signature(B256::repeat_byte(1)),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    // Headers hash to their hash; the transactions root is the real MPT root.
+    let head = provider.get_block_number().await.unwrap();
+    for n in 0..=head {
+        let block = provider
+            .get_block_by_number(BlockNumberOrTag::Number(n))
+            .full()
+            .await
+            .unwrap()
+            .expect("block exists");
+        assert_eq!(
+            block.header.inner.hash_slow(),
+            block.header.hash,
+            "block {n}"
+        );
+        let txs: Vec<_> = block
+            .transactions
+            .txns()
+            .map(|t| t.inner.inner().clone())
+            .collect();
+        assert_eq!(
+            calculate_transaction_root(&txs),
+            block.header.transactions_root,
+            "block {n}"
+        );
+        if n > 0 {
+            let parent = provider
+                .get_block_by_number(BlockNumberOrTag::Number(n - 1))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(block.header.parent_hash, parent.header.hash);
+        }
+    }
+    // The store agrees with itself: the head's state root recomputed from scratch.
+    let (computed, header) = node.store.verify_state_root().unwrap();
+    assert_eq!(computed, header);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer: PrivateKeySigner = common::DEV_KEY_0.parse().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer.clone()))
+        .connect_http(node.rpc_url().parse().unwrap());
+    let receipt = provider
+        .send_transaction(
+            TransactionRequest::default()
+                .with_to(Address::repeat_byte(1))
+                .with_value(U256::from(7)),
+        )
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let head = provider.get_block_number().await.unwrap();
+    node.shutdown().await;
+
+    let node = common::dev_node(dir.path()).await;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(node.rpc_url().parse().unwrap());
+    assert_eq!(provider.get_block_number().await.unwrap(), head);
+    let again = provider
+        .get_transaction_receipt(receipt.transaction_hash)
+        .await
+        .unwrap()
+        .expect("receipt survives restart");
+    assert_eq!(again.block_hash, receipt.block_hash);
+    let next = provider
+        .send_transaction(
+            TransactionRequest::default()
+                .with_to(Address::repeat_byte(1))
+                .with_value(U256::from(7)),
+        )
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert_eq!(next.block_number, Some(head + 1));
+    assert_eq!(
+        provider.get_balance(Address::repeat_byte(1)).await.unwrap(),
+        U256::from(14)
+    );
+    node.shutdown().await;
+}

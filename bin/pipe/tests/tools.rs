@@ -1,0 +1,113 @@
+//! Judged by other people's tools: Foundry (`forge create`, `cast`) drives the node, and the
+//! same scripted session is compared field by field against anvil.
+//!
+//! Needs `npm ci` in tools/js (the README's test command, `.ci/run`, does it).
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+fn tools_installed() {
+    let bin =
+        common::repo_root().join("tools/js/node_modules/@foundry-rs/cast-linux-amd64/bin/cast");
+    assert!(
+        bin.exists(),
+        "Foundry is not installed: run `npm ci` in tools/js (or the README's test command)"
+    );
+}
+
+fn compile_contracts() {
+    let root = common::repo_root();
+    let status = Command::new("node")
+        .arg(root.join("tools/js/compile.js"))
+        .arg(root.join("contracts"))
+        .arg(root.join("contracts/out"))
+        .status()
+        .expect("node runs");
+    assert!(status.success(), "contracts compile");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foundry_deploys_calls_and_reads_logs() {
+    tools_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let url = node.rpc_url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg(common::repo_root().join("scripts/foundry-smoke.sh"))
+            .arg(url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("bash runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "foundry session failed");
+    assert!(stdout.contains("checks passed"));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_session_as_anvil_field_by_field() {
+    tools_installed();
+    compile_contracts();
+    let root = common::repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let anvil_port = common::free_port();
+    let mut anvil =
+        Command::new(root.join("tools/js/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"))
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &anvil_port.to_string(),
+                "--hardfork",
+                "osaka",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("anvil starts");
+    let anvil_url = format!("http://127.0.0.1:{anvil_port}");
+    for _ in 0..200 {
+        if reqwest::Client::new()
+            .post(&anvil_url)
+            .json(&serde_json::json!({"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pipe_url = node.rpc_url();
+    let report = root.join("target/anvil-compare.json");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(root.join("tools/js/compare-anvil.js"))
+            .args(["--pipe", &pipe_url, "--anvil", &anvil_url, "--out"])
+            .arg(report)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let _ = anvil.kill();
+    let _ = anvil.wait();
+    println!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "unexpected differences from anvil (see report above)"
+    );
+    node.shutdown().await;
+}

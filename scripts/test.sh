@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what the tests need (Node.js for solc and
+# Foundry's npm packages), checks formatting and lints, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt-get update && apt-get install -y nodejs npm
+fi
+# solc (solcjs) and Foundry's cast/forge/anvil, pinned in tools/js/package-lock.json.
+(cd tools/js && npm ci --no-audit --no-fund)
+node tools/js/compile.js contracts contracts/out
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
