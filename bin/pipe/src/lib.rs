@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) parses the command line; [`node::launch`] starts everything and
 //! returns a [`node::RunningNode`] that tests drive on a loopback port.
 
+pub mod bench;
 pub mod config;
 pub mod dev;
 pub mod node;

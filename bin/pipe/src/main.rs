@@ -23,6 +23,33 @@ struct Cli {
 enum Command {
     /// Run a node.
     Node(NodeArgs),
+    /// Benchmarks; each prints one JSON object.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Block execution: node executor vs a bare revm loop (transfers, ERC-20), and commit cost.
+    Exec {
+        #[arg(long, default_value_t = 2000)]
+        txs: usize,
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Compiled TestToken artifact (from tools/js/compile.js).
+        #[arg(long, default_value = "contracts/out/TestToken.json")]
+        token: PathBuf,
+    },
+    /// eth_sendRawTransaction ingestion and end-to-end rates, pipe vs anvil, same load.
+    Ingest {
+        #[arg(long, default_value_t = 4000)]
+        txs: usize,
+        #[arg(long, default_value_t = 1000)]
+        block_time_ms: u64,
+        /// anvil binary to compare against (e.g. tools/js/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil).
+        #[arg(long)]
+        anvil: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -136,6 +163,20 @@ async fn main() -> anyhow::Result<()> {
             }
             tracing::info!(target: "pipe::node", "shutting down");
             node.shutdown().await;
+        }
+        Command::Bench(BenchCommand::Exec { txs, rounds, token }) => {
+            let out =
+                tokio::task::spawn_blocking(move || pipe_node::bench::exec(txs, rounds, token))
+                    .await??;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Command::Bench(BenchCommand::Ingest {
+            txs,
+            block_time_ms,
+            anvil,
+        }) => {
+            let out = pipe_node::bench::ingest(txs, block_time_ms, anvil).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
         }
     }
     Ok(())

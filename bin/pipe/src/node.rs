@@ -97,7 +97,7 @@ pub fn chain_config(config: &NodeConfig) -> anyhow::Result<ChainConfig> {
 }
 
 /// Genesis alloc as a change set.
-fn genesis_changes(chain: &ChainConfig) -> StateChanges {
+pub(crate) fn genesis_changes(chain: &ChainConfig) -> StateChanges {
     let mut changes = StateChanges::default();
     for (address, account) in &chain.genesis.alloc {
         let code_hash = match &account.code {
@@ -129,7 +129,7 @@ fn genesis_changes(chain: &ChainConfig) -> StateChanges {
     changes
 }
 
-fn genesis_block(chain: &ChainConfig, state_root: B256) -> SealedBlock {
+pub(crate) fn genesis_block(chain: &ChainConfig, state_root: B256) -> SealedBlock {
     let g = &chain.genesis;
     let header = Header {
         parent_hash: B256::ZERO,

@@ -1,0 +1,477 @@
+//! `pipe bench`: benchmarks that print JSON. Ratios are measured in one run (ours ÷ baseline).
+//!
+//! - `exec`: a block of plain transfers and one of ERC-20 transfers, executed through the
+//!   node's executor (alloy-evm block executor over the redb state, receipts, bundle) and
+//!   through a bare revm loop (`transact_commit` over a cache of the same redb state). Also
+//!   reports the cost of committing the block (state changes + state root) as state grows.
+//! - `ingest`: the same pre-signed transfers from the dev accounts sent over JSON-RPC to pipe
+//!   and to anvil, reporting send rate and first-send → last-receipt rate.
+
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::Encodable2718;
+use alloy_evm::FromRecoveredTx;
+use alloy_network::TxSignerSync;
+use alloy_primitives::{Address, Bytes, TxKind, U256, hex};
+use alloy_signer_local::PrivateKeySigner;
+use anyhow::Context as _;
+use pipe_executor::{BlockAttributes, Executor, StateDb};
+use pipe_primitives::{ChainConfig, StoredTx};
+use pipe_storage::Store;
+use revm::{
+    Context, ExecuteCommitEvm, MainBuilder, MainContext, context::TxEnv, database::CacheDB,
+};
+use serde_json::json;
+
+const GWEI: u128 = 1_000_000_000;
+
+fn sign(key: &PrivateKeySigner, nonce: u64, to: TxKind, input: Bytes, gas: u64) -> StoredTx {
+    let mut tx = TxEip1559 {
+        chain_id: pipe_primitives::chain::DEV_CHAIN_ID,
+        nonce,
+        gas_limit: gas,
+        max_fee_per_gas: 100 * GWEI,
+        max_priority_fee_per_gas: GWEI,
+        to,
+        value: if input.is_empty() {
+            U256::from(1)
+        } else {
+            U256::ZERO
+        },
+        input,
+        ..Default::default()
+    };
+    let sig = key.sign_transaction_sync(&mut tx).expect("signing");
+    let env: TxEnvelope = tx.into_signed(sig).into();
+    StoredTx {
+        hash: *env.tx_hash(),
+        sender: key.address(),
+        tx: env,
+    }
+}
+
+struct Chain {
+    store: Arc<Store>,
+    executor: Executor,
+    head: Arc<pipe_primitives::SealedBlock>,
+    _dir: tempfile::TempDir,
+}
+
+impl Chain {
+    fn new(funded: &[Address]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut config = crate::config::NodeConfig::dev(dir.path().to_path_buf());
+        config.dev_accounts = 1;
+        let mut chain: ChainConfig = crate::node::chain_config(&config)?;
+        let rich = U256::from(10u128.pow(24));
+        for a in funded {
+            chain.genesis.alloc.insert(
+                *a,
+                alloy_genesis::GenesisAccount::default().with_balance(rich),
+            );
+        }
+        let chain = Arc::new(chain);
+        let store = Arc::new(Store::open(&dir.path().join("chain.redb"))?);
+        let genesis = store.init_genesis(&crate::node::genesis_changes(&chain), |root| {
+            crate::node::genesis_block(&chain, root)
+        })?;
+        Ok(Self {
+            store,
+            executor: Executor::new(chain),
+            head: Arc::new(genesis),
+            _dir: dir,
+        })
+    }
+
+    fn attrs(&self) -> BlockAttributes {
+        let h = &self.head.header;
+        BlockAttributes {
+            parent_hash: self.head.hash,
+            number: h.number + 1,
+            timestamp: h.timestamp + 1,
+            beneficiary: Address::ZERO,
+            gas_limit: 1_000_000_000,
+            base_fee: 1,
+            prevrandao: self.head.hash,
+            extra_data: Bytes::new(),
+        }
+    }
+
+    /// Executes and commits `txs` as the next block; returns (execute seconds, commit seconds).
+    fn block(&mut self, txs: &[StoredTx]) -> anyhow::Result<(f64, f64, u64)> {
+        let t = Instant::now();
+        let mut b = self
+            .executor
+            .build_block(self.store.state()?, self.attrs())?;
+        for tx in txs {
+            b.execute(tx).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let executed = b.finish()?;
+        let exec = t.elapsed().as_secs_f64();
+        let gas = executed.header.gas_used;
+        let t = Instant::now();
+        let changes = executed.changes.clone();
+        let sealed = self
+            .store
+            .commit_block(&changes, |root| executed.seal(root))?;
+        let commit = t.elapsed().as_secs_f64();
+        self.head = Arc::new(sealed);
+        Ok((exec, commit, gas))
+    }
+
+    /// The node executor on `txs` without committing: seconds and gas.
+    fn executor_run(&self, txs: &[StoredTx]) -> anyhow::Result<(f64, u64)> {
+        let t = Instant::now();
+        let mut b = self
+            .executor
+            .build_block(self.store.state()?, self.attrs())?;
+        for tx in txs {
+            b.execute(tx).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let executed = b.finish()?;
+        Ok((t.elapsed().as_secs_f64(), executed.header.gas_used))
+    }
+
+    /// A bare revm loop on `txs` over a cache of the same state: seconds and gas.
+    fn bare_revm_run(&self, txs: &[StoredTx]) -> anyhow::Result<(f64, u64)> {
+        let env = self.executor.evm_env(&self.attrs());
+        let t = Instant::now();
+        let db = CacheDB::new(StateDb::new(self.store.state()?));
+        let mut evm = Context::mainnet()
+            .with_db(db)
+            .with_block(env.block_env)
+            .with_cfg(env.cfg_env)
+            .build_mainnet();
+        let mut gas = 0;
+        for tx in txs {
+            let r = evm
+                .transact_commit(TxEnv::from_recovered_tx(&tx.tx, tx.sender))
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            gas += r.tx_gas_used();
+        }
+        Ok((t.elapsed().as_secs_f64(), gas))
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Block execution benchmark. `token` is the compiled TestToken artifact (contracts/out).
+pub fn exec(
+    txs_per_block: usize,
+    rounds: usize,
+    token: PathBuf,
+) -> anyhow::Result<serde_json::Value> {
+    let senders: Vec<PrivateKeySigner> = (0..txs_per_block)
+        .map(|_| PrivateKeySigner::random())
+        .collect();
+    let addresses: Vec<Address> = senders.iter().map(|s| s.address()).collect();
+    let mut chain = Chain::new(&addresses)?;
+    let mut nonces = vec![0u64; senders.len()];
+    let next = |i: usize, n: &mut [u64]| {
+        let v = n[i];
+        n[i] += 1;
+        v
+    };
+
+    // ERC-20 setup: deploy, then give every sender tokens.
+    let artifact: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&token)
+            .with_context(|| format!("reading {} (run tools/js/compile.js)", token.display()))?,
+    )?;
+    let code = Bytes::from(hex::decode(
+        artifact["bytecode"].as_str().context("bytecode")?,
+    )?);
+    let deployer = &senders[0];
+    let deploy = sign(
+        deployer,
+        next(0, &mut nonces),
+        TxKind::Create,
+        code,
+        3_000_000,
+    );
+    chain.block(&[deploy])?;
+    let token_addr = deployer.address().create(0);
+    let transfer_call = |to: Address, amount: u64| -> Bytes {
+        let mut data = hex!("a9059cbb").to_vec();
+        data.extend_from_slice(&[0u8; 12]);
+        data.extend_from_slice(to.as_slice());
+        data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+        data.into()
+    };
+    let funding: Vec<StoredTx> = addresses[1..]
+        .iter()
+        .map(|a| {
+            sign(
+                deployer,
+                next(0, &mut nonces),
+                TxKind::Call(token_addr),
+                transfer_call(*a, 1_000_000),
+                100_000,
+            )
+        })
+        .collect();
+    chain.block(&funding)?;
+
+    let mut out = serde_json::Map::new();
+    for kind in ["transfer", "erc20"] {
+        let txs: Vec<StoredTx> = senders
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let to = Address::with_last_byte((i % 200) as u8 + 1);
+                if kind == "transfer" {
+                    sign(k, nonces[i], TxKind::Call(to), Bytes::new(), 21_000)
+                } else {
+                    sign(
+                        k,
+                        nonces[i],
+                        TxKind::Call(token_addr),
+                        transfer_call(to, 1),
+                        100_000,
+                    )
+                }
+            })
+            .collect();
+        let (mut ours, mut bare) = (Vec::new(), Vec::new());
+        let mut gas = 0;
+        for _ in 0..rounds {
+            // Alternate so neither side gets a warmer machine.
+            let (t, g) = chain.executor_run(&txs)?;
+            ours.push(t);
+            let (tb, gb) = chain.bare_revm_run(&txs)?;
+            bare.push(tb);
+            anyhow::ensure!(g == gb, "gas differs: executor {g}, bare revm {gb}");
+            gas = g;
+        }
+        let (o, b) = (median(ours), median(bare));
+        let mgas = |s: f64| gas as f64 / s / 1e6;
+        out.insert(
+            kind.into(),
+            json!({
+                "txs": txs.len(),
+                "gas": gas,
+                "executor_mgas_per_s": mgas(o),
+                "bare_revm_mgas_per_s": mgas(b),
+                "ratio_executor_over_bare": mgas(o) / mgas(b),
+            }),
+        );
+        for n in nonces.iter_mut() {
+            *n += 1;
+        }
+        // Commit the block so the next kind runs on top of it (nonces advanced).
+        chain.block(&txs)?;
+    }
+
+    // Commit cost (state changes + state root) as the number of accounts grows.
+    let mut growth = Vec::new();
+    let payer = &senders[0];
+    for step in 0..5 {
+        let fresh: Vec<StoredTx> = (0..2000)
+            .map(|_| {
+                let n = next(0, &mut nonces);
+                sign(
+                    payer,
+                    n,
+                    TxKind::Call(PrivateKeySigner::random().address()),
+                    Bytes::new(),
+                    21_000,
+                )
+            })
+            .collect();
+        let (_, commit, _) = chain.block(&fresh)?;
+        growth.push(json!({
+            "step": step,
+            "accounts": chain.store.account_count()?,
+            "block_txs": fresh.len(),
+            "commit_ms": commit * 1e3,
+        }));
+    }
+    out.insert("commit_vs_state_size".into(), json!(growth));
+    out.insert("rounds".into(), json!(rounds));
+    Ok(serde_json::Value::Object(out))
+}
+
+/// A node under test: a child process answering JSON-RPC.
+struct Target {
+    name: &'static str,
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    for _ in 0..400 {
+        let ok = client
+            .post(url)
+            .json(&json!({"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}))
+            .send()
+            .await
+            .is_ok();
+        if ok {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("{url} did not come up")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Sends `txs` (grouped per sender, nonce order kept per group, groups in parallel) and waits
+/// for every receipt. Returns (send seconds, first-send-to-last-receipt seconds).
+async fn drive(
+    client: &reqwest::Client,
+    url: &str,
+    groups: &[Vec<(String, String)>],
+) -> anyhow::Result<(f64, f64)> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for group in groups {
+        let (client, url, group) = (client.clone(), url.to_string(), group.clone());
+        tasks.push(tokio::spawn(async move {
+            for (_, raw) in &group {
+                let r: serde_json::Value = client
+                    .post(&url)
+                    .json(&json!({"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":[raw]}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                anyhow::ensure!(r["result"].is_string(), "send rejected: {r}");
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let sent = start.elapsed().as_secs_f64();
+    // Each group's last transaction is included only after all its earlier ones.
+    for group in groups {
+        let (hash, _) = group.last().expect("non-empty group");
+        loop {
+            let r: serde_json::Value = client
+                .post(url)
+                .json(&json!({"jsonrpc":"2.0","id":1,"method":"eth_getTransactionReceipt","params":[hash]}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if r["result"].is_object() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    Ok((sent, start.elapsed().as_secs_f64()))
+}
+
+/// Ingestion benchmark against pipe and (if `anvil` is given) anvil, on the same load.
+pub async fn ingest(
+    total: usize,
+    block_time_ms: u64,
+    anvil: Option<PathBuf>,
+) -> anyhow::Result<serde_json::Value> {
+    let keys = crate::dev::dev_signers(10)?;
+    let per = total.div_ceil(keys.len());
+    let groups: Vec<Vec<(String, String)>> = keys
+        .iter()
+        .map(|k| {
+            (0..per as u64)
+                .map(|n| {
+                    let t = sign(
+                        k,
+                        n,
+                        TxKind::Call(Address::with_last_byte(0xee)),
+                        Bytes::new(),
+                        21_000,
+                    );
+                    (
+                        t.hash.to_string(),
+                        hex::encode_prefixed(t.tx.encoded_2718()),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let mut results = serde_json::Map::new();
+    let mut targets = Vec::new();
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    targets.push(Target {
+        name: "pipe",
+        child: std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "node",
+                "--dev",
+                "--http.port",
+                &port.to_string(),
+                "--block-time-ms",
+                &block_time_ms.to_string(),
+                "--datadir",
+            ])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+        url: format!("http://127.0.0.1:{port}"),
+    });
+    if let Some(anvil) = anvil {
+        let port = free_port()?;
+        let secs = (block_time_ms as f64 / 1000.0).to_string();
+        targets.push(Target {
+            name: "anvil",
+            child: std::process::Command::new(anvil)
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--hardfork",
+                    "osaka",
+                    "--block-time",
+                    &secs,
+                    "--silent",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+            url: format!("http://127.0.0.1:{port}"),
+        });
+    }
+    for t in &targets {
+        wait_ready(&client, &t.url).await?;
+        let (sent, e2e) = drive(&client, &t.url, &groups).await?;
+        let n = (per * keys.len()) as f64;
+        results.insert(
+            t.name.into(),
+            json!({"txs": n, "send_tx_per_s": n / sent, "end_to_end_tx_per_s": n / e2e, "send_s": sent, "end_to_end_s": e2e}),
+        );
+    }
+    if let (Some(p), Some(a)) = (results.get("pipe").cloned(), results.get("anvil").cloned()) {
+        results.insert(
+            "ratio_pipe_over_anvil".into(),
+            json!({
+                "send": p["send_tx_per_s"].as_f64().unwrap_or(0.0) / a["send_tx_per_s"].as_f64().unwrap_or(1.0),
+                "end_to_end": p["end_to_end_tx_per_s"].as_f64().unwrap_or(0.0) / a["end_to_end_tx_per_s"].as_f64().unwrap_or(1.0),
+            }),
+        );
+    }
+    results.insert("block_time_ms".into(), json!(block_time_ms));
+    Ok(serde_json::Value::Object(results))
+}
