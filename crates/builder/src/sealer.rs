@@ -25,6 +25,9 @@ pub struct DevSealer {
     pool: Arc<Pool>,
     clock: Arc<dyn Clock>,
     mode: SealMode,
+    /// Slots count from when the sealer was created, not from when its task first runs, so
+    /// slot times do not depend on task scheduling.
+    start_ms: u64,
 }
 
 impl std::fmt::Debug for DevSealer {
@@ -45,17 +48,19 @@ impl DevSealer {
         clock: Arc<dyn Clock>,
         mode: SealMode,
     ) -> Self {
+        let start_ms = clock.now_ms();
         Self {
             producer,
             pool,
             clock,
             mode,
+            start_ms,
         }
     }
 
     /// Runs until `shutdown` flips to true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut next_slot = self.clock.now_ms();
+        let mut next_slot = self.start_ms;
         loop {
             let budget_ms = match self.mode {
                 SealMode::Interval(every) => {
