@@ -98,38 +98,36 @@ impl Chain {
         }
     }
 
-    /// Executes and commits `txs` as the next block; returns (execute seconds, commit seconds).
-    fn block(&mut self, txs: &[StoredTx]) -> anyhow::Result<(f64, f64, u64)> {
-        let t = Instant::now();
+    /// Executes `txs` as the next block through the node executor, without committing.
+    fn execute(&self, txs: &[StoredTx]) -> anyhow::Result<pipe_executor::ExecutedBlock> {
         let mut b = self
             .executor
             .build_block(self.store.state()?, self.attrs())?;
         for tx in txs {
             b.execute(tx).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        let executed = b.finish()?;
-        let exec = t.elapsed().as_secs_f64();
-        let gas = executed.header.gas_used;
+        Ok(b.finish()?)
+    }
+
+    /// Executes and commits `txs` as the next block; returns (execute seconds, commit seconds).
+    fn block(&mut self, txs: &[StoredTx]) -> anyhow::Result<(f64, f64)> {
         let t = Instant::now();
-        let changes = executed.changes.clone();
+        let mut executed = self.execute(txs)?;
+        let exec = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let changes = std::mem::take(&mut executed.changes);
         let sealed = self
             .store
             .commit_block(&changes, |root| executed.seal(root))?;
         let commit = t.elapsed().as_secs_f64();
         self.head = Arc::new(sealed);
-        Ok((exec, commit, gas))
+        Ok((exec, commit))
     }
 
     /// The node executor on `txs` without committing: seconds and gas.
     fn executor_run(&self, txs: &[StoredTx]) -> anyhow::Result<(f64, u64)> {
         let t = Instant::now();
-        let mut b = self
-            .executor
-            .build_block(self.store.state()?, self.attrs())?;
-        for tx in txs {
-            b.execute(tx).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        let executed = b.finish()?;
+        let executed = self.execute(txs)?;
         Ok((t.elapsed().as_secs_f64(), executed.header.gas_used))
     }
 
@@ -282,7 +280,7 @@ pub fn exec(
                 )
             })
             .collect();
-        let (_, commit, _) = chain.block(&fresh)?;
+        let (_, commit) = chain.block(&fresh)?;
         growth.push(json!({
             "step": step,
             "accounts": chain.store.account_count()?,

@@ -155,12 +155,7 @@ pub(crate) fn genesis_block(chain: &ChainConfig, state_root: B256) -> SealedBloc
         requests_hash: Some(EMPTY_REQUESTS_HASH),
         ..Default::default()
     };
-    SealedBlock {
-        hash: header.hash_slow(),
-        header,
-        transactions: Vec::new(),
-        receipts: Vec::new(),
-    }
+    SealedBlock::new(header, Vec::new(), Vec::new())
 }
 
 /// Opens the store (creating genesis on first start), restores pending transactions, starts

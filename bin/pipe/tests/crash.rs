@@ -89,17 +89,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let started = std::time::Instant::now();
         let mut pending: Vec<String> = Vec::new();
         while started.elapsed() < run_for {
-            let nonce = common::rpc(
-                &url,
-                "eth_getTransactionCount",
-                json!([key.address(), "pending"]),
-            )
-            .await;
-            let nonce = u64::from_str_radix(
-                nonce["result"].as_str().unwrap().trim_start_matches("0x"),
-                16,
-            )
-            .unwrap();
+            let nonce = common::pending_nonce(&url, key.address()).await;
             let (hash, raw) = transfer(&key, nonce);
             let r = common::rpc(&url, "eth_sendRawTransaction", json!([raw])).await;
             if r["result"].is_string() {
@@ -111,11 +101,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 let r = common::rpc(&url, "eth_getTransactionReceipt", json!([h])).await;
                 match r["result"].as_object() {
                     Some(o) => {
-                        let n = u64::from_str_radix(
-                            o["blockNumber"].as_str().unwrap().trim_start_matches("0x"),
-                            16,
-                        )
-                        .unwrap();
+                        let n = common::quantity(&o["blockNumber"]);
                         seen.receipts
                             .insert(h, (n, o["blockHash"].as_str().unwrap().to_string()));
                     }
@@ -125,14 +111,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             pending = still;
             let head: Value =
                 common::rpc(&url, "eth_getBlockByNumber", json!(["latest", false])).await;
-            let n = u64::from_str_radix(
-                head["result"]["number"]
-                    .as_str()
-                    .unwrap()
-                    .trim_start_matches("0x"),
-                16,
-            )
-            .unwrap();
+            let n = common::quantity(&head["result"]["number"]);
             seen.blocks
                 .insert(n, head["result"]["hash"].as_str().unwrap().to_string());
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
@@ -166,17 +145,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     // After all the crashes the node still produces blocks and includes transactions.
     let port = common::free_port();
     let node = common::NodeProcess::start(dir.path(), port, &["--block-time-ms", "100"]).await;
-    let nonce = common::rpc(
-        &node.url,
-        "eth_getTransactionCount",
-        json!([key.address(), "pending"]),
-    )
-    .await;
-    let nonce = u64::from_str_radix(
-        nonce["result"].as_str().unwrap().trim_start_matches("0x"),
-        16,
-    )
-    .unwrap();
+    let nonce = common::pending_nonce(&node.url, key.address()).await;
     let (hash, raw) = transfer(&key, nonce);
     assert!(
         common::rpc(&node.url, "eth_sendRawTransaction", json!([raw])).await["result"].is_string()

@@ -33,15 +33,34 @@ fn init_code() -> Vec<u8> {
     code
 }
 
+/// A provider that signs with `signer`, on the node at `url`.
+fn wallet_provider(url: &str, signer: PrivateKeySigner) -> impl Provider + use<> {
+    ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url.parse().unwrap())
+}
+
+/// Sends `req` and waits for its receipt.
+async fn mined(
+    provider: &impl Provider,
+    req: TransactionRequest,
+) -> alloy_rpc_types_eth::TransactionReceipt {
+    provider
+        .send_transaction(req)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_of_every_type_contracts_logs_and_real_roots() {
     let dir = tempfile::tempdir().unwrap();
     let node = common::dev_node(dir.path()).await;
     let signer: PrivateKeySigner = common::DEV_KEY_0.parse().unwrap();
     let me = signer.address();
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(signer))
-        .connect_http(node.rpc_url().parse().unwrap());
+    let provider = wallet_provider(&node.rpc_url(), signer);
 
     assert_eq!(provider.get_chain_id().await.unwrap(), 31337);
     let accounts = provider.get_accounts().await.unwrap();
@@ -67,13 +86,7 @@ async fn transfers_of_every_type_contracts_logs_and_real_roots() {
     ];
     let mut types = Vec::new();
     for req in requests {
-        let receipt = provider
-            .send_transaction(req)
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
+        let receipt = mined(&provider, req).await;
         assert!(receipt.status());
         assert_eq!(receipt.gas_used, 21_000);
         assert_eq!(receipt.from, me);
@@ -84,13 +97,11 @@ async fn transfers_of_every_type_contracts_logs_and_real_roots() {
     assert_eq!(provider.get_transaction_count(me).await.unwrap(), 3);
 
     // Deploy, call, read storage and logs.
-    let receipt = provider
-        .send_transaction(TransactionRequest::default().with_deploy_code(Bytes::from(init_code())))
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let receipt = mined(
+        &provider,
+        TransactionRequest::default().with_deploy_code(Bytes::from(init_code())),
+    )
+    .await;
     assert!(receipt.status());
     let contract = receipt.contract_address.expect("contract address");
     assert_eq!(contract, me.create(3));
@@ -99,17 +110,13 @@ async fn transfers_of_every_type_contracts_logs_and_real_roots() {
         Bytes::from(runtime())
     );
     let value = U256::from(0x1234_5678u64);
-    let receipt = provider
-        .send_transaction(
-            TransactionRequest::default()
-                .with_to(contract)
-                .with_input(Bytes::from(value.to_be_bytes::<32>().to_vec())),
-        )
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let receipt = mined(
+        &provider,
+        TransactionRequest::default()
+            .with_to(contract)
+            .with_input(Bytes::from(value.to_be_bytes::<32>().to_vec())),
+    )
+    .await;
     assert!(receipt.status());
     assert_eq!(
         provider.get_storage_at(contract, U256::ZERO).await.unwrap(),
@@ -182,27 +189,19 @@ async fn restart_continues_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let signer: PrivateKeySigner = common::DEV_KEY_0.parse().unwrap();
     let node = common::dev_node(dir.path()).await;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(signer.clone()))
-        .connect_http(node.rpc_url().parse().unwrap());
-    let receipt = provider
-        .send_transaction(
-            TransactionRequest::default()
-                .with_to(Address::repeat_byte(1))
-                .with_value(U256::from(7)),
-        )
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let provider = wallet_provider(&node.rpc_url(), signer.clone());
+    let receipt = mined(
+        &provider,
+        TransactionRequest::default()
+            .with_to(Address::repeat_byte(1))
+            .with_value(U256::from(7)),
+    )
+    .await;
     let head = provider.get_block_number().await.unwrap();
     node.shutdown().await;
 
     let node = common::dev_node(dir.path()).await;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(signer))
-        .connect_http(node.rpc_url().parse().unwrap());
+    let provider = wallet_provider(&node.rpc_url(), signer);
     assert_eq!(provider.get_block_number().await.unwrap(), head);
     let again = provider
         .get_transaction_receipt(receipt.transaction_hash)
@@ -210,17 +209,13 @@ async fn restart_continues_the_chain() {
         .unwrap()
         .expect("receipt survives restart");
     assert_eq!(again.block_hash, receipt.block_hash);
-    let next = provider
-        .send_transaction(
-            TransactionRequest::default()
-                .with_to(Address::repeat_byte(1))
-                .with_value(U256::from(7)),
-        )
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let next = mined(
+        &provider,
+        TransactionRequest::default()
+            .with_to(Address::repeat_byte(1))
+            .with_value(U256::from(7)),
+    )
+    .await;
     assert_eq!(next.block_number, Some(head + 1));
     assert_eq!(
         provider.get_balance(Address::repeat_byte(1)).await.unwrap(),

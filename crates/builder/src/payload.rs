@@ -146,10 +146,11 @@ impl PayloadBuilder {
                 Err(TxRejected::Internal(e)) => return Err(BuildError::Aborted(e)),
             }
         }
-        let executed = block.finish()?;
+        let mut executed = block.finish()?;
+        let changes = std::mem::take(&mut executed.changes);
         let sealed = self
             .store
-            .commit_block(&executed.changes.clone(), |root| executed.seal(root))?;
+            .commit_block(&changes, |root| executed.seal(root))?;
         let sealed = Arc::new(sealed);
         dropped.extend(self.pool.on_block(&sealed.transactions));
         if !dropped.is_empty() {

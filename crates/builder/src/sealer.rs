@@ -72,7 +72,7 @@ impl DevSealer {
                     (every.as_millis() as f64 * BUILD_SHARE) as u64
                 }
                 SealMode::OnDemand { min_gap } => {
-                    while self.pool.best_transactions(0).next().is_none() {
+                    while !self.pool.has_ready() {
                         tokio::select! {
                             _ = self.pool.subscribe() => {}
                             _ = shutdown.changed() => return,

@@ -35,12 +35,7 @@ async fn interval_sealer_seals_once_per_slot_of_manual_time() {
                 base_fee_per_gas: Some(chain.genesis_base_fee()),
                 ..Default::default()
             };
-            SealedBlock {
-                hash: header.hash_slow(),
-                header,
-                transactions: vec![],
-                receipts: vec![],
-            }
+            SealedBlock::new(header, vec![], vec![])
         })
         .unwrap();
     let clock = ManualClock::new(1_700_000_000_000);

@@ -220,12 +220,7 @@ impl ExecutedBlock {
     pub fn seal(self, state_root: B256) -> SealedBlock {
         let mut header = self.header;
         header.state_root = state_root;
-        SealedBlock {
-            hash: header.hash_slow(),
-            header,
-            transactions: self.transactions,
-            receipts: self.receipts,
-        }
+        SealedBlock::new(header, self.transactions, self.receipts)
     }
 }
 

@@ -300,6 +300,16 @@ impl Pool {
         state_nonce + ready as u64
     }
 
+    /// Whether any transaction is ready (its sender's next nonce is present), without
+    /// building a [`BestTransactions`] snapshot.
+    pub fn has_ready(&self) -> bool {
+        let inner = self.inner.read();
+        inner.by_sender.iter().any(|(sender, queue)| {
+            let nonce = inner.state_nonce.get(sender).copied().unwrap_or_default();
+            queue.contains_key(&nonce)
+        })
+    }
+
     /// Ready transactions, best first, for a block with `base_fee`.
     pub fn best_transactions(&self, base_fee: u64) -> BestTransactions {
         let inner = self.inner.read();
@@ -529,6 +539,10 @@ mod tests {
         add(&p, signed(&a, 0, 5, 100), rich()).unwrap();
         add(&p, signed(&a, 1, 5, 100), rich()).unwrap();
         add(&p, signed(&b, 2, 9, 100), rich()).unwrap(); // gap: nonce 0 and 1 missing
+        assert!(p.has_ready());
+        let only_gap = pool();
+        add(&only_gap, signed(&b, 2, 9, 100), rich()).unwrap();
+        assert!(!only_gap.has_ready(), "a nonce gap is not ready");
         let mut best = p.best_transactions(1);
         let first = best.next().unwrap();
         assert_eq!((first.sender(), first.nonce()), (a.address(), 0));

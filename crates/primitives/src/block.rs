@@ -22,6 +22,20 @@ pub struct SealedBlock {
 }
 
 impl SealedBlock {
+    /// Seals `header`: its hash is computed here, so it always matches the header.
+    pub fn new(
+        header: Header,
+        transactions: Vec<StoredTx>,
+        receipts: Vec<ReceiptEnvelope>,
+    ) -> Self {
+        Self {
+            hash: header.hash_slow(),
+            header,
+            transactions,
+            receipts,
+        }
+    }
+
     pub fn number(&self) -> u64 {
         self.header.number
     }

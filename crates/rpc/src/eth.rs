@@ -168,15 +168,16 @@ impl Api {
             .ok_or(RpcError::HistoricalState(n))
     }
 
-    fn block(&self, number: u64) -> Result<Option<SealedBlock>, RpcError> {
+    /// Block `number`; the head is served from memory without a copy.
+    fn block(&self, number: u64) -> Result<Option<Arc<SealedBlock>>, RpcError> {
         let head = self.head();
         if head.number() == number {
-            return Ok(Some((*head).clone()));
+            return Ok(Some(head));
         }
-        Ok(self.node.store.block(number)?)
+        Ok(self.node.store.block(number)?.map(Arc::new))
     }
 
-    fn block_by_id(&self, id: BlockId) -> Result<Option<SealedBlock>, RpcError> {
+    fn block_by_id(&self, id: BlockId) -> Result<Option<Arc<SealedBlock>>, RpcError> {
         match self.resolve_id(Some(id)) {
             Ok(n) => self.block(n),
             Err(RpcError::UnknownBlock) => Ok(None),
@@ -230,6 +231,16 @@ impl Api {
 
 fn internal(e: impl std::fmt::Display) -> RpcError {
     RpcError::Internal(e.to_string())
+}
+
+/// Runs EVM work off the async workers and maps its error at this edge.
+async fn blocking<T: Send + 'static, E: Into<RpcError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, RpcError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(internal)?
+        .map_err(Into::into)
 }
 
 #[async_trait]
@@ -375,11 +386,9 @@ impl EthApiServer for Api {
     ) -> RpcResult<Bytes> {
         let (view, attrs, req) = self.call_request(request, block, state_overrides)?;
         let executor = self.node.executor.clone();
-        let out = tokio::task::spawn_blocking(move || executor.call(view, &attrs, req))
-            .await
-            .map_err(internal)?
-            .map_err(RpcError::from)?;
-        Ok(out.output)
+        Ok(blocking(move || executor.call(view, &attrs, req))
+            .await?
+            .output)
     }
 
     async fn estimate_gas(
@@ -390,10 +399,7 @@ impl EthApiServer for Api {
     ) -> RpcResult<U64> {
         let (view, attrs, req) = self.call_request(request, block, state_overrides)?;
         let executor = self.node.executor.clone();
-        let gas = tokio::task::spawn_blocking(move || executor.estimate_gas(view, &attrs, req))
-            .await
-            .map_err(internal)?
-            .map_err(RpcError::from)?;
+        let gas = blocking(move || executor.estimate_gas(view, &attrs, req)).await?;
         Ok(U64::from(gas))
     }
 
@@ -408,8 +414,6 @@ impl EthApiServer for Api {
         let account = self
             .node
             .store
-            .state()
-            .map_err(RpcError::from)?
             .account(&sender)
             .map_err(RpcError::from)?
             .unwrap_or_default();

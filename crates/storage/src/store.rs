@@ -114,6 +114,16 @@ impl Store {
         StateView::open(self)
     }
 
+    /// One account at the head: a single-table read, for paths (transaction admission) that
+    /// need no consistent view across several reads.
+    pub fn account(&self, address: &Address) -> Result<Option<AccountRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        tx.open_table(ACCOUNTS)?
+            .get(&address.0.0)?
+            .map(|v| decode_account(v.value()))
+            .transpose()
+    }
+
     /// The state as of block `number`, if it is among the [`STATE_HISTORY`] most recent.
     pub fn state_at(&self, number: u64) -> Option<std::sync::Arc<StateView>> {
         self.recent
@@ -552,12 +562,7 @@ mod tests {
                     state_root: root,
                     ..Default::default()
                 };
-                SealedBlock {
-                    hash: header.hash_slow(),
-                    header,
-                    transactions: vec![],
-                    receipts: vec![],
-                }
+                SealedBlock::new(header, vec![], vec![])
             })
             .unwrap();
         assert_eq!(store.verify_state_root().unwrap(), (expected, expected));
@@ -581,12 +586,7 @@ mod tests {
                     state_root: root,
                     ..Default::default()
                 };
-                SealedBlock {
-                    hash: header.hash_slow(),
-                    header,
-                    transactions: vec![],
-                    receipts: vec![],
-                }
+                SealedBlock::new(header, vec![], vec![])
             })
             .unwrap();
         let (computed, stored) = store.verify_state_root().unwrap();

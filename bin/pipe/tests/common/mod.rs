@@ -54,6 +54,25 @@ pub async fn rpc(url: &str, method: &str, params: serde_json::Value) -> serde_js
     .await
 }
 
+/// A JSON-RPC hex quantity ("0x1a") as a number.
+pub fn quantity(v: &serde_json::Value) -> u64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a quantity: {v}"));
+    u64::from_str_radix(s.trim_start_matches("0x"), 16)
+        .unwrap_or_else(|_| panic!("bad quantity {s}"))
+}
+
+/// `eth_getTransactionCount(address, "pending")`.
+pub async fn pending_nonce(url: &str, address: alloy_primitives::Address) -> u64 {
+    quantity(
+        &rpc(
+            url,
+            "eth_getTransactionCount",
+            serde_json::json!([address, "pending"]),
+        )
+        .await["result"],
+    )
+}
+
 /// A `pipe node` child process.
 pub struct NodeProcess {
     pub child: Child,
