@@ -124,11 +124,26 @@ impl Chain {
         Ok((exec, commit))
     }
 
-    /// The node executor on `txs` without committing: seconds and gas.
-    fn executor_run(&self, txs: &[StoredTx]) -> anyhow::Result<(f64, u64)> {
+    /// The node executor on `txs` without committing: seconds, gas, and the seconds of its
+    /// phases (start with pre-block system calls, the transactions, finish with post-block
+    /// system calls, change set and roots).
+    fn executor_run(&self, txs: &[StoredTx]) -> anyhow::Result<(f64, u64, [f64; 3])> {
         let t = Instant::now();
-        let executed = self.execute(txs)?;
-        Ok((t.elapsed().as_secs_f64(), executed.header.gas_used))
+        let mut b = self
+            .executor
+            .build_block(self.store.state()?, self.attrs())?;
+        let started = t.elapsed().as_secs_f64();
+        for tx in txs {
+            b.execute(tx).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let executed_txs = t.elapsed().as_secs_f64();
+        let executed = b.finish()?;
+        let total = t.elapsed().as_secs_f64();
+        Ok((
+            total,
+            executed.header.gas_used,
+            [started, executed_txs - started, total - executed_txs],
+        ))
     }
 
     /// A bare revm loop on `txs` over a cache of the same state: seconds and gas.
@@ -235,11 +250,15 @@ pub fn exec(
             })
             .collect();
         let (mut ours, mut bare) = (Vec::new(), Vec::new());
+        let mut phases: [Vec<f64>; 3] = Default::default();
         let mut gas = 0;
         for _ in 0..rounds {
             // Alternate so neither side gets a warmer machine.
-            let (t, g) = chain.executor_run(&txs)?;
+            let (t, g, p) = chain.executor_run(&txs)?;
             ours.push(t);
+            for (acc, v) in phases.iter_mut().zip(p) {
+                acc.push(v);
+            }
             let (tb, gb) = chain.bare_revm_run(&txs)?;
             bare.push(tb);
             anyhow::ensure!(g == gb, "gas differs: executor {g}, bare revm {gb}");
@@ -255,6 +274,13 @@ pub fn exec(
                 "executor_mgas_per_s": mgas(o),
                 "bare_revm_mgas_per_s": mgas(b),
                 "ratio_executor_over_bare": mgas(o) / mgas(b),
+                "executor_ms": o * 1e3,
+                "bare_revm_ms": b * 1e3,
+                "executor_phase_ms": {
+                    "start": median(phases[0].clone()) * 1e3,
+                    "transactions": median(phases[1].clone()) * 1e3,
+                    "finish": median(phases[2].clone()) * 1e3,
+                },
             }),
         );
         for n in nonces.iter_mut() {

@@ -2,31 +2,31 @@
 
 use std::borrow::Cow;
 
-use alloy_consensus::{
-    EMPTY_OMMER_ROOT_HASH, Header, ReceiptEnvelope, TxReceipt,
-    proofs::{calculate_receipt_root, calculate_transaction_root},
-};
+use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, ReceiptEnvelope};
 use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
 use alloy_evm::{
     EthEvm, Evm, EvmFactory,
     block::{BlockExecutionError, BlockExecutor, BlockValidationError},
-    eth::{EthBlockExecutionCtx, EthBlockExecutor, receipt_builder::AlloyReceiptBuilder},
+    eth::{EthBlockExecutionCtx, EthBlockExecutor},
     precompiles::PrecompilesMap,
 };
-use alloy_primitives::{Address, B256, Bloom, Bytes};
+use alloy_primitives::{Address, B256, Bytes};
 use alloy_trie::EMPTY_ROOT_HASH;
 use pipe_primitives::{SealedBlock, StoredTx};
 use pipe_storage::{AccountInfoChange, StateChanges, StateView};
 use revm::{
-    database::{State, WrapDatabaseRef, states::bundle_state::BundleRetention},
+    database::{AccountState, Cache, CacheDB},
     inspector::NoOpInspector,
 };
 
-use crate::{ExecError, Executor, PipeSpec, StateDb, TxRejected};
+use crate::{
+    ExecError, Executor, PipeSpec, StateDb, TxRejected,
+    assemble::{Assembler, DeferredBloomReceipts},
+};
 
-type BlockDb = State<WrapDatabaseRef<StateDb>>;
+type BlockDb = CacheDB<StateDb>;
 type BlockEvm = EthEvm<BlockDb, NoOpInspector, PrecompilesMap>;
-type Inner = EthBlockExecutor<'static, BlockEvm, PipeSpec, AlloyReceiptBuilder>;
+type Inner = EthBlockExecutor<'static, BlockEvm, PipeSpec, DeferredBloomReceipts>;
 
 /// What the block producer decides about the next block before executing anything.
 #[derive(Clone, Debug)]
@@ -61,14 +61,17 @@ pub struct ExecutedTx {
 pub struct BlockBuilder {
     inner: Inner,
     attrs: BlockAttributes,
-    transactions: Vec<StoredTx>,
+    /// Transactions kept so far (they live in the assembler until the block is finished).
+    kept: usize,
+    /// Blooms, encodes and hashes kept transactions and receipts on another core.
+    assembler: Assembler,
 }
 
 impl std::fmt::Debug for BlockBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockBuilder")
             .field("number", &self.attrs.number)
-            .field("transactions", &self.transactions.len())
+            .field("transactions", &self.kept)
             .finish()
     }
 }
@@ -81,10 +84,11 @@ impl Executor {
         view: StateView,
         attrs: BlockAttributes,
     ) -> Result<BlockBuilder, ExecError> {
-        let db = State::builder()
-            .with_database_ref(StateDb::new(view))
-            .with_bundle_update()
-            .build();
+        // A plain cache over the snapshot: we keep no reverts (recent history is served from
+        // store snapshots), so revm's `State` transition and bundle bookkeeping, most of the
+        // executor's overhead over bare revm, buys nothing here. The change set is read off
+        // the cache when the block is finished.
+        let db = CacheDB::new(StateDb::new(view));
         let evm = self.factory.create_evm(db, self.evm_env(&attrs));
         let ctx = EthBlockExecutionCtx {
             parent_hash: attrs.parent_hash,
@@ -96,15 +100,15 @@ impl Executor {
             tx_count_hint: None,
             slot_number: None,
         };
-        let mut inner =
-            EthBlockExecutor::new(evm, ctx, self.spec.clone(), AlloyReceiptBuilder::default());
+        let mut inner = EthBlockExecutor::new(evm, ctx, self.spec.clone(), DeferredBloomReceipts);
         inner
             .apply_pre_execution_changes()
             .map_err(|e| ExecError::Block(e.to_string()))?;
         Ok(BlockBuilder {
             inner,
             attrs,
-            transactions: Vec::new(),
+            kept: 0,
+            assembler: Assembler::spawn(),
         })
     }
 }
@@ -120,7 +124,7 @@ impl BlockBuilder {
     }
 
     pub fn transaction_count(&self) -> usize {
-        self.transactions.len()
+        self.kept
     }
 
     /// Executes `tx` on top of the block so far and keeps it. A rejected transaction leaves
@@ -140,7 +144,15 @@ impl BlockBuilder {
             TxOutcome::Reverted
         };
         let gas = self.inner.commit_transaction(output);
-        self.transactions.push(tx.clone());
+        // The receipt moves to the assembler. alloy-evm reads the receipts it holds only for
+        // beacon-chain deposit requests, which this chain does not have.
+        let receipt = self
+            .inner
+            .receipts
+            .pop()
+            .expect("receipt of the committed tx");
+        self.assembler.push(tx.clone(), receipt);
+        self.kept += 1;
         Ok(ExecutedTx {
             gas_used: gas.tx_gas_used(),
             outcome,
@@ -153,29 +165,22 @@ impl BlockBuilder {
         let BlockBuilder {
             inner,
             attrs,
-            transactions,
+            assembler,
+            ..
         } = self;
         let (evm, result) = inner
             .finish()
             .map_err(|e| ExecError::Block(e.to_string()))?;
-        let mut db = evm.into_db();
-        db.merge_transitions(BundleRetention::PlainState);
-        let changes = bundle_to_changes(db.take_bundle());
-
-        let receipts: Vec<ReceiptEnvelope> = result.receipts;
-        let mut logs_bloom = Bloom::ZERO;
-        for r in &receipts {
-            logs_bloom.accrue_bloom(&r.bloom());
-        }
-        let envelopes: Vec<_> = transactions.iter().map(|t| t.tx.clone()).collect();
+        let changes = cache_to_changes(&evm.into_db().cache);
+        let assembled = assembler.finish();
         let header = Header {
             parent_hash: attrs.parent_hash,
             ommers_hash: EMPTY_OMMER_ROOT_HASH,
             beneficiary: attrs.beneficiary,
             state_root: B256::ZERO,
-            transactions_root: calculate_transaction_root(&envelopes),
-            receipts_root: calculate_receipt_root(&receipts),
-            logs_bloom,
+            transactions_root: assembled.transactions_root,
+            receipts_root: assembled.receipts_root,
+            logs_bloom: assembled.logs_bloom,
             difficulty: Default::default(),
             number: attrs.number,
             gas_limit: attrs.gas_limit,
@@ -198,8 +203,8 @@ impl BlockBuilder {
         };
         Ok(ExecutedBlock {
             header,
-            transactions,
-            receipts,
+            transactions: assembled.transactions,
+            receipts: assembled.receipts,
             changes,
         })
     }
@@ -249,34 +254,53 @@ fn reject(hash: B256, e: BlockExecutionError) -> TxRejected {
     }
 }
 
-/// revm's bundle (what changed, with originals) → the store's change set.
-pub(crate) fn bundle_to_changes(bundle: revm::database::BundleState) -> StateChanges {
+/// The block's cache → the store's change set: every account the block modified, with its
+/// present values. The cache keeps no originals, so a modified account's slots that were only
+/// read are written again with the value they had, which the store treats as a no-op.
+pub(crate) fn cache_to_changes(cache: &Cache) -> StateChanges {
     let mut changes = StateChanges::default();
-    for (hash, code) in bundle.contracts {
-        changes.code.push((hash, code.original_bytes()));
-    }
-    for (address, account) in bundle.state {
-        if account.was_destroyed() {
-            changes.wiped_storage.push(address);
+    for (address, account) in &cache.accounts {
+        let info = &account.info;
+        match account.account_state {
+            // Only read.
+            AccountState::None => continue,
+            // Self-destructed (or read and found missing, where deleting changes nothing).
+            AccountState::NotExisting => {
+                changes.wiped_storage.push(*address);
+                changes.accounts.push((*address, None));
+                continue;
+            }
+            // Created (or re-created) in this block: nothing of its old storage survives.
+            AccountState::StorageCleared => changes.wiped_storage.push(*address),
+            AccountState::Touched => {}
         }
-        if account.was_destroyed() || account.is_info_changed() {
-            changes.accounts.push((
-                address,
-                account.info.as_ref().map(|i| AccountInfoChange {
-                    nonce: i.nonce,
-                    balance: i.balance,
-                    code_hash: i.code_hash,
-                }),
+        if info.is_empty() {
+            // EIP-161: a touched account left empty is removed from the state.
+            changes.accounts.push((*address, None));
+            continue;
+        }
+        changes.accounts.push((
+            *address,
+            Some(AccountInfoChange {
+                nonce: info.nonce,
+                balance: info.balance,
+                code_hash: info.code_hash,
+            }),
+        ));
+        if !info.is_empty_code_hash()
+            && let Some(code) = cache.contracts.get(&info.code_hash)
+        {
+            changes.code.push((info.code_hash, code.original_bytes()));
+        }
+        if !account.storage.is_empty() {
+            changes.storage.push((
+                *address,
+                account
+                    .storage
+                    .iter()
+                    .map(|(k, v)| (B256::from(*k), *v))
+                    .collect(),
             ));
-        }
-        let slots: Vec<_> = account
-            .storage
-            .iter()
-            .filter(|(_, s)| s.is_changed() || account.was_destroyed())
-            .map(|(k, s)| (B256::from(*k), s.present_value))
-            .collect();
-        if !slots.is_empty() {
-            changes.storage.push((address, slots));
         }
     }
     changes

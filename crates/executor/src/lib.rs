@@ -13,6 +13,7 @@
 //!
 //! The chain runs the Osaka hardfork from genesis (every earlier fork active at block 0).
 
+mod assemble;
 mod block;
 mod call;
 mod db;
