@@ -140,17 +140,17 @@ impl OrderedTrie {
         }
     }
 
-    fn add(&mut self, value: Vec<u8>) {
+    fn add(&mut self, value: &[u8]) {
         let index = self.count;
         self.count += 1;
         if index == 0 {
-            self.first = Some(value);
+            self.first = Some(value.to_vec());
             return;
         }
         if index == 0x80 {
             self.flush_first();
         }
-        self.leaf(index, &value);
+        self.leaf(index, value);
     }
 
     fn flush_first(&mut self) {
@@ -179,14 +179,20 @@ fn assemble(rx: mpsc::Receiver<Batch>) -> Assembled {
     let mut logs_bloom = Bloom::ZERO;
     let mut transactions = Vec::new();
     let mut receipts = Vec::new();
+    // One encoding buffer for every leaf: the trie copies what it keeps.
+    let mut buf = Vec::with_capacity(512);
     for (tx, mut receipt) in rx.into_iter().flatten() {
         let bloom = logs_bloom_of(receipt.logs());
         if let Some(r) = receipt.as_receipt_with_bloom_mut() {
             r.logs_bloom = bloom;
         }
         logs_bloom.accrue_bloom(&bloom);
-        tx_trie.add(tx.tx.encoded_2718());
-        receipt_trie.add(receipt.encoded_2718());
+        buf.clear();
+        tx.tx.encode_2718(&mut buf);
+        tx_trie.add(&buf);
+        buf.clear();
+        receipt.encode_2718(&mut buf);
+        receipt_trie.add(&buf);
         transactions.push(tx);
         receipts.push(receipt);
     }
