@@ -455,6 +455,9 @@ pub async fn ingest(
             .spawn()?,
         url: format!("http://127.0.0.1:{port}"),
     });
+    // Each node must hold its port before the next free one is picked, or both could be
+    // handed the same port.
+    wait_ready(&client, &targets[0].url).await?;
     if let Some(anvil) = anvil {
         let port = free_port()?;
         let secs = (block_time_ms as f64 / 1000.0).to_string();
@@ -477,9 +480,9 @@ pub async fn ingest(
                 .spawn()?,
             url: format!("http://127.0.0.1:{port}"),
         });
+        wait_ready(&client, &targets[1].url).await?;
     }
     for t in &targets {
-        wait_ready(&client, &t.url).await?;
         let (sent, e2e) = drive(&client, &t.url, &groups).await?;
         let n = (per * keys.len()) as f64;
         results.insert(
