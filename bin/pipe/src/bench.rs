@@ -384,10 +384,17 @@ async fn drive(
         t.await??;
     }
     let sent = start.elapsed().as_secs_f64();
-    // Each group's last transaction is included only after all its earlier ones.
+    // Each group's last transaction is included only after all its earlier ones. A node that
+    // stops including (anvil's automine stalls under concurrent load) fails the run instead of
+    // hanging it.
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
     for group in groups {
         let (hash, _) = group.last().expect("non-empty group");
         loop {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{url}: transaction {hash} not included within 60 s of the first send"
+            );
             let r: serde_json::Value = client
                 .post(url)
                 .json(&json!({"jsonrpc":"2.0","id":1,"method":"eth_getTransactionReceipt","params":[hash]}))
@@ -437,18 +444,18 @@ pub async fn ingest(
     let mut targets = Vec::new();
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
+    // 0 = seal on demand: pipe's `--on-demand` against anvil's default automine.
+    let pipe_sealing = if block_time_ms == 0 {
+        vec!["--on-demand".to_string()]
+    } else {
+        vec!["--block-time-ms".to_string(), block_time_ms.to_string()]
+    };
     targets.push(Target {
         name: "pipe",
         child: std::process::Command::new(std::env::current_exe()?)
-            .args([
-                "node",
-                "--dev",
-                "--http.port",
-                &port.to_string(),
-                "--block-time-ms",
-                &block_time_ms.to_string(),
-                "--datadir",
-            ])
+            .args(["node", "--dev", "--http.port", &port.to_string()])
+            .args(&pipe_sealing)
+            .arg("--datadir")
             .arg(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -460,7 +467,14 @@ pub async fn ingest(
     wait_ready(&client, &targets[0].url).await?;
     if let Some(anvil) = anvil {
         let port = free_port()?;
-        let secs = (block_time_ms as f64 / 1000.0).to_string();
+        let anvil_sealing = if block_time_ms == 0 {
+            vec![]
+        } else {
+            vec![
+                "--block-time".to_string(),
+                (block_time_ms as f64 / 1000.0).to_string(),
+            ]
+        };
         targets.push(Target {
             name: "anvil",
             child: std::process::Command::new(anvil)
@@ -471,10 +485,9 @@ pub async fn ingest(
                     &port.to_string(),
                     "--hardfork",
                     "osaka",
-                    "--block-time",
-                    &secs,
                     "--silent",
                 ])
+                .args(&anvil_sealing)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()?,

@@ -44,6 +44,7 @@ enum BenchCommand {
     Ingest {
         #[arg(long, default_value_t = 4000)]
         txs: usize,
+        /// Slot length for both nodes; 0 seals on demand (pipe --on-demand, anvil automine).
         #[arg(long, default_value_t = 1000)]
         block_time_ms: u64,
         /// anvil binary to compare against (e.g. tools/js/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil).
