@@ -1,5 +1,8 @@
 //! Block assembly on another core while the block executes.
 //!
+//! One long-lived thread per [`crate::Executor`] takes one job per block, so its memory stays
+//! warm from block to block (a fresh thread per block paid page faults on every block).
+//!
 //! Each kept transaction and its receipt move to an assembler thread, which computes the
 //! receipt's logs bloom, encodes both, and feeds the transaction and receipt tries. The
 //! builder thread only executes; when the block is finished, the last batch is hashed and the
@@ -9,7 +12,7 @@
 //! 128, 129, …, so a `HashBuilder` (which wants sorted keys) can take leaf `i` as soon as
 //! transaction `i` arrives; only leaf 0 waits, until index 128 arrives or the block ends.
 
-use std::{sync::mpsc, thread::JoinHandle};
+use std::sync::mpsc;
 
 use alloy_consensus::{
     Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxEnvelope, TxType,
@@ -67,27 +70,53 @@ const BATCH: usize = 64;
 
 type Batch = Vec<(StoredTx, ReceiptEnvelope)>;
 
-/// Handle to the assembler thread of one block.
+/// One block's work: its batches in, its result out.
+type Job = (mpsc::Receiver<Batch>, mpsc::Sender<Assembled>);
+
+/// The assembler thread, shared by every block an executor builds. Blocks are assembled one
+/// after another in the order they started; the thread ends when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub(crate) struct AssemblerThread {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl AssemblerThread {
+    pub(crate) fn spawn() -> Self {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("pipe-assemble".into())
+            .spawn(move || {
+                for (batches, result) in rx {
+                    // The block may have been abandoned; then nobody waits for the result.
+                    let _ = result.send(assemble(batches));
+                }
+            })
+            .expect("spawning the block assembler thread");
+        Self { jobs }
+    }
+
+    /// Starts assembling a new block.
+    pub(crate) fn start(&self) -> Assembler {
+        let (tx, rx) = mpsc::channel();
+        let (result_tx, result) = mpsc::channel();
+        // The thread lives as long as any handle, so this cannot fail while `self` exists.
+        let _ = self.jobs.send((rx, result_tx));
+        Assembler {
+            sender: Some(tx),
+            batch: Vec::with_capacity(BATCH),
+            result,
+        }
+    }
+}
+
+/// Handle to the assembly of one block.
 pub(crate) struct Assembler {
     sender: Option<mpsc::Sender<Batch>>,
     batch: Batch,
-    worker: Option<JoinHandle<Assembled>>,
+    result: mpsc::Receiver<Assembled>,
 }
 
 impl Assembler {
-    pub(crate) fn spawn() -> Self {
-        let (tx, rx) = mpsc::channel();
-        let worker = std::thread::Builder::new()
-            .name("pipe-assemble".into())
-            .spawn(move || assemble(rx))
-            .expect("spawning the block assembler thread");
-        Self {
-            sender: Some(tx),
-            batch: Vec::with_capacity(BATCH),
-            worker: Some(worker),
-        }
-    }
-
     /// Adds the next transaction of the block (in block order) with its receipt.
     pub(crate) fn push(&mut self, tx: StoredTx, receipt: ReceiptEnvelope) {
         self.batch.push((tx, receipt));
@@ -108,11 +137,7 @@ impl Assembler {
     pub(crate) fn finish(mut self) -> Assembled {
         self.send();
         self.sender.take();
-        self.worker
-            .take()
-            .expect("finish is called once")
-            .join()
-            .expect("block assembler thread panicked")
+        self.result.recv().expect("block assembler thread stopped")
     }
 }
 
@@ -258,8 +283,13 @@ mod tests {
 
     #[test]
     fn assembled_roots_and_blooms_equal_alloys_at_every_boundary() {
+        let thread = AssemblerThread::spawn();
+        // An abandoned block must not disturb the next one on the same thread.
+        let mut abandoned = thread.start();
+        abandoned.push(tx(9), ReceiptEnvelope::Legacy(receipt(9).with_bloom()));
+        drop(abandoned);
         for n in [0u64, 1, 2, 127, 128, 129, 255, 256, 300] {
-            let mut assembler = Assembler::spawn();
+            let mut assembler = thread.start();
             let txs: Vec<_> = (0..n).map(tx).collect();
             for (i, t) in txs.iter().enumerate() {
                 // As the receipt builder makes them: bloom left empty.

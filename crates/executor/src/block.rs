@@ -108,7 +108,7 @@ impl Executor {
             inner,
             attrs,
             kept: 0,
-            assembler: Assembler::spawn(),
+            assembler: self.assembler.start(),
         })
     }
 }

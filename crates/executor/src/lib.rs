@@ -42,6 +42,8 @@ pub struct Executor {
     pub(crate) config: Arc<ChainConfig>,
     pub(crate) spec: PipeSpec,
     pub(crate) factory: EthEvmFactory,
+    /// Assembles roots and receipts of the blocks this executor builds, on another core.
+    pub(crate) assembler: assemble::AssemblerThread,
 }
 
 impl Executor {
@@ -50,6 +52,7 @@ impl Executor {
             config,
             spec: PipeSpec::default(),
             factory: EthEvmFactory::default(),
+            assembler: assemble::AssemblerThread::spawn(),
         }
     }
 
