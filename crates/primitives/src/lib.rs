@@ -6,7 +6,9 @@
 pub mod block;
 pub mod chain;
 pub mod clock;
+pub mod inference;
 
 pub use block::{SealedBlock, StoredTx};
 pub use chain::{ChainConfig, system_contracts};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use inference::{ModelId, ModelMeta};

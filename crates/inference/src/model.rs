@@ -1,0 +1,534 @@
+//! Loading an ONNX file into a runnable tract plan, and running it on named tensors.
+//!
+//! A model file is hostile until checked. Before tract sees the graph we decode the protobuf
+//! ourselves and check: the size, the operator allowlist ([`ALLOWED_OPS`]; no control flow, so
+//! no unbounded loops), no external or oversized initializers (an external reference would
+//! make tract read a file of the node's disk), the input and output types. tract is then
+//! called under `catch_unwind`, so a bug it hits on a strange file is an error, not a crash.
+//!
+//! Dynamic dimensions (skl2onnx's `None`, torch's `batch`) become the symbol `N`, and the
+//! plan is optimized once with it; a run binds `N` from the actual input shape.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use pipe_primitives::inference::{DType, IoSpec, Tensor, TensorData};
+use tract_onnx::pb;
+use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
+use tract_onnx::prelude::*;
+
+use crate::InferenceError;
+
+/// Largest model file the node accepts.
+pub const MAX_MODEL_BYTES: usize = 8 << 20;
+/// Most graph nodes a model may have.
+pub const MAX_GRAPH_NODES: usize = 4096;
+/// Most elements in one initializer, and in all of them together.
+pub const MAX_INITIALIZER_ELEMENTS: u64 = 1 << 24;
+/// Most elements a single input tensor may have.
+pub const MAX_INPUT_ELEMENTS: usize = 1 << 16;
+
+/// The operators a model may use: what scikit-learn (skl2onnx) and small PyTorch networks
+/// (MLP, CNN) export. Domain `""` is the default ONNX domain.
+pub const ALLOWED_OPS: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "Abs",
+            "Add",
+            "ArgMax",
+            "ArgMin",
+            "AveragePool",
+            "BatchNormalization",
+            "Cast",
+            "Ceil",
+            "Clip",
+            "Concat",
+            "Constant",
+            "Conv",
+            "Div",
+            "Dropout",
+            "Elu",
+            "Equal",
+            "Erf",
+            "Exp",
+            "Expand",
+            "Flatten",
+            "Floor",
+            "Gather",
+            "Gemm",
+            "GlobalAveragePool",
+            "GlobalMaxPool",
+            "Greater",
+            "HardSigmoid",
+            "Identity",
+            "LeakyRelu",
+            "Less",
+            "Log",
+            "LogSoftmax",
+            "MatMul",
+            "Max",
+            "MaxPool",
+            "Mean",
+            "Min",
+            "Mul",
+            "Neg",
+            "Not",
+            "Pow",
+            "Reciprocal",
+            "ReduceL2",
+            "ReduceLogSumExp",
+            "ReduceMax",
+            "ReduceMean",
+            "ReduceMin",
+            "ReduceProd",
+            "ReduceSum",
+            "ReduceSumSquare",
+            "Relu",
+            "Reshape",
+            "Round",
+            "Selu",
+            "Shape",
+            "Sigmoid",
+            "Sign",
+            "Slice",
+            "Softmax",
+            "Softplus",
+            "Split",
+            "Sqrt",
+            "Squeeze",
+            "Sub",
+            "Sum",
+            "Tanh",
+            "TopK",
+            "Transpose",
+            "Unsqueeze",
+            "Where",
+        ],
+    ),
+    (
+        "ai.onnx.ml",
+        &[
+            "ArrayFeatureExtractor",
+            "Binarizer",
+            "CategoryMapper",
+            "Imputer",
+            "LabelEncoder",
+            "LinearClassifier",
+            "LinearRegressor",
+            "Normalizer",
+            "SVMClassifier",
+            "SVMRegressor",
+            "Scaler",
+            "TreeEnsembleClassifier",
+            "TreeEnsembleRegressor",
+            "ZipMap",
+        ],
+    ),
+];
+
+fn allowed(domain: &str, op: &str) -> bool {
+    let domain = if domain == "ai.onnx" { "" } else { domain };
+    ALLOWED_OPS
+        .iter()
+        .any(|(d, ops)| *d == domain && ops.contains(&op))
+}
+
+/// A loaded model, ready to run from any thread.
+#[derive(Debug, Clone)]
+pub struct Model {
+    plan: Arc<TypedRunnableModel>,
+    inputs: Vec<IoSpec>,
+    input_types: Vec<DatumType>,
+    outputs: Vec<IoSpec>,
+    operators: Vec<String>,
+    parameters: u64,
+}
+
+/// Maps an ONNX element type to the tract type we feed and what contracts see.
+fn elem_type(t: i32) -> Result<(DatumType, DType), String> {
+    use pb::tensor_proto::DataType as D;
+    Ok(
+        match D::try_from(t).map_err(|_| format!("unknown element type {t}"))? {
+            D::Float => (f32::datum_type(), DType::Float32),
+            D::Double => (f64::datum_type(), DType::Float32),
+            D::Float16 => (f16::datum_type(), DType::Float32),
+            D::Int64 => (i64::datum_type(), DType::Int64),
+            D::Int32 => (i32::datum_type(), DType::Int64),
+            D::Bool => (bool::datum_type(), DType::Int64),
+            D::String => (String::datum_type(), DType::String),
+            other => return Err(format!("element type {other:?} is not supported")),
+        },
+    )
+}
+
+fn io_spec(
+    v: &pb::ValueInfoProto,
+    zipmap_outputs: &[String],
+) -> Result<(IoSpec, Option<DatumType>), String> {
+    use pb::type_proto::Value;
+    if zipmap_outputs.contains(&v.name) {
+        // A ZipMap output is exposed as its probability tensor (see ops::zipmap).
+        let spec = IoSpec {
+            name: v.name.clone(),
+            dtype: DType::Float32,
+            shape: vec![None, None],
+        };
+        return Ok((spec, None));
+    }
+    let Some(Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Err(format!("`{}` is not a tensor", v.name));
+    };
+    let (dt, dtype) = elem_type(t.elem_type)?;
+    let shape = match &t.shape {
+        None => return Err(format!("`{}` has no shape", v.name)),
+        Some(s) => s
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) if n > 0 => {
+                    usize::try_from(n)
+                        .map(Some)
+                        .map_err(|_| format!("dimension {n} too large"))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if shape.len() > 8 {
+        return Err(format!("`{}` has rank {}", v.name, shape.len()));
+    }
+    Ok((
+        IoSpec {
+            name: v.name.clone(),
+            dtype,
+            shape,
+        },
+        Some(dt),
+    ))
+}
+
+/// Elements of an initializer, checked against the limits.
+fn initializer_elements(t: &pb::TensorProto) -> Result<u64, String> {
+    if !t.external_data.is_empty() || t.data_location == Some(1) {
+        return Err(format!("initializer `{}` refers to external data", t.name));
+    }
+    let mut n: u64 = 1;
+    for &d in &t.dims {
+        let d = u64::try_from(d)
+            .map_err(|_| format!("initializer `{}` has a negative dimension", t.name))?;
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_INITIALIZER_ELEMENTS)
+            .ok_or_else(|| {
+                format!(
+                    "initializer `{}` is larger than {MAX_INITIALIZER_ELEMENTS} elements",
+                    t.name
+                )
+            })?;
+    }
+    Ok(n)
+}
+
+/// Numeric elements carried by a node's attributes (tree nodes, SVM vectors, coefficients).
+fn attribute_elements(node: &pb::NodeProto) -> u64 {
+    node.attribute
+        .iter()
+        .map(|a| {
+            (a.floats.len() + a.ints.len() + a.strings.len()) as u64 + u64::from(a.t.is_some())
+        })
+        .sum()
+}
+
+/// Runs `f`, turning a panic inside tract into an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e:#}")),
+        Err(_) => Err(format!("{what}: the runtime failed on this model")),
+    }
+}
+
+impl Model {
+    /// Checks and compiles an ONNX file.
+    pub fn load(bytes: &[u8]) -> Result<Self, InferenceError> {
+        let invalid = InferenceError::InvalidModel;
+        if bytes.len() > MAX_MODEL_BYTES {
+            return Err(InferenceError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_MODEL_BYTES,
+            });
+        }
+        let onnx = crate::onnx();
+        let proto =
+            guarded("decoding", || onnx.proto_model_for_read(&mut &bytes[..])).map_err(invalid)?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| invalid("no graph".into()))?;
+        if graph.node.is_empty() || graph.node.len() > MAX_GRAPH_NODES {
+            return Err(invalid(format!(
+                "graph has {} nodes (1..={MAX_GRAPH_NODES})",
+                graph.node.len()
+            )));
+        }
+        if !graph.sparse_initializer.is_empty() {
+            return Err(invalid("sparse initializers are not supported".into()));
+        }
+        let mut operators: Vec<String> = Vec::new();
+        let mut zipmap_outputs = Vec::new();
+        let mut parameters: u64 = 0;
+        for node in &graph.node {
+            if !allowed(&node.domain, &node.op_type) {
+                let domain = if node.domain.is_empty() {
+                    "ai.onnx"
+                } else {
+                    &node.domain
+                };
+                return Err(InferenceError::UnsupportedOperator(format!(
+                    "{domain}:{}",
+                    node.op_type
+                )));
+            }
+            if node
+                .attribute
+                .iter()
+                .any(|a| a.g.is_some() || !a.graphs.is_empty())
+            {
+                return Err(invalid(format!("node `{}` carries a subgraph", node.name)));
+            }
+            if node.op_type == "ZipMap" {
+                zipmap_outputs.extend(node.output.iter().cloned());
+            }
+            let domain = if node.domain.is_empty() {
+                "ai.onnx"
+            } else {
+                &node.domain
+            };
+            operators.push(format!("{domain}:{}", node.op_type));
+            parameters = parameters.saturating_add(attribute_elements(node));
+        }
+        operators.sort();
+        operators.dedup();
+        let mut total: u64 = 0;
+        for t in &graph.initializer {
+            total = total.saturating_add(initializer_elements(t).map_err(invalid)?);
+        }
+        if total > MAX_INITIALIZER_ELEMENTS {
+            return Err(invalid(format!(
+                "initializers hold {total} elements (limit {MAX_INITIALIZER_ELEMENTS})"
+            )));
+        }
+        parameters = parameters.saturating_add(total);
+
+        let initialized: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let mut inputs = Vec::new();
+        let mut input_types = Vec::new();
+        for v in graph
+            .input
+            .iter()
+            .filter(|v| !initialized.contains(&v.name.as_str()))
+        {
+            let (spec, dt) = io_spec(v, &[]).map_err(|e| invalid(format!("input {e}")))?;
+            inputs.push(spec);
+            input_types.push(dt.expect("inputs are never ZipMap outputs"));
+        }
+        if inputs.is_empty() {
+            return Err(invalid("the model has no inputs".into()));
+        }
+        let outputs = graph
+            .output
+            .iter()
+            .map(|v| io_spec(v, &zipmap_outputs).map(|(s, _)| s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("output {e}")))?;
+
+        let plan = guarded("compiling", || {
+            let mut model = onnx.model_for_proto_model(&proto)?;
+            let batch: TDim = model.symbols.sym("N").into();
+            for (i, (spec, dt)) in inputs.iter().zip(&input_types).enumerate() {
+                let shape: TVec<TDim> = spec
+                    .shape
+                    .iter()
+                    .map(|d| d.map(|n| n.to_dim()).unwrap_or_else(|| batch.clone()))
+                    .collect();
+                model.set_input_fact(i, InferenceFact::dt_shape(*dt, shape))?;
+            }
+            model.into_optimized()?.into_runnable()
+        })
+        .map_err(invalid)?;
+        Ok(Self {
+            plan,
+            inputs,
+            input_types,
+            outputs,
+            operators,
+            parameters,
+        })
+    }
+
+    /// The model's inputs, in graph order.
+    pub fn inputs(&self) -> &[IoSpec] {
+        &self.inputs
+    }
+
+    /// The model's outputs, in graph order.
+    pub fn outputs(&self) -> &[IoSpec] {
+        &self.outputs
+    }
+
+    /// `domain:op_type` of every operator used, sorted.
+    pub fn operators(&self) -> &[String] {
+        &self.operators
+    }
+
+    /// Numeric elements in initializers and operator attributes: the size of the model.
+    pub fn parameters(&self) -> u64 {
+        self.parameters
+    }
+
+    /// Runs the model. `inputs` are matched to the model's inputs by name, and each must have
+    /// the declared shape (any size ≥ 1 on dynamic dimensions). Outputs come in graph order.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, InferenceError> {
+        let bad = InferenceError::BadInput;
+        if inputs.len() != self.inputs.len() {
+            let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+            return Err(bad(format!(
+                "the model takes {} input(s) {names:?}, got {}",
+                names.len(),
+                inputs.len()
+            )));
+        }
+        let mut batch: Option<usize> = None;
+        let mut values = TVec::new();
+        for (spec, dt) in self.inputs.iter().zip(&self.input_types) {
+            let t = inputs
+                .iter()
+                .find(|t| t.name == spec.name)
+                .ok_or_else(|| bad(format!("missing input `{}`", spec.name)))?;
+            check_shape(spec, &t.shape, &mut batch)?;
+            let count: usize = t.shape.iter().product();
+            if count != t.data.len() {
+                return Err(bad(format!(
+                    "input `{}` has {} values for shape {:?}",
+                    t.name,
+                    t.data.len(),
+                    t.shape
+                )));
+            }
+            if count > MAX_INPUT_ELEMENTS {
+                return Err(bad(format!(
+                    "input `{}` has more than {MAX_INPUT_ELEMENTS} values",
+                    t.name
+                )));
+            }
+            values.push(to_tract(t, *dt)?.into_tvalue());
+        }
+        let outputs =
+            guarded("inference", || self.plan.run(values)).map_err(InferenceError::Runtime)?;
+        outputs
+            .into_iter()
+            .zip(&self.outputs)
+            .map(|(v, spec)| from_tract(&spec.name, &v))
+            .collect()
+    }
+}
+
+fn check_shape(
+    spec: &IoSpec,
+    shape: &[usize],
+    batch: &mut Option<usize>,
+) -> Result<(), InferenceError> {
+    let bad = |why: String| InferenceError::BadInput(format!("input `{}`: {why}", spec.name));
+    let want: Vec<String> = spec
+        .shape
+        .iter()
+        .map(|d| d.map(|n| n.to_string()).unwrap_or_else(|| "N".into()))
+        .collect();
+    if shape.len() != spec.shape.len() {
+        return Err(bad(format!(
+            "shape {shape:?} does not match [{}]",
+            want.join(", ")
+        )));
+    }
+    for (got, declared) in shape.iter().zip(&spec.shape) {
+        match declared {
+            Some(n) if n != got => {
+                return Err(bad(format!(
+                    "shape {shape:?} does not match [{}]",
+                    want.join(", ")
+                )));
+            }
+            None if *got == 0 => return Err(bad("a dimension is zero".into())),
+            // All dynamic dimensions share the one symbol N.
+            None if batch.replace(*got).is_some_and(|b| b != *got) => {
+                return Err(bad(format!("dynamic dimensions disagree ({shape:?})")));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn to_tract(t: &Tensor, dt: DatumType) -> Result<tract_onnx::prelude::Tensor, InferenceError> {
+    let bad = |e: String| InferenceError::BadInput(format!("input `{}`: {e}", t.name));
+    let shape = IxDyn(&t.shape);
+    let tensor = match &t.data {
+        TensorData::Float32(v) => ArrayD::from_shape_vec(shape, v.clone()).map(|a| a.into_tensor()),
+        TensorData::Int64(v) => ArrayD::from_shape_vec(shape, v.clone()).map(|a| a.into_tensor()),
+        TensorData::String(v) => ArrayD::from_shape_vec(shape, v.clone()).map(|a| a.into_tensor()),
+    }
+    .map_err(|e| bad(e.to_string()))?;
+    let numeric = |d: DatumType| d != String::datum_type();
+    if numeric(tensor.datum_type()) != numeric(dt) {
+        let want = if numeric(dt) { "numbers" } else { "strings" };
+        return Err(bad(format!("the model expects {want}")));
+    }
+    if tensor.datum_type() == dt {
+        return Ok(tensor);
+    }
+    tensor
+        .cast_to_dt(dt)
+        .map(|c| c.into_owned())
+        .map_err(|e| bad(e.to_string()))
+}
+
+fn from_tract(name: &str, v: &TValue) -> Result<Tensor, InferenceError> {
+    let err = |e: String| InferenceError::Runtime(format!("output `{name}`: {e}"));
+    let shape = v.shape().to_vec();
+    let dt = v.datum_type();
+    let data = if dt == String::datum_type() {
+        TensorData::String(
+            v.to_plain_array_view::<String>()
+                .map_err(|e| err(e.to_string()))?
+                .iter()
+                .cloned()
+                .collect(),
+        )
+    } else if dt.is_float() {
+        let c = v.cast_to::<f32>().map_err(|e| err(e.to_string()))?;
+        TensorData::Float32(
+            c.to_plain_array_view::<f32>()
+                .map_err(|e| err(e.to_string()))?
+                .iter()
+                .copied()
+                .collect(),
+        )
+    } else if dt.is_integer() || dt == bool::datum_type() || dt == TDim::datum_type() {
+        let c = v.cast_to::<i64>().map_err(|e| err(e.to_string()))?;
+        TensorData::Int64(
+            c.to_plain_array_view::<i64>()
+                .map_err(|e| err(e.to_string()))?
+                .iter()
+                .copied()
+                .collect(),
+        )
+    } else {
+        return Err(err(format!("type {dt:?} is not supported")));
+    };
+    Ok(Tensor {
+        name: name.to_string(),
+        shape,
+        data,
+    })
+}
