@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub dev_balance_eth: u64,
     /// Print the accounts banner on start.
     pub print_banner: bool,
+    /// How long `eth_call` / `eth_estimateGas` wait for one inference.
+    pub inference_timeout: Duration,
 }
 
 /// How blocks are sealed.
@@ -45,6 +47,7 @@ impl NodeConfig {
             dev_accounts: 10,
             dev_balance_eth: 10_000,
             print_banner: true,
+            inference_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -37,6 +37,15 @@ pub fn banner(signers: &[PrivateKeySigner], balance_eth: u64) -> String {
     s
 }
 
+/// The example models a dev chain starts with, by name, with the id contracts pass.
+pub fn models_banner(models: &[(String, pipe_primitives::ModelMeta)]) -> String {
+    let mut s = String::from("\nExample Models (modelCID)\n==================\n");
+    for (name, meta) in models {
+        s += &format!("{name:<15} {}\n", meta.id);
+    }
+    s
+}
+
 pub fn addresses(signers: &[PrivateKeySigner]) -> Vec<Address> {
     signers.iter().map(|s| s.address()).collect()
 }

@@ -6,4 +6,5 @@
 pub mod bench;
 pub mod config;
 pub mod dev;
+pub mod models;
 pub mod node;

@@ -23,9 +23,38 @@ struct Cli {
 enum Command {
     /// Run a node.
     Node(NodeArgs),
+    /// Models in a running node's store.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Benchmarks; each prints one JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCommand {
+    /// Upload an ONNX file; prints its metadata, and its id (the modelCID) alone on the last line.
+    Add {
+        /// The .onnx file.
+        file: PathBuf,
+        /// The node's JSON-RPC URL.
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc: String,
+        /// A label for humans (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Decimals of float outputs, 0..=18 (default 8).
+        #[arg(long)]
+        decimals: Option<u32>,
+        /// Cost units to charge gas for, if above the derived value.
+        #[arg(long)]
+        cost_units: Option<u64>,
+    },
+    /// List the stored models.
+    List {
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +119,9 @@ struct NodeArgs {
     /// Balance of each dev account, in ether.
     #[arg(long)]
     balance: Option<u64>,
+    /// How long eth_call / eth_estimateGas wait for one model run, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    inference_timeout_ms: Option<u64>,
 }
 
 fn default_datadir(chain_id: u64) -> PathBuf {
@@ -126,6 +158,9 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         .balance
         .or(file.dev_balance_eth)
         .unwrap_or(c.dev_balance_eth);
+    if let Some(ms) = args.inference_timeout_ms {
+        c.inference_timeout = Duration::from_millis(ms.max(1));
+    }
     c.block_time =
         if args.on_demand || (args.block_time_ms.is_none() && file.on_demand == Some(true)) {
             BlockTime::OnDemand
@@ -164,6 +199,25 @@ async fn main() -> anyhow::Result<()> {
             }
             tracing::info!(target: "pipe::node", "shutting down");
             node.shutdown().await;
+        }
+        Command::Model(ModelCommand::Add {
+            file,
+            rpc,
+            name,
+            decimals,
+            cost_units,
+        }) => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let name = name.or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()));
+            let options = pipe_rpc::UploadOptions { name, decimals, cost_units };
+            let meta = pipe_node::models::upload(&rpc, &bytes, &options).await?;
+            println!("{}", pipe_node::models::describe_meta(&meta));
+            println!("{}", meta.id);
+        }
+        Command::Model(ModelCommand::List { rpc }) => {
+            for meta in pipe_node::models::list(&rpc).await? {
+                println!("{}\n", pipe_node::models::describe_meta(&meta));
+            }
         }
         Command::Bench(BenchCommand::Exec { txs, rounds, token }) => {
             let out =

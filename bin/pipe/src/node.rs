@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::{
     config::{BlockTime, NodeConfig},
     dev,
+    models::NodeModels,
 };
 
 /// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
@@ -31,6 +32,7 @@ pub struct RunningNode {
     pub store: Arc<Store>,
     pub pool: Arc<Pool>,
     pub executor: Executor,
+    pub models: Arc<NodeModels>,
     pub producer: Arc<PayloadBuilder>,
     pub head: watch::Receiver<Arc<SealedBlock>>,
     pub dev_keys: Vec<alloy_signer_local::PrivateKeySigner>,
@@ -177,7 +179,11 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         .context("head block missing from store")?;
     info!(target: "pipe::node", genesis = %genesis.hash, head = head_number, "chain opened");
 
-    let executor = Executor::new(chain.clone());
+    let models = Arc::new(NodeModels::open(store.clone(), config.inference_timeout)?);
+    // The dev chain comes with the example models, so the README's contracts work at once.
+    let examples = if config.genesis.is_none() { models.add_examples()? } else { Vec::new() };
+    let executor = Executor::new(chain.clone())
+        .with_inference(models.clone(), pipe_executor::InferenceGas::default());
     let pool = Arc::new(Pool::new(PoolConfig::new(chain.chain_id, chain.gas_limit)));
     restore_pending(&store, &pool, &head_block, &chain)?;
 
@@ -216,6 +222,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             env!("CARGO_PKG_VERSION"),
             pipe_executor::HARDFORK
         ),
+        models: models.clone(),
     };
     let rpc_config = RpcConfig::new(SocketAddr::new(config.http_addr, config.http_port));
     let (rpc_addr, rpc) = pipe_rpc::start(&rpc_config, node)
@@ -240,6 +247,9 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     if config.print_banner && !signers.is_empty() {
         println!("{}", dev::banner(&signers, config.dev_balance_eth));
     }
+    if config.print_banner && !examples.is_empty() {
+        println!("{}", dev::models_banner(&examples));
+    }
     println!("Chain ID: {}", chain.chain_id);
     println!("Listening on {rpc_addr}");
     info!(target: "pipe::node", %rpc_addr, mode = ?config.block_time, "node started");
@@ -249,6 +259,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         store,
         pool,
         executor,
+        models,
         producer,
         head: head_rx,
         dev_keys: signers,

@@ -89,7 +89,8 @@ impl Executor {
         // executor's overhead over bare revm, buys nothing here. The change set is read off
         // the cache when the block is finished.
         let db = CacheDB::new(StateDb::new(view));
-        let evm = self.factory.create_evm(db, self.evm_env(&attrs));
+        let mut evm = self.factory.create_evm(db, self.evm_env(&attrs));
+        self.install_inference(evm.precompiles_mut(), crate::Purpose::Block);
         let ctx = EthBlockExecutionCtx {
             parent_hash: attrs.parent_hash,
             // No beacon chain: the root is zero, as on dev chains of other clients.

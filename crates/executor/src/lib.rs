@@ -18,12 +18,16 @@ mod block;
 mod call;
 mod db;
 mod error;
+pub mod inference;
 mod spec;
 
 pub use block::{BlockAttributes, BlockBuilder, ExecutedBlock, ExecutedTx, TxOutcome};
 pub use call::{CallOutcome, CallRequest};
 pub use db::StateDb;
 pub use error::{CallError, ExecError, TxRejected};
+pub use inference::{
+    INFERENCE_PRECOMPILE, InferenceCall, InferenceFailure, InferenceGas, InferenceProvider, Purpose,
+};
 pub use spec::{HARDFORK, PipeSpec};
 
 use std::sync::Arc;
@@ -44,6 +48,9 @@ pub struct Executor {
     pub(crate) factory: EthEvmFactory,
     /// Assembles roots and receipts of the blocks this executor builds, on another core.
     pub(crate) assembler: assemble::AssemblerThread,
+    /// What answers the inference precompile; without one, 0x…F4 is an empty account.
+    pub(crate) inference: Option<Arc<dyn InferenceProvider>>,
+    pub(crate) inference_gas: InferenceGas,
 }
 
 impl Executor {
@@ -53,6 +60,31 @@ impl Executor {
             spec: PipeSpec::default(),
             factory: EthEvmFactory::default(),
             assembler: assemble::AssemblerThread::spawn(),
+            inference: None,
+            inference_gas: InferenceGas::default(),
+        }
+    }
+
+    /// Serves the inference precompile from `provider`, charging by `gas`.
+    pub fn with_inference(mut self, provider: Arc<dyn InferenceProvider>, gas: InferenceGas) -> Self {
+        self.inference = Some(provider);
+        self.inference_gas = gas;
+        self
+    }
+
+    /// The precompile's gas schedule.
+    pub fn inference_gas(&self) -> InferenceGas {
+        self.inference_gas
+    }
+
+    /// Adds the inference precompile to an EVM about to run.
+    pub(crate) fn install_inference(
+        &self,
+        precompiles: &mut alloy_evm::precompiles::PrecompilesMap,
+        purpose: Purpose,
+    ) {
+        if let Some(provider) = &self.inference {
+            inference::install(precompiles, provider.clone(), self.inference_gas, purpose);
         }
     }
 

@@ -20,7 +20,7 @@ use tract_onnx::prelude::*;
 use crate::InferenceError;
 
 /// Largest model file the node accepts.
-pub const MAX_MODEL_BYTES: usize = 8 << 20;
+pub const MAX_MODEL_BYTES: usize = 2 << 20;
 /// Most graph nodes a model may have.
 pub const MAX_GRAPH_NODES: usize = 4096;
 /// Most elements in one initializer, and in all of them together.

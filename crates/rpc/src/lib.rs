@@ -1,5 +1,5 @@
-//! JSON-RPC: the `eth_`, `net_` and `web3_` methods Ethereum tools use, over HTTP and
-//! WebSocket on one port (jsonrpsee serves both).
+//! JSON-RPC: the `eth_`, `net_` and `web3_` methods Ethereum tools use, and the `pipe_` model
+//! store ([`pipe`]), over HTTP and WebSocket on one port (jsonrpsee serves both).
 //!
 //! The handlers translate between wire types (alloy's RPC types, which serialise exactly as
 //! geth does) and the node's crates. Errors are typed inside the node and mapped to JSON-RPC
@@ -14,6 +14,7 @@
 mod convert;
 mod error;
 mod eth;
+mod pipe;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use error::RpcError;
 pub use eth::{EthApiServer, NetApiServer, Web3ApiServer};
+pub use pipe::{ModelRegistry, PipeApiServer, UploadError, UploadOptions};
 
 /// Widest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_RANGE: u64 = 10_000;
@@ -69,6 +71,8 @@ pub struct NodeHandle {
     /// Addresses `eth_accounts` reports (the dev accounts).
     pub accounts: Vec<alloy_primitives::Address>,
     pub client_version: String,
+    /// The model store behind the `pipe_` namespace.
+    pub models: Arc<dyn ModelRegistry>,
 }
 
 /// Starts the server. It runs until the handle is stopped.
@@ -87,6 +91,7 @@ pub async fn start(
         .build(config.addr)
         .await?;
     let addr = server.local_addr()?;
+    let pipe_api = pipe::PipeRpc { models: node.models.clone() };
     let api = eth::Api::new(node);
     let mut module = EthApiServer::into_rpc(api.clone());
     module
@@ -94,6 +99,9 @@ pub async fn start(
         .map_err(std::io::Error::other)?;
     module
         .merge(Web3ApiServer::into_rpc(api))
+        .map_err(std::io::Error::other)?;
+    module
+        .merge(PipeApiServer::into_rpc(pipe_api))
         .map_err(std::io::Error::other)?;
     Ok((addr, server.start(module)))
 }

@@ -20,6 +20,7 @@
 
 mod codec;
 mod error;
+mod models;
 mod state;
 mod store;
 

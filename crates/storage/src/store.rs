@@ -77,6 +77,8 @@ impl Store {
         tx.open_table(HASHED_ACCOUNTS)?;
         tx.open_table(HASHED_STORAGE)?;
         tx.open_table(POOL)?;
+        tx.open_table(crate::models::MODEL_BYTES)?;
+        tx.open_table(crate::models::MODEL_META)?;
         tx.commit()?;
         let store = Self {
             db,

@@ -1,0 +1,215 @@
+//! The node's model store and inline inference: what answers the precompile (as the executor's
+//! [`InferenceProvider`]) and the `pipe_` RPC namespace (as its [`ModelRegistry`]).
+//!
+//! Files and metadata live in redb beside the chain ([`Store::put_model`]); metadata is also
+//! kept in memory because the precompile looks a model up on every call. Compiled tract plans
+//! are cached by id ([`ModelCache`]) so a model is compiled once, at upload or first use.
+//!
+//! Inline mode runs the model inside execution. For blocks it runs to completion: a block
+//! must come out the same on every node, and the model's cost units (charged as gas before it
+//! runs) and the operator allowlist (no loops) bound the work. For `eth_call` and
+//! `eth_estimateGas` the run is bounded by a timeout and reverts when it expires.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use parking_lot::RwLock;
+use pipe_executor::{InferenceCall, InferenceFailure, InferenceProvider, Purpose};
+use pipe_inference::{InferenceError, Model, ModelCache};
+use pipe_primitives::inference::{ModelId, ModelMeta, Tensor};
+use pipe_rpc::{ModelRegistry, UploadError, UploadOptions};
+use pipe_storage::Store;
+
+/// Compiled models kept in memory.
+const CACHE_MODELS: usize = 64;
+/// Simulations whose timed-out runs may still be finishing in the background.
+const MAX_DETACHED_RUNS: usize = 16;
+
+/// The example models a dev chain starts with: (name, file).
+pub const EXAMPLE_MODELS: &[(&str, &[u8])] = &[
+    ("risk_logreg", include_bytes!("../../../fixtures/models/risk_logreg.onnx")),
+    ("forecast_gbr", include_bytes!("../../../fixtures/models/forecast_gbr.onnx")),
+    ("rf_classifier", include_bytes!("../../../fixtures/models/rf_classifier.onnx")),
+    ("gb_classifier", include_bytes!("../../../fixtures/models/gb_classifier.onnx")),
+    ("rf_regressor", include_bytes!("../../../fixtures/models/rf_regressor.onnx")),
+    ("linreg", include_bytes!("../../../fixtures/models/linreg.onnx")),
+    ("svr_rbf", include_bytes!("../../../fixtures/models/svr_rbf.onnx")),
+    ("label_encoder", include_bytes!("../../../fixtures/models/label_encoder.onnx")),
+    ("mlp", include_bytes!("../../../fixtures/models/mlp.onnx")),
+    ("cnn", include_bytes!("../../../fixtures/models/cnn.onnx")),
+];
+
+/// The model store plus the inline runtime.
+#[derive(Debug)]
+pub struct NodeModels {
+    store: Arc<Store>,
+    metas: RwLock<HashMap<ModelId, ModelMeta>>,
+    cache: ModelCache,
+    simulation_timeout: Duration,
+    detached: Arc<AtomicUsize>,
+}
+
+impl NodeModels {
+    /// Loads the metadata of every stored model.
+    pub fn open(store: Arc<Store>, simulation_timeout: Duration) -> anyhow::Result<Self> {
+        let metas = store.models()?.into_iter().map(|m| (m.id, m)).collect();
+        Ok(Self {
+            store,
+            metas: RwLock::new(metas),
+            cache: ModelCache::new(CACHE_MODELS),
+            simulation_timeout,
+            detached: Arc::default(),
+        })
+    }
+
+    /// Stores the example models that are not stored yet; returns their metadata by name.
+    pub fn add_examples(&self) -> anyhow::Result<Vec<(String, ModelMeta)>> {
+        let mut out = Vec::new();
+        for (name, bytes) in EXAMPLE_MODELS {
+            let options = UploadOptions { name: Some((*name).to_string()), ..Default::default() };
+            let (meta, _) = self
+                .upload(bytes, &options)
+                .map_err(|e| anyhow::anyhow!("example model {name}: {e}"))?;
+            out.push(((*name).to_string(), meta));
+        }
+        Ok(out)
+    }
+
+    fn load(&self, id: &ModelId) -> Result<Arc<Model>, InferenceFailure> {
+        self.cache
+            .get_or_load(id, || self.store.model_bytes(id).ok().flatten())
+            .map_err(|e| InferenceFailure::Unavailable(e.to_string()))?
+            .ok_or_else(|| InferenceFailure::Unavailable(format!("model {id} is not stored")))
+    }
+}
+
+fn failure(e: InferenceError) -> InferenceFailure {
+    match e {
+        InferenceError::BadInput(m) => InferenceFailure::BadInput(m),
+        other => InferenceFailure::Model(other.to_string()),
+    }
+}
+
+impl InferenceProvider for NodeModels {
+    fn model(&self, id: &ModelId) -> Option<ModelMeta> {
+        self.metas.read().get(id).cloned()
+    }
+
+    fn infer(&self, call: &InferenceCall, purpose: Purpose) -> Result<Vec<Tensor>, InferenceFailure> {
+        let model = self.load(&call.model.id)?;
+        match purpose {
+            Purpose::Block => model.run(&call.inputs).map_err(failure),
+            Purpose::Simulation => {
+                // tract cannot be interrupted, so the run goes to its own thread and the call
+                // stops waiting at the deadline; a bounded number of such runs may linger.
+                if self.detached.load(Ordering::Relaxed) >= MAX_DETACHED_RUNS {
+                    return Err(InferenceFailure::Model("too many inferences still running".into()));
+                }
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let inputs = call.inputs.clone();
+                let detached = self.detached.clone();
+                detached.fetch_add(1, Ordering::Relaxed);
+                std::thread::Builder::new()
+                    .name("pipe-simulate".into())
+                    .spawn(move || {
+                        let _ = tx.send(model.run(&inputs));
+                        detached.fetch_sub(1, Ordering::Relaxed);
+                    })
+                    .map_err(|e| InferenceFailure::Model(e.to_string()))?;
+                match rx.recv_timeout(self.simulation_timeout) {
+                    Ok(result) => result.map_err(failure),
+                    Err(_) => Err(InferenceFailure::Timeout(self.simulation_timeout.as_millis() as u64)),
+                }
+            }
+        }
+    }
+}
+
+impl ModelRegistry for NodeModels {
+    fn upload(&self, bytes: &[u8], options: &UploadOptions) -> Result<(ModelMeta, bool), UploadError> {
+        let id = ModelId::of(bytes);
+        if let Some(meta) = self.model(&id) {
+            return Ok((meta, false));
+        }
+        let opts = pipe_inference::UploadOptions {
+            name: options.name.clone().unwrap_or_default(),
+            decimals: options.decimals,
+            cost_units: options.cost_units,
+        };
+        let (model, meta) = pipe_inference::describe(bytes, &opts).map_err(|e| UploadError::Invalid(e.to_string()))?;
+        let fresh = self.store.put_model(&meta, bytes).map_err(|e| UploadError::Storage(e.to_string()))?;
+        self.cache.insert(id, Arc::new(model));
+        self.metas.write().insert(id, meta.clone());
+        Ok((meta, fresh))
+    }
+
+    fn list(&self) -> Vec<ModelMeta> {
+        let mut all: Vec<ModelMeta> = self.metas.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        all
+    }
+
+    fn get(&self, id: &ModelId) -> Option<ModelMeta> {
+        self.model(id)
+    }
+}
+
+/// Calls a JSON-RPC method on a node.
+async fn rpc_call(url: &str, method: &str, params: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let response: serde_json::Value = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the node at {url}: {e}"))?
+        .json()
+        .await?;
+    if let Some(err) = response.get("error") {
+        anyhow::bail!("{}", err.get("message").and_then(|m| m.as_str()).unwrap_or("node returned an error"));
+    }
+    Ok(response.get("result").cloned().unwrap_or_default())
+}
+
+/// `pipe model add`: uploads a file over `pipe_uploadModel`.
+pub async fn upload(url: &str, bytes: &[u8], options: &UploadOptions) -> anyhow::Result<ModelMeta> {
+    let hex = alloy_primitives::hex::encode_prefixed(bytes);
+    let result = rpc_call(url, "pipe_uploadModel", serde_json::json!([hex, options])).await?;
+    Ok(serde_json::from_value(result)?)
+}
+
+/// `pipe model list`.
+pub async fn list(url: &str) -> anyhow::Result<Vec<ModelMeta>> {
+    Ok(serde_json::from_value(rpc_call(url, "pipe_listModels", serde_json::json!([])).await?)?)
+}
+
+/// A few human-readable lines about a model.
+pub fn describe_meta(meta: &ModelMeta) -> String {
+    let io = |specs: &[pipe_primitives::inference::IoSpec]| {
+        specs
+            .iter()
+            .map(|s| {
+                let dims: Vec<String> =
+                    s.shape.iter().map(|d| d.map(|n| n.to_string()).unwrap_or_else(|| "N".into())).collect();
+                format!("{} {:?}[{}]", s.name, s.dtype, dims.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    format!(
+        "name:       {}\nsize:       {} bytes\ninputs:     {}\noutputs:    {}\ndecimals:   {}\ncost units: {}\noperators:  {}",
+        meta.name,
+        meta.size_bytes,
+        io(&meta.inputs),
+        io(&meta.outputs),
+        meta.decimals,
+        meta.cost_units,
+        meta.operators.join(", ")
+    )
+}

@@ -1,0 +1,93 @@
+//! The `pipe_` namespace: the model store.
+//!
+//! - `pipe_uploadModel(bytes, options?)` stores an ONNX file and returns its metadata (the
+//!   `id` is the `modelCID` contracts pass). Uploading a stored file again returns the stored
+//!   metadata unchanged. `options`: `{ "name": string, "decimals": 0..=18, "costUnits": n }`.
+//! - `pipe_listModels()` lists every stored model's metadata.
+//! - `pipe_getModel(id)` returns one model's metadata, or `null`.
+//!
+//! The handlers reach the store through [`ModelRegistry`], so this crate never links the ONNX
+//! runtime; the node implements it.
+
+use std::sync::Arc;
+
+use alloy_primitives::Bytes;
+use jsonrpsee::proc_macros::rpc;
+use pipe_primitives::inference::{ModelId, ModelMeta};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RpcError, RpcResult};
+
+/// What an uploader may choose; the rest is derived from the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UploadOptions {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub decimals: Option<u32>,
+    #[serde(default)]
+    pub cost_units: Option<u64>,
+}
+
+/// Why an upload was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UploadError {
+    /// The file or the options are not acceptable; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storing the model failed: {0}")]
+    Storage(String),
+}
+
+/// The node's model store as the RPC sees it.
+pub trait ModelRegistry: Send + Sync {
+    /// Stores a model; `Ok((meta, true))` when it is new, `(meta, false)` when already stored.
+    fn upload(&self, bytes: &[u8], options: &UploadOptions) -> Result<(ModelMeta, bool), UploadError>;
+    fn list(&self) -> Vec<ModelMeta>;
+    fn get(&self, id: &ModelId) -> Option<ModelMeta>;
+}
+
+#[rpc(server, namespace = "pipe")]
+pub trait PipeApi {
+    #[method(name = "uploadModel")]
+    async fn upload_model(&self, bytes: Bytes, options: Option<UploadOptions>) -> RpcResult<ModelMeta>;
+    #[method(name = "listModels")]
+    fn list_models(&self) -> RpcResult<Vec<ModelMeta>>;
+    #[method(name = "getModel")]
+    fn get_model(&self, id: String) -> RpcResult<Option<ModelMeta>>;
+}
+
+pub(crate) struct PipeRpc {
+    pub(crate) models: Arc<dyn ModelRegistry>,
+}
+
+#[jsonrpsee::core::async_trait]
+impl PipeApiServer for PipeRpc {
+    async fn upload_model(&self, bytes: Bytes, options: Option<UploadOptions>) -> RpcResult<ModelMeta> {
+        let models = self.models.clone();
+        // Compiling a model takes milliseconds of CPU: keep it off the RPC reactor.
+        let result = tokio::task::spawn_blocking(move || models.upload(&bytes, &options.unwrap_or_default()))
+            .await
+            .map_err(|e| RpcError::Internal(e.to_string()))?;
+        match result {
+            Ok((meta, fresh)) => {
+                if fresh {
+                    tracing::info!(id = %meta.id, name = %meta.name, "model stored");
+                }
+                Ok(meta)
+            }
+            Err(UploadError::Invalid(why)) => Err(RpcError::InvalidParams(format!("model rejected: {why}")).into()),
+            Err(UploadError::Storage(why)) => Err(RpcError::Internal(why).into()),
+        }
+    }
+
+    fn list_models(&self) -> RpcResult<Vec<ModelMeta>> {
+        Ok(self.models.list())
+    }
+
+    fn get_model(&self, id: String) -> RpcResult<Option<ModelMeta>> {
+        let id: ModelId = id.parse().map_err(|e: pipe_primitives::inference::ModelIdError| RpcError::InvalidParams(e.to_string()))?;
+        Ok(self.models.get(&id))
+    }
+}
