@@ -207,9 +207,14 @@ async fn main() -> anyhow::Result<()> {
             decimals,
             cost_units,
         }) => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let name = name.or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()));
-            let options = pipe_rpc::UploadOptions { name, decimals, cost_units };
+            let options = pipe_rpc::UploadOptions {
+                name,
+                decimals,
+                cost_units,
+            };
             let meta = pipe_node::models::upload(&rpc, &bytes, &options).await?;
             println!("{}", pipe_node::models::describe_meta(&meta));
             println!("{}", meta.id);

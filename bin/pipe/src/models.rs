@@ -22,7 +22,7 @@ use std::{
 use parking_lot::RwLock;
 use pipe_executor::{InferenceCall, InferenceFailure, InferenceProvider, Purpose};
 use pipe_inference::{InferenceError, Model, ModelCache};
-use pipe_primitives::inference::{ModelId, ModelMeta, Tensor};
+use pipe_primitives::inference::{MAX_OUTPUT_DECIMALS, ModelId, ModelMeta, Tensor};
 use pipe_rpc::{ModelRegistry, UploadError, UploadOptions};
 use pipe_storage::Store;
 
@@ -33,14 +33,38 @@ const MAX_DETACHED_RUNS: usize = 16;
 
 /// The example models a dev chain starts with: (name, file).
 pub const EXAMPLE_MODELS: &[(&str, &[u8])] = &[
-    ("risk_logreg", include_bytes!("../../../fixtures/models/risk_logreg.onnx")),
-    ("forecast_gbr", include_bytes!("../../../fixtures/models/forecast_gbr.onnx")),
-    ("rf_classifier", include_bytes!("../../../fixtures/models/rf_classifier.onnx")),
-    ("gb_classifier", include_bytes!("../../../fixtures/models/gb_classifier.onnx")),
-    ("rf_regressor", include_bytes!("../../../fixtures/models/rf_regressor.onnx")),
-    ("linreg", include_bytes!("../../../fixtures/models/linreg.onnx")),
-    ("svr_rbf", include_bytes!("../../../fixtures/models/svr_rbf.onnx")),
-    ("label_encoder", include_bytes!("../../../fixtures/models/label_encoder.onnx")),
+    (
+        "risk_logreg",
+        include_bytes!("../../../fixtures/models/risk_logreg.onnx"),
+    ),
+    (
+        "forecast_gbr",
+        include_bytes!("../../../fixtures/models/forecast_gbr.onnx"),
+    ),
+    (
+        "rf_classifier",
+        include_bytes!("../../../fixtures/models/rf_classifier.onnx"),
+    ),
+    (
+        "gb_classifier",
+        include_bytes!("../../../fixtures/models/gb_classifier.onnx"),
+    ),
+    (
+        "rf_regressor",
+        include_bytes!("../../../fixtures/models/rf_regressor.onnx"),
+    ),
+    (
+        "linreg",
+        include_bytes!("../../../fixtures/models/linreg.onnx"),
+    ),
+    (
+        "svr_rbf",
+        include_bytes!("../../../fixtures/models/svr_rbf.onnx"),
+    ),
+    (
+        "label_encoder",
+        include_bytes!("../../../fixtures/models/label_encoder.onnx"),
+    ),
     ("mlp", include_bytes!("../../../fixtures/models/mlp.onnx")),
     ("cnn", include_bytes!("../../../fixtures/models/cnn.onnx")),
 ];
@@ -72,7 +96,10 @@ impl NodeModels {
     pub fn add_examples(&self) -> anyhow::Result<Vec<(String, ModelMeta)>> {
         let mut out = Vec::new();
         for (name, bytes) in EXAMPLE_MODELS {
-            let options = UploadOptions { name: Some((*name).to_string()), ..Default::default() };
+            let options = UploadOptions {
+                name: Some((*name).to_string()),
+                ..Default::default()
+            };
             let (meta, _) = self
                 .upload(bytes, &options)
                 .map_err(|e| anyhow::anyhow!("example model {name}: {e}"))?;
@@ -101,7 +128,11 @@ impl InferenceProvider for NodeModels {
         self.metas.read().get(id).cloned()
     }
 
-    fn infer(&self, call: &InferenceCall, purpose: Purpose) -> Result<Vec<Tensor>, InferenceFailure> {
+    fn infer(
+        &self,
+        call: &InferenceCall,
+        purpose: Purpose,
+    ) -> Result<Vec<Tensor>, InferenceFailure> {
         let model = self.load(&call.model.id)?;
         match purpose {
             Purpose::Block => model.run(&call.inputs).map_err(failure),
@@ -109,7 +140,9 @@ impl InferenceProvider for NodeModels {
                 // tract cannot be interrupted, so the run goes to its own thread and the call
                 // stops waiting at the deadline; a bounded number of such runs may linger.
                 if self.detached.load(Ordering::Relaxed) >= MAX_DETACHED_RUNS {
-                    return Err(InferenceFailure::Model("too many inferences still running".into()));
+                    return Err(InferenceFailure::Model(
+                        "too many inferences still running".into(),
+                    ));
                 }
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
                 let inputs = call.inputs.clone();
@@ -124,7 +157,9 @@ impl InferenceProvider for NodeModels {
                     .map_err(|e| InferenceFailure::Model(e.to_string()))?;
                 match rx.recv_timeout(self.simulation_timeout) {
                     Ok(result) => result.map_err(failure),
-                    Err(_) => Err(InferenceFailure::Timeout(self.simulation_timeout.as_millis() as u64)),
+                    Err(_) => Err(InferenceFailure::Timeout(
+                        self.simulation_timeout.as_millis() as u64,
+                    )),
                 }
             }
         }
@@ -132,9 +167,27 @@ impl InferenceProvider for NodeModels {
 }
 
 impl ModelRegistry for NodeModels {
-    fn upload(&self, bytes: &[u8], options: &UploadOptions) -> Result<(ModelMeta, bool), UploadError> {
+    fn upload(
+        &self,
+        bytes: &[u8],
+        options: &UploadOptions,
+    ) -> Result<(ModelMeta, bool), UploadError> {
         let id = ModelId::of(bytes);
+        if let Some(d) = options.decimals.filter(|&d| d > MAX_OUTPUT_DECIMALS) {
+            return Err(UploadError::Invalid(format!(
+                "decimals {d} above {MAX_OUTPUT_DECIMALS}"
+            )));
+        }
         if let Some(meta) = self.model(&id) {
+            // The id is the content: a stored model's terms never change under its users.
+            if options.decimals.is_some_and(|d| d != meta.decimals)
+                || options.cost_units.is_some_and(|c| c > meta.cost_units)
+            {
+                return Err(UploadError::Invalid(format!(
+                    "model {id} is already stored with decimals {} and {} cost units; a stored model's terms cannot change",
+                    meta.decimals, meta.cost_units
+                )));
+            }
             return Ok((meta, false));
         }
         let opts = pipe_inference::UploadOptions {
@@ -142,8 +195,12 @@ impl ModelRegistry for NodeModels {
             decimals: options.decimals,
             cost_units: options.cost_units,
         };
-        let (model, meta) = pipe_inference::describe(bytes, &opts).map_err(|e| UploadError::Invalid(e.to_string()))?;
-        let fresh = self.store.put_model(&meta, bytes).map_err(|e| UploadError::Storage(e.to_string()))?;
+        let (model, meta) = pipe_inference::describe(bytes, &opts)
+            .map_err(|e| UploadError::Invalid(e.to_string()))?;
+        let fresh = self
+            .store
+            .put_model(&meta, bytes)
+            .map_err(|e| UploadError::Storage(e.to_string()))?;
         self.cache.insert(id, Arc::new(model));
         self.metas.write().insert(id, meta.clone());
         Ok((meta, fresh))
@@ -161,7 +218,11 @@ impl ModelRegistry for NodeModels {
 }
 
 /// Calls a JSON-RPC method on a node.
-async fn rpc_call(url: &str, method: &str, params: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+async fn rpc_call(
+    url: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
     let response: serde_json::Value = reqwest::Client::new()
         .post(url)
@@ -172,7 +233,12 @@ async fn rpc_call(url: &str, method: &str, params: serde_json::Value) -> anyhow:
         .json()
         .await?;
     if let Some(err) = response.get("error") {
-        anyhow::bail!("{}", err.get("message").and_then(|m| m.as_str()).unwrap_or("node returned an error"));
+        anyhow::bail!(
+            "{}",
+            err.get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("node returned an error")
+        );
     }
     Ok(response.get("result").cloned().unwrap_or_default())
 }
@@ -186,7 +252,9 @@ pub async fn upload(url: &str, bytes: &[u8], options: &UploadOptions) -> anyhow:
 
 /// `pipe model list`.
 pub async fn list(url: &str) -> anyhow::Result<Vec<ModelMeta>> {
-    Ok(serde_json::from_value(rpc_call(url, "pipe_listModels", serde_json::json!([])).await?)?)
+    Ok(serde_json::from_value(
+        rpc_call(url, "pipe_listModels", serde_json::json!([])).await?,
+    )?)
 }
 
 /// A few human-readable lines about a model.
@@ -195,8 +263,11 @@ pub fn describe_meta(meta: &ModelMeta) -> String {
         specs
             .iter()
             .map(|s| {
-                let dims: Vec<String> =
-                    s.shape.iter().map(|d| d.map(|n| n.to_string()).unwrap_or_else(|| "N".into())).collect();
+                let dims: Vec<String> = s
+                    .shape
+                    .iter()
+                    .map(|d| d.map(|n| n.to_string()).unwrap_or_else(|| "N".into()))
+                    .collect();
                 format!("{} {:?}[{}]", s.name, s.dtype, dims.join(", "))
             })
             .collect::<Vec<_>>()

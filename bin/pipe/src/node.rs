@@ -181,7 +181,11 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
 
     let models = Arc::new(NodeModels::open(store.clone(), config.inference_timeout)?);
     // The dev chain comes with the example models, so the README's contracts work at once.
-    let examples = if config.genesis.is_none() { models.add_examples()? } else { Vec::new() };
+    let examples = if config.genesis.is_none() {
+        models.add_examples()?
+    } else {
+        Vec::new()
+    };
     let executor = Executor::new(chain.clone())
         .with_inference(models.clone(), pipe_executor::InferenceGas::default());
     let pool = Arc::new(Pool::new(PoolConfig::new(chain.chain_id, chain.gas_limit)));

@@ -132,7 +132,11 @@ pub trait InferenceProvider: Send + Sync + fmt::Debug {
     /// Metadata of a stored model.
     fn model(&self, id: &ModelId) -> Option<ModelMeta>;
     /// The outputs for a request, in the model's output order.
-    fn infer(&self, call: &InferenceCall, purpose: Purpose) -> Result<Vec<Tensor>, InferenceFailure>;
+    fn infer(
+        &self,
+        call: &InferenceCall,
+        purpose: Purpose,
+    ) -> Result<Vec<Tensor>, InferenceFailure>;
 }
 
 /// Gas schedule of the precompile.
@@ -145,7 +149,11 @@ pub struct InferenceGas {
 
 impl Default for InferenceGas {
     fn default() -> Self {
-        Self { base: INFERENCE_BASE_GAS, per_unit: DEFAULT_GAS_PER_UNIT, per_word: INFERENCE_WORD_GAS }
+        Self {
+            base: INFERENCE_BASE_GAS,
+            per_unit: DEFAULT_GAS_PER_UNIT,
+            per_word: INFERENCE_WORD_GAS,
+        }
     }
 }
 
@@ -163,9 +171,16 @@ impl InferenceGas {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Gas used, ABI-encoded `ModelOutput`, and the event to emit.
-    Success { gas: u64, output: Bytes, log: Log },
+    Success {
+        gas: u64,
+        output: Bytes,
+        log: Log,
+    },
     /// Gas used and the revert reason.
-    Revert { gas: u64, reason: String },
+    Revert {
+        gas: u64,
+        reason: String,
+    },
     OutOfGas,
 }
 
@@ -173,18 +188,35 @@ impl Outcome {
     /// As revm wants it.
     pub fn into_output(self, reservoir: u64) -> (PrecompileOutput, Option<Log>) {
         match self {
-            Outcome::Success { gas, output, log } => (PrecompileOutput::new(gas, output, reservoir), Some(log)),
-            Outcome::Revert { gas, reason } => {
-                (PrecompileOutput::revert(gas, alloy_sol_types::Revert::from(reason).abi_encode().into(), reservoir), None)
+            Outcome::Success { gas, output, log } => {
+                (PrecompileOutput::new(gas, output, reservoir), Some(log))
             }
-            Outcome::OutOfGas => (PrecompileOutput::halt(PrecompileHalt::OutOfGas, reservoir), None),
+            Outcome::Revert { gas, reason } => (
+                PrecompileOutput::revert(
+                    gas,
+                    alloy_sol_types::Revert::from(reason).abi_encode().into(),
+                    reservoir,
+                ),
+                None,
+            ),
+            Outcome::OutOfGas => (
+                PrecompileOutput::halt(PrecompileHalt::OutOfGas, reservoir),
+                None,
+            ),
         }
     }
 }
 
 /// A readable revert before the model ran: only the base gas is charged.
 fn early(gas: &InferenceGas, gas_limit: u64, reason: String) -> Outcome {
-    if gas_limit < gas.base { Outcome::OutOfGas } else { Outcome::Revert { gas: gas.base, reason } }
+    if gas_limit < gas.base {
+        Outcome::OutOfGas
+    } else {
+        Outcome::Revert {
+            gas: gas.base,
+            reason,
+        }
+    }
 }
 
 /// Decodes and validates a call; `Err` is the revert reason.
@@ -204,15 +236,27 @@ pub fn decode_request(
     let request = runModelInferenceCall::abi_decode_validate(data)
         .map_err(|e| format!("malformed runModelInference request: {e}"))?
         .request;
-    let mode = InferenceMode::from_u8(request.mode).ok_or_else(|| format!("unknown mode {}", request.mode))?;
+    let mode = InferenceMode::from_u8(request.mode)
+        .ok_or_else(|| format!("unknown mode {}", request.mode))?;
     if mode == InferenceMode::Zkml {
         return Err("ZKML mode is not supported".into());
     }
-    let id: ModelId = request.modelCID.parse().map_err(|e: pipe_primitives::inference::ModelIdError| e.to_string())?;
+    let id: ModelId = request
+        .modelCID
+        .parse()
+        .map_err(|e: pipe_primitives::inference::ModelIdError| e.to_string())?;
     let model = models(&id).ok_or_else(|| format!("unknown model {id}"))?;
     let inputs = tensors(&request.input, &model)?;
     let key = keccak256(request.abi_encode());
-    Ok((request, InferenceCall { key, mode, model, inputs }))
+    Ok((
+        request,
+        InferenceCall {
+            key,
+            mode,
+            model,
+            inputs,
+        },
+    ))
 }
 
 /// The request's tensors as runtime tensors, checked against the model's declared inputs.
@@ -220,7 +264,9 @@ fn tensors(input: &ModelInput, model: &ModelMeta) -> Result<Vec<Tensor>, String>
     let total: usize = input.numbers.iter().map(|t| t.values.len()).sum::<usize>()
         + input.strings.iter().map(|t| t.values.len()).sum::<usize>();
     if total > MAX_REQUEST_VALUES {
-        return Err(format!("request has {total} values, the limit is {MAX_REQUEST_VALUES}"));
+        return Err(format!(
+            "request has {total} values, the limit is {MAX_REQUEST_VALUES}"
+        ));
     }
     let mut out = Vec::with_capacity(input.numbers.len() + input.strings.len());
     let spec = |name: &str| {
@@ -232,16 +278,26 @@ fn tensors(input: &ModelInput, model: &ModelMeta) -> Result<Vec<Tensor>, String>
     for t in &input.numbers {
         let spec = spec(&t.name)?;
         if t.shape.is_empty() || t.shape.len() > MAX_RANK {
-            return Err(format!("tensor `{}` has rank {}, expected 1..={MAX_RANK}", t.name, t.shape.len()));
+            return Err(format!(
+                "tensor `{}` has rank {}, expected 1..={MAX_RANK}",
+                t.name,
+                t.shape.len()
+            ));
         }
         let mut count: usize = 1;
         for &d in &t.shape {
             if d == 0 {
                 return Err(format!("tensor `{}` has a zero dimension", t.name));
             }
-            count = count.checked_mul(d as usize).filter(|&c| c <= MAX_REQUEST_VALUES).ok_or_else(|| {
-                format!("tensor `{}` shape {:?} holds more than {MAX_REQUEST_VALUES} values", t.name, t.shape)
-            })?;
+            count = count
+                .checked_mul(d as usize)
+                .filter(|&c| c <= MAX_REQUEST_VALUES)
+                .ok_or_else(|| {
+                    format!(
+                        "tensor `{}` shape {:?} holds more than {MAX_REQUEST_VALUES} values",
+                        t.name, t.shape
+                    )
+                })?;
         }
         if count != t.values.len() {
             return Err(format!(
@@ -256,14 +312,24 @@ fn tensors(input: &ModelInput, model: &ModelMeta) -> Result<Vec<Tensor>, String>
             DType::Float32 => TensorData::Float32(
                 t.values
                     .iter()
-                    .map(|n| number_to_f32(n.value, n.decimals).map_err(|e| format!("tensor `{}`: {e}", t.name)))
+                    .map(|n| {
+                        number_to_f32(n.value, n.decimals)
+                            .map_err(|e| format!("tensor `{}`: {e}", t.name))
+                    })
                     .collect::<Result<_, _>>()?,
             ),
             DType::Int64 => TensorData::Int64(
-                t.values.iter().map(|n| whole(n).ok_or_else(|| format!("input `{}` takes integers", t.name))).collect::<Result<_, _>>()?,
+                t.values
+                    .iter()
+                    .map(|n| whole(n).ok_or_else(|| format!("input `{}` takes integers", t.name)))
+                    .collect::<Result<_, _>>()?,
             ),
         };
-        out.push(Tensor { name: t.name.clone(), shape: t.shape.iter().map(|&d| d as usize).collect(), data });
+        out.push(Tensor {
+            name: t.name.clone(),
+            shape: t.shape.iter().map(|&d| d as usize).collect(),
+            data,
+        });
     }
     for t in &input.strings {
         let spec = spec(&t.name)?;
@@ -279,7 +345,11 @@ fn tensors(input: &ModelInput, model: &ModelMeta) -> Result<Vec<Tensor>, String>
         } else {
             vec![t.values.len()]
         };
-        out.push(Tensor { name: t.name.clone(), shape, data: TensorData::String(t.values.clone()) });
+        out.push(Tensor {
+            name: t.name.clone(),
+            shape,
+            data: TensorData::String(t.values.clone()),
+        });
     }
     let mut names: Vec<&str> = out.iter().map(|t| t.name.as_str()).collect();
     names.sort_unstable();
@@ -312,7 +382,9 @@ pub fn encode_output(outputs: &[Tensor], decimals: u32) -> Result<ModelOutput, S
         let shape = t
             .shape
             .iter()
-            .map(|&d| u32::try_from(d).map_err(|_| format!("output `{}` dimension {d} too large", t.name)))
+            .map(|&d| {
+                u32::try_from(d).map_err(|_| format!("output `{}` dimension {d} too large", t.name))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         match &t.data {
             TensorData::Float32(v) => {
@@ -320,20 +392,45 @@ pub fn encode_output(outputs: &[Tensor], decimals: u32) -> Result<ModelOutput, S
                     .iter()
                     .map(|&x| {
                         f32_to_number(x, decimals)
-                            .map(|value| Number { value, decimals: decimals as i128 })
+                            .map(|value| Number {
+                                value,
+                                decimals: decimals as i128,
+                            })
                             .map_err(|e| format!("output `{}`: {e}", t.name))
                     })
                     .collect::<Result<_, _>>()?;
-                numbers.push(MultiDimensionalNumberTensor { name: t.name.clone(), values, shape });
+                numbers.push(MultiDimensionalNumberTensor {
+                    name: t.name.clone(),
+                    values,
+                    shape,
+                });
             }
             TensorData::Int64(v) => {
-                let values = v.iter().map(|&x| Number { value: x as i128, decimals: 0 }).collect();
-                numbers.push(MultiDimensionalNumberTensor { name: t.name.clone(), values, shape });
+                let values = v
+                    .iter()
+                    .map(|&x| Number {
+                        value: x as i128,
+                        decimals: 0,
+                    })
+                    .collect();
+                numbers.push(MultiDimensionalNumberTensor {
+                    name: t.name.clone(),
+                    values,
+                    shape,
+                });
             }
-            TensorData::String(v) => strings.push(StringTensor { name: t.name.clone(), values: v.clone() }),
+            TensorData::String(v) => strings.push(StringTensor {
+                name: t.name.clone(),
+                values: v.clone(),
+            }),
         }
     }
-    Ok(ModelOutput { numbers, strings, jsons: Vec::new(), is_simulation_result: false })
+    Ok(ModelOutput {
+        numbers,
+        strings,
+        jsons: Vec::new(),
+        is_simulation_result: false,
+    })
 }
 
 /// One invocation of the precompile.
@@ -354,16 +451,37 @@ pub fn run(
     }
     let outputs = match provider.infer(&call, purpose) {
         Ok(o) => o,
-        Err(e) => return Outcome::Revert { gas: cost, reason: e.to_string() },
+        Err(e) => {
+            return Outcome::Revert {
+                gas: cost,
+                reason: e.to_string(),
+            };
+        }
     };
     let response = match encode_output(&outputs, call.model.decimals) {
         Ok(r) => r,
-        Err(reason) => return Outcome::Revert { gas: cost, reason: format!("model error: {reason}") },
+        Err(reason) => {
+            return Outcome::Revert {
+                gas: cost,
+                reason: format!("model error: {reason}"),
+            };
+        }
     };
-    let event = ModelInferenceEvent { inferenceID: call.key.to_string(), request, response };
-    let log = Log { address: INFERENCE_PRECOMPILE, data: event.encode_log_data() };
+    let event = ModelInferenceEvent {
+        inferenceID: call.key.to_string(),
+        request,
+        response,
+    };
+    let log = Log {
+        address: INFERENCE_PRECOMPILE,
+        data: event.encode_log_data(),
+    };
     let output = runModelInferenceCall::abi_encode_returns(&event.response).into();
-    Outcome::Success { gas: cost, output, log }
+    Outcome::Success {
+        gas: cost,
+        output,
+        log,
+    }
 }
 
 /// Installs the precompile into an EVM's precompile map.
@@ -375,16 +493,19 @@ pub(crate) fn install(
 ) {
     use alloy_evm::precompiles::{DynPrecompile, PrecompileInput};
     use revm::precompile::PrecompileId;
-    let precompile = DynPrecompile::new_stateful(PrecompileId::custom("pipe-inference"), move |mut input: PrecompileInput<'_>| {
-        let outcome = run(provider.as_ref(), &gas, input.data, input.gas, purpose);
-        let (output, log) = outcome.into_output(input.reservoir);
-        if let Some(log) = log
-            && !input.is_static
-        {
-            input.internals_mut().log(log);
-        }
-        Ok(output)
-    });
+    let precompile = DynPrecompile::new_stateful(
+        PrecompileId::custom("pipe-inference"),
+        move |mut input: PrecompileInput<'_>| {
+            let outcome = run(provider.as_ref(), &gas, input.data, input.gas, purpose);
+            let (output, log) = outcome.into_output(input.reservoir);
+            if let Some(log) = log
+                && !input.is_static
+            {
+                input.internals_mut().log(log);
+            }
+            Ok(output)
+        },
+    );
     precompiles.apply_precompile(&INFERENCE_PRECOMPILE, move |_| Some(precompile));
 }
 
@@ -400,7 +521,9 @@ mod tests {
         assert_eq!(runLLMInferenceCall::SELECTOR, hex!("ea3dd516"));
         assert_eq!(
             ModelInferenceEvent::SIGNATURE_HASH,
-            B256::from(hex!("1b283af3452f3718585ce100f80d9aa81fc60924db4a582a36db6aae3b109d87"))
+            B256::from(hex!(
+                "1b283af3452f3718585ce100f80d9aa81fc60924db4a582a36db6aae3b109d87"
+            ))
         );
     }
 
@@ -410,9 +533,21 @@ mod tests {
             name: "m".into(),
             size_bytes: 1,
             inputs: vec![
-                IoSpec { name: "x".into(), dtype: DType::Float32, shape: vec![None, Some(2)] },
-                IoSpec { name: "k".into(), dtype: DType::Int64, shape: vec![None] },
-                IoSpec { name: "s".into(), dtype: DType::String, shape: vec![None] },
+                IoSpec {
+                    name: "x".into(),
+                    dtype: DType::Float32,
+                    shape: vec![None, Some(2)],
+                },
+                IoSpec {
+                    name: "k".into(),
+                    dtype: DType::Int64,
+                    shape: vec![None],
+                },
+                IoSpec {
+                    name: "s".into(),
+                    dtype: DType::String,
+                    shape: vec![None],
+                },
             ],
             outputs: vec![],
             decimals: 4,
@@ -425,13 +560,28 @@ mod tests {
         Number { value, decimals }
     }
 
-    fn encode(mode: u8, cid: &str, numbers: Vec<MultiDimensionalNumberTensor>, strings: Vec<StringTensor>) -> Vec<u8> {
-        runModelInferenceCall { request: ModelInferenceRequest { mode, modelCID: cid.into(), input: ModelInput { numbers, strings } } }
-            .abi_encode()
+    fn encode(
+        mode: u8,
+        cid: &str,
+        numbers: Vec<MultiDimensionalNumberTensor>,
+        strings: Vec<StringTensor>,
+    ) -> Vec<u8> {
+        runModelInferenceCall {
+            request: ModelInferenceRequest {
+                mode,
+                modelCID: cid.into(),
+                input: ModelInput { numbers, strings },
+            },
+        }
+        .abi_encode()
     }
 
     fn x(values: Vec<Number>, shape: Vec<u32>) -> MultiDimensionalNumberTensor {
-        MultiDimensionalNumberTensor { name: "x".into(), values, shape }
+        MultiDimensionalNumberTensor {
+            name: "x".into(),
+            values,
+            shape,
+        }
     }
 
     fn decode(data: &[u8]) -> Result<InferenceCall, String> {
@@ -442,13 +592,23 @@ mod tests {
     #[test]
     fn decodes_a_good_request() {
         let cid = ModelId::of(b"m").to_string();
-        let data = encode(0, &cid, vec![x(vec![num(15, 1), num(-2, 0)], vec![1, 2])], vec![]);
+        let data = encode(
+            0,
+            &cid,
+            vec![x(vec![num(15, 1), num(-2, 0)], vec![1, 2])],
+            vec![],
+        );
         let call = decode(&data).unwrap();
         assert_eq!(call.inputs[0].data, TensorData::Float32(vec![1.5, -2.0]));
         assert_eq!(call.inputs[0].shape, vec![1, 2]);
         // The key is a function of the request only.
         assert_eq!(decode(&data).unwrap().key, call.key);
-        let other = encode(0, &cid, vec![x(vec![num(15, 1), num(-3, 0)], vec![1, 2])], vec![]);
+        let other = encode(
+            0,
+            &cid,
+            vec![x(vec![num(15, 1), num(-3, 0)], vec![1, 2])],
+            vec![],
+        );
         assert_ne!(decode(&other).unwrap().key, call.key);
     }
 
@@ -456,31 +616,124 @@ mod tests {
     fn every_bad_request_has_a_reason() {
         let cid = ModelId::of(b"m").to_string();
         let ok = || vec![x(vec![num(1, 0), num(2, 0)], vec![1, 2])];
-        let k = |values: Vec<Number>| MultiDimensionalNumberTensor { name: "k".into(), values, shape: vec![1] };
+        let k = |values: Vec<Number>| MultiDimensionalNumberTensor {
+            name: "k".into(),
+            values,
+            shape: vec![1],
+        };
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (encode(1, &cid, ok(), vec![]), "ZKML mode is not supported"),
             (encode(7, &cid, ok(), vec![]), "unknown mode 7"),
-            (encode(0, "QmbUqS93oc4JTLMHwpVxsE39mhNxy6hpf6Py3r9oANr8aZ", ok(), vec![]), "invalid model id"),
-            (encode(0, &ModelId::of(b"other").to_string(), ok(), vec![]), "unknown model"),
-            (encode(0, &cid, vec![x(vec![num(1, 0)], vec![1, 2])], vec![]), "has 1 values for shape [1, 2]"),
+            (
+                encode(
+                    0,
+                    "QmbUqS93oc4JTLMHwpVxsE39mhNxy6hpf6Py3r9oANr8aZ",
+                    ok(),
+                    vec![],
+                ),
+                "invalid model id",
+            ),
+            (
+                encode(0, &ModelId::of(b"other").to_string(), ok(), vec![]),
+                "unknown model",
+            ),
+            (
+                encode(0, &cid, vec![x(vec![num(1, 0)], vec![1, 2])], vec![]),
+                "has 1 values for shape [1, 2]",
+            ),
             (encode(0, &cid, vec![x(vec![], vec![])], vec![]), "rank 0"),
-            (encode(0, &cid, vec![x(vec![num(1, 0)], vec![1, 0])], vec![]), "zero dimension"),
-            (encode(0, &cid, vec![x(vec![num(1, 0)], vec![u32::MAX, u32::MAX])], vec![]), "more than"),
-            (encode(0, &cid, vec![x(vec![num(1, 39), num(1, 0)], vec![1, 2])], vec![]), "decimals 39 out of range"),
-            (encode(0, &cid, vec![x(vec![num(1, -40), num(1, 0)], vec![1, 2])], vec![]), "out of range"),
-            (encode(0, &cid, vec![MultiDimensionalNumberTensor { name: "y".into(), values: vec![num(1, 0)], shape: vec![1] }], vec![]), "no input `y`"),
-            (encode(0, &cid, vec![k(vec![num(15, 1)])], vec![]), "takes integers"),
-            (encode(0, &cid, ok(), vec![StringTensor { name: "x".into(), values: vec!["a".into()] }]), "takes numbers"),
-            (encode(0, &cid, vec![], vec![StringTensor { name: "s".into(), values: vec![] }]), "is empty"),
-            (encode(0, &cid, vec![ok().remove(0), ok().remove(0)], vec![]), "share a name"),
-            (encode(0, &cid, vec![x(vec![num(0, 0); 9000], vec![9000])], vec![]), "the limit is"),
-            (hex!("ea3dd516").to_vec(), "runLLMInference is not supported"),
+            (
+                encode(0, &cid, vec![x(vec![num(1, 0)], vec![1, 0])], vec![]),
+                "zero dimension",
+            ),
+            (
+                encode(
+                    0,
+                    &cid,
+                    vec![x(vec![num(1, 0)], vec![u32::MAX, u32::MAX])],
+                    vec![],
+                ),
+                "more than",
+            ),
+            (
+                encode(
+                    0,
+                    &cid,
+                    vec![x(vec![num(1, 39), num(1, 0)], vec![1, 2])],
+                    vec![],
+                ),
+                "decimals 39 out of range",
+            ),
+            (
+                encode(
+                    0,
+                    &cid,
+                    vec![x(vec![num(1, -40), num(1, 0)], vec![1, 2])],
+                    vec![],
+                ),
+                "out of range",
+            ),
+            (
+                encode(
+                    0,
+                    &cid,
+                    vec![MultiDimensionalNumberTensor {
+                        name: "y".into(),
+                        values: vec![num(1, 0)],
+                        shape: vec![1],
+                    }],
+                    vec![],
+                ),
+                "no input `y`",
+            ),
+            (
+                encode(0, &cid, vec![k(vec![num(15, 1)])], vec![]),
+                "takes integers",
+            ),
+            (
+                encode(
+                    0,
+                    &cid,
+                    ok(),
+                    vec![StringTensor {
+                        name: "x".into(),
+                        values: vec!["a".into()],
+                    }],
+                ),
+                "takes numbers",
+            ),
+            (
+                encode(
+                    0,
+                    &cid,
+                    vec![],
+                    vec![StringTensor {
+                        name: "s".into(),
+                        values: vec![],
+                    }],
+                ),
+                "is empty",
+            ),
+            (
+                encode(0, &cid, vec![ok().remove(0), ok().remove(0)], vec![]),
+                "share a name",
+            ),
+            (
+                encode(0, &cid, vec![x(vec![num(0, 0); 9000], vec![9000])], vec![]),
+                "the limit is",
+            ),
+            (
+                hex!("ea3dd516").to_vec(),
+                "runLLMInference is not supported",
+            ),
             (hex!("12345678").to_vec(), "unknown function"),
             (vec![], "unknown function"),
             (runModelInferenceCall::SELECTOR.to_vec(), "malformed"),
         ];
         for (data, want) in cases {
-            let err = decode(&data).err().unwrap_or_else(|| panic!("accepted, expected {want:?}"));
+            let err = decode(&data)
+                .err()
+                .unwrap_or_else(|| panic!("accepted, expected {want:?}"));
             assert!(err.contains(want), "{err:?} lacks {want:?}");
         }
         // Whole numbers for integer inputs may use any decimals.
@@ -491,7 +744,12 @@ mod tests {
     #[test]
     fn hostile_lengths_do_not_allocate() {
         let cid = ModelId::of(b"m").to_string();
-        let mut data = encode(0, &cid, vec![x(vec![num(1, 0), num(2, 0)], vec![1, 2])], vec![]);
+        let mut data = encode(
+            0,
+            &cid,
+            vec![x(vec![num(1, 0), num(2, 0)], vec![1, 2])],
+            vec![],
+        );
         // Overwrite every 32-byte word in turn with a huge length/offset; each must fail fast.
         for w in 0..(data.len() - 4) / 32 {
             let mut d = data.clone();
@@ -508,9 +766,21 @@ mod tests {
     fn outputs_encode_by_the_rule() {
         let out = encode_output(
             &[
-                Tensor { name: "label".into(), shape: vec![1], data: TensorData::Int64(vec![2]) },
-                Tensor { name: "p".into(), shape: vec![1, 2], data: TensorData::Float32(vec![0.25, 0.75]) },
-                Tensor { name: "s".into(), shape: vec![1], data: TensorData::String(vec!["hi".into()]) },
+                Tensor {
+                    name: "label".into(),
+                    shape: vec![1],
+                    data: TensorData::Int64(vec![2]),
+                },
+                Tensor {
+                    name: "p".into(),
+                    shape: vec![1, 2],
+                    data: TensorData::Float32(vec![0.25, 0.75]),
+                },
+                Tensor {
+                    name: "s".into(),
+                    shape: vec![1],
+                    data: TensorData::String(vec!["hi".into()]),
+                },
             ],
             1,
         )
@@ -520,15 +790,29 @@ mod tests {
         assert_eq!(out.numbers[1].shape, vec![1, 2]);
         assert_eq!(out.strings[0].values, vec!["hi".to_string()]);
         assert!(!out.is_simulation_result);
-        let nan = Tensor { name: "p".into(), shape: vec![1], data: TensorData::Float32(vec![f32::NAN]) };
-        assert!(encode_output(&[nan], 2).unwrap_err().contains("not a finite number"));
+        let nan = Tensor {
+            name: "p".into(),
+            shape: vec![1],
+            data: TensorData::Float32(vec![f32::NAN]),
+        };
+        assert!(
+            encode_output(&[nan], 2)
+                .unwrap_err()
+                .contains("not a finite number")
+        );
     }
 
     #[test]
     fn gas_is_known_before_running() {
         let g = InferenceGas::default();
-        assert_eq!(g.cost(1000, 0), INFERENCE_BASE_GAS + 1000 * DEFAULT_GAS_PER_UNIT);
-        assert_eq!(g.cost(1000, 33), INFERENCE_BASE_GAS + 1000 * DEFAULT_GAS_PER_UNIT + 2 * INFERENCE_WORD_GAS);
+        assert_eq!(
+            g.cost(1000, 0),
+            INFERENCE_BASE_GAS + 1000 * DEFAULT_GAS_PER_UNIT
+        );
+        assert_eq!(
+            g.cost(1000, 33),
+            INFERENCE_BASE_GAS + 1000 * DEFAULT_GAS_PER_UNIT + 2 * INFERENCE_WORD_GAS
+        );
         assert_eq!(g.cost(u64::MAX, usize::MAX), u64::MAX);
     }
 }

@@ -66,7 +66,11 @@ impl Executor {
     }
 
     /// Serves the inference precompile from `provider`, charging by `gas`.
-    pub fn with_inference(mut self, provider: Arc<dyn InferenceProvider>, gas: InferenceGas) -> Self {
+    pub fn with_inference(
+        mut self,
+        provider: Arc<dyn InferenceProvider>,
+        gas: InferenceGas,
+    ) -> Self {
         self.inference = Some(provider);
         self.inference_gas = gas;
         self

@@ -91,7 +91,9 @@ pub async fn start(
         .build(config.addr)
         .await?;
     let addr = server.local_addr()?;
-    let pipe_api = pipe::PipeRpc { models: node.models.clone() };
+    let pipe_api = pipe::PipeRpc {
+        models: node.models.clone(),
+    };
     let api = eth::Api::new(node);
     let mut module = EthApiServer::into_rpc(api.clone());
     module

@@ -43,7 +43,11 @@ pub enum UploadError {
 /// The node's model store as the RPC sees it.
 pub trait ModelRegistry: Send + Sync {
     /// Stores a model; `Ok((meta, true))` when it is new, `(meta, false)` when already stored.
-    fn upload(&self, bytes: &[u8], options: &UploadOptions) -> Result<(ModelMeta, bool), UploadError>;
+    fn upload(
+        &self,
+        bytes: &[u8],
+        options: &UploadOptions,
+    ) -> Result<(ModelMeta, bool), UploadError>;
     fn list(&self) -> Vec<ModelMeta>;
     fn get(&self, id: &ModelId) -> Option<ModelMeta>;
 }
@@ -51,7 +55,11 @@ pub trait ModelRegistry: Send + Sync {
 #[rpc(server, namespace = "pipe")]
 pub trait PipeApi {
     #[method(name = "uploadModel")]
-    async fn upload_model(&self, bytes: Bytes, options: Option<UploadOptions>) -> RpcResult<ModelMeta>;
+    async fn upload_model(
+        &self,
+        bytes: Bytes,
+        options: Option<UploadOptions>,
+    ) -> RpcResult<ModelMeta>;
     #[method(name = "listModels")]
     fn list_models(&self) -> RpcResult<Vec<ModelMeta>>;
     #[method(name = "getModel")]
@@ -64,12 +72,18 @@ pub(crate) struct PipeRpc {
 
 #[jsonrpsee::core::async_trait]
 impl PipeApiServer for PipeRpc {
-    async fn upload_model(&self, bytes: Bytes, options: Option<UploadOptions>) -> RpcResult<ModelMeta> {
+    async fn upload_model(
+        &self,
+        bytes: Bytes,
+        options: Option<UploadOptions>,
+    ) -> RpcResult<ModelMeta> {
         let models = self.models.clone();
         // Compiling a model takes milliseconds of CPU: keep it off the RPC reactor.
-        let result = tokio::task::spawn_blocking(move || models.upload(&bytes, &options.unwrap_or_default()))
-            .await
-            .map_err(|e| RpcError::Internal(e.to_string()))?;
+        let result = tokio::task::spawn_blocking(move || {
+            models.upload(&bytes, &options.unwrap_or_default())
+        })
+        .await
+        .map_err(|e| RpcError::Internal(e.to_string()))?;
         match result {
             Ok((meta, fresh)) => {
                 if fresh {
@@ -77,7 +91,9 @@ impl PipeApiServer for PipeRpc {
                 }
                 Ok(meta)
             }
-            Err(UploadError::Invalid(why)) => Err(RpcError::InvalidParams(format!("model rejected: {why}")).into()),
+            Err(UploadError::Invalid(why)) => {
+                Err(RpcError::InvalidParams(format!("model rejected: {why}")).into())
+            }
             Err(UploadError::Storage(why)) => Err(RpcError::Internal(why).into()),
         }
     }
@@ -87,7 +103,11 @@ impl PipeApiServer for PipeRpc {
     }
 
     fn get_model(&self, id: String) -> RpcResult<Option<ModelMeta>> {
-        let id: ModelId = id.parse().map_err(|e: pipe_primitives::inference::ModelIdError| RpcError::InvalidParams(e.to_string()))?;
+        let id: ModelId = id
+            .parse()
+            .map_err(|e: pipe_primitives::inference::ModelIdError| {
+                RpcError::InvalidParams(e.to_string())
+            })?;
         Ok(self.models.get(&id))
     }
 }

@@ -11,11 +11,13 @@ use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::{Store, StoreError};
 
-pub(crate) const MODEL_BYTES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("model_bytes");
+pub(crate) const MODEL_BYTES: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("model_bytes");
 pub(crate) const MODEL_META: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("model_meta");
 
 fn decode(id: &ModelId, raw: &[u8]) -> Result<ModelMeta, StoreError> {
-    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt(format!("model {id} metadata: {e}")))
+    serde_json::from_slice(raw)
+        .map_err(|e| StoreError::Corrupt(format!("model {id} metadata: {e}")))
 }
 
 impl Store {
@@ -30,8 +32,10 @@ impl Store {
                 false
             } else {
                 files.insert(&meta.id.0, bytes)?;
-                let json = serde_json::to_vec(meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                tx.open_table(MODEL_META)?.insert(&meta.id.0, json.as_slice())?;
+                let json =
+                    serde_json::to_vec(meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                tx.open_table(MODEL_META)?
+                    .insert(&meta.id.0, json.as_slice())?;
                 true
             }
         };
