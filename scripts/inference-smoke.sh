@@ -56,14 +56,20 @@ fail() {
   echo "inference-smoke: FAILED after $PASS passing checks (rpc $RPC_URL)" >&2
   exit 1
 }
-ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
-section() { echo "== $1"; }
-# run DESC CMD... : runs CMD with timeout, stores combined output in $OUT, fails on nonzero exit.
+SEC=0
+ok() { PASS=$((PASS + 1)); echo "ok   [$SEC] $1"; }
+section() { SEC="${1%%.*}"; echo "== $1"; }
+# run DESC CMD... : runs CMD with timeout, stores its stdout in $OUT (stderr in $ERR), fails on
+# nonzero exit. stdout and stderr stay apart: cast sometimes logs a harmless
+# "ERROR alloy_rpc_client::poller: failed to poll" line on stderr as it exits (its block poller's
+# last request is cut off; it happens against anvil too), which would corrupt --json output.
+ERR=""
 run() {
   local desc="$1"; shift
-  OUT="$(timeout "$TO" "$@" 2>&1)"
+  OUT="$(timeout "$TO" "$@" 2>"$WORK/stderr")"
   local rc=$?
-  [[ $rc -eq 0 ]] || fail "$desc (exit $rc): $*" "$OUT"
+  ERR="$(cat "$WORK/stderr")"
+  [[ $rc -eq 0 ]] || fail "$desc (exit $rc): $*" "$OUT${OUT:+${ERR:+$'\n'}}$ERR"
 }
 # run_fails DESC REGEX CMD... : CMD must exit nonzero and its output must match the ERE REGEX.
 run_fails() {
@@ -79,6 +85,8 @@ jget() { node -e 'const j=JSON.parse(process.argv[1]); const v=eval(process.argv
 # first token of a cast decoded value ("1000 [1e3]" -> "1000")
 num() { awk '{print $1; exit}' <<<"$1"; }
 expect_eq() { [[ "$2" == "$3" ]] || fail "$1: expected '$3', got '$2'" "${4:-}"; ok "$1 = $3"; }
+# expect_same DESC A B : like expect_eq, for long values (not echoed on success)
+expect_same() { [[ "$2" == "$3" ]] || fail "$1: values differ" "got:      $2"$'\n'"expected: $3"; ok "$1"; }
 # expect_range DESC VALUE LO HI : integer LO <= VALUE <= HI
 expect_range() {
   [[ "$2" =~ ^-?[0-9]+$ ]] || fail "$1: not an integer: '$2'"
@@ -189,13 +197,16 @@ RISK="$(model_id risk_logreg)"; FCAST="$(model_id forecast_gbr)"; CLS="$(model_i
 expect_js "risk_logreg metadata: input [?,4], outputs label+probabilities, 8 decimals" "$MODELS" \
   "(m=>m.inputs[0].name==='input'&&m.inputs[0].shape[1]===4&&m.outputs.map(o=>o.name).join()==='label,probabilities'&&m.decimals===8&&m.cost_units>0)(j.find(m=>m.name==='risk_logreg'))"
 run "pipe_getModel risk_logreg" "$CAST" rpc --rpc-url "$RPC_URL" pipe_getModel "$RISK"
-expect_eq "pipe_getModel(risk_logreg) equals its pipe_listModels entry" "$OUT" "$(jget "$MODELS" "j.find(m=>m.id==='$RISK')")"
+expect_same "pipe_getModel(risk_logreg) equals its pipe_listModels entry" "$OUT" "$(jget "$MODELS" "j.find(m=>m.id==='$RISK')")"
 SVR_HEX="$(node -e 'process.stdout.write("0x"+require("fs").readFileSync(process.argv[1]).toString("hex"))' "$REPO/fixtures/models/svr_rbf.onnx")"
 run "pipe_uploadModel svr_rbf.onnx" "$CAST" rpc --rpc-url "$RPC_URL" pipe_uploadModel "$SVR_HEX" '{"name":"svr_rbf"}'
 expect_eq "pipe_uploadModel(svr_rbf.onnx) again: same id as listed" "$(jget "$OUT" j.id)" "$SVR"
-expect_eq "pipe_uploadModel(svr_rbf.onnx) again: same metadata" "$OUT" "$(jget "$MODELS" "j.find(m=>m.id==='$SVR')")"
+expect_same "pipe_uploadModel(svr_rbf.onnx) again: same metadata as listed" "$OUT" "$(jget "$MODELS" "j.find(m=>m.id==='$SVR')")"
 run "pipe_listModels" "$CAST" rpc --rpc-url "$RPC_URL" pipe_listModels
 expect_eq "model count unchanged after re-upload" "$(jget "$OUT" j.length)" "$NMODELS"
+run_fails "pipe_uploadModel(svr_rbf.onnx, decimals 4)" "model rejected: .*terms cannot change" \
+  "$CAST" rpc --rpc-url "$RPC_URL" pipe_uploadModel "$SVR_HEX" '{"decimals":4}'
+ok "pipe_uploadModel(svr_rbf.onnx) with other decimals fails: $(grep -oE "a stored model's terms cannot change" <<<"$OUT")"
 run_fails "pipe_uploadModel(0xdeadbeef)" "model rejected" "$CAST" rpc --rpc-url "$RPC_URL" pipe_uploadModel 0xdeadbeef
 ok "pipe_uploadModel(0xdeadbeef) fails: $(grep -oE 'model rejected.*' <<<"$OUT" | head -n1)"
 run "pipe_getModel unknown" "$CAST" rpc --rpc-url "$RPC_URL" pipe_getModel bafkreiaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
@@ -397,12 +408,12 @@ expect_js "label is [1] with value 0 or 1" "$INF" "(t=>t[2].join()==='1'&&t[1].l
 expect_js "probabilities is [1,2] and sums to 1 (+-1e-6)" "$INF" "(t=>t[2].join()==='1,2'&&Math.abs(t[1].reduce((s,n)=>s+n[0]*10**-n[1],0)-1)<=1e-6)(j[0].find(t=>t[0]==='probabilities'))"
 expect_js "is_simulation_result is false, no strings/jsons" "$INF" "j[3]===false&&j[1].length===0&&j[2].length===0"
 infer "(2,$RISK,([(input,$FOUR,[1,4])],[]))"
-expect_eq "mode 2 (TEE) returns the same bytes as mode 0" "$RAW" "$GOOD_RAW"
+expect_same "mode 2 (TEE) returns the same bytes as mode 0 ($(( (${#GOOD_RAW} - 2) / 2 )) bytes)" "$RAW" "$GOOD_RAW"
 run "cast estimate (good request)" "$CAST" estimate "$PC" "$GOOD_CD" --from "$ME" --rpc-url "$RPC_URL"; PEST="$OUT"
 [[ "$PEST" =~ ^[0-9]+$ && "$PEST" -gt 46000 ]] || fail "cast estimate of a direct call: expected > 46000 (21000 + 25000 base)" "$PEST"
 ok "cast estimate of a direct precompile call = $PEST"
 run "cast call --gas-limit estimate" "$CAST" call "$PC" "$GOOD_CD" --gas-limit "$PEST" --rpc-url "$RPC_URL"
-expect_eq "eth_call with gas = estimate returns the same data" "$OUT" "$GOOD_RAW"
+expect_same "eth_call with --gas-limit $PEST (the estimate) returns the same data" "$OUT" "$GOOD_RAW"
 run_fails "cast call --gas-limit 40000" "out of gas" "$CAST" call "$PC" "$GOOD_CD" --gas-limit 40000 --rpc-url "$RPC_URL"
 ok "eth_call with 40000 gas -> out of gas"
 

@@ -7,7 +7,11 @@ inter-op thread and sequential execution, fed the model's first batch-1 referenc
 Prints one JSON object:
 
     {"onnxruntime_version": "...", "iterations": N, "warmup": W,
-     "models": {"<name>": {"median_us": ..., "p90_us": ...}}}
+     "models": {"<name>": {"median_us": ..., "p90_us": ...}},
+     "identity_baseline": {"median_us": ..., "p90_us": ...}}
+
+`identity_baseline` times a one-node Identity model on a [1, 1] tensor the same way: it is the
+cost of a Python `sess.run` call that does no work, which a caller from Rust or C would not pay.
 """
 
 from __future__ import annotations
@@ -40,12 +44,24 @@ def first_batch1_case(entry):
     return entry["cases"][0]
 
 
+def identity_model_bytes():
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def bench(path, feeds, iterations, warmup):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     for _ in range(warmup):
         sess.run(names, feeds)
@@ -87,6 +103,9 @@ def main(argv=None):
         feeds = {k: decode(v, dtypes[k]) for k, v in case["inputs"].items()}
         result["models"][name] = bench(args.dir / entry["file"], feeds, args.iterations,
                                        args.warmup)
+    result["identity_baseline"] = bench(identity_model_bytes(),
+                                        {"x": np.zeros((1, 1), dtype=np.float32)},
+                                        args.iterations, args.warmup)
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0

@@ -4,6 +4,7 @@
 //! returns a [`node::RunningNode`] that tests drive on a loopback port.
 
 pub mod bench;
+pub mod bench_inference;
 pub mod config;
 pub mod dev;
 pub mod models;

@@ -69,6 +69,18 @@ enum BenchCommand {
         #[arg(long, default_value = "contracts/out/TestToken.json")]
         token: PathBuf,
     },
+    /// Per-inference latency, tract vs onnxruntime, on the fixture models; precompile overhead.
+    Inference {
+        #[arg(long, default_value = "fixtures/models")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Python with onnxruntime (scripts/fixtures.sh makes tools/py/.venv/bin/python).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
     /// eth_sendRawTransaction ingestion and end-to-end rates, pipe vs anvil, same load.
     Ingest {
         #[arg(long, default_value_t = 4000)]
@@ -223,6 +235,18 @@ async fn main() -> anyhow::Result<()> {
             for meta in pipe_node::models::list(&rpc).await? {
                 println!("{}\n", pipe_node::models::describe_meta(&meta));
             }
+        }
+        Command::Bench(BenchCommand::Inference {
+            dir,
+            iterations,
+            warmup,
+            python,
+        }) => {
+            let out = tokio::task::spawn_blocking(move || {
+                pipe_node::bench_inference::run(&dir, iterations, warmup, python.as_deref())
+            })
+            .await??;
+            println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Command::Bench(BenchCommand::Exec { txs, rounds, token }) => {
             let out =
