@@ -48,12 +48,15 @@ fail() {
   exit 1
 }
 ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
-# run DESC CMD... : runs CMD with timeout, stores combined output in $OUT, fails on nonzero exit.
+# run DESC CMD... : runs CMD with timeout, stores its stdout in $OUT (stderr apart: cast may log
+# a poller error there while succeeding, which must not end up in JSON we parse), fails on
+# nonzero exit showing both.
+ERRF="$(mktemp)"; trap 'rm -f "$ERRF"' EXIT
 run() {
   local desc="$1"; shift
-  OUT="$(timeout "$TO" "$@" 2>&1)"
+  OUT="$(timeout "$TO" "$@" 2>"$ERRF")"
   local rc=$?
-  [[ $rc -eq 0 ]] || fail "$desc (exit $rc): $*" "$OUT"
+  [[ $rc -eq 0 ]] || fail "$desc (exit $rc): $*" "$OUT$(cat "$ERRF")"
 }
 # run_fails DESC NEEDLE CMD... : CMD must exit nonzero and its output must contain NEEDLE.
 run_fails() {

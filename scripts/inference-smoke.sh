@@ -147,17 +147,6 @@ tensor() { jget "$1" "(j[0].find(t=>t[0]==='$2')||fail)[1]"; }
 # ppm NUMBER_JSON : PipeTensors.toScale(n, 6) of a [value, decimals] pair (truncates toward zero)
 ppm() { node -e 'const [v,d]=JSON.parse(process.argv[1]).map(BigInt); const s=d-6n; console.log((s>=0n? v/10n**s : v*10n**(-s)).toString())' "$1"; }
 
-# scripts/solc-wrapper ends with process.exit() right after writing the compiler output; when its
-# stdout is a pipe (as under forge) Node drops everything past the first 64 KiB, and forge fails
-# with "EOF while parsing a string at line 1 column 65536" on any contract that imports
-# PipeInference.sol. Until the wrapper waits for stdout to drain, forge uses this shim, which sends
-# the wrapper's output through a file (a file write from Node is synchronous, so it is complete).
-SOLC_SHIM="$WORK/solc"
-cat >"$SOLC_SHIM" <<EOF
-#!/usr/bin/env bash
-t="\$(mktemp)"; node "$REPO/scripts/solc-wrapper" "\$@" >"\$t"; rc=\$?; cat "\$t"; rm -f "\$t"; exit \$rc
-EOF
-chmod +x "$SOLC_SHIM"
 
 cd "$REPO/contracts" || fail "cd $REPO/contracts"
 
@@ -219,7 +208,7 @@ SAFE=(20000 3000 1000 5)      # collateral 2.0, utilization 30%, volatility 10%,
 RISKY=(8000 9500 9000 80)     # collateral 0.8, utilization 95%, volatility 90%, 80 days
 FRESH=(15000 5000 1000 10)    # a middling position for check 4
 run "forge create RiskLendingPool" "$FORGE" create src/examples/RiskLendingPool.sol:RiskLendingPool \
-  --use "$SOLC_SHIM" "${CASTTX[@]}" --broadcast --json --constructor-args "$RISK" "$THRESHOLD"
+  "${CASTTX[@]}" --broadcast --json --constructor-args "$RISK" "$THRESHOLD"
 PJSON="$(grep -A100 '^{' <<<"$OUT")"
 POOL="$(jget "$PJSON" j.deployedTo 2>/dev/null)" || fail "parse forge create output" "$OUT"
 [[ "$POOL" =~ ^0x[0-9a-fA-F]{40}$ ]] || fail "forge create RiskLendingPool: no address" "$OUT"

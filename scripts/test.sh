@@ -11,6 +11,12 @@ fi
 (cd tools/js && npm ci --no-audit --no-fund)
 node tools/js/compile.js contracts contracts/out
 
+# Re-check the committed fixture models' references against onnxruntime (Python venv from PyPI).
+if ! python3 -m venv --help >/dev/null 2>&1; then
+  apt-get update && apt-get install -y python3-venv
+fi
+./scripts/fixtures.sh --check
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -15,7 +15,8 @@ pragma solidity ^0.8.18;
  * Differences in behaviour on pipe (not in the interface):
  *   - `runLLMInference` is declared for source compatibility only; pipe reverts it.
  *   - `modelCID` is the content hash of the ONNX file registered with the node.
- *   - `mode` (VANILLA / ZK / TEE) is accepted; all modes run the same deterministic engine.
+ *   - `mode` VANILLA and TEE run the model; ZK reverts ("ZKML mode is not supported").
+ *   - Failures revert with a readable reason; outputs are never simulation placeholders.
  */
 
 /// @dev Address of the inference precompile.

@@ -51,6 +51,33 @@ async fn foundry_deploys_calls_and_reads_logs() {
     node.shutdown().await;
 }
 
+/// The example contracts with real tools: `forge create`, `cast send`, `cast call`, against the
+/// models the dev chain starts with (scripts/inference-smoke.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foundry_drives_the_example_inference_contracts() {
+    tools_installed();
+    compile_contracts();
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let url = node.rpc_url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg(common::repo_root().join("scripts/inference-smoke.sh"))
+            .arg(url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("bash runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "inference session failed");
+    assert!(stdout.contains("checks passed"));
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_session_as_anvil_field_by_field() {
     tools_installed();

@@ -2,7 +2,9 @@
 //!
 //! - `pipe_uploadModel(bytes, options?)` stores an ONNX file and returns its metadata (the
 //!   `id` is the `modelCID` contracts pass). Uploading a stored file again returns the stored
-//!   metadata unchanged. `options`: `{ "name": string, "decimals": 0..=18, "costUnits": n }`.
+//!   metadata (name included); asking for other decimals or more cost units than stored is
+//!   refused, since a model's terms never change under its users.
+//!   `options`: `{ "name": string, "decimals": 0..=18, "costUnits": n }`.
 //! - `pipe_listModels()` lists every stored model's metadata.
 //! - `pipe_getModel(id)` returns one model's metadata, or `null`.
 //!
