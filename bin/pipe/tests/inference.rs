@@ -470,3 +470,70 @@ async fn a_contract_feeds_one_inference_into_the_next() {
     );
     node.shutdown().await;
 }
+
+/// `pipe model add FILE --rpc URL` uploads and prints the id alone on its last line; `pipe model
+/// list` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_command_uploads_to_a_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let url = node.rpc_url();
+    let file = common::repo_root().join("fixtures/models/svc_linear.onnx");
+    let expected = pipe_primitives::ModelId::of(&std::fs::read(&file).unwrap()).to_string();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+                .args(args)
+                .output()
+                .expect("pipe runs")
+        })
+    };
+    let out = run(vec![
+        "model".into(),
+        "add".into(),
+        file.display().to_string(),
+        "--rpc".into(),
+        url.clone(),
+        "--decimals".into(),
+        "4".into(),
+    ])
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().last(), Some(expected.as_str()));
+    assert!(stdout.contains("decimals:   4"), "{stdout}");
+    let meta =
+        common::rpc(&url, "pipe_getModel", serde_json::json!([expected])).await["result"].clone();
+    assert_eq!(meta["name"], "svc_linear");
+    assert_eq!(meta["decimals"], 4);
+
+    let out = run(vec![
+        "model".into(),
+        "list".into(),
+        "--rpc".into(),
+        url.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("svc_linear"));
+    // A file that is not a model: a clear error and a failing exit code.
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"not onnx").unwrap();
+    let out = run(vec![
+        "model".into(),
+        "add".into(),
+        junk.display().to_string(),
+        "--rpc".into(),
+        url,
+    ])
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model rejected"));
+    node.shutdown().await;
+}
