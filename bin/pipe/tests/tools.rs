@@ -114,7 +114,9 @@ async fn same_session_as_anvil_field_by_field() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let pipe_url = node.rpc_url();
+    // The report goes beside the build output; `target/` may not exist under CARGO_TARGET_DIR.
     let report = root.join("target/anvil-compare.json");
+    std::fs::create_dir_all(report.parent().unwrap()).unwrap();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(root.join("tools/js/compare-anvil.js"))

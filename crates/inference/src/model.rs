@@ -8,9 +8,16 @@
 //!
 //! Dynamic dimensions (skl2onnx's `None`, torch's `batch`) become the symbol `N`, and the
 //! plan is optimized once with it; a run binds `N` from the actual input shape.
+//!
+//! Execution states are pooled: building a tract state allocates a slot per node, which for
+//! the small models contracts use costs more than the arithmetic. A state clears its values and
+//! symbol bindings at the end of every run (`reset_turn`), so reusing one cannot leak anything
+//! from one call into the next; the pool only saves the allocations.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use pipe_primitives::inference::{DType, IoSpec, Tensor, TensorData};
 use tract_onnx::pb;
@@ -134,10 +141,15 @@ fn allowed(domain: &str, op: &str) -> bool {
         .any(|(d, ops)| *d == domain && ops.contains(&op))
 }
 
+/// Idle execution states kept per model (one per concurrently running thread is enough).
+const MAX_IDLE_STATES: usize = 8;
+
 /// A loaded model, ready to run from any thread.
 #[derive(Debug, Clone)]
 pub struct Model {
     plan: Arc<TypedRunnableModel>,
+    /// Idle execution states, reused across runs (see the module docs).
+    states: Arc<Mutex<Vec<TypedSimpleState>>>,
     inputs: Vec<IoSpec>,
     input_types: Vec<DatumType>,
     outputs: Vec<IoSpec>,
@@ -322,6 +334,29 @@ impl Model {
         parameters = parameters.saturating_add(total);
 
         let initialized: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        // Every graph output must be produced by something (tract indexes its name map with it).
+        let produced: std::collections::HashSet<&str> = graph
+            .input
+            .iter()
+            .map(|v| v.name.as_str())
+            .chain(initialized.iter().copied())
+            .chain(
+                graph
+                    .node
+                    .iter()
+                    .flat_map(|n| n.output.iter().map(String::as_str)),
+            )
+            .collect();
+        if let Some(v) = graph
+            .output
+            .iter()
+            .find(|v| !produced.contains(v.name.as_str()))
+        {
+            return Err(invalid(format!(
+                "output `{}` is not produced by any node",
+                v.name
+            )));
+        }
         let mut inputs = Vec::new();
         let mut input_types = Vec::new();
         for v in graph
@@ -359,6 +394,7 @@ impl Model {
         .map_err(invalid)?;
         Ok(Self {
             plan,
+            states: Arc::default(),
             inputs,
             input_types,
             outputs,
@@ -424,8 +460,22 @@ impl Model {
             }
             values.push(to_tract(t, *dt)?.into_tvalue());
         }
-        let outputs =
-            guarded("inference", || self.plan.run(values)).map_err(InferenceError::Runtime)?;
+        let state = self.states.lock().pop();
+        let (outputs, state) = guarded("inference", || {
+            let mut state = match state {
+                Some(s) => s,
+                None => self.plan.spawn()?,
+            };
+            let outputs = state.run(values)?;
+            Ok((outputs, state))
+        })
+        .map_err(InferenceError::Runtime)?;
+        // A state whose run failed was dropped above, never put back.
+        let mut idle = self.states.lock();
+        if idle.len() < MAX_IDLE_STATES {
+            idle.push(state);
+        }
+        drop(idle);
         outputs
             .into_iter()
             .zip(&self.outputs)

@@ -266,6 +266,15 @@ fn hostile_files_are_rejected() {
         Model::load(&vec![0u8; pipe_inference::MAX_MODEL_BYTES + 1]),
         Err(InferenceError::TooLarge { .. })
     ));
+    // Found by the model_load fuzz target: a graph output no node produces made tract panic.
+    let crash = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-unproduced-output.onnx"),
+    )
+    .unwrap();
+    match Model::load(&crash) {
+        Err(InferenceError::InvalidModel(msg)) => assert!(msg.contains("not produced"), "{msg}"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
     // Truncations and byte flips of a real model: errors or working models, never a panic.
     let bytes = std::fs::read(fixtures().join("forecast_gbr.onnx")).unwrap();
     for cut in (0..bytes.len()).step_by(97) {
