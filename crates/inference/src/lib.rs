@@ -51,6 +51,9 @@ pub enum InferenceError {
     BadInput(String),
     #[error("model error: {0}")]
     Runtime(String),
+    /// tract panicked (and we caught it): the file is one the runtime cannot handle.
+    #[error("model error: {0}")]
+    RuntimeFault(String),
 }
 
 /// tract's ONNX front end with our operators registered.
@@ -93,6 +96,14 @@ pub fn describe(
         ));
     }
     let model = Model::load(bytes)?;
+    // One run on zeros at upload: a file whose attributes contradict its graph (found by the
+    // model_load fuzzer) makes tract fault at run time; refuse it now rather than at every call.
+    // Other errors on zeros are the model's business (it may reject them by design).
+    if let Err(InferenceError::RuntimeFault(why)) = model.run(&model.zero_inputs()) {
+        return Err(InferenceError::InvalidModel(format!(
+            "trial run on zeros failed: {why}"
+        )));
+    }
     let derived = derived_cost_units(model.parameters());
     let meta = ModelMeta {
         id: ModelId::of(bytes),

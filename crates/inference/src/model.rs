@@ -253,11 +253,14 @@ fn attribute_elements(node: &pb::NodeProto) -> u64 {
 }
 
 /// Runs `f`, turning a panic inside tract into an error.
+/// What a caught panic inside tract reads as.
+pub(crate) const RUNTIME_FAULT: &str = "the runtime faulted on this model";
+
 fn guarded<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(format!("{what}: {e:#}")),
-        Err(_) => Err(format!("{what}: the runtime failed on this model")),
+        Err(_) => Err(format!("{what}: {RUNTIME_FAULT}")),
     }
 }
 
@@ -403,6 +406,28 @@ impl Model {
         })
     }
 
+    /// Zeros (empty strings) of every input's declared shape, batch 1: the input a model is
+    /// tried on at upload.
+    pub fn zero_inputs(&self) -> Vec<Tensor> {
+        self.inputs
+            .iter()
+            .map(|spec| {
+                let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                let n = shape.iter().product::<usize>().min(MAX_INPUT_ELEMENTS);
+                let data = match spec.dtype {
+                    DType::Float32 => TensorData::Float32(vec![0.0; n]),
+                    DType::Int64 => TensorData::Int64(vec![0; n]),
+                    DType::String => TensorData::String(vec![String::new(); n]),
+                };
+                Tensor {
+                    name: spec.name.clone(),
+                    shape,
+                    data,
+                }
+            })
+            .collect()
+    }
+
     /// The model's inputs, in graph order.
     pub fn inputs(&self) -> &[IoSpec] {
         &self.inputs
@@ -469,7 +494,13 @@ impl Model {
             let outputs = state.run(values)?;
             Ok((outputs, state))
         })
-        .map_err(InferenceError::Runtime)?;
+        .map_err(|e| {
+            if e.ends_with(RUNTIME_FAULT) {
+                InferenceError::RuntimeFault(e)
+            } else {
+                InferenceError::Runtime(e)
+            }
+        })?;
         // A state whose run failed was dropped above, never put back.
         let mut idle = self.states.lock();
         if idle.len() < MAX_IDLE_STATES {

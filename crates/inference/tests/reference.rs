@@ -275,6 +275,17 @@ fn hostile_files_are_rejected() {
         Err(InferenceError::InvalidModel(msg)) => assert!(msg.contains("not produced"), "{msg}"),
         other => panic!("expected a rejection, got {other:?}"),
     }
+    // Found by the fuzzer: coefficients that contradict the input width made tract assert at run
+    // time. The node catches that; upload refuses the file after a trial run on zeros.
+    let bad = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/fuzz-coefficients-mismatch.onnx"),
+    )
+    .unwrap();
+    match describe(&bad, &UploadOptions::default()) {
+        Err(InferenceError::InvalidModel(msg)) => assert!(msg.contains("trial run"), "{msg}"),
+        other => panic!("expected a rejection, got {:?}", other.map(|(_, m)| m)),
+    }
     // Truncations and byte flips of a real model: errors or working models, never a panic.
     let bytes = std::fs::read(fixtures().join("forecast_gbr.onnx")).unwrap();
     for cut in (0..bytes.len()).step_by(97) {
