@@ -220,10 +220,19 @@ fn io_spec(
     ))
 }
 
-/// Elements of an initializer, checked against the limits.
+/// ONNX element types tract can read from `raw_data` (it panics on the others).
+const RAW_LOADABLE: &[i32] = &[1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13];
+
+/// Elements of an initializer (or a tensor attribute), checked against the limits.
 fn initializer_elements(t: &pb::TensorProto) -> Result<u64, String> {
     if !t.external_data.is_empty() || t.data_location == Some(1) {
         return Err(format!("initializer `{}` refers to external data", t.name));
+    }
+    if !t.raw_data.is_empty() && !RAW_LOADABLE.contains(&t.data_type) {
+        return Err(format!(
+            "initializer `{}` has raw data of element type {}",
+            t.name, t.data_type
+        ));
     }
     let mut n: u64 = 1;
     for &d in &t.dims {
@@ -304,6 +313,13 @@ impl Model {
                     "{domain}:{}",
                     node.op_type
                 )));
+            }
+            let tensors = node
+                .attribute
+                .iter()
+                .flat_map(|a| a.t.iter().chain(a.tensors.iter()));
+            for t in tensors {
+                initializer_elements(t).map_err(invalid)?;
             }
             if node
                 .attribute

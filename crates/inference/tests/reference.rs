@@ -286,6 +286,15 @@ fn hostile_files_are_rejected() {
         Err(InferenceError::InvalidModel(msg)) => assert!(msg.contains("trial run"), "{msg}"),
         other => panic!("expected a rejection, got {:?}", other.map(|(_, m)| m)),
     }
+    // Found by the fuzzer: raw initializer bytes of an element type tract cannot read.
+    let bad = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-raw-data-type.onnx"),
+    )
+    .unwrap();
+    assert!(matches!(
+        Model::load(&bad),
+        Err(InferenceError::InvalidModel(_))
+    ));
     // Truncations and byte flips of a real model: errors or working models, never a panic.
     let bytes = std::fs::read(fixtures().join("forecast_gbr.onnx")).unwrap();
     for cut in (0..bytes.len()).step_by(97) {
