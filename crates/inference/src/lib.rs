@@ -96,13 +96,17 @@ pub fn describe(
         ));
     }
     let model = Model::load(bytes)?;
-    // One run on zeros at upload: a file whose attributes contradict its graph (found by the
-    // model_load fuzzer) makes tract fault at run time; refuse it now rather than at every call.
+    // Trial runs on zeros at upload: some files make tract fault at run time (found by the
+    // model_load fuzzer: a LinearClassifier without intercepts, on a symbolic batch); refuse
+    // them now rather than fail at every call.
     // Other errors on zeros are the model's business (it may reject them by design).
-    if let Err(InferenceError::RuntimeFault(why)) = model.run(&model.zero_inputs()) {
-        return Err(InferenceError::InvalidModel(format!(
-            "trial run on zeros failed: {why}"
-        )));
+    // Batch 1 and 2 exercise both compiled plans (fixed-size and symbolic).
+    for batch in [1, 2] {
+        if let Err(InferenceError::RuntimeFault(why)) = model.run(&model.zero_inputs(batch)) {
+            return Err(InferenceError::InvalidModel(format!(
+                "trial run on zeros failed: {why}"
+            )));
+        }
     }
     let derived = derived_cost_units(model.parameters());
     let meta = ModelMeta {

@@ -148,8 +148,11 @@ const MAX_IDLE_STATES: usize = 8;
 #[derive(Debug, Clone)]
 pub struct Model {
     plan: Arc<TypedRunnableModel>,
-    /// Idle execution states, reused across runs (see the module docs).
+    /// The plan with every dynamic dimension set to 1 (batch 1).
+    single: Arc<TypedRunnableModel>,
+    /// Idle execution states of each plan, reused across runs (see the module docs).
     states: Arc<Mutex<Vec<TypedSimpleState>>>,
+    single_states: Arc<Mutex<Vec<TypedSimpleState>>>,
     inputs: Vec<IoSpec>,
     input_types: Vec<DatumType>,
     outputs: Vec<IoSpec>,
@@ -399,7 +402,8 @@ impl Model {
 
         let plan = guarded("compiling", || {
             let mut model = onnx.model_for_proto_model(&proto)?;
-            let batch: TDim = model.symbols.sym("N").into();
+            let n = model.symbols.sym("N");
+            let batch: TDim = n.clone().into();
             for (i, (spec, dt)) in inputs.iter().zip(&input_types).enumerate() {
                 let shape: TVec<TDim> = spec
                     .shape
@@ -408,12 +412,21 @@ impl Model {
                     .collect();
                 model.set_input_fact(i, InferenceFact::dt_shape(*dt, shape))?;
             }
-            model.into_optimized()?.into_runnable()
+            let typed = model.into_typed()?.into_decluttered()?;
+            // The same graph with N = 1, optimized for the shapes contracts nearly always send:
+            // with every dimension known tract picks fixed-size kernels.
+            let mut one = std::collections::HashMap::new();
+            one.insert(n, 1.to_dim());
+            let single = typed.set_symbols(&one)?.into_optimized()?.into_runnable()?;
+            Ok((typed.into_optimized()?.into_runnable()?, single))
         })
         .map_err(invalid)?;
+        let (plan, single) = plan;
         Ok(Self {
             plan,
+            single,
             states: Arc::default(),
+            single_states: Arc::default(),
             inputs,
             input_types,
             outputs,
@@ -422,13 +435,13 @@ impl Model {
         })
     }
 
-    /// Zeros (empty strings) of every input's declared shape, batch 1: the input a model is
-    /// tried on at upload.
-    pub fn zero_inputs(&self) -> Vec<Tensor> {
+    /// Zeros (empty strings) of every input's declared shape, dynamic dimensions set to
+    /// `batch`: the inputs a model is tried on at upload.
+    pub fn zero_inputs(&self, batch: usize) -> Vec<Tensor> {
         self.inputs
             .iter()
             .map(|spec| {
-                let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(batch)).collect();
                 let n = shape.iter().product::<usize>().min(MAX_INPUT_ELEMENTS);
                 let data = match spec.dtype {
                     DType::Float32 => TensorData::Float32(vec![0.0; n]),
@@ -501,11 +514,16 @@ impl Model {
             }
             values.push(to_tract(t, *dt)?.into_tvalue());
         }
-        let state = self.states.lock().pop();
+        let (plan, pool) = if batch.unwrap_or(1) == 1 {
+            (&self.single, &self.single_states)
+        } else {
+            (&self.plan, &self.states)
+        };
+        let state = pool.lock().pop();
         let (outputs, state) = guarded("inference", || {
             let mut state = match state {
                 Some(s) => s,
-                None => self.plan.spawn()?,
+                None => plan.spawn()?,
             };
             let outputs = state.run(values)?;
             Ok((outputs, state))
@@ -518,7 +536,7 @@ impl Model {
             }
         })?;
         // A state whose run failed was dropped above, never put back.
-        let mut idle = self.states.lock();
+        let mut idle = pool.lock();
         if idle.len() < MAX_IDLE_STATES {
             idle.push(state);
         }

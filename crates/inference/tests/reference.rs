@@ -275,11 +275,11 @@ fn hostile_files_are_rejected() {
         Err(InferenceError::InvalidModel(msg)) => assert!(msg.contains("not produced"), "{msg}"),
         other => panic!("expected a rejection, got {other:?}"),
     }
-    // Found by the fuzzer: coefficients that contradict the input width made tract assert at run
-    // time. The node catches that; upload refuses the file after a trial run on zeros.
+    // Found by the fuzzer: a LinearClassifier without intercepts makes tract assert at run time
+    // on a symbolic batch. The node catches that; upload refuses the file after trial runs.
     let bad = std::fs::read(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/fuzz-coefficients-mismatch.onnx"),
+            .join("tests/data/fuzz-linear-no-intercepts.onnx"),
     )
     .unwrap();
     match describe(&bad, &UploadOptions::default()) {
