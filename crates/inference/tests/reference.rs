@@ -278,8 +278,7 @@ fn hostile_files_are_rejected() {
     // Found by the fuzzer: a LinearClassifier without intercepts makes tract assert at run time
     // on a symbolic batch. The node catches that; upload refuses the file after trial runs.
     let bad = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/fuzz-linear-no-intercepts.onnx"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-linear-no-intercepts.onnx"),
     )
     .unwrap();
     match describe(&bad, &UploadOptions::default()) {
