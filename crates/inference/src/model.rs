@@ -264,6 +264,52 @@ fn attribute_elements(node: &pb::NodeProto) -> u64 {
         .sum()
 }
 
+/// Sliding-window operators (Conv, pools): `pads` has two entries per spatial axis and
+/// `strides`, `dilations`, `kernel_shape` one, all within sane bounds. tract indexes these
+/// without checking (found by the model_load fuzzer: a MaxPool with two pads for two axes).
+fn check_window_attributes(node: &pb::NodeProto) -> Result<(), String> {
+    const WINDOWED: &[&str] = &["Conv", "MaxPool", "AveragePool", "ConvTranspose"];
+    if !WINDOWED.contains(&node.op_type.as_str()) {
+        return Ok(());
+    }
+    let ints = |name: &str| {
+        node.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.ints.as_slice())
+    };
+    let bad = |why: String| format!("{} node `{}`: {why}", node.op_type, node.name);
+    let axes = ints("kernel_shape")
+        .map(|k| k.len())
+        .or_else(|| ints("strides").map(|s| s.len()))
+        .or_else(|| ints("dilations").map(|d| d.len()))
+        .or_else(|| ints("pads").map(|p| p.len() / 2));
+    let Some(axes) = axes else { return Ok(()) };
+    if axes == 0 || axes > 3 {
+        return Err(bad(format!("{axes} spatial axes")));
+    }
+    for (name, per_axis) in [
+        ("kernel_shape", 1),
+        ("strides", 1),
+        ("dilations", 1),
+        ("pads", 2),
+    ] {
+        if let Some(v) = ints(name) {
+            if v.len() != axes * per_axis {
+                return Err(bad(format!(
+                    "{name} has {} entries for {axes} spatial axes",
+                    v.len()
+                )));
+            }
+            let lowest = if name == "pads" { 0 } else { 1 };
+            if v.iter().any(|&x| x < lowest || x > 4096) {
+                return Err(bad(format!("{name} {v:?} out of range")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `f`, turning a panic inside tract into an error.
 /// What a caught panic inside tract reads as.
 pub(crate) const RUNTIME_FAULT: &str = "the runtime faulted on this model";
@@ -317,6 +363,7 @@ impl Model {
                     node.op_type
                 )));
             }
+            check_window_attributes(node).map_err(invalid)?;
             let tensors = node
                 .attribute
                 .iter()

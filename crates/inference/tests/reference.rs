@@ -294,6 +294,17 @@ fn hostile_files_are_rejected() {
         Model::load(&bad),
         Err(InferenceError::InvalidModel(_))
     ));
+    // Found by the fuzzer: a MaxPool with two pads for two spatial axes (tract indexes them).
+    let bad = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-pool-pads.onnx"),
+    )
+    .unwrap();
+    match Model::load(&bad) {
+        Err(InferenceError::InvalidModel(msg)) => {
+            assert!(msg.contains("pads has 2 entries"), "{msg}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
     // Truncations and byte flips of a real model: errors or working models, never a panic.
     let bytes = std::fs::read(fixtures().join("forecast_gbr.onnx")).unwrap();
     for cut in (0..bytes.len()).step_by(97) {
