@@ -158,6 +158,20 @@ async fn call(url: &str, data: &[u8]) -> Value {
         .await
 }
 
+/// Sends `tx` and waits for its receipt.
+async fn mined(
+    provider: &impl Provider,
+    tx: TransactionRequest,
+) -> alloy_rpc_types_eth::TransactionReceipt {
+    provider
+        .send_transaction(tx)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap()
+}
+
 fn wallet(url: &str, node: &pipe_node::node::RunningNode) -> impl Provider + use<> {
     let signer: PrivateKeySigner = node.dev_keys[0].clone();
     ProviderBuilder::new()
@@ -209,13 +223,7 @@ async fn every_model_by_call_and_transaction_matches_onnxruntime() {
         let tx = TransactionRequest::default()
             .with_to(INFERENCE_PRECOMPILE)
             .with_input(data.clone());
-        let receipt = provider
-            .send_transaction(tx)
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
+        let receipt = mined(&provider, tx).await;
         assert!(receipt.status(), "{model}: transaction failed");
         let meta =
             common::rpc(&url, "pipe_getModel", serde_json::json!([cid])).await["result"].clone();
@@ -336,33 +344,36 @@ async fn bad_requests_revert_with_reasons_and_bad_uploads_are_refused() {
             "estimate: {est}"
         );
     }
-    // A bad request in a transaction is included, reverted, and charged the base only.
+    // A bad request in a transaction is included and reverted, charged the base only: less than
+    // the same request with a valid mode, which pays the model's cost units too.
     let provider = wallet(&url, &node);
     let tx = TransactionRequest::default()
         .with_to(INFERENCE_PRECOMPILE)
         .with_input(cases[0].0.clone())
         .with_gas_limit(200_000);
-    let receipt = provider
-        .send_transaction(tx)
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let receipt = mined(&provider, tx).await;
     assert!(!receipt.status());
     assert!(receipt.logs().is_empty());
+    let mut valid = cases[0].0.clone();
+    valid[4 + 31 + 32] = 0; // the request's mode byte: ZKML (1) → VANILLA (0)
+    let tx = TransactionRequest::default()
+        .with_to(INFERENCE_PRECOMPILE)
+        .with_input(valid)
+        .with_gas_limit(200_000);
+    let paid = mined(&provider, tx).await;
+    assert!(paid.status());
+    assert!(
+        receipt.gas_used + 1000 * 10 < paid.gas_used,
+        "{} vs {}",
+        receipt.gas_used,
+        paid.gas_used
+    );
     // Too little gas for the model's cost: out of gas, not a model run.
     let tx = TransactionRequest::default()
         .with_to(INFERENCE_PRECOMPILE)
         .with_input(req(0, &cid, "input", four(), vec![1, 4]))
         .with_gas_limit(50_000);
-    let receipt = provider
-        .send_transaction(tx)
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let receipt = mined(&provider, tx).await;
     assert!(!receipt.status());
     assert_eq!(receipt.gas_used, 50_000);
 
@@ -412,13 +423,11 @@ async fn a_contract_feeds_one_inference_into_the_next() {
     .unwrap();
     let mut code = alloy_primitives::hex::decode(artifact["bytecode"].as_str().unwrap()).unwrap();
     code.extend((forecast.clone(), risk.clone()).abi_encode_params());
-    let receipt = provider
-        .send_transaction(TransactionRequest::default().with_deploy_code(code))
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let receipt = mined(
+        &provider,
+        TransactionRequest::default().with_deploy_code(code),
+    )
+    .await;
     let chained: Address = receipt.contract_address.unwrap();
 
     let prices: [i128; 8] = [10000, 10100, 10050, 10200, 10300, 10250, 10400, 10500];
@@ -432,13 +441,7 @@ async fn a_contract_feeds_one_inference_into_the_next() {
     let tx = TransactionRequest::default()
         .with_to(chained)
         .with_input(data);
-    let receipt = provider
-        .send_transaction(tx)
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let receipt = mined(&provider, tx).await;
     assert!(receipt.status());
     let events: Vec<_> = receipt
         .logs()

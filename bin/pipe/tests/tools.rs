@@ -27,42 +27,17 @@ fn compile_contracts() {
     assert!(status.success(), "contracts compile");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn foundry_deploys_calls_and_reads_logs() {
-    tools_installed();
-    let dir = tempfile::tempdir().unwrap();
-    let node = common::dev_node(dir.path()).await;
-    let url = node.rpc_url();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("bash")
-            .arg(common::repo_root().join("scripts/foundry-smoke.sh"))
-            .arg(url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("bash runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "foundry session failed");
-    assert!(stdout.contains("checks passed"));
-    node.shutdown().await;
-}
-
-/// The example contracts with real tools: `forge create`, `cast send`, `cast call`, against the
-/// models the dev chain starts with (scripts/inference-smoke.sh).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn foundry_drives_the_example_inference_contracts() {
+/// Runs `scripts/<script> URL` against a fresh in-process dev node; it must pass every check.
+async fn smoke_session(script: &str) {
     tools_installed();
     compile_contracts();
     let dir = tempfile::tempdir().unwrap();
     let node = common::dev_node(dir.path()).await;
     let url = node.rpc_url();
+    let path = common::repo_root().join("scripts").join(script);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("bash")
-            .arg(common::repo_root().join("scripts/inference-smoke.sh"))
+            .arg(path)
             .arg(url)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -73,9 +48,21 @@ async fn foundry_drives_the_example_inference_contracts() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "inference session failed");
+    assert!(out.status.success(), "{script} failed");
     assert!(stdout.contains("checks passed"));
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foundry_deploys_calls_and_reads_logs() {
+    smoke_session("foundry-smoke.sh").await;
+}
+
+/// The example contracts with real tools: `forge create`, `cast send`, `cast call`, against the
+/// models the dev chain starts with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foundry_drives_the_example_inference_contracts() {
+    smoke_session("inference-smoke.sh").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,18 +163,7 @@ impl ModelCache {
             return Ok(None);
         };
         let model = Arc::new(Model::load(&bytes)?);
-        let mut inner = self.inner.lock();
-        if inner.models.len() >= self.capacity
-            && let Some(oldest) = inner
-                .models
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| *k)
-        {
-            inner.models.remove(&oldest);
-        }
-        let tick = inner.tick;
-        inner.models.insert(*id, (model.clone(), tick));
+        self.insert(*id, model.clone());
         Ok(Some(model))
     }
 

@@ -352,12 +352,12 @@ impl Model {
         let mut zipmap_outputs = Vec::new();
         let mut parameters: u64 = 0;
         for node in &graph.node {
-            if !allowed(&node.domain, &node.op_type) {
-                let domain = if node.domain.is_empty() {
-                    "ai.onnx"
-                } else {
-                    &node.domain
-                };
+            let domain = if node.domain.is_empty() {
+                "ai.onnx"
+            } else {
+                &node.domain
+            };
+            if !allowed(domain, &node.op_type) {
                 return Err(InferenceError::UnsupportedOperator(format!(
                     "{domain}:{}",
                     node.op_type
@@ -381,11 +381,6 @@ impl Model {
             if node.op_type == "ZipMap" {
                 zipmap_outputs.extend(node.output.iter().cloned());
             }
-            let domain = if node.domain.is_empty() {
-                "ai.onnx"
-            } else {
-                &node.domain
-            };
             operators.push(format!("{domain}:{}", node.op_type));
             parameters = parameters.saturating_add(attribute_elements(node));
         }

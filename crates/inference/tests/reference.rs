@@ -266,44 +266,33 @@ fn hostile_files_are_rejected() {
         Model::load(&vec![0u8; pipe_inference::MAX_MODEL_BYTES + 1]),
         Err(InferenceError::TooLarge { .. })
     ));
-    // Found by the model_load fuzz target: a graph output no node produces made tract panic.
-    let crash = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-unproduced-output.onnx"),
-    )
-    .unwrap();
-    match Model::load(&crash) {
-        Err(InferenceError::InvalidModel(msg)) => assert!(msg.contains("not produced"), "{msg}"),
-        other => panic!("expected a rejection, got {other:?}"),
-    }
-    // Found by the fuzzer: a LinearClassifier without intercepts makes tract assert at run time
-    // on a symbolic batch. The node catches that; upload refuses the file after trial runs.
-    let bad = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-linear-no-intercepts.onnx"),
-    )
-    .unwrap();
-    match describe(&bad, &UploadOptions::default()) {
-        Err(InferenceError::InvalidModel(msg)) => assert!(msg.contains("trial run"), "{msg}"),
-        other => panic!("expected a rejection, got {:?}", other.map(|(_, m)| m)),
-    }
-    // Found by the fuzzer: raw initializer bytes of an element type tract cannot read.
-    let bad = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-raw-data-type.onnx"),
-    )
-    .unwrap();
-    assert!(matches!(
-        Model::load(&bad),
-        Err(InferenceError::InvalidModel(_))
-    ));
-    // Found by the fuzzer: a MaxPool with two pads for two spatial axes (tract indexes them).
-    let bad = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-pool-pads.onnx"),
-    )
-    .unwrap();
-    match Model::load(&bad) {
-        Err(InferenceError::InvalidModel(msg)) => {
-            assert!(msg.contains("pads has 2 entries"), "{msg}")
+    // Files the model_load fuzzer found making tract panic (the node caught each; the upload
+    // path now refuses them with its own reason).
+    for (file, reason) in [
+        // A graph output no node produces.
+        ("fuzz-unproduced-output.onnx", "not produced"),
+        // A LinearClassifier without intercepts: tract asserts at run time on a symbolic batch.
+        ("fuzz-linear-no-intercepts.onnx", "trial run"),
+        // Raw initializer bytes of an element type tract cannot read.
+        ("fuzz-raw-data-type.onnx", "raw data of element type"),
+        // A MaxPool with two pads for two spatial axes (tract indexes them).
+        ("fuzz-pool-pads.onnx", "pads has 2 entries"),
+    ] {
+        let bytes = std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data")
+                .join(file),
+        )
+        .unwrap();
+        match describe(&bytes, &UploadOptions::default()) {
+            Err(InferenceError::InvalidModel(msg)) => {
+                assert!(msg.contains(reason), "{file}: {msg}")
+            }
+            other => panic!(
+                "{file}: expected a rejection, got {:?}",
+                other.map(|(_, m)| m)
+            ),
         }
-        other => panic!("expected a rejection, got {other:?}"),
     }
     // Truncations and byte flips of a real model: errors or working models, never a panic.
     let bytes = std::fs::read(fixtures().join("forecast_gbr.onnx")).unwrap();

@@ -69,6 +69,14 @@ impl PostTransform {
     }
 }
 
+/// The node's `post_transform` attribute (`NONE` when absent).
+pub fn post_transform(node: &NodeProto) -> TractResult<PostTransform> {
+    PostTransform::parse(
+        node.get_attr_opt::<&str>("post_transform")?
+            .unwrap_or("NONE"),
+    )
+}
+
 /// onnxruntime's logistic: symmetric, so large negative inputs do not lose precision.
 pub fn logistic(x: f32) -> f32 {
     let v = 1.0 / (1.0 + (-x.abs()).exp());
@@ -182,6 +190,14 @@ pub(crate) fn rows_and_width(shape: &[usize]) -> TractResult<(usize, usize)> {
         [r, w] => Ok((*r, *w)),
         other => bail!("input must be 1-D or 2-D, got shape {other:?}"),
     }
+}
+
+/// A 1-D or 2-D input as f32 values, row-major, with its rows and row width.
+pub(crate) fn input_rows(input: &Tensor) -> TractResult<(Vec<f32>, usize, usize)> {
+    let x = input.cast_to::<f32>()?;
+    let view = x.to_plain_array_view::<f32>()?;
+    let (rows, width) = rows_and_width(view.shape())?;
+    Ok((view.iter().copied().collect(), rows, width))
 }
 
 /// The row count fact of a 1-D or 2-D input.

@@ -18,7 +18,8 @@ use tract_onnx::prelude::tract_ndarray::Array2;
 use tract_onnx::tract_hir::internal::*;
 
 use super::{
-    ClassLabels, PostTransform, apply_post_transform, class_labels, rows_and_width, rows_fact,
+    ClassLabels, PostTransform, apply_post_transform, class_labels, input_rows, post_transform,
+    rows_fact,
 };
 
 const MAX_VALUES: usize = 1 << 22;
@@ -109,13 +110,6 @@ fn check_width(width: usize, features: usize) -> TractResult<()> {
     Ok(())
 }
 
-fn input_rows(input: &Tensor) -> TractResult<(Vec<f32>, usize, usize)> {
-    let x = input.cast_to::<f32>()?;
-    let view = x.to_plain_array_view::<f32>()?;
-    let (rows, width) = rows_and_width(view.shape())?;
-    Ok((view.iter().copied().collect(), rows, width))
-}
-
 // ---------------------------------------------------------------- regressor
 
 #[derive(Clone, Debug, PartialEq)]
@@ -167,10 +161,7 @@ pub fn regressor(
         coefficients,
         rho: rho[0],
         one_class: node.get_attr_opt::<i64>("one_class")?.unwrap_or(0) != 0,
-        post: PostTransform::parse(
-            node.get_attr_opt::<&str>("post_transform")?
-                .unwrap_or("NONE"),
-        )?,
+        post: post_transform(node)?,
     };
     Ok((expand(op), vec![]))
 }
@@ -359,10 +350,7 @@ pub fn classifier(
         ClassifierMode::Svc { .. } => Kernel::parse(node)?,
         ClassifierMode::Linear { .. } => Kernel::Linear,
     };
-    let post = PostTransform::parse(
-        node.get_attr_opt::<&str>("post_transform")?
-            .unwrap_or("NONE"),
-    )?;
+    let post = post_transform(node)?;
     Ok((
         expand(SvmClassifier {
             kernel,

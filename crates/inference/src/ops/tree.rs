@@ -21,7 +21,10 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::tract_ndarray::Array2;
 use tract_onnx::tract_hir::internal::*;
 
-use super::{ClassLabels, PostTransform, apply_post_transform, class_labels};
+use super::{
+    ClassLabels, PostTransform, apply_post_transform, class_labels, input_rows, post_transform,
+    rows_fact,
+};
 
 /// Most nodes a single ensemble may have; keeps a hostile file from reserving gigabytes.
 const MAX_NODES: usize = 1 << 22;
@@ -279,19 +282,12 @@ impl Forest {
 
     /// Aggregated raw scores (before base values and post transform), `[rows, n_targets]`.
     fn scores(&self, input: &Tensor) -> TractResult<Array2<f32>> {
-        let input = input.cast_to::<f32>()?;
-        let view = input.to_plain_array_view::<f32>()?;
-        let (rows, width) = match view.shape() {
-            [w] => (1, *w),
-            [r, w] => (*r, *w),
-            other => bail!("tree ensemble input must be 1-D or 2-D, got shape {other:?}"),
-        };
+        let (flat, rows, width) = input_rows(input)?;
         ensure!(
             width > self.max_feature,
             "input has {width} features, the model reads feature #{}",
             self.max_feature
         );
-        let flat: Vec<f32> = view.iter().copied().collect();
         let mut out = Array2::<f32>::zeros((rows, self.n_targets));
         let mut seen = vec![false; self.n_targets];
         for r in 0..rows {
@@ -323,13 +319,6 @@ impl Forest {
     }
 }
 
-fn parse_post(node: &NodeProto) -> TractResult<PostTransform> {
-    PostTransform::parse(
-        node.get_attr_opt::<&str>("post_transform")?
-            .unwrap_or("NONE"),
-    )
-}
-
 // ---------------------------------------------------------------- regressor
 
 #[derive(Clone, Debug, PartialEq)]
@@ -358,7 +347,7 @@ pub fn regressor(
     Ok((
         expand(TreeEnsembleRegressor {
             forest,
-            post: parse_post(node)?,
+            post: post_transform(node)?,
         }),
         vec![],
     ))
@@ -426,11 +415,7 @@ impl EvalOp for RegressorOp {
 
 impl TypedOp for RegressorOp {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let rows = if inputs[0].rank() == 2 {
-            inputs[0].shape[0].clone()
-        } else {
-            1.to_dim()
-        };
+        let rows = rows_fact(inputs[0]);
         Ok(tvec!(f32::fact(&[rows, self.0.forest.n_targets.to_dim()])))
     }
     as_op!();
@@ -474,7 +459,7 @@ pub fn classifier(
         expand(TreeEnsembleClassifier {
             forest,
             labels,
-            post: parse_post(node)?,
+            post: post_transform(node)?,
             binary,
         }),
         vec![],
@@ -591,11 +576,7 @@ impl EvalOp for ClassifierOp {
 
 impl TypedOp for ClassifierOp {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let rows = if inputs[0].rank() == 2 {
-            inputs[0].shape[0].clone()
-        } else {
-            1.to_dim()
-        };
+        let rows = rows_fact(inputs[0]);
         Ok(tvec!(
             self.0.labels.datum_type().fact(std::slice::from_ref(&rows)),
             f32::fact(&[rows, self.0.labels.len().to_dim()])
