@@ -94,7 +94,6 @@ impl Chain {
             gas_limit: 1_000_000_000,
             base_fee: 1,
             prevrandao: self.head.hash,
-            extra_data: Bytes::new(),
         }
     }
 

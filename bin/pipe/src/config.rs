@@ -24,6 +24,29 @@ pub struct NodeConfig {
     pub print_banner: bool,
     /// How long `eth_call` / `eth_estimateGas` wait for one inference.
     pub inference_timeout: Duration,
+    /// PIPE (default) or inline inference.
+    pub inference_mode: InferenceMode,
+    /// In-process inference workers (PIPE mode).
+    pub workers: usize,
+    /// Requests each in-process worker runs at once.
+    pub worker_capacity: usize,
+    /// Extra time every in-process inference takes: a stand-in for heavy models in tests and
+    /// benchmarks.
+    pub worker_latency: Duration,
+    /// How long the dispatcher waits for a worker before retrying elsewhere.
+    pub worker_timeout: Duration,
+    /// Where Prometheus metrics are served (`None`: not served).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Where inference runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InferenceMode {
+    /// The inference mempool: pre-executed in parallel, blocks never wait for a model.
+    Pipe,
+    /// Inside block execution, one call at a time (the baseline).
+    Inline,
 }
 
 /// How blocks are sealed.
@@ -48,6 +71,14 @@ impl NodeConfig {
             dev_balance_eth: 10_000,
             print_banner: true,
             inference_timeout: Duration::from_secs(5),
+            inference_mode: InferenceMode::Pipe,
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            worker_capacity: 1,
+            worker_latency: Duration::ZERO,
+            worker_timeout: Duration::from_secs(30),
+            metrics_addr: None,
         }
     }
 }
@@ -64,6 +95,9 @@ impl NodeConfig {
 /// block_time_ms = 1000      # or: on_demand = true
 /// dev_accounts = 10
 /// dev_balance_eth = 10000
+/// inference = "pipe"        # or "inline"
+/// workers = 4
+/// metrics_port = 9001
 /// ```
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +112,9 @@ pub struct FileConfig {
     pub on_demand: Option<bool>,
     pub dev_accounts: Option<u32>,
     pub dev_balance_eth: Option<u64>,
+    pub inference: Option<InferenceMode>,
+    pub workers: Option<usize>,
+    pub metrics_port: Option<u16>,
 }
 
 impl FileConfig {

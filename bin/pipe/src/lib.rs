@@ -7,5 +7,8 @@ pub mod bench;
 pub mod bench_inference;
 pub mod config;
 pub mod dev;
+pub mod metrics_server;
 pub mod models;
 pub mod node;
+pub mod replay;
+pub mod workers;

@@ -4,7 +4,7 @@ use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use pipe_node::config::{BlockTime, FileConfig, NodeConfig};
+use pipe_node::config::{BlockTime, FileConfig, InferenceMode, NodeConfig};
 use pipe_primitives::SystemClock;
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +26,9 @@ enum Command {
     /// Models in a running node's store.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Re-execute every block of a data directory from the blocks alone and check each
+    /// header, state root and receipt (what a follower does); prints a JSON report.
+    Replay(NodeArgs),
     /// Benchmarks; each prints one JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -134,6 +137,26 @@ struct NodeArgs {
     /// How long eth_call / eth_estimateGas wait for one model run, in milliseconds.
     #[arg(long, value_name = "MS")]
     inference_timeout_ms: Option<u64>,
+    /// Where inference runs: `pipe` (pre-executed by the inference mempool) or `inline`
+    /// (inside block execution; the baseline).
+    #[arg(long, value_enum)]
+    inference: Option<InferenceMode>,
+    /// In-process inference workers (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Requests each in-process worker runs at once.
+    #[arg(long, value_name = "N")]
+    worker_capacity: Option<usize>,
+    /// Artificial extra latency of every in-process inference, in milliseconds (a stand-in for
+    /// heavy models).
+    #[arg(long, value_name = "MS")]
+    worker_latency_ms: Option<u64>,
+    /// How long the dispatcher waits for a worker before retrying elsewhere, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    worker_timeout_ms: Option<u64>,
+    /// Serve Prometheus metrics on this port (0 picks a free one).
+    #[arg(long = "metrics.port", value_name = "PORT")]
+    metrics_port: Option<u16>,
 }
 
 fn default_datadir(chain_id: u64) -> PathBuf {
@@ -173,6 +196,23 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     if let Some(ms) = args.inference_timeout_ms {
         c.inference_timeout = Duration::from_millis(ms.max(1));
     }
+    c.inference_mode = args
+        .inference
+        .or(file.inference)
+        .unwrap_or(c.inference_mode);
+    c.workers = args.workers.or(file.workers).unwrap_or(c.workers);
+    anyhow::ensure!(c.workers > 0, "--workers must be at least 1");
+    c.worker_capacity = args.worker_capacity.unwrap_or(c.worker_capacity).max(1);
+    if let Some(ms) = args.worker_latency_ms {
+        c.worker_latency = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.worker_timeout_ms {
+        c.worker_timeout = Duration::from_millis(ms.max(1));
+    }
+    c.metrics_addr = args
+        .metrics_port
+        .or(file.metrics_port)
+        .map(|port| std::net::SocketAddr::new(c.http_addr, port));
     c.block_time =
         if args.on_demand || (args.block_time_ms.is_none() && file.on_demand == Some(true)) {
             BlockTime::OnDemand
@@ -211,6 +251,12 @@ async fn main() -> anyhow::Result<()> {
             }
             tracing::info!(target: "pipe::node", "shutting down");
             node.shutdown().await;
+        }
+        Command::Replay(args) => {
+            let config = node_config(args)?;
+            let report =
+                tokio::task::spawn_blocking(move || pipe_node::replay::replay(&config)).await??;
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Model(ModelCommand::Add {
             file,

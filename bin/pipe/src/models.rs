@@ -20,9 +20,14 @@ use std::{
 };
 
 use parking_lot::RwLock;
-use pipe_executor::{InferenceCall, InferenceFailure, InferenceProvider, Purpose};
+use pipe_executor::{
+    InferenceCall, InferenceFailure, InferenceProvider, Purpose, failure_result, output_result,
+};
 use pipe_inference::{InferenceError, Model, ModelCache};
-use pipe_primitives::inference::{MAX_OUTPUT_DECIMALS, ModelId, ModelMeta, Tensor};
+use pipe_primitives::{
+    InferenceResult,
+    inference::{MAX_OUTPUT_DECIMALS, ModelId, ModelMeta},
+};
 use pipe_rpc::{ModelRegistry, UploadError, UploadOptions};
 use pipe_storage::Store;
 
@@ -123,46 +128,63 @@ fn failure(e: InferenceError) -> InferenceFailure {
     }
 }
 
+impl NodeModels {
+    /// Runs `call` to completion: the committed result (an output, or the model's failure).
+    /// `Err` only when the model cannot be had at all, which is not a fact about the request
+    /// and must not be committed under PIPE (a worker retries elsewhere).
+    pub fn compute(&self, call: &InferenceCall) -> Result<InferenceResult, InferenceFailure> {
+        let model = self.load(&call.model.id)?;
+        Ok(match model.run(&call.inputs) {
+            Ok(outputs) => output_result(call.key, &outputs, call.model.decimals),
+            Err(e) => failure_result(call.key, &failure(e)),
+        })
+    }
+
+    /// `compute` on a thread of its own, given up on after the simulation timeout.
+    fn compute_bounded(&self, call: &InferenceCall) -> Result<InferenceResult, InferenceFailure> {
+        // tract cannot be interrupted, so the run goes to its own thread and the call stops
+        // waiting at the deadline; a bounded number of such runs may linger.
+        if self.detached.load(Ordering::Relaxed) >= MAX_DETACHED_RUNS {
+            return Err(InferenceFailure::Model(
+                "too many inferences still running".into(),
+            ));
+        }
+        let model = self.load(&call.model.id)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let inputs = call.inputs.clone();
+        let detached = self.detached.clone();
+        detached.fetch_add(1, Ordering::Relaxed);
+        std::thread::Builder::new()
+            .name("pipe-simulate".into())
+            .spawn(move || {
+                let _ = tx.send(model.run(&inputs));
+                detached.fetch_sub(1, Ordering::Relaxed);
+            })
+            .map_err(|e| InferenceFailure::Model(e.to_string()))?;
+        match rx.recv_timeout(self.simulation_timeout) {
+            Ok(Ok(outputs)) => Ok(output_result(call.key, &outputs, call.model.decimals)),
+            Ok(Err(e)) => Err(failure(e)),
+            Err(_) => Err(InferenceFailure::Timeout(
+                self.simulation_timeout.as_millis() as u64,
+            )),
+        }
+    }
+}
+
+/// Inline inference: every request is answered by running the model now. For blocks a
+/// missing model is committed as a failure (inline mode has nobody to retry with); for
+/// `eth_call` the run is bounded in time.
 impl InferenceProvider for NodeModels {
     fn model(&self, id: &ModelId) -> Option<ModelMeta> {
         self.metas.read().get(id).cloned()
     }
 
-    fn infer(
-        &self,
-        call: &InferenceCall,
-        purpose: Purpose,
-    ) -> Result<Vec<Tensor>, InferenceFailure> {
-        let model = self.load(&call.model.id)?;
-        match purpose {
-            Purpose::Block => model.run(&call.inputs).map_err(failure),
-            Purpose::Simulation => {
-                // tract cannot be interrupted, so the run goes to its own thread and the call
-                // stops waiting at the deadline; a bounded number of such runs may linger.
-                if self.detached.load(Ordering::Relaxed) >= MAX_DETACHED_RUNS {
-                    return Err(InferenceFailure::Model(
-                        "too many inferences still running".into(),
-                    ));
-                }
-                let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                let inputs = call.inputs.clone();
-                let detached = self.detached.clone();
-                detached.fetch_add(1, Ordering::Relaxed);
-                std::thread::Builder::new()
-                    .name("pipe-simulate".into())
-                    .spawn(move || {
-                        let _ = tx.send(model.run(&inputs));
-                        detached.fetch_sub(1, Ordering::Relaxed);
-                    })
-                    .map_err(|e| InferenceFailure::Model(e.to_string()))?;
-                match rx.recv_timeout(self.simulation_timeout) {
-                    Ok(result) => result.map_err(failure),
-                    Err(_) => Err(InferenceFailure::Timeout(
-                        self.simulation_timeout.as_millis() as u64,
-                    )),
-                }
-            }
-        }
+    fn infer(&self, call: &InferenceCall, purpose: Purpose) -> Option<InferenceResult> {
+        let result = match purpose {
+            Purpose::Block => self.compute(call),
+            Purpose::Simulation => self.compute_bounded(call),
+        };
+        Some(result.unwrap_or_else(|e| failure_result(call.key, &e)))
     }
 }
 

@@ -21,10 +21,13 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    config::{BlockTime, NodeConfig},
+    config::{BlockTime, InferenceMode, NodeConfig},
     dev,
     models::NodeModels,
+    workers::LocalWorker,
 };
+use pipe_dispatcher::{Pipe, PipeConfig};
+use pipe_primitives::status::TxStatus;
 
 /// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
 pub struct RunningNode {
@@ -36,9 +39,14 @@ pub struct RunningNode {
     pub producer: Arc<PayloadBuilder>,
     pub head: watch::Receiver<Arc<SealedBlock>>,
     pub dev_keys: Vec<alloy_signer_local::PrivateKeySigner>,
+    /// The inference mempool; `None` in inline mode.
+    pub pipe: Option<Arc<Pipe>>,
+    /// Where Prometheus metrics are served, if they are.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     rpc: ServerHandle,
     sealer: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
     persister: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -53,6 +61,9 @@ impl RunningNode {
         let _ = self.shutdown.send(true);
         if let Some(s) = self.sealer.take() {
             let _ = s.await;
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
         }
         let _ = self.rpc.stop();
         self.rpc.clone().stopped().await;
@@ -189,16 +200,42 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let executor = Executor::new(chain.clone())
         .with_inference(models.clone(), pipe_executor::InferenceGas::default());
     let pool = Arc::new(Pool::new(PoolConfig::new(chain.chain_id, chain.gas_limit)));
+    let (head_tx, head_rx) = watch::channel(Arc::new(head_block.clone()));
+    // PIPE listens to the pool before pending transactions are restored, so it tracks them.
+    let pipe = match config.inference_mode {
+        InferenceMode::Pipe => Some(Pipe::new(
+            PipeConfig {
+                worker_timeout_ms: config.worker_timeout.as_millis() as u64,
+                ..PipeConfig::default()
+            },
+            pool.clone(),
+            store.clone(),
+            executor.clone(),
+            models.clone(),
+            LocalWorker::pool(
+                config.workers,
+                &models,
+                config.worker_capacity,
+                config.worker_latency,
+            ),
+            clock.clone(),
+            head_rx.clone(),
+        )),
+        InferenceMode::Inline => None,
+    };
     restore_pending(&store, &pool, &head_block, &chain)?;
 
-    let (head_tx, head_rx) = watch::channel(Arc::new(head_block));
-    let producer = Arc::new(PayloadBuilder::new(
+    let mut producer = PayloadBuilder::new(
         store.clone(),
         pool.clone(),
         executor.clone(),
         clock.clone(),
         head_tx,
-    ));
+    );
+    if let Some(p) = &pipe {
+        producer = producer.with_gate(p.clone());
+    }
+    let producer = Arc::new(producer);
 
     // Accepted transactions are persisted in batches by one thread, off the RPC path.
     let (persist_tx, persist_rx) = mpsc::unbounded_channel();
@@ -227,6 +264,9 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             pipe_executor::HARDFORK
         ),
         models: models.clone(),
+        lifecycle: pipe
+            .clone()
+            .map(|p| Arc::new(Lifecycle(p)) as Arc<dyn pipe_rpc::TxLifecycle>),
     };
     let rpc_config = RpcConfig::new(SocketAddr::new(config.http_addr, config.http_port));
     let (rpc_addr, rpc) = pipe_rpc::start(&rpc_config, node)
@@ -240,12 +280,26 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             min_gap: Duration::from_millis(0),
         },
     };
-    let sealer = DevSealer::new(
+    let mut sealer = DevSealer::new(
         producer.clone() as Arc<dyn BlockProducer>,
         pool.clone(),
         clock,
         mode,
     );
+    let mut tasks = Vec::new();
+    let mut metrics_addr = None;
+    if let Some(p) = &pipe {
+        sealer = sealer.with_gate(p.clone());
+        tasks.extend(p.spawn(shutdown_rx.clone()));
+        if let Some(addr) = config.metrics_addr {
+            let (bound, task) = crate::metrics_server::serve(addr, p.clone(), shutdown_rx.clone())
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            info!(target: "pipe::node", %bound, "metrics served");
+            metrics_addr = Some(bound);
+            tasks.push(task);
+        }
+    }
     let sealer = tokio::spawn(sealer.run(shutdown_rx));
 
     if config.print_banner && !signers.is_empty() {
@@ -256,7 +310,14 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     }
     println!("Chain ID: {}", chain.chain_id);
     println!("Listening on {rpc_addr}");
-    info!(target: "pipe::node", %rpc_addr, mode = ?config.block_time, "node started");
+    info!(
+        target: "pipe::node",
+        %rpc_addr,
+        mode = ?config.block_time,
+        inference = ?config.inference_mode,
+        workers = config.workers,
+        "node started"
+    );
 
     Ok(RunningNode {
         rpc_addr,
@@ -267,9 +328,12 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         producer,
         head: head_rx,
         dev_keys: signers,
+        pipe,
+        metrics_addr,
         shutdown,
         rpc,
         sealer: Some(sealer),
+        tasks,
         persister: Some(persister),
     })
 }
@@ -332,5 +396,14 @@ fn persist_pending(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<(B256, Byt
         if let Err(e) = store.put_pending(&batch) {
             warn!(target: "pipe::node", error = %e, "persisting pending transactions failed");
         }
+    }
+}
+
+/// PIPE's lifecycle as the RPC sees it.
+struct Lifecycle(Arc<Pipe>);
+
+impl pipe_rpc::TxLifecycle for Lifecycle {
+    fn status(&self, hash: &B256) -> Option<TxStatus> {
+        self.0.status(hash)
     }
 }

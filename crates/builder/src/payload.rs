@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use alloy_primitives::{Address, B256, Bytes, keccak256};
+use alloy_primitives::{Address, B256};
 use pipe_executor::{BlockAttributes, Executor, TxRejected};
 use pipe_mempool::Pool;
 use pipe_primitives::{Clock, SealedBlock};
@@ -10,7 +10,7 @@ use pipe_storage::Store;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::BlockProducer;
+use crate::{BlockProducer, InferenceGate};
 
 /// Why a block could not be produced at all.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,12 @@ pub struct BuildStats {
     pub invalid: usize,
     /// Left out because the block was full.
     pub skipped_full: usize,
+    /// Skipped because PIPE has not made them ready (still awaiting inference).
+    pub not_ready: usize,
+    /// Left out because they asked for a result the block did not have (stale).
+    pub stale: usize,
+    /// Distinct inference results the block used.
+    pub results: usize,
     /// The deadline stopped the build with transactions still waiting.
     pub hit_deadline: bool,
     /// Milliseconds spent executing and committing, on the producer's clock.
@@ -58,6 +64,8 @@ pub struct PayloadBuilder {
     beneficiary: Address,
     /// Published after every commit, so RPC subscribers and the sealer see the new head.
     head: watch::Sender<Arc<SealedBlock>>,
+    /// PIPE; `None` runs inference inline.
+    gate: Option<Arc<dyn InferenceGate>>,
 }
 
 impl std::fmt::Debug for PayloadBuilder {
@@ -81,28 +89,20 @@ impl PayloadBuilder {
             clock,
             beneficiary: Address::ZERO,
             head,
+            gate: None,
         }
     }
 
-    /// Attributes of the block after `parent`: timestamps strictly increase, even when blocks
-    /// are sealed faster than one a second.
+    /// Builds under PIPE: only ready transactions, inference from the gate's results.
+    pub fn with_gate(mut self, gate: Arc<dyn InferenceGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Attributes of the block after `parent`, at the producer's clock.
     pub fn next_attributes(&self, parent: &SealedBlock) -> BlockAttributes {
-        let now_s = self.clock.now_ms() / 1000;
-        let p = &parent.header;
-        let base_fee = p
-            .next_block_base_fee(self.executor.config().base_fee_params())
-            .unwrap_or_else(|| self.executor.config().genesis_base_fee());
-        BlockAttributes {
-            parent_hash: parent.hash,
-            number: p.number + 1,
-            timestamp: now_s.max(p.timestamp + 1),
-            beneficiary: self.beneficiary,
-            gas_limit: self.executor.config().gas_limit,
-            base_fee,
-            // No beacon chain: derive the randomness from the parent so it is deterministic.
-            prevrandao: keccak256(parent.hash),
-            extra_data: Bytes::new(),
-        }
+        self.executor
+            .next_attributes(parent, self.clock.now_ms(), self.beneficiary)
     }
 
     fn build(&self, deadline_ms: u64) -> Result<BuildOutcome, BuildError> {
@@ -118,7 +118,12 @@ impl PayloadBuilder {
             )));
         }
         let base_fee = attrs.base_fee;
-        let mut block = self.executor.build_block(view, attrs)?;
+        let mut block = match &self.gate {
+            Some(gate) => self
+                .executor
+                .build_block_with(view, attrs, Some(gate.results()))?,
+            None => self.executor.build_block(view, attrs)?,
+        };
         let mut stats = BuildStats::default();
         let mut dropped: Vec<B256> = Vec::new();
         let mut best = self.pool.best_transactions(base_fee);
@@ -128,8 +133,23 @@ impl PayloadBuilder {
                 break;
             }
             stats.considered += 1;
+            if let Some(gate) = &self.gate
+                && !gate.is_ready(&tx)
+            {
+                // Its sender's later transactions cannot go before it.
+                stats.not_ready += 1;
+                best.mark_invalid(&tx);
+                continue;
+            }
             match block.execute(&tx.stored) {
                 Ok(_) => {}
+                Err(TxRejected::MissingResult { call, .. }) => {
+                    stats.stale += 1;
+                    best.mark_invalid(&tx);
+                    if let Some(gate) = &self.gate {
+                        gate.on_stale(&tx, &call);
+                    }
+                }
                 Err(TxRejected::BlockFull { .. }) => {
                     stats.skipped_full += 1;
                     best.mark_invalid(&tx);
@@ -141,12 +161,17 @@ impl PayloadBuilder {
                     warn!(target: "pipe::builder", %hash, %reason, "dropping invalid transaction");
                     stats.invalid += 1;
                     best.mark_invalid(&tx);
-                    dropped.extend(self.pool.remove_invalid(&hash));
+                    let removed = self.pool.remove_invalid(&hash);
+                    if let Some(gate) = &self.gate {
+                        gate.on_dropped(&removed, &reason);
+                    }
+                    dropped.extend(removed);
                 }
                 Err(TxRejected::Internal(e)) => return Err(BuildError::Aborted(e)),
             }
         }
         let mut executed = block.finish()?;
+        stats.results = executed.sidecar.len();
         let changes = std::mem::take(&mut executed.changes);
         let sealed = self
             .store
@@ -158,6 +183,9 @@ impl PayloadBuilder {
         }
         stats.build_ms = self.clock.now_ms().saturating_sub(started);
         self.head.send_replace(sealed.clone());
+        if let Some(gate) = &self.gate {
+            gate.on_sealed(&sealed, &stats);
+        }
         if sealed.transactions.is_empty() {
             debug!(target: "pipe::builder", number = sealed.number(), "sealed empty block");
         } else {

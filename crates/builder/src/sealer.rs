@@ -7,7 +7,7 @@ use pipe_primitives::Clock;
 use tokio::sync::watch;
 use tracing::error;
 
-use crate::BlockProducer;
+use crate::{BlockProducer, BuildOutcome, InferenceGate};
 
 /// When the dev chain seals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct DevSealer {
     /// Slots count from when the sealer was created, not from when its task first runs, so
     /// slot times do not depend on task scheduling.
     start_ms: u64,
+    /// Under PIPE, readiness is the gate's, not the pool's.
+    gate: Option<Arc<dyn InferenceGate>>,
 }
 
 impl std::fmt::Debug for DevSealer {
@@ -55,12 +57,40 @@ impl DevSealer {
             clock,
             mode,
             start_ms,
+            gate: None,
+        }
+    }
+
+    /// On demand, seal when the gate has ready transactions.
+    pub fn with_gate(mut self, gate: Arc<dyn InferenceGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    fn has_ready(&self) -> bool {
+        match &self.gate {
+            Some(g) => g.has_ready(),
+            None => self.pool.has_ready(),
+        }
+    }
+
+    /// Resolves when something may have changed readiness: an arrival, or the gate's signal.
+    async fn changed(&self) {
+        match &self.gate {
+            Some(g) => tokio::select! {
+                _ = self.pool.subscribe() => {}
+                _ = g.ready_changed() => {}
+            },
+            None => self.pool.subscribe().await,
         }
     }
 
     /// Runs until `shutdown` flips to true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut next_slot = self.start_ms;
+        // After a block that included nothing (everything ready was stale or blocked), wait
+        // for a change before building again instead of sealing empty blocks in a loop.
+        let mut last_empty = false;
         loop {
             let budget_ms = match self.mode {
                 SealMode::Interval(every) => {
@@ -72,9 +102,11 @@ impl DevSealer {
                     (every.as_millis() as f64 * BUILD_SHARE) as u64
                 }
                 SealMode::OnDemand { min_gap } => {
-                    while !self.pool.has_ready() {
+                    let mut must_wait = last_empty;
+                    while must_wait || !self.has_ready() {
+                        must_wait = false;
                         tokio::select! {
-                            _ = self.pool.subscribe() => {}
+                            _ = self.changed() => {}
                             _ = shutdown.changed() => return,
                         }
                     }
@@ -93,7 +125,9 @@ impl DevSealer {
             let producer = self.producer.clone();
             // Execution is CPU work: keep it off the async workers.
             match tokio::task::spawn_blocking(move || producer.produce(deadline)).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(BuildOutcome::Sealed { block, .. })) => {
+                    last_empty = block.transactions.is_empty();
+                }
                 Ok(Err(e)) => {
                     error!(target: "pipe::builder", error = %e, "block production failed")
                 }

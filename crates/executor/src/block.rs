@@ -1,6 +1,6 @@
 //! Executing the transactions of one block and turning the result into a sealed block.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, ReceiptEnvelope};
 use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
@@ -12,7 +12,7 @@ use alloy_evm::{
 };
 use alloy_primitives::{Address, B256, Bytes};
 use alloy_trie::EMPTY_ROOT_HASH;
-use pipe_primitives::{SealedBlock, StoredTx};
+use pipe_primitives::{InferenceResult, SealedBlock, Sidecar, StoredTx};
 use pipe_storage::{AccountInfoChange, StateChanges, StateView};
 use revm::{
     database::{AccountState, Cache, CacheDB},
@@ -20,8 +20,9 @@ use revm::{
 };
 
 use crate::{
-    ExecError, Executor, PipeSpec, StateDb, TxRejected,
+    ExecError, Executor, InferenceProvider, PipeSpec, StateDb, TxRejected,
     assemble::{Assembler, DeferredBloomReceipts},
+    recorder::Recorder,
 };
 
 type BlockDb = CacheDB<StateDb>;
@@ -39,7 +40,6 @@ pub struct BlockAttributes {
     pub gas_limit: u64,
     pub base_fee: u64,
     pub prevrandao: B256,
-    pub extra_data: Bytes,
 }
 
 /// How a transaction that made it into the block ended.
@@ -65,6 +65,10 @@ pub struct BlockBuilder {
     kept: usize,
     /// Blooms, encodes and hashes kept transactions and receipts on another core.
     assembler: Assembler,
+    /// Records each transaction's use of the inference precompile.
+    recorder: Option<Arc<Recorder>>,
+    /// Results used by the transactions kept so far: the block's sidecar.
+    results: Vec<InferenceResult>,
 }
 
 impl std::fmt::Debug for BlockBuilder {
@@ -77,12 +81,48 @@ impl std::fmt::Debug for BlockBuilder {
 }
 
 impl Executor {
-    /// Starts a block on top of `view` (which must be the parent's state). Runs the
-    /// pre-execution system calls (EIP-2935 block hashes, EIP-4788 beacon root).
+    /// Attributes of the block after `parent` if it were built at `now_ms`: timestamps
+    /// strictly increase, even when blocks are sealed faster than one a second.
+    pub fn next_attributes(
+        &self,
+        parent: &SealedBlock,
+        now_ms: u64,
+        beneficiary: Address,
+    ) -> BlockAttributes {
+        let p = &parent.header;
+        let base_fee = p
+            .next_block_base_fee(self.config.base_fee_params())
+            .unwrap_or_else(|| self.config.genesis_base_fee());
+        BlockAttributes {
+            parent_hash: parent.hash,
+            number: p.number + 1,
+            timestamp: (now_ms / 1000).max(p.timestamp + 1),
+            beneficiary,
+            gas_limit: self.config.gas_limit,
+            base_fee,
+            // No beacon chain: derive the randomness from the parent so it is deterministic.
+            prevrandao: alloy_primitives::keccak256(parent.hash),
+        }
+    }
+
+    /// Starts a block on top of `view` (which must be the parent's state), answering
+    /// inference inline from the executor's own provider.
     pub fn build_block(
         &self,
         view: StateView,
         attrs: BlockAttributes,
+    ) -> Result<BlockBuilder, ExecError> {
+        self.build_block_with(view, attrs, self.inference.clone())
+    }
+
+    /// Starts a block on top of `view` (which must be the parent's state), answering
+    /// inference from `source` (PIPE's results, a sidecar in replay; `None`: no precompile).
+    /// Runs the pre-execution system calls (EIP-2935 block hashes, EIP-4788 beacon root).
+    pub fn build_block_with(
+        &self,
+        view: StateView,
+        attrs: BlockAttributes,
+        source: Option<Arc<dyn InferenceProvider>>,
     ) -> Result<BlockBuilder, ExecError> {
         // A plain cache over the snapshot: we keep no reverts (recent history is served from
         // store snapshots), so revm's `State` transition and bundle bookkeeping, most of the
@@ -90,14 +130,23 @@ impl Executor {
         // the cache when the block is finished.
         let db = CacheDB::new(StateDb::new(view));
         let mut evm = self.factory.create_evm(db, self.evm_env(&attrs));
-        self.install_inference(evm.precompiles_mut(), crate::Purpose::Block);
+        let recorder = source.map(|s| Arc::new(Recorder::new(s)));
+        if let Some(r) = &recorder {
+            crate::inference::install(
+                evm.precompiles_mut(),
+                r.clone(),
+                self.inference_gas,
+                crate::Purpose::Block,
+            );
+        }
         let ctx = EthBlockExecutionCtx {
             parent_hash: attrs.parent_hash,
             // No beacon chain: the root is zero, as on dev chains of other clients.
             parent_beacon_block_root: Some(B256::ZERO),
             ommers: &[],
             withdrawals: Some(Cow::Owned(Vec::new())),
-            extra_data: attrs.extra_data.clone(),
+            // The header's extra data is the sidecar commitment, set when the block is finished.
+            extra_data: Bytes::new(),
             tx_count_hint: None,
             slot_number: None,
         };
@@ -110,6 +159,8 @@ impl Executor {
             attrs,
             kept: 0,
             assembler: self.assembler.start(),
+            recorder,
+            results: Vec::new(),
         })
     }
 }
@@ -129,13 +180,20 @@ impl BlockBuilder {
     }
 
     /// Executes `tx` on top of the block so far and keeps it. A rejected transaction leaves
-    /// the block exactly as it was.
+    /// the block exactly as it was; one that asked for an inference result the source does
+    /// not have is rejected as [`TxRejected::MissingResult`].
     pub fn execute(&mut self, tx: &StoredTx) -> Result<ExecutedTx, TxRejected> {
         let recovered = alloy_consensus::transaction::Recovered::new_unchecked(&tx.tx, tx.sender);
-        let output = self
-            .inner
-            .execute_transaction_without_commit(recovered)
-            .map_err(|e| reject(tx.hash, e))?;
+        let executed = self.inner.execute_transaction_without_commit(recovered);
+        let record = self.recorder.as_ref().map(|r| r.take()).unwrap_or_default();
+        if let Some(call) = record.missing {
+            return Err(TxRejected::MissingResult {
+                hash: tx.hash,
+                call: Box::new(call),
+            });
+        }
+        let output = executed.map_err(|e| reject(tx.hash, e))?;
+        self.results.extend(record.used);
         let result = &output.result.result;
         let outcome = if result.is_success() {
             TxOutcome::Success
@@ -167,8 +225,10 @@ impl BlockBuilder {
             inner,
             attrs,
             assembler,
+            results,
             ..
         } = self;
+        let sidecar = Sidecar::new(results);
         let (evm, result) = inner
             .finish()
             .map_err(|e| ExecError::Block(e.to_string()))?;
@@ -187,7 +247,8 @@ impl BlockBuilder {
             gas_limit: attrs.gas_limit,
             gas_used: result.gas_used,
             timestamp: attrs.timestamp,
-            extra_data: attrs.extra_data,
+            // The header commits to the inference results (see `pipe_primitives::sidecar`).
+            extra_data: sidecar.header_commitment(),
             mix_hash: attrs.prevrandao,
             nonce: Default::default(),
             base_fee_per_gas: Some(attrs.base_fee),
@@ -207,6 +268,7 @@ impl BlockBuilder {
             transactions: assembled.transactions,
             receipts: assembled.receipts,
             changes,
+            sidecar,
         })
     }
 }
@@ -219,6 +281,8 @@ pub struct ExecutedBlock {
     pub transactions: Vec<StoredTx>,
     pub receipts: Vec<ReceiptEnvelope>,
     pub changes: StateChanges,
+    /// The inference results the kept transactions used.
+    pub sidecar: Sidecar,
 }
 
 impl ExecutedBlock {
@@ -226,7 +290,7 @@ impl ExecutedBlock {
     pub fn seal(self, state_root: B256) -> SealedBlock {
         let mut header = self.header;
         header.state_root = state_root;
-        SealedBlock::new(header, self.transactions, self.receipts)
+        SealedBlock::new(header, self.transactions, self.receipts).with_sidecar(self.sidecar)
     }
 }
 

@@ -20,6 +20,14 @@ pub enum TxRejected {
     /// Invalid against the current state (nonce, balance, fee below base fee, ...).
     #[error("invalid transaction {hash}: {reason}")]
     Invalid { hash: B256, reason: String },
+    /// The transaction asked for an inference result the block has no result for (under
+    /// PIPE: its inputs changed since it was simulated). Left out, never run with a wrong
+    /// result.
+    #[error("no inference result for request {} of transaction {hash}", call.key)]
+    MissingResult {
+        hash: B256,
+        call: Box<crate::InferenceCall>,
+    },
     /// The database failed under the EVM; the block must be abandoned.
     #[error("internal: {0}")]
     Internal(String),

@@ -16,8 +16,10 @@
 //!    the per-unit price by the executor, so the charge never depends on the output. Too little
 //!    gas halts with out-of-gas, as any precompile. Validation failures before step 3 charge
 //!    only the base; a model that fails after running is charged in full (it ran).
-//! 4. **Run** through the [`InferenceProvider`] seam: inline on the node's runtime today, from
-//!    pre-computed results under PIPE.
+//! 4. **Answer** through the [`InferenceProvider`] seam: inline on the node's runtime, from
+//!    pre-computed results under PIPE, from the block's sidecar in replay. A provider with no
+//!    result for the key makes the call fail fatally: the transaction stops, nothing of it is
+//!    kept, and the caller (discovery or the builder) knows which request to compute.
 //! 5. **Encode** outputs in graph order: float tensors as `Number`s at the model's decimals by
 //!    the rule in [`pipe_primitives::inference`], integer tensors as `Number(v, 0)`, strings as
 //!    `StringTensor`s; `is_simulation_result` is always false because a contract never sees a
@@ -34,10 +36,13 @@ use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Bytes, Log, address, keccak256};
 use alloy_sol_types::{SolCall, SolError, SolEvent, SolValue, sol};
-use pipe_primitives::inference::{
-    DType, InferenceMode, ModelId, ModelMeta, Tensor, TensorData, f32_to_number, number_to_f32,
+use pipe_primitives::{
+    InferenceResult,
+    inference::{
+        DType, InferenceMode, ModelId, ModelMeta, Tensor, TensorData, f32_to_number, number_to_f32,
+    },
 };
-use revm::precompile::{PrecompileHalt, PrecompileOutput};
+use revm::precompile::{PrecompileError, PrecompileHalt, PrecompileOutput};
 
 /// Where contracts find the precompile.
 pub const INFERENCE_PRECOMPILE: Address = address!("0x00000000000000000000000000000000000000F4");
@@ -126,17 +131,33 @@ pub struct InferenceCall {
     pub inputs: Vec<Tensor>,
 }
 
-/// The seam between the precompile and whatever computes inference: the node's runtime in
-/// inline mode, the PIPE result cache in a pre-executed block, a fixed table in tests.
+/// The seam between the precompile and whatever answers inference: the node's runtime in
+/// inline mode, the PIPE result cache while building, a block's sidecar in replay, a fixed
+/// table in tests.
 pub trait InferenceProvider: Send + Sync + fmt::Debug {
     /// Metadata of a stored model.
     fn model(&self, id: &ModelId) -> Option<ModelMeta>;
-    /// The outputs for a request, in the model's output order.
-    fn infer(
-        &self,
-        call: &InferenceCall,
-        purpose: Purpose,
-    ) -> Result<Vec<Tensor>, InferenceFailure>;
+    /// The answer to `call`: an output or the model's failure (both are results, and both
+    /// are committed), or `None` when no result is known. `None` halts the execution with a
+    /// fatal error, so nothing of the transaction is kept; the caller fetches the result and
+    /// runs it again. A contract never sees a placeholder.
+    fn infer(&self, call: &InferenceCall, purpose: Purpose) -> Option<InferenceResult>;
+}
+
+/// The committed form of runtime outputs: the ABI return data of `runModelInference`, or the
+/// model's failure when the outputs cannot be encoded (a NaN, say).
+pub fn output_result(key: B256, outputs: &[Tensor], decimals: u32) -> InferenceResult {
+    match encode_output(outputs, decimals) {
+        Ok(out) => {
+            InferenceResult::output(key, runModelInferenceCall::abi_encode_returns(&out).into())
+        }
+        Err(reason) => InferenceResult::failure(key, &format!("model error: {reason}")),
+    }
+}
+
+/// A failure as the committed result the precompile reverts with.
+pub fn failure_result(key: B256, failure: &InferenceFailure) -> InferenceResult {
+    InferenceResult::failure(key, &failure.to_string())
 }
 
 /// Gas schedule of the precompile.
@@ -182,12 +203,20 @@ pub enum Outcome {
         reason: String,
     },
     OutOfGas,
+    /// No result is known for this key: the execution must stop, uncommitted.
+    Missing(B256),
+    /// The result offered for this key is not a valid `ModelOutput` (a corrupt sidecar).
+    InvalidResult(B256, String),
 }
 
 impl Outcome {
-    /// As revm wants it.
-    pub fn into_output(self, reservoir: u64) -> (PrecompileOutput, Option<Log>) {
-        match self {
+    /// As revm wants it. `Missing` and `InvalidResult` are fatal: they abort the whole
+    /// transaction instead of reverting a frame a contract could catch.
+    pub fn into_output(
+        self,
+        reservoir: u64,
+    ) -> Result<(PrecompileOutput, Option<Log>), PrecompileError> {
+        Ok(match self {
             Outcome::Success { gas, output, log } => {
                 (PrecompileOutput::new(gas, output, reservoir), Some(log))
             }
@@ -203,7 +232,17 @@ impl Outcome {
                 PrecompileOutput::halt(PrecompileHalt::OutOfGas, reservoir),
                 None,
             ),
-        }
+            Outcome::Missing(key) => {
+                return Err(PrecompileError::Fatal(format!(
+                    "no inference result for request {key}"
+                )));
+            }
+            Outcome::InvalidResult(key, e) => {
+                return Err(PrecompileError::Fatal(format!(
+                    "invalid inference result for request {key}: {e}"
+                )));
+            }
+        })
     }
 }
 
@@ -449,23 +488,19 @@ pub fn run(
     if gas_limit < cost {
         return Outcome::OutOfGas;
     }
-    let outputs = match provider.infer(&call, purpose) {
-        Ok(o) => o,
-        Err(e) => {
-            return Outcome::Revert {
-                gas: cost,
-                reason: e.to_string(),
-            };
-        }
+    let Some(result) = provider.infer(&call, purpose) else {
+        return Outcome::Missing(call.key);
     };
-    let response = match encode_output(&outputs, call.model.decimals) {
+    if result.key != call.key {
+        return Outcome::InvalidResult(call.key, format!("answered for {}", result.key));
+    }
+    let returndata = match result.as_result() {
+        Ok(data) => data.clone(),
+        Err(reason) => return Outcome::Revert { gas: cost, reason },
+    };
+    let response = match runModelInferenceCall::abi_decode_returns_validate(&returndata) {
         Ok(r) => r,
-        Err(reason) => {
-            return Outcome::Revert {
-                gas: cost,
-                reason: format!("model error: {reason}"),
-            };
-        }
+        Err(e) => return Outcome::InvalidResult(call.key, e.to_string()),
     };
     let event = ModelInferenceEvent {
         inferenceID: call.key.to_string(),
@@ -476,10 +511,9 @@ pub fn run(
         address: INFERENCE_PRECOMPILE,
         data: event.encode_log_data(),
     };
-    let output = runModelInferenceCall::abi_encode_returns(&event.response).into();
     Outcome::Success {
         gas: cost,
-        output,
+        output: returndata,
         log,
     }
 }
@@ -497,7 +531,7 @@ pub(crate) fn install(
         PrecompileId::custom("pipe-inference"),
         move |mut input: PrecompileInput<'_>| {
             let outcome = run(provider.as_ref(), &gas, input.data, input.gas, purpose);
-            let (output, log) = outcome.into_output(input.reservoir);
+            let (output, log) = outcome.into_output(input.reservoir)?;
             if let Some(log) = log
                 && !input.is_static
             {

@@ -10,6 +10,11 @@
 //!   stale); an invalid transaction never poisons the block.
 //! - [`Executor::call`] and [`Executor::estimate_gas`] serve `eth_call` / `eth_estimateGas`
 //!   on a throw-away overlay.
+//! - [`Executor::simulate`] is PIPE's discovery: a sender's pending transactions in order, on
+//!   an overlay, stopping at the first inference request without a result.
+//! - Inference is answered through an [`InferenceProvider`]; blocks and simulations wrap it in
+//!   a [`Recorder`], which is how a block collects its sidecar and how a missing result is
+//!   told apart from an invalid transaction.
 //!
 //! The chain runs the Osaka hardfork from genesis (every earlier fork active at block 0).
 
@@ -19,6 +24,8 @@ mod call;
 mod db;
 mod error;
 pub mod inference;
+mod recorder;
+mod simulate;
 mod spec;
 
 pub use block::{BlockAttributes, BlockBuilder, ExecutedBlock, ExecutedTx, TxOutcome};
@@ -26,8 +33,11 @@ pub use call::{CallOutcome, CallRequest};
 pub use db::StateDb;
 pub use error::{CallError, ExecError, TxRejected};
 pub use inference::{
-    INFERENCE_PRECOMPILE, InferenceCall, InferenceFailure, InferenceGas, InferenceProvider, Purpose,
+    INFERENCE_PRECOMPILE, InferenceCall, InferenceFailure, InferenceGas, InferenceProvider,
+    Purpose, failure_result, output_result,
 };
+pub use recorder::{Recorder, TxInference};
+pub use simulate::SimOutcome;
 pub use spec::{HARDFORK, PipeSpec};
 
 use std::sync::Arc;

@@ -98,6 +98,8 @@ pub struct Pool {
     config: PoolConfig,
     inner: RwLock<Inner>,
     arrivals: Notify,
+    /// Where every added transaction is also sent (PIPE's discovery), if anyone listens.
+    listener: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Arc<PoolTx>>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -112,11 +114,31 @@ impl Pool {
             config,
             inner: RwLock::default(),
             arrivals: Notify::new(),
+            listener: parking_lot::Mutex::new(None),
         }
     }
 
     pub fn config(&self) -> &PoolConfig {
         &self.config
+    }
+
+    /// From now on every transaction added (including replacements) is also sent here, in
+    /// the order they were added. One listener at a time; a new one replaces the old.
+    pub fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<Arc<PoolTx>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.listener.lock() = Some(tx);
+        rx
+    }
+
+    /// A sender's ready transactions: the consecutive run from its on-chain nonce.
+    pub fn ready_run_of(&self, sender: &Address) -> Vec<Arc<PoolTx>> {
+        let inner = self.inner.read();
+        let state_nonce = inner.state_nonce.get(sender).copied().unwrap_or_default();
+        inner
+            .by_sender
+            .get(sender)
+            .map(|q| ready_run(q, state_nonce).cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Checks that need no state: decodes nothing, only looks at the envelope. Returns the
@@ -260,7 +282,11 @@ impl Pool {
             .by_sender
             .entry(sender)
             .or_default()
-            .insert(nonce, pooled);
+            .insert(nonce, pooled.clone());
+        if let Some(listener) = &*self.listener.lock() {
+            // Sent under the pool's lock, so listeners see additions in pool order.
+            let _ = listener.send(pooled);
+        }
         // Never move a sender's known nonce backwards: `state` may predate a block that
         // committed while this transaction was being validated.
         let known = inner.state_nonce.entry(sender).or_default();

@@ -7,8 +7,11 @@ pub mod block;
 pub mod chain;
 pub mod clock;
 pub mod inference;
+pub mod sidecar;
+pub mod status;
 
 pub use block::{SealedBlock, StoredTx};
 pub use chain::{ChainConfig, system_contracts};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use inference::{ModelId, ModelMeta};
+pub use sidecar::{InferenceResult, Sidecar, SidecarError};

@@ -198,7 +198,6 @@ impl Api {
             gas_limit: h.gas_limit,
             base_fee: h.base_fee_per_gas.unwrap_or_default(),
             prevrandao: h.mix_hash,
-            extra_data: h.extra_data.clone(),
         })
     }
 

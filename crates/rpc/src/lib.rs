@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use error::RpcError;
 pub use eth::{EthApiServer, NetApiServer, Web3ApiServer};
-pub use pipe::{ModelRegistry, PipeApiServer, UploadError, UploadOptions};
+pub use pipe::{ModelRegistry, PipeApiServer, TxLifecycle, UploadError, UploadOptions};
 
 /// Widest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_RANGE: u64 = 10_000;
@@ -73,6 +73,8 @@ pub struct NodeHandle {
     pub client_version: String,
     /// The model store behind the `pipe_` namespace.
     pub models: Arc<dyn ModelRegistry>,
+    /// PIPE's transaction lifecycle; `None` in inline mode.
+    pub lifecycle: Option<Arc<dyn TxLifecycle>>,
 }
 
 /// Starts the server. It runs until the handle is stopped.
@@ -93,6 +95,9 @@ pub async fn start(
     let addr = server.local_addr()?;
     let pipe_api = pipe::PipeRpc {
         models: node.models.clone(),
+        lifecycle: node.lifecycle.clone(),
+        store: node.store.clone(),
+        pool: node.pool.clone(),
     };
     let api = eth::Api::new(node);
     let mut module = EthApiServer::into_rpc(api.clone());

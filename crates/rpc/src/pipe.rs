@@ -7,15 +7,24 @@
 //!   `options`: `{ "name": string, "decimals": 0..=18, "costUnits": n }`.
 //! - `pipe_listModels()` lists every stored model's metadata.
 //! - `pipe_getModel(id)` returns one model's metadata, or `null`.
+//! - `pipe_getTransactionStatus(hash)` returns a transaction's lifecycle
+//!   ([`pipe_primitives::status::TxStatus`]): pending, simulating, awaiting inference (with its
+//!   requests and their states), ready, deferred (with the reason), included (with the block),
+//!   expired or rejected (with the reason); `null` for a hash the node never saw.
 //!
 //! The handlers reach the store through [`ModelRegistry`], so this crate never links the ONNX
 //! runtime; the node implements it.
 
 use std::sync::Arc;
 
-use alloy_primitives::Bytes;
+use alloy_primitives::{B256, Bytes};
 use jsonrpsee::proc_macros::rpc;
-use pipe_primitives::inference::{ModelId, ModelMeta};
+use pipe_mempool::Pool;
+use pipe_primitives::{
+    inference::{ModelId, ModelMeta},
+    status::{Lifecycle, TxStatus},
+};
+use pipe_storage::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RpcError, RpcResult};
@@ -54,6 +63,12 @@ pub trait ModelRegistry: Send + Sync {
     fn get(&self, id: &ModelId) -> Option<ModelMeta>;
 }
 
+/// PIPE's view of a transaction's life (absent in inline mode).
+pub trait TxLifecycle: Send + Sync {
+    /// The status of a transaction PIPE tracks or remembers.
+    fn status(&self, hash: &B256) -> Option<TxStatus>;
+}
+
 #[rpc(server, namespace = "pipe")]
 pub trait PipeApi {
     #[method(name = "uploadModel")]
@@ -66,10 +81,15 @@ pub trait PipeApi {
     fn list_models(&self) -> RpcResult<Vec<ModelMeta>>;
     #[method(name = "getModel")]
     fn get_model(&self, id: String) -> RpcResult<Option<ModelMeta>>;
+    #[method(name = "getTransactionStatus")]
+    fn transaction_status(&self, hash: B256) -> RpcResult<Option<TxStatus>>;
 }
 
 pub(crate) struct PipeRpc {
     pub(crate) models: Arc<dyn ModelRegistry>,
+    pub(crate) lifecycle: Option<Arc<dyn TxLifecycle>>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) pool: Arc<Pool>,
 }
 
 #[jsonrpsee::core::async_trait]
@@ -111,5 +131,30 @@ impl PipeApiServer for PipeRpc {
                 RpcError::InvalidParams(e.to_string())
             })?;
         Ok(self.models.get(&id))
+    }
+
+    fn transaction_status(&self, hash: B256) -> RpcResult<Option<TxStatus>> {
+        if let Some(status) = self.lifecycle.as_ref().and_then(|l| l.status(&hash)) {
+            return Ok(Some(status));
+        }
+        if let Some((number, _)) = self
+            .store
+            .transaction_location(&hash)
+            .map_err(|e| RpcError::Internal(e.to_string()))?
+        {
+            return Ok(Some(TxStatus::included(hash, number)));
+        }
+        // Inline mode: a pooled transaction is simply pending.
+        Ok(self
+            .pool
+            .get(&hash)
+            .map(|_| TxStatus {
+                status: Lifecycle::Pending,
+                ..TxStatus::included(hash, 0)
+            })
+            .map(|mut s| {
+                s.block_number = None;
+                s
+            }))
     }
 }

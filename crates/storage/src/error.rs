@@ -17,6 +17,12 @@ pub enum StoreError {
         stored: alloy_primitives::B256,
         given: alloy_primitives::B256,
     },
+    /// A block's state root is not the one its changes give.
+    #[error("state root mismatch: header {header}, computed {computed}")]
+    StateRootMismatch {
+        header: alloy_primitives::B256,
+        computed: alloy_primitives::B256,
+    },
 }
 
 macro_rules! from_redb {

@@ -6,7 +6,7 @@ use alloy_consensus::Header;
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_rlp::{Decodable, Encodable};
 use alloy_trie::{EMPTY_ROOT_HASH, HashBuilder, Nibbles, TrieAccount};
-use pipe_primitives::SealedBlock;
+use pipe_primitives::{SealedBlock, Sidecar};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition, WriteTransaction,
@@ -26,6 +26,8 @@ pub(crate) const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("he
 const HASH_TO_NUMBER: TableDefinition<&[u8; 32], u64> = TableDefinition::new("hash_to_number");
 const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
 const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
+/// Inference sidecars (RLP), only for blocks that used results.
+const SIDECARS: TableDefinition<u64, &[u8]> = TableDefinition::new("sidecars");
 const TX_LOOKUP: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_lookup");
 pub(crate) const ACCOUNTS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("accounts");
 pub(crate) const STORAGE: TableDefinition<&[u8], &[u8; 32]> = TableDefinition::new("storage");
@@ -70,6 +72,7 @@ impl Store {
         tx.open_table(HASH_TO_NUMBER)?;
         tx.open_table(BODIES)?;
         tx.open_table(RECEIPTS)?;
+        tx.open_table(SIDECARS)?;
         tx.open_table(TX_LOOKUP)?;
         tx.open_table(ACCOUNTS)?;
         tx.open_table(STORAGE)?;
@@ -186,6 +189,31 @@ impl Store {
         Ok(block)
     }
 
+    /// Commits a block received from elsewhere (replay, a follower): applies `changes` and
+    /// commits `block` only if the state root they give is the one its header claims;
+    /// otherwise nothing is written.
+    pub fn commit_verified(
+        &self,
+        changes: &StateChanges,
+        block: SealedBlock,
+    ) -> Result<SealedBlock, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
+        let root = apply_and_root(&tx, changes)?;
+        if root != block.header.state_root {
+            tx.abort()?;
+            return Err(StoreError::StateRootMismatch {
+                header: block.header.state_root,
+                computed: root,
+            });
+        }
+        write_block(&tx, &block)?;
+        tx.commit()?;
+        self.remember_state()?;
+        Ok(block)
+    }
+
     /// Header of block `number`.
     pub fn header(&self, number: u64) -> Result<Option<Header>, StoreError> {
         let tx = self.db.begin_read()?;
@@ -225,12 +253,28 @@ impl Store {
             Some(b) => decode_receipts(b.value())?,
             None => Vec::new(),
         };
+        let sidecar = match tx.open_table(SIDECARS)?.get(number)? {
+            Some(b) => Sidecar::decode(b.value())
+                .map_err(|e| StoreError::Corrupt(format!("sidecar {number}: {e}")))?,
+            None => Sidecar::default(),
+        };
         Ok(Some(SealedBlock {
             hash: keccak256(raw),
             header,
             transactions,
             receipts,
+            sidecar,
         }))
+    }
+
+    /// Overwrites the stored sidecar of block `number` and nothing else. This is what a
+    /// tampering peer would serve; replay must reject the block. For tools and tests only.
+    pub fn replace_sidecar(&self, number: u64, sidecar: &Sidecar) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(SIDECARS)?
+            .insert(number, sidecar.encode().as_slice())?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Where transaction `hash` was included: block number and index.
@@ -341,6 +385,10 @@ fn write_block(tx: &WriteTransaction, block: &SealedBlock) -> Result<(), StoreEr
         .insert(number, encode_body(&block.transactions).as_slice())?;
     tx.open_table(RECEIPTS)?
         .insert(number, encode_receipts(&block.receipts).as_slice())?;
+    if !block.sidecar.is_empty() {
+        tx.open_table(SIDECARS)?
+            .insert(number, block.sidecar.encode().as_slice())?;
+    }
     let mut lookup = tx.open_table(TX_LOOKUP)?;
     let mut pool = tx.open_table(POOL)?;
     for (i, t) in block.transactions.iter().enumerate() {

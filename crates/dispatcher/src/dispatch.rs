@@ -1,0 +1,306 @@
+//! Dispatch bookkeeping: outstanding requests in priority order, and the worker table that
+//! decides where each goes. Pure data structures, driven by the engine's dispatch loop and by
+//! tests on a manual clock.
+
+use std::{
+    cmp::Ordering,
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use alloy_primitives::B256;
+use pipe_executor::InferenceCall;
+
+use crate::Worker;
+
+/// How urgent a request is: the best priority among the transactions waiting for it.
+/// Higher is better: a higher effective tip, then an earlier arrival.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Priority {
+    pub tip: u128,
+    pub arrival: u64,
+}
+
+impl Ord for Priority {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.tip
+            .cmp(&other.tip)
+            .then_with(|| other.arrival.cmp(&self.arrival))
+    }
+}
+
+impl PartialOrd for Priority {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A request some transaction is waiting for.
+#[derive(Debug)]
+pub struct Request {
+    pub call: Arc<InferenceCall>,
+    /// Transactions waiting for it.
+    pub waiters: BTreeSet<B256>,
+    pub priority: Priority,
+    /// The worker running it, if it is running.
+    pub running_on: Option<usize>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The worker that failed it last: the retry goes elsewhere when it can.
+    pub avoid: Option<usize>,
+}
+
+/// Outstanding requests: queued ones in priority order, plus the ones running.
+#[derive(Debug, Default)]
+pub struct Requests {
+    pub by_key: HashMap<B256, Request>,
+    queue: BTreeSet<(Priority, B256)>,
+}
+
+impl Requests {
+    /// Adds `waiter` to the request for `call`, creating and queueing it if new. Returns
+    /// whether the request already existed (the work is shared).
+    pub fn wait_for(&mut self, call: &InferenceCall, waiter: B256, priority: Priority) -> bool {
+        if let Some(r) = self.by_key.get_mut(&call.key) {
+            r.waiters.insert(waiter);
+            if priority > r.priority {
+                if r.running_on.is_none() {
+                    self.queue.remove(&(r.priority, call.key));
+                    self.queue.insert((priority, call.key));
+                }
+                r.priority = priority;
+            }
+            return true;
+        }
+        self.by_key.insert(
+            call.key,
+            Request {
+                call: Arc::new(call.clone()),
+                waiters: BTreeSet::from([waiter]),
+                priority,
+                running_on: None,
+                attempts: 0,
+                avoid: None,
+            },
+        );
+        self.queue.insert((priority, call.key));
+        false
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn running(&self) -> usize {
+        self.by_key.len() - self.queue.len()
+    }
+
+    /// The best queued request, without taking it.
+    pub fn peek(&self) -> Option<B256> {
+        self.queue.last().map(|(_, k)| *k)
+    }
+
+    /// Marks the best queued request as running on `worker`.
+    pub fn start(&mut self, key: &B256, worker: usize) -> Option<Arc<InferenceCall>> {
+        let r = self.by_key.get_mut(key)?;
+        self.queue.remove(&(r.priority, *key));
+        r.running_on = Some(worker);
+        Some(r.call.clone())
+    }
+
+    /// A run failed: back to the queue, avoiding `worker` next time.
+    pub fn requeue(&mut self, key: &B256, worker: usize) {
+        if let Some(r) = self.by_key.get_mut(key) {
+            r.running_on = None;
+            r.attempts += 1;
+            r.avoid = Some(worker);
+            self.queue.insert((r.priority, *key));
+        }
+    }
+
+    /// The result is in: the request is done. Returns its waiters.
+    pub fn finish(&mut self, key: &B256) -> Option<Request> {
+        let r = self.by_key.remove(key)?;
+        if r.running_on.is_none() {
+            self.queue.remove(&(r.priority, *key));
+        }
+        Some(r)
+    }
+
+    /// A waiter is gone (included, rejected): a queued request nobody waits for is dropped.
+    pub fn forget_waiter(&mut self, key: &B256, waiter: &B256) {
+        let Some(r) = self.by_key.get_mut(key) else {
+            return;
+        };
+        r.waiters.remove(waiter);
+        if r.waiters.is_empty() && r.running_on.is_none() {
+            self.queue.remove(&(r.priority, *key));
+            self.by_key.remove(key);
+        }
+    }
+}
+
+/// One worker and what the dispatcher knows of it.
+pub struct WorkerSlot {
+    pub worker: Arc<dyn Worker>,
+    pub in_flight: usize,
+    /// Consecutive failures; reset by a success.
+    pub failures_in_row: u32,
+    /// No new work before this time (ms): it kept failing.
+    pub benched_until: u64,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+impl std::fmt::Debug for WorkerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSlot")
+            .field("name", &self.worker.name())
+            .field("in_flight", &self.in_flight)
+            .field("failures_in_row", &self.failures_in_row)
+            .finish()
+    }
+}
+
+/// The worker table.
+#[derive(Debug, Default)]
+pub struct Workers {
+    pub slots: Vec<WorkerSlot>,
+}
+
+impl Workers {
+    pub fn new(workers: Vec<Arc<dyn Worker>>) -> Self {
+        Self {
+            slots: workers
+                .into_iter()
+                .map(|worker| WorkerSlot {
+                    worker,
+                    in_flight: 0,
+                    failures_in_row: 0,
+                    benched_until: 0,
+                    completed: 0,
+                    failed: 0,
+                })
+                .collect(),
+        }
+    }
+
+    /// Total capacity of the workers not benched at `now`.
+    pub fn capacity(&self, now: u64) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.benched_until <= now)
+            .map(|s| s.worker.capacity())
+            .sum()
+    }
+
+    /// The worker for the next request: among those with a free slot and not benched, the
+    /// least loaded relative to its capacity, preferring any other than `avoid`.
+    pub fn pick(&self, now: u64, avoid: Option<usize>) -> Option<usize> {
+        let free = |i: &usize| {
+            let s = &self.slots[*i];
+            s.benched_until <= now && s.in_flight < s.worker.capacity()
+        };
+        let load = |i: &usize| {
+            let s = &self.slots[*i];
+            (s.in_flight as u128 * 1_000_000) / s.worker.capacity().max(1) as u128
+        };
+        let candidates: Vec<usize> = (0..self.slots.len()).filter(free).collect();
+        let preferred: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|i| Some(*i) != avoid)
+            .collect();
+        let pool = if preferred.is_empty() {
+            candidates
+        } else {
+            preferred
+        };
+        pool.into_iter().min_by_key(|i| (load(i), *i))
+    }
+
+    /// A run ended. A failure counts against the worker; `max_failures` in a row bench it
+    /// for `backoff_ms`, after which it gets one probe (one more failure benches it again).
+    pub fn record(&mut self, i: usize, ok: bool, now: u64, max_failures: u32, backoff_ms: u64) {
+        let s = &mut self.slots[i];
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if ok {
+            s.completed += 1;
+            s.failures_in_row = 0;
+        } else {
+            s.failed += 1;
+            s.failures_in_row += 1;
+            if s.failures_in_row >= max_failures {
+                s.benched_until = now + backoff_ms;
+                s.failures_in_row = max_failures.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The earliest time a benched worker comes back, if any is benched.
+    pub fn next_return(&self, now: u64) -> Option<u64> {
+        self.slots
+            .iter()
+            .map(|s| s.benched_until)
+            .filter(|&t| t > now)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::future::BoxFuture;
+    use pipe_primitives::InferenceResult;
+
+    use crate::WorkerError;
+
+    struct Fixed(usize, &'static str);
+    impl Worker for Fixed {
+        fn name(&self) -> &str {
+            self.1
+        }
+        fn capacity(&self) -> usize {
+            self.0
+        }
+        fn run(
+            &self,
+            _: Arc<InferenceCall>,
+        ) -> BoxFuture<'static, Result<InferenceResult, WorkerError>> {
+            Box::pin(async { Err(WorkerError::Failed("unused".into())) })
+        }
+    }
+
+    #[test]
+    fn priority_is_tip_then_arrival() {
+        let p = |tip, arrival| Priority { tip, arrival };
+        assert!(p(2, 9) > p(1, 0));
+        assert!(p(1, 0) > p(1, 1));
+    }
+
+    #[test]
+    fn picks_least_loaded_and_avoids_the_failed_one_and_benches_repeat_failures() {
+        let mut w = Workers::new(vec![Arc::new(Fixed(2, "a")), Arc::new(Fixed(4, "b"))]);
+        assert_eq!(w.pick(0, None), Some(0));
+        w.slots[0].in_flight = 1; // a at 1/2, b at 0/4
+        assert_eq!(w.pick(0, None), Some(1));
+        assert_eq!(w.pick(0, Some(1)), Some(0));
+        w.slots[0].in_flight = 2; // a full: the avoided one is still better than nothing
+        assert_eq!(w.pick(0, Some(1)), Some(1));
+        for _ in 0..3 {
+            w.slots[1].in_flight += 1;
+            w.record(1, false, 100, 3, 1_000);
+        }
+        assert_eq!(w.slots[1].benched_until, 1_100);
+        assert_eq!(w.pick(500, None), None, "a is full, b is benched");
+        assert_eq!(w.next_return(500), Some(1_100));
+        assert_eq!(w.capacity(500), 2);
+        assert_eq!(w.pick(1_100, None), Some(1), "back after the backoff");
+        w.slots[1].in_flight += 1;
+        w.record(1, false, 1_100, 3, 1_000);
+        assert_eq!(
+            w.slots[1].benched_until, 2_100,
+            "one failed probe benches again"
+        );
+    }
+}

@@ -1,0 +1,864 @@
+//! The engine: the transaction tracker, the discovery pass, the dispatch loop, and the gate the
+//! builder goes through. One lock (`State`) guards the tracker, the requests and the worker
+//! table; it is never held across a simulation, a model run or an await.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    sync::Arc,
+};
+
+use alloy_primitives::{Address, B256};
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use parking_lot::Mutex;
+use pipe_builder::{BuildStats, InferenceGate};
+use pipe_executor::{Executor, InferenceCall, InferenceProvider, SimOutcome};
+use pipe_mempool::{Pool, PoolTx};
+use pipe_primitives::{
+    Clock, InferenceResult, SealedBlock, StoredTx,
+    status::{Lifecycle, RequestState, RequestStatus, TxStatus},
+};
+use pipe_storage::Store;
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::{
+    CachedResults, Metrics, ResultCache, Worker, WorkerError,
+    dispatch::{Priority, Requests, Workers},
+    metrics::label,
+};
+
+/// PIPE's limits and timings.
+#[derive(Clone, Debug)]
+pub struct PipeConfig {
+    /// Most distinct inference requests one transaction may make.
+    pub max_requests_per_tx: usize,
+    /// Most simulations one transaction may take (a request per round, plus re-simulations
+    /// after results went stale).
+    pub max_simulations: u32,
+    /// How long the dispatcher waits for a worker before retrying elsewhere.
+    pub worker_timeout_ms: u64,
+    /// Failures in a row after which a worker gets no work for `worker_backoff_ms`.
+    pub worker_max_failures: u32,
+    pub worker_backoff_ms: u64,
+    /// Blocks a result stays cached after the last live transaction needing it is gone.
+    pub result_ttl_blocks: u64,
+    /// Final statuses (included, rejected) remembered for the status RPC.
+    pub finished_capacity: usize,
+}
+
+impl Default for PipeConfig {
+    fn default() -> Self {
+        Self {
+            max_requests_per_tx: 8,
+            max_simulations: 32,
+            worker_timeout_ms: 30_000,
+            worker_max_failures: 3,
+            worker_backoff_ms: 10_000,
+            result_ttl_blocks: 64,
+            finished_capacity: 100_000,
+        }
+    }
+}
+
+/// Where a tracked transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for discovery, or for the sender's earlier nonce.
+    Pending,
+    Simulating,
+    /// Its simulation stopped at this request.
+    Awaiting(B256),
+    Ready,
+}
+
+#[derive(Debug)]
+struct TxEntry {
+    sender: Address,
+    nonce: u64,
+    priority: Priority,
+    phase: Phase,
+    /// Distinct requests discovered, in discovery order.
+    keys: Vec<B256>,
+    simulations: u32,
+    stale: u32,
+    /// Why it was last left out of a block, while it is not ready again.
+    deferred: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    txs: HashMap<B256, TxEntry>,
+    by_sender: HashMap<Address, BTreeMap<u64, B256>>,
+    /// Senders whose pending run must be simulated (again).
+    dirty: BTreeSet<Address>,
+    requests: Requests,
+    workers: Workers,
+    finished: HashMap<B256, TxStatus>,
+    finished_order: VecDeque<B256>,
+}
+
+impl State {
+    /// Ends a transaction's tracking with a final status.
+    fn finish(&mut self, hash: B256, status: TxStatus, capacity: usize) {
+        if let Some(e) = self.txs.remove(&hash) {
+            if let Some(m) = self.by_sender.get_mut(&e.sender) {
+                if m.get(&e.nonce) == Some(&hash) {
+                    m.remove(&e.nonce);
+                }
+                if m.is_empty() {
+                    self.by_sender.remove(&e.sender);
+                }
+            }
+            for key in &e.keys {
+                self.requests.forget_waiter(key, &hash);
+            }
+        }
+        if self.finished.insert(hash, status).is_none() {
+            self.finished_order.push_back(hash);
+        }
+        while self.finished_order.len() > capacity {
+            if let Some(old) = self.finished_order.pop_front() {
+                self.finished.remove(&old);
+            }
+        }
+    }
+}
+
+fn final_status(
+    hash: B256,
+    status: Lifecycle,
+    block: Option<u64>,
+    reason: Option<String>,
+) -> TxStatus {
+    TxStatus {
+        hash,
+        status,
+        block_number: block,
+        reason,
+        outstanding: 0,
+        requests: Vec::new(),
+        simulations: 0,
+        stale: 0,
+    }
+}
+
+type JobDone = (usize, B256, Result<InferenceResult, WorkerError>, u64);
+
+/// The inference mempool. Create with [`Pipe::new`], start its tasks with [`Pipe::spawn`],
+/// and give it to the builder as its [`InferenceGate`].
+pub struct Pipe {
+    config: PipeConfig,
+    pool: Arc<Pool>,
+    store: Arc<Store>,
+    executor: Executor,
+    cache: Arc<ResultCache>,
+    results: Arc<CachedResults>,
+    clock: Arc<dyn Clock>,
+    head: watch::Receiver<Arc<SealedBlock>>,
+    state: Mutex<State>,
+    /// Wakes discovery: new transactions, results in, stale transactions.
+    discover: Notify,
+    /// Wakes dispatch: new requests, failed runs.
+    dispatch: Notify,
+    /// Signals that a transaction became ready (the on-demand sealer waits on it).
+    ready: Notify,
+    /// Transactions added to the pool, in order.
+    arrivals: Mutex<Option<mpsc::UnboundedReceiver<Arc<PoolTx>>>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Pipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe").finish_non_exhaustive()
+    }
+}
+
+impl Pipe {
+    /// Starts listening to the pool at once, so transactions restored before the tasks run
+    /// are tracked too.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: PipeConfig,
+        pool: Arc<Pool>,
+        store: Arc<Store>,
+        executor: Executor,
+        models: Arc<dyn InferenceProvider>,
+        workers: Vec<Arc<dyn Worker>>,
+        clock: Arc<dyn Clock>,
+        head: watch::Receiver<Arc<SealedBlock>>,
+    ) -> Arc<Self> {
+        let cache = Arc::new(ResultCache::default());
+        let metrics = Arc::new(Metrics::new());
+        for w in &workers {
+            metrics
+                .worker_capacity
+                .get_or_create(&label("worker", w.name()))
+                .set(w.capacity() as i64);
+        }
+        let arrivals = pool.listen();
+        Arc::new(Self {
+            results: Arc::new(CachedResults::new(cache.clone(), models)),
+            cache,
+            config,
+            pool,
+            store,
+            executor,
+            clock,
+            head,
+            state: Mutex::new(State {
+                workers: Workers::new(workers),
+                ..Default::default()
+            }),
+            discover: Notify::new(),
+            dispatch: Notify::new(),
+            ready: Notify::new(),
+            arrivals: Mutex::new(Some(arrivals)),
+            metrics,
+        })
+    }
+
+    /// Spawns discovery and dispatch on the current runtime; both stop when `shutdown` flips.
+    pub fn spawn(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let arrivals = self.arrivals.lock().take();
+        let mut handles = vec![tokio::spawn(self.clone().dispatch_loop(shutdown.clone()))];
+        if let Some(arrivals) = arrivals {
+            handles.push(tokio::spawn(
+                self.clone().discovery_loop(arrivals, shutdown),
+            ));
+        }
+        handles
+    }
+
+    /// Requests the workers not benched now can run at once.
+    pub fn capacity(&self) -> usize {
+        self.state.lock().workers.capacity(self.clock.now_ms())
+    }
+
+    pub fn cache(&self) -> &ResultCache {
+        &self.cache
+    }
+
+    /// Base fee of the next block: what priority (the effective tip) is measured at.
+    fn next_base_fee(&self) -> u64 {
+        let head = self.head.borrow();
+        head.header
+            .next_block_base_fee(self.executor.config().base_fee_params())
+            .unwrap_or_default()
+    }
+
+    /// Starts tracking a transaction the pool accepted.
+    fn track(&self, tx: &PoolTx) {
+        let priority = Priority {
+            tip: tx.effective_tip(self.next_base_fee()),
+            arrival: tx.arrival,
+        };
+        let (hash, sender, nonce) = (tx.hash(), tx.sender(), tx.nonce());
+        let mut st = self.state.lock();
+        let replaced = st
+            .by_sender
+            .get(&sender)
+            .and_then(|m| m.get(&nonce))
+            .copied()
+            .filter(|old| *old != hash);
+        if let Some(old) = replaced {
+            let status = final_status(
+                old,
+                Lifecycle::Rejected,
+                None,
+                Some(format!("replaced by {hash}")),
+            );
+            st.finish(old, status, self.config.finished_capacity);
+        }
+        st.txs.insert(
+            hash,
+            TxEntry {
+                sender,
+                nonce,
+                priority,
+                phase: Phase::Pending,
+                keys: Vec::new(),
+                simulations: 0,
+                stale: 0,
+                deferred: None,
+            },
+        );
+        st.by_sender.entry(sender).or_default().insert(nonce, hash);
+        st.dirty.insert(sender);
+    }
+
+    async fn discovery_loop(
+        self: Arc<Self>,
+        mut arrivals: mpsc::UnboundedReceiver<Arc<PoolTx>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                tx = arrivals.recv() => match tx {
+                    Some(tx) => self.track(&tx),
+                    None => return,
+                },
+                _ = self.discover.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            while let Ok(tx) = arrivals.try_recv() {
+                self.track(&tx);
+            }
+            let this = self.clone();
+            // Simulation is CPU work: off the async workers.
+            if let Err(e) = tokio::task::spawn_blocking(move || this.discovery_pass()).await {
+                warn!(target: "pipe::discovery", error = %e, "discovery pass panicked");
+            }
+        }
+    }
+
+    /// Simulates every dirty sender's pending run once.
+    pub fn discovery_pass(&self) {
+        let dirty: Vec<Address> = std::mem::take(&mut self.state.lock().dirty)
+            .into_iter()
+            .collect();
+        if dirty.is_empty() {
+            return;
+        }
+        let head = self.head.borrow().clone();
+        let view = match self.store.state() {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                warn!(target: "pipe::discovery", error = %e, "cannot read state; will retry");
+                self.state.lock().dirty.extend(dirty);
+                return;
+            }
+        };
+        // The view may already be past `head` if a block just committed; the builder checks
+        // every result again, so a simulation on a slightly different state costs at most a
+        // re-simulation.
+        let attrs = self
+            .executor
+            .next_attributes(&head, self.clock.now_ms(), Address::ZERO);
+        let mut rejected: Vec<(B256, String)> = Vec::new();
+        let mut new_requests = false;
+        let mut became_ready = false;
+        for sender in dirty {
+            let run = self.pool.ready_run_of(&sender);
+            if run.is_empty() {
+                continue;
+            }
+            {
+                let mut st = self.state.lock();
+                for tx in &run {
+                    if let Some(e) = st.txs.get_mut(&tx.hash())
+                        && e.phase != Phase::Ready
+                    {
+                        e.phase = Phase::Simulating;
+                    }
+                }
+            }
+            let stored: Vec<StoredTx> = run.iter().map(|t| t.stored.clone()).collect();
+            let outcomes = self.executor.simulate(
+                view.clone(),
+                &attrs,
+                &stored,
+                self.results.clone() as Arc<dyn InferenceProvider>,
+            );
+            self.metrics.simulations.inc();
+            let mut st = self.state.lock();
+            let State {
+                txs,
+                requests,
+                dirty,
+                ..
+            } = &mut *st;
+            let outcomes = match outcomes {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(target: "pipe::discovery", %sender, error = %e, "simulation failed; will retry");
+                    dirty.insert(sender);
+                    continue;
+                }
+            };
+            for (i, tx) in run.iter().enumerate() {
+                let hash = tx.hash();
+                let Some(entry) = txs.get_mut(&hash) else {
+                    continue;
+                };
+                let Some(outcome) = outcomes.get(i) else {
+                    // Waits for an earlier nonce of its sender.
+                    if entry.phase != Phase::Ready {
+                        entry.phase = Phase::Pending;
+                    }
+                    continue;
+                };
+                entry.simulations += 1;
+                match outcome {
+                    SimOutcome::Complete { keys, .. } => {
+                        for k in keys {
+                            if !entry.keys.contains(k) {
+                                entry.keys.push(*k);
+                            }
+                        }
+                        entry.phase = Phase::Ready;
+                        entry.deferred = None;
+                        became_ready = true;
+                    }
+                    // Not executable here (funds, nonce): the builder decides, with a reason.
+                    SimOutcome::Invalid(_) => {
+                        entry.phase = Phase::Ready;
+                        became_ready = true;
+                    }
+                    SimOutcome::Missing(call) => {
+                        if !entry.keys.contains(&call.key) {
+                            entry.keys.push(call.key);
+                        }
+                        if entry.keys.len() > self.config.max_requests_per_tx {
+                            rejected.push((
+                                hash,
+                                format!(
+                                    "transaction makes more than {} inference requests",
+                                    self.config.max_requests_per_tx
+                                ),
+                            ));
+                        } else if entry.simulations >= self.config.max_simulations {
+                            rejected.push((
+                                hash,
+                                format!(
+                                    "transaction needed more than {} simulations",
+                                    self.config.max_simulations
+                                ),
+                            ));
+                        } else if self.cache.contains(&call.key) {
+                            // The result arrived while this simulation ran.
+                            entry.phase = Phase::Pending;
+                            dirty.insert(sender);
+                        } else {
+                            entry.phase = Phase::Awaiting(call.key);
+                            if requests.wait_for(call, hash, entry.priority) {
+                                self.metrics.shared_requests.inc();
+                            }
+                            new_requests = true;
+                        }
+                    }
+                }
+            }
+        }
+        for (hash, reason) in rejected {
+            self.reject(hash, &reason);
+        }
+        if new_requests {
+            self.dispatch.notify_one();
+        }
+        if became_ready {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Rejects `hash` for good, with its sender's later transactions (they depend on it).
+    fn reject(&self, hash: B256, reason: &str) {
+        info!(target: "pipe::discovery", %hash, reason, "transaction rejected");
+        let removed = self.pool.remove_invalid(&hash);
+        if let Err(e) = self.store.remove_pending(&removed) {
+            warn!(target: "pipe::discovery", error = %e, "forgetting rejected transactions failed");
+        }
+        let mut st = self.state.lock();
+        for h in std::iter::once(hash).chain(removed.into_iter().filter(|h| *h != hash)) {
+            let why = if h == hash {
+                reason.to_string()
+            } else {
+                format!("an earlier transaction of the sender ({hash}) was rejected: {reason}")
+            };
+            self.metrics.rejected.inc();
+            st.finish(
+                h,
+                final_status(h, Lifecycle::Rejected, None, Some(why)),
+                self.config.finished_capacity,
+            );
+        }
+    }
+
+    async fn dispatch_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut running: FuturesUnordered<BoxFuture<'static, JobDone>> = FuturesUnordered::new();
+        loop {
+            let now = self.clock.now_ms();
+            for job in self.assign(now) {
+                running.push(job);
+            }
+            let wake_at = {
+                let st = self.state.lock();
+                if st.requests.queued() > 0 {
+                    st.workers.next_return(now)
+                } else {
+                    None
+                }
+            };
+            let benched = async {
+                match wake_at {
+                    Some(t) => self.clock.sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.dispatch.notified() => {}
+                Some(done) = running.next(), if !running.is_empty() => self.on_result(done),
+                _ = benched => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Fills free worker slots with the best queued requests.
+    fn assign(&self, now: u64) -> Vec<BoxFuture<'static, JobDone>> {
+        let mut jobs = Vec::new();
+        let mut st = self.state.lock();
+        let State {
+            requests, workers, ..
+        } = &mut *st;
+        while let Some(key) = requests.peek() {
+            let avoid = requests.by_key.get(&key).and_then(|r| r.avoid);
+            let Some(w) = workers.pick(now, avoid) else {
+                break;
+            };
+            let Some(call) = requests.start(&key, w) else {
+                break;
+            };
+            let slot = &mut workers.slots[w];
+            slot.in_flight += 1;
+            let worker = slot.worker.clone();
+            self.metrics
+                .worker_in_flight
+                .get_or_create(&label("worker", worker.name()))
+                .set(slot.in_flight as i64);
+            debug!(target: "pipe::dispatch", %key, worker = worker.name(), "dispatched");
+            jobs.push(self.job(w, key, call, worker));
+        }
+        let running = requests.running() as i64;
+        self.metrics.requests_in_flight.set(running);
+        if running > self.metrics.requests_in_flight_peak.get() {
+            self.metrics.requests_in_flight_peak.set(running);
+        }
+        jobs
+    }
+
+    fn job(
+        &self,
+        w: usize,
+        key: B256,
+        call: Arc<InferenceCall>,
+        worker: Arc<dyn Worker>,
+    ) -> BoxFuture<'static, JobDone> {
+        let clock = self.clock.clone();
+        let timeout = self.config.worker_timeout_ms;
+        async move {
+            let started = clock.now_ms();
+            let run = worker.run(call);
+            let result = tokio::select! {
+                r = run => r,
+                _ = clock.sleep_until(started + timeout) => Err(WorkerError::Timeout(timeout)),
+            };
+            let result = result.and_then(|r| {
+                if r.key == key {
+                    Ok(r)
+                } else {
+                    Err(WorkerError::WrongKey {
+                        want: key,
+                        got: r.key,
+                    })
+                }
+            });
+            (w, key, result, started)
+        }
+        .boxed()
+    }
+
+    fn on_result(&self, (w, key, result, started): JobDone) {
+        let now = self.clock.now_ms();
+        let block = self.head.borrow().number();
+        let mut st = self.state.lock();
+        let State {
+            txs,
+            requests,
+            workers,
+            dirty,
+            ..
+        } = &mut *st;
+        let name = workers.slots[w].worker.name().to_string();
+        let ok = result.is_ok();
+        workers.record(
+            w,
+            ok,
+            now,
+            self.config.worker_max_failures,
+            self.config.worker_backoff_ms,
+        );
+        self.metrics
+            .worker_in_flight
+            .get_or_create(&label("worker", &name))
+            .set(workers.slots[w].in_flight as i64);
+        match result {
+            Ok(r) => {
+                self.metrics
+                    .dispatch_latency
+                    .observe(now.saturating_sub(started) as f64 / 1000.0);
+                self.metrics
+                    .worker_completed
+                    .get_or_create(&label("worker", &name))
+                    .inc();
+                self.cache.insert(r, block);
+                if let Some(req) = requests.finish(&key) {
+                    for waiter in req.waiters {
+                        if let Some(e) = txs.get_mut(&waiter)
+                            && e.phase == Phase::Awaiting(key)
+                        {
+                            e.phase = Phase::Pending;
+                            dirty.insert(e.sender);
+                        }
+                    }
+                }
+                self.discover.notify_one();
+            }
+            Err(e) => {
+                warn!(target: "pipe::dispatch", %key, worker = %name, error = %e, "worker failed; retrying elsewhere");
+                self.metrics
+                    .worker_failures
+                    .get_or_create(&label("worker", &name))
+                    .inc();
+                self.metrics.retries.inc();
+                requests.requeue(&key, w);
+            }
+        }
+        self.metrics
+            .requests_in_flight
+            .set(requests.running() as i64);
+    }
+
+    /// The lifecycle of `hash`, if PIPE tracks it or remembers how it ended.
+    pub fn status(&self, hash: &B256) -> Option<TxStatus> {
+        let st = self.state.lock();
+        if let Some(done) = st.finished.get(hash) {
+            return Some(done.clone());
+        }
+        let e = st.txs.get(hash)?;
+        let requests: Vec<RequestStatus> = e
+            .keys
+            .iter()
+            .map(|k| RequestStatus {
+                key: *k,
+                state: if self.cache.contains(k) {
+                    RequestState::Done
+                } else if st
+                    .requests
+                    .by_key
+                    .get(k)
+                    .is_some_and(|r| r.running_on.is_some())
+                {
+                    RequestState::Running
+                } else {
+                    RequestState::Queued
+                },
+            })
+            .collect();
+        let status = match e.phase {
+            Phase::Ready => Lifecycle::Ready,
+            _ if e.deferred.is_some() => Lifecycle::Deferred,
+            Phase::Pending => Lifecycle::Pending,
+            Phase::Simulating => Lifecycle::Simulating,
+            Phase::Awaiting(_) => Lifecycle::AwaitingInference,
+        };
+        Some(TxStatus {
+            hash: *hash,
+            status,
+            block_number: None,
+            reason: e.deferred.clone(),
+            outstanding: requests
+                .iter()
+                .filter(|r| r.state != RequestState::Done)
+                .count(),
+            requests,
+            simulations: e.simulations,
+            stale: e.stale,
+        })
+    }
+
+    /// Brings the gauges up to date and renders every metric.
+    pub fn render_metrics(&self) -> String {
+        {
+            let st = self.state.lock();
+            let mut counts: BTreeMap<&str, i64> = [
+                "pending",
+                "simulating",
+                "awaiting_inference",
+                "ready",
+                "deferred",
+            ]
+            .into_iter()
+            .map(|s| (s, 0))
+            .collect();
+            for e in st.txs.values() {
+                let s = match e.phase {
+                    Phase::Ready => "ready",
+                    _ if e.deferred.is_some() => "deferred",
+                    Phase::Pending => "pending",
+                    Phase::Simulating => "simulating",
+                    Phase::Awaiting(_) => "awaiting_inference",
+                };
+                *counts.entry(s).or_default() += 1;
+            }
+            for (s, n) in counts {
+                self.metrics
+                    .transactions
+                    .get_or_create(&label("state", s))
+                    .set(n);
+            }
+            self.metrics
+                .requests_queued
+                .set(st.requests.queued() as i64);
+            self.metrics
+                .requests_in_flight
+                .set(st.requests.running() as i64);
+        }
+        self.metrics.cached_results.set(self.cache.len() as i64);
+        self.metrics.render()
+    }
+}
+
+impl InferenceGate for Pipe {
+    fn is_ready(&self, tx: &PoolTx) -> bool {
+        self.state
+            .lock()
+            .txs
+            .get(&tx.hash())
+            .is_some_and(|e| e.phase == Phase::Ready)
+    }
+
+    fn results(&self) -> Arc<dyn InferenceProvider> {
+        self.results.clone()
+    }
+
+    fn on_stale(&self, tx: &PoolTx, call: &InferenceCall) {
+        self.metrics.stale.inc();
+        let number = self.head.borrow().number() + 1;
+        let hash = tx.hash();
+        let mut too_many = false;
+        {
+            let mut st = self.state.lock();
+            let State {
+                txs,
+                requests,
+                dirty,
+                ..
+            } = &mut *st;
+            let Some(e) = txs.get_mut(&hash) else {
+                return;
+            };
+            debug!(target: "pipe::builder", %hash, key = %call.key, "stale result: back to discovery");
+            e.stale += 1;
+            e.deferred = Some(format!(
+                "left out of block {number}: it asked for request {}, which was not computed (its inputs changed since simulation)",
+                call.key
+            ));
+            if !e.keys.contains(&call.key) {
+                e.keys.push(call.key);
+            }
+            if e.keys.len() > self.config.max_requests_per_tx {
+                too_many = true;
+            } else if self.cache.contains(&call.key) {
+                e.phase = Phase::Pending;
+            } else {
+                // The builder already knows the request: dispatch it without another round.
+                e.phase = Phase::Awaiting(call.key);
+                if requests.wait_for(call, hash, e.priority) {
+                    self.metrics.shared_requests.inc();
+                }
+                self.dispatch.notify_one();
+            }
+            dirty.insert(e.sender);
+        }
+        if too_many {
+            self.reject(
+                hash,
+                &format!(
+                    "transaction makes more than {} inference requests",
+                    self.config.max_requests_per_tx
+                ),
+            );
+        }
+        self.discover.notify_one();
+    }
+
+    fn on_sealed(&self, block: &Arc<SealedBlock>, stats: &BuildStats) {
+        self.metrics.blocks.inc();
+        self.metrics
+            .block_build
+            .observe(stats.build_ms as f64 / 1000.0);
+        self.metrics
+            .block_transactions
+            .observe(block.transactions.len() as f64);
+        let number = block.number();
+        let live: Vec<B256> = {
+            let mut st = self.state.lock();
+            for tx in &block.transactions {
+                if st.txs.contains_key(&tx.hash) {
+                    st.finish(
+                        tx.hash,
+                        final_status(tx.hash, Lifecycle::Included, Some(number), None),
+                        self.config.finished_capacity,
+                    );
+                }
+            }
+            // Whatever the pool dropped with this block lost its nonce to another transaction.
+            let gone: Vec<B256> = st
+                .txs
+                .keys()
+                .filter(|h| self.pool.get(h).is_none())
+                .copied()
+                .collect();
+            for h in gone {
+                st.finish(
+                    h,
+                    final_status(
+                        h,
+                        Lifecycle::Rejected,
+                        None,
+                        Some(
+                            "removed from the pool: its nonce was used by another transaction"
+                                .into(),
+                        ),
+                    ),
+                    self.config.finished_capacity,
+                );
+            }
+            st.txs
+                .values()
+                .flat_map(|e| e.keys.iter().copied())
+                .collect()
+        };
+        self.cache
+            .expire(&live, number, self.config.result_ttl_blocks);
+    }
+
+    fn has_ready(&self) -> bool {
+        self.state
+            .lock()
+            .txs
+            .values()
+            .any(|e| e.phase == Phase::Ready)
+    }
+
+    fn ready_changed(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.ready.notified())
+    }
+
+    fn on_dropped(&self, hashes: &[B256], reason: &str) {
+        let mut st = self.state.lock();
+        for h in hashes {
+            self.metrics.rejected.inc();
+            st.finish(
+                *h,
+                final_status(*h, Lifecycle::Rejected, None, Some(reason.to_string())),
+                self.config.finished_capacity,
+            );
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The inference network as the dispatcher sees it: workers with a capacity that turn a request
+//! into a result, or fail.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use pipe_executor::InferenceCall;
+use pipe_primitives::InferenceResult;
+
+/// Why a worker produced no result. None of these is a fact about the request (a model that
+/// fails on its inputs gives a *result*, a committed failure): the request is retried on
+/// another worker.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerError {
+    #[error("timed out after {0} ms")]
+    Timeout(u64),
+    #[error("worker unreachable: {0}")]
+    Unreachable(String),
+    #[error("worker failed: {0}")]
+    Failed(String),
+    #[error("worker answered for request {got}, asked {want}")]
+    WrongKey {
+        want: alloy_primitives::B256,
+        got: alloy_primitives::B256,
+    },
+}
+
+/// One worker: in-process threads, or a remote process.
+pub trait Worker: Send + Sync + 'static {
+    /// For logs and metrics.
+    fn name(&self) -> &str;
+    /// Requests it runs at once.
+    fn capacity(&self) -> usize;
+    /// Computes `call`. The dispatcher bounds the time it waits.
+    fn run(
+        &self,
+        call: Arc<InferenceCall>,
+    ) -> BoxFuture<'static, Result<InferenceResult, WorkerError>>;
+}

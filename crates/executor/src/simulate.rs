@@ -1,0 +1,87 @@
+//! Discovery's simulation: a sender's pending transactions executed in nonce order on a
+//! throw-away overlay of the head state, answering inference only from known results.
+//!
+//! Each transaction runs on top of the ones before it (the state the builder will see when it
+//! includes them in order). At the first request without a result the simulation stops: that
+//! transaction and every later one are undecided, nothing is written anywhere, and the caller
+//! dispatches the request and simulates again when the result is in.
+
+use std::sync::Arc;
+
+use alloy_evm::{Evm, EvmFactory, FromRecoveredTx};
+use alloy_primitives::B256;
+use pipe_primitives::StoredTx;
+use pipe_storage::StateView;
+use revm::{DatabaseCommit, context::TxEnv, database::CacheDB};
+
+use crate::{
+    BlockAttributes, ExecError, Executor, InferenceCall, InferenceProvider, Purpose, StateDb,
+    recorder::Recorder,
+};
+
+/// How the simulation of one transaction ended.
+#[derive(Debug)]
+pub enum SimOutcome {
+    /// Ran through (succeeded or reverted) with every result known: ready for a block.
+    Complete {
+        /// Keys of the results it used, in call order, without repeats.
+        keys: Vec<B256>,
+        /// Whether it succeeded (a revert is still includable).
+        success: bool,
+    },
+    /// Stopped at a request without a result.
+    Missing(Box<InferenceCall>),
+    /// Not executable on this state (nonce, balance, fees): the builder will decide.
+    Invalid(String),
+}
+
+impl Executor {
+    /// Simulates `txs` (one sender's, in nonce order) on `view` in a block with `attrs`.
+    /// Returns one outcome per transaction up to and including the first that is not
+    /// [`SimOutcome::Complete`].
+    pub fn simulate(
+        &self,
+        view: Arc<StateView>,
+        attrs: &BlockAttributes,
+        txs: &[StoredTx],
+        source: Arc<dyn InferenceProvider>,
+    ) -> Result<Vec<SimOutcome>, ExecError> {
+        let recorder = Arc::new(Recorder::new(source));
+        let db = CacheDB::new(StateDb::new(view));
+        let mut evm = self.factory.create_evm(db, self.evm_env(attrs));
+        crate::inference::install(
+            evm.precompiles_mut(),
+            recorder.clone(),
+            self.inference_gas,
+            Purpose::Block,
+        );
+        let mut out = Vec::with_capacity(txs.len());
+        for tx in txs {
+            let env = TxEnv::from_recovered_tx(&tx.tx, tx.sender);
+            let result = evm.transact(env);
+            let record = recorder.take();
+            if let Some(call) = record.missing {
+                out.push(SimOutcome::Missing(Box::new(call)));
+                break;
+            }
+            match result {
+                Ok(r) => {
+                    let success = r.result.is_success();
+                    evm.db_mut().commit(r.state);
+                    let mut keys: Vec<B256> = Vec::new();
+                    for used in record.used {
+                        if !keys.contains(&used.key) {
+                            keys.push(used.key);
+                        }
+                    }
+                    out.push(SimOutcome::Complete { keys, success });
+                }
+                Err(e) => {
+                    out.push(SimOutcome::Invalid(e.to_string()));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

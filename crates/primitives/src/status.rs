@@ -1,0 +1,86 @@
+//! A transaction's lifecycle in the inference mempool, as `pipe_getTransactionStatus`
+//! reports it.
+//!
+//! `pending → simulating → awaiting_inference → ready → included`, or on the side `deferred`
+//! (left out of a block, with the reason, and back to discovery), `expired` and `rejected`
+//! (with the reason). Included, expired and rejected are final.
+
+use alloy_primitives::B256;
+use serde::{Deserialize, Serialize};
+
+/// Where a transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Accepted; waiting for discovery, or for the sender's earlier nonce to be ready.
+    Pending,
+    /// Being simulated.
+    Simulating,
+    /// Its simulation stopped at requests whose results are being computed.
+    AwaitingInference,
+    /// Simulated through with every result known: the builder may include it.
+    Ready,
+    /// Left out of a block (its result went stale) and back in discovery.
+    Deferred,
+    Included,
+    Expired,
+    Rejected,
+}
+
+/// Where one of a transaction's inference requests is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Waiting for a worker.
+    Queued,
+    /// On a worker.
+    Running,
+    /// The result is known.
+    Done,
+}
+
+/// One request of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestStatus {
+    pub key: B256,
+    pub state: RequestState,
+}
+
+/// The answer of `pipe_getTransactionStatus`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TxStatus {
+    pub hash: B256,
+    pub status: Lifecycle,
+    /// The block that included it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_number: Option<u64>,
+    /// Why it was deferred, expired or rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Requests still being computed.
+    pub outstanding: usize,
+    /// Every request discovered so far.
+    pub requests: Vec<RequestStatus>,
+    /// Simulations run (discovery rounds, including re-simulations after a stale result).
+    pub simulations: u32,
+    /// Times it was left out of a block because a result went stale.
+    pub stale: u32,
+}
+
+impl TxStatus {
+    /// A transaction known only from the chain.
+    pub fn included(hash: B256, block_number: u64) -> Self {
+        Self {
+            hash,
+            status: Lifecycle::Included,
+            block_number: Some(block_number),
+            reason: None,
+            outstanding: 0,
+            requests: Vec::new(),
+            simulations: 0,
+            stale: 0,
+        }
+    }
+}
