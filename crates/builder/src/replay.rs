@@ -148,7 +148,7 @@ fn attributes(
 /// root.
 pub fn replay_block(
     executor: &Executor,
-    view: StateView,
+    view: impl Into<Arc<StateView>>,
     parent: &SealedBlock,
     block: &SealedBlock,
     models: Arc<dyn InferenceProvider>,

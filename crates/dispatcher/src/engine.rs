@@ -98,9 +98,22 @@ struct State {
 }
 
 impl State {
-    /// Ends a transaction's tracking with a final status.
-    fn finish(&mut self, hash: B256, status: TxStatus, capacity: usize) {
+    /// Ends a transaction's tracking with a final status, keeping what is known of its
+    /// simulations and (when included) the requests it used.
+    fn finish(&mut self, hash: B256, mut status: TxStatus, capacity: usize) {
         if let Some(e) = self.txs.remove(&hash) {
+            status.simulations = e.simulations;
+            status.stale = e.stale;
+            if status.status == Lifecycle::Included {
+                status.requests = e
+                    .keys
+                    .iter()
+                    .map(|k| RequestStatus {
+                        key: *k,
+                        state: RequestState::Done,
+                    })
+                    .collect();
+            }
             if let Some(m) = self.by_sender.get_mut(&e.sender) {
                 if m.get(&e.nonce) == Some(&hash) {
                     m.remove(&e.nonce);
@@ -230,6 +243,14 @@ impl Pipe {
             ));
         }
         handles
+    }
+
+    /// Queues `call` on behalf of `waiter` as discovery would. For tests and tools that drive
+    /// dispatch without a chain; returns whether the request was already outstanding.
+    pub fn enqueue(&self, call: &InferenceCall, waiter: B256, priority: Priority) -> bool {
+        let shared = self.state.lock().requests.wait_for(call, waiter, priority);
+        self.dispatch.notify_one();
+        shared
     }
 
     /// Requests the workers not benched now can run at once.

@@ -120,7 +120,7 @@ impl Executor {
     /// Runs the pre-execution system calls (EIP-2935 block hashes, EIP-4788 beacon root).
     pub fn build_block_with(
         &self,
-        view: StateView,
+        view: impl Into<Arc<StateView>>,
         attrs: BlockAttributes,
         source: Option<Arc<dyn InferenceProvider>>,
     ) -> Result<BlockBuilder, ExecError> {
