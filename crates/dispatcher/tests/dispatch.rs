@@ -187,7 +187,10 @@ async fn a_hanging_worker_times_out_on_the_clock_and_another_worker_answers() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(b_runs.lock().is_empty(), "timed out a millisecond early");
     h.clock.advance(Duration::from_millis(1));
-    eventually("b answers after a timed out", || h.pipe.cache().contains(&k.key)).await;
+    eventually("b answers after a timed out", || {
+        h.pipe.cache().contains(&k.key)
+    })
+    .await;
     assert_eq!(*b_runs.lock(), vec![k.key]);
     assert_eq!(metric(&h.pipe, "pipe_retries_total"), 1.0);
     assert_eq!(

@@ -135,3 +135,85 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// An EIP-1559 transaction signed by `key`, as raw EIP-2718 bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn signed_raw(
+    key: &alloy_signer_local::PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    to: alloy_primitives::TxKind,
+    input: alloy_primitives::Bytes,
+    gas_limit: u64,
+    tip: u128,
+    fee_cap: u128,
+) -> alloy_primitives::Bytes {
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+    use alloy_eips::Encodable2718;
+    use alloy_network::TxSignerSync;
+    let mut tx = TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit,
+        max_fee_per_gas: fee_cap,
+        max_priority_fee_per_gas: tip,
+        to,
+        input,
+        ..Default::default()
+    };
+    let sig = key.sign_transaction_sync(&mut tx).expect("signs");
+    let env: TxEnvelope = tx.into_signed(sig).into();
+    env.encoded_2718().into()
+}
+
+/// Sends raw transactions in JSON-RPC batches; returns their hashes in order, panicking on
+/// any error.
+pub async fn send_raw_batch(url: &str, raws: &[alloy_primitives::Bytes]) -> Vec<String> {
+    let mut hashes = Vec::new();
+    for chunk in raws.chunks(100) {
+        let body: Vec<serde_json::Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]}))
+            .collect();
+        let mut answers = raw_rpc(url, serde_json::Value::Array(body))
+            .await
+            .as_array()
+            .expect("batch answer")
+            .clone();
+        answers.sort_by_key(|a| a["id"].as_u64());
+        for a in answers {
+            hashes.push(
+                a["result"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("send failed: {a}"))
+                    .to_string(),
+            );
+        }
+    }
+    hashes
+}
+
+/// Receipts of `hashes` (None where not mined yet), in batches.
+pub async fn receipts(url: &str, hashes: &[String]) -> Vec<Option<serde_json::Value>> {
+    let mut out = Vec::new();
+    for chunk in hashes.chunks(200) {
+        let body: Vec<serde_json::Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, h)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_getTransactionReceipt", "params": [h]}))
+            .collect();
+        let mut answers = raw_rpc(url, serde_json::Value::Array(body))
+            .await
+            .as_array()
+            .expect("batch answer")
+            .clone();
+        answers.sort_by_key(|a| a["id"].as_u64());
+        out.extend(
+            answers
+                .into_iter()
+                .map(|a| Some(a["result"].clone()).filter(|r| !r.is_null())),
+        );
+    }
+    out
+}

@@ -1,0 +1,495 @@
+//! PIPE end to end on a real node: load from many senders with a slow model, a result going
+//! stale inside a block, and blocks replayed from their sidecars (and rejected when tampered).
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy_sol_types::{SolCall, SolEvent, SolValue, sol};
+use pipe_builder::replay::{ReplayError, replay_block};
+use pipe_executor::{
+    InferenceProvider,
+    inference::{
+        INFERENCE_PRECOMPILE, ModelInferenceEvent, ModelInferenceRequest, ModelInput,
+        MultiDimensionalNumberTensor, Number, runModelInferenceCall,
+    },
+};
+use pipe_node::{
+    config::{BlockTime, NodeConfig},
+    node::launch,
+};
+use pipe_primitives::{Clock, InferenceResult, ManualClock, Sidecar, SystemClock};
+use serde_json::Value;
+
+sol! {
+    function score() returns (int256);
+    function setFeatures(int128 a, int128 b, int128 c);
+    function lastScore() returns (int256);
+    event Scored(int128 feature0, int256 score);
+}
+
+const GWEI: u128 = 1_000_000_000;
+
+fn linreg_request(cid: &str, x: [i128; 3]) -> ModelInferenceRequest {
+    ModelInferenceRequest {
+        mode: 0,
+        modelCID: cid.into(),
+        input: ModelInput {
+            numbers: vec![MultiDimensionalNumberTensor {
+                name: "input".into(),
+                values: x
+                    .iter()
+                    .map(|&value| Number { value, decimals: 0 })
+                    .collect(),
+                shape: vec![1, 3],
+            }],
+            strings: vec![],
+        },
+    }
+}
+
+async fn model_id(url: &str, name: &str) -> String {
+    let list = common::rpc(url, "pipe_listModels", serde_json::json!([])).await;
+    list["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no example model {name}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn status(url: &str, hash: &str) -> Value {
+    common::rpc(url, "pipe_getTransactionStatus", serde_json::json!([hash])).await["result"].clone()
+}
+
+/// Polls until `hash`'s lifecycle status is one of `want`.
+async fn wait_status(url: &str, hash: &str, want: &[&str]) -> Value {
+    for _ in 0..3000 {
+        let s = status(url, hash).await;
+        if want.iter().any(|w| s["status"] == *w) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{hash} never reached {want:?}: {}", status(url, hash).await);
+}
+
+/// Prometheus text → (name with labels, value).
+fn metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sum(m: &[(String, f64)], prefix: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// 500 transactions from 50 senders, each calling a model that takes 200 ms more than it
+/// computes, on 4 workers: all are included; 100 distinct requests are computed once each;
+/// several run at once; no block's build time includes a model's; every block replays from
+/// its sidecar, and tampered sidecars are rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_inference_transactions_from_fifty_senders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::dev(dir.path().to_path_buf());
+    config.http_port = 0;
+    config.print_banner = false;
+    config.block_time = BlockTime::Interval(Duration::from_millis(250));
+    config.dev_accounts = 50;
+    config.workers = 4;
+    config.worker_capacity = 1;
+    config.worker_latency = Duration::from_millis(200);
+    config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let node = launch(config, Arc::new(SystemClock)).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = model_id(&url, "linreg").await;
+
+    let mut raws = Vec::new();
+    for (i, key) in node.dev_keys.iter().enumerate() {
+        for n in 0..10u64 {
+            let v = ((i as u64 * 10 + n) % 100) as i128;
+            let data = runModelInferenceCall {
+                request: linreg_request(&linreg, [v, 1, 2]),
+            }
+            .abi_encode();
+            raws.push(common::signed_raw(
+                key,
+                chain_id,
+                n,
+                TxKind::Call(INFERENCE_PRECOMPILE),
+                data.into(),
+                300_000,
+                (i as u128 + 1) * GWEI,
+                200 * GWEI,
+            ));
+        }
+    }
+    let hashes = common::send_raw_batch(&url, &raws).await;
+    assert_eq!(hashes.len(), 500);
+
+    let mut receipts = Vec::new();
+    for _ in 0..1200 {
+        receipts = common::receipts(&url, &hashes).await;
+        if receipts.iter().all(Option::is_some) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let missing = receipts.iter().filter(|r| r.is_none()).count();
+    assert_eq!(missing, 0, "{missing} of 500 transactions not included");
+    for r in &receipts {
+        let r = r.as_ref().unwrap();
+        assert_eq!(r["status"], "0x1", "{r}");
+        assert!(
+            r["logs"].as_array().unwrap().iter().any(|l| l["address"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case(&INFERENCE_PRECOMPILE.to_string())),
+            "the precompile's event is in the receipt"
+        );
+    }
+    let s = status(&url, &hashes[0]).await;
+    assert_eq!(s["status"], "included", "{s}");
+    assert!(s["blockNumber"].as_u64().unwrap() > 0);
+    assert_eq!(s["requests"].as_array().unwrap().len(), 1, "{s}");
+
+    // Metrics, from the metrics port.
+    let text = reqwest::get(format!("http://{}/metrics", node.metrics_addr.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = metrics(&text);
+    assert_eq!(
+        sum(&m, "pipe_worker_completed_total"),
+        100.0,
+        "each distinct request computed once:\n{text}"
+    );
+    assert!(sum(&m, "pipe_shared_requests_total") >= 400.0, "{text}");
+    assert!(
+        sum(&m, "pipe_requests_in_flight_peak") > 1.0,
+        "with 4 workers more than one inference runs at once:\n{text}"
+    );
+    // Every block was built in well under one model's 200 ms: the largest histogram bucket
+    // below 0.2 s holds every build.
+    let builds = sum(&m, "pipe_block_build_seconds_count");
+    assert!(builds > 0.0);
+    let under = m
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k
+                .strip_prefix("pipe_block_build_seconds_bucket{le=\"")?
+                .trim_end_matches("\"}")
+                .parse::<f64>()
+                .ok()?;
+            (le < 0.2).then_some((le, *v))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap();
+    assert_eq!(
+        under.1, builds,
+        "a block build took longer than {} s:\n{text}",
+        under.0
+    );
+
+    // Replay in process: the newest block with results, on its parent's state.
+    let head = node.store.head().unwrap().unwrap();
+    let (block, parent, view) = (1..=head)
+        .rev()
+        .find_map(|n| {
+            let block = node.store.block(n).unwrap()?;
+            if block.sidecar.is_empty() {
+                return None;
+            }
+            let view = node.store.state_at(n - 1)?;
+            Some((block, node.store.block(n - 1).unwrap()?, view))
+        })
+        .expect("a recent block with results");
+    let models = node.models.clone() as Arc<dyn InferenceProvider>;
+    let replay = |b: &pipe_primitives::SealedBlock| {
+        replay_block(&node.executor, view.clone(), &parent, b, models.clone())
+    };
+    let honest = replay(&block).expect("an honest block replays");
+    assert_eq!(honest.header.receipts_root, block.header.receipts_root);
+    assert_eq!(
+        honest.header.extra_data.len(),
+        32,
+        "the header commits to the sidecar"
+    );
+
+    let recommit = |results: Vec<InferenceResult>| {
+        let mut b = block.clone();
+        b.sidecar = Sidecar::new(results);
+        b.header.extra_data = b.sidecar.header_commitment();
+        b
+    };
+    let results = block.sidecar.results().to_vec();
+    // A result missing from the sidecar (and from the commitment).
+    let missing = recommit(results[1..].to_vec());
+    match replay(&missing) {
+        Err(ReplayError::MissingResult { key, .. }) => assert_eq!(key, results[0].key),
+        other => panic!("expected a missing result, got {other:?}"),
+    }
+    // A tampered output the header does not commit to.
+    let mut tampered = block.clone();
+    let mut first = results[0].clone();
+    let mut out = runModelInferenceCall::abi_decode_returns(&first.payload).unwrap();
+    out.numbers[0].values[0].value += 1;
+    first.payload = runModelInferenceCall::abi_encode_returns(&out).into();
+    tampered.sidecar = Sidecar::new([vec![first.clone()], results[1..].to_vec()].concat());
+    assert!(matches!(
+        replay(&tampered),
+        Err(ReplayError::SidecarRoot { .. })
+    ));
+    // The same tampered output with a matching commitment: execution diverges.
+    let recommitted = recommit([vec![first], results[1..].to_vec()].concat());
+    match replay(&recommitted) {
+        Err(ReplayError::Mismatch { field, .. }) => assert_eq!(field, "receipts root"),
+        other => panic!("expected a receipts mismatch, got {other:?}"),
+    }
+    // A result no transaction used.
+    let padded = recommit(
+        [
+            results.clone(),
+            vec![InferenceResult::failure(B256::repeat_byte(0x42), "unused")],
+        ]
+        .concat(),
+    );
+    assert!(matches!(
+        replay(&padded),
+        Err(ReplayError::UnusedResults { .. })
+    ));
+
+    let number = block.number();
+    // Everything holding the store goes before the node stops, so the file can be reopened.
+    drop((view, models));
+    node.shutdown().await;
+
+    // `pipe replay` over the data dir re-executes every block bit-exactly.
+    let replay_cli = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args(["replay", "--dev", "--accounts", "50", "--datadir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = replay_cli();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["transactions"], 500, "{report}");
+    assert!(report["results"].as_u64().unwrap() >= 100, "{report}");
+    assert_eq!(report["blocks"].as_u64().unwrap(), head);
+
+    // A sidecar tampered with on disk is rejected.
+    {
+        let store = pipe_storage::Store::open(&dir.path().join("chain.redb")).unwrap();
+        let mut results = store
+            .block(number)
+            .unwrap()
+            .unwrap()
+            .sidecar
+            .results()
+            .to_vec();
+        results[0].payload = Bytes::from_static(b"forged");
+        store
+            .replace_sidecar(number, &Sidecar::new(results))
+            .unwrap();
+    }
+    let out = replay_cli();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("block {number}")) && err.contains("sidecar root"),
+        "{err}"
+    );
+}
+
+/// A transaction whose inference input reads a slot that an earlier transaction in the same
+/// block changes: left out of that block as stale, dispatched again, and included in the next
+/// one with the result for the new input. Blocks are sealed only when the test moves the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_result_is_resimulated_and_included_with_the_right_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let mut config = NodeConfig::dev(dir.path().to_path_buf());
+    config.http_port = 0;
+    config.print_banner = false;
+    config.block_time = BlockTime::Interval(Duration::from_secs(1));
+    config.workers = 2;
+    let node = launch(config, Arc::new(clock.clone())).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = model_id(&url, "linreg").await;
+    let keys = &node.dev_keys;
+    let seal = |expect: u64| {
+        let (clock, url) = (clock.clone(), url.clone());
+        async move {
+            clock.advance(Duration::from_secs(1));
+            for _ in 0..3000 {
+                let n = common::quantity(
+                    &common::rpc(&url, "eth_blockNumber", serde_json::json!([])).await["result"],
+                );
+                if n >= expect {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("block {expect} never sealed");
+        }
+    };
+
+    let artifact: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join("contracts/out/StoredFeatureScore.json"))
+            .expect("contracts compiled (node tools/js/compile.js)"),
+    )
+    .unwrap();
+    let mut code = alloy_primitives::hex::decode(artifact["bytecode"].as_str().unwrap()).unwrap();
+    code.extend((linreg.clone(),).abi_encode_params());
+    let deploy = common::signed_raw(
+        &keys[0],
+        chain_id,
+        0,
+        TxKind::Create,
+        code.into(),
+        3_000_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let deploy = common::send_raw_batch(&url, &[deploy]).await.remove(0);
+    wait_status(&url, &deploy, &["ready"]).await;
+    seal(1).await;
+    let receipt = common::receipts(&url, std::slice::from_ref(&deploy)).await[0]
+        .clone()
+        .expect("deployed");
+    let contract: Address = receipt["contractAddress"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // `score` is simulated against features (0, 0, 0) and becomes ready with that result.
+    let score_tx = common::signed_raw(
+        &keys[1],
+        chain_id,
+        0,
+        TxKind::Call(contract),
+        scoreCall {}.abi_encode().into(),
+        1_000_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let score_hash = common::send_raw_batch(&url, &[score_tx]).await.remove(0);
+    let s = wait_status(&url, &score_hash, &["ready"]).await;
+    assert_eq!(s["requests"].as_array().unwrap().len(), 1, "{s}");
+    assert!(s["simulations"].as_u64().unwrap() >= 2, "{s}");
+
+    // A better-paying `setFeatures` goes first in the same block and changes the input.
+    let set_tx = common::signed_raw(
+        &keys[2],
+        chain_id,
+        0,
+        TxKind::Call(contract),
+        setFeaturesCall {
+            a: 125,
+            b: -50,
+            c: 300,
+        }
+        .abi_encode()
+        .into(),
+        200_000,
+        5 * GWEI,
+        100 * GWEI,
+    );
+    let set_hash = common::send_raw_batch(&url, &[set_tx]).await.remove(0);
+    wait_status(&url, &set_hash, &["ready"]).await;
+    seal(2).await;
+    let r = common::receipts(&url, &[set_hash.clone(), score_hash.clone()]).await;
+    assert!(r[0].is_some(), "setFeatures is in block 2");
+    assert!(r[1].is_none(), "score was left out of block 2 as stale");
+    let s = status(&url, &score_hash).await;
+    assert_eq!(s["stale"], 1, "{s}");
+    assert_ne!(s["status"], "included", "{s}");
+
+    // Re-dispatched at once; ready again with the result for the new features.
+    wait_status(&url, &score_hash, &["ready"]).await;
+    seal(3).await;
+    let receipt = common::receipts(&url, std::slice::from_ref(&score_hash)).await[0]
+        .clone()
+        .expect("score included in block 3");
+    assert_eq!(receipt["status"], "0x1");
+    assert_eq!(common::quantity(&receipt["blockNumber"]), 3);
+    let event = receipt["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| {
+            l["address"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case(&INFERENCE_PRECOMPILE.to_string())
+        })
+        .expect("inference event");
+    let topics: Vec<B256> = event["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().parse().unwrap())
+        .collect();
+    let data: Bytes = event["data"].as_str().unwrap().parse().unwrap();
+    let ev = ModelInferenceEvent::decode_raw_log(topics, &data).unwrap();
+    let sent: Vec<(i128, i128)> = ev.request.input.numbers[0]
+        .values
+        .iter()
+        .map(|n| (n.value, n.decimals))
+        .collect();
+    assert_eq!(sent, vec![(125, 2), (-50, 2), (300, 2)], "the new features");
+    // The stored score is what the model gives for the new features now.
+    let fresh = common::rpc(
+        &url,
+        "eth_call",
+        serde_json::json!([{"to": contract, "data": Bytes::from(scoreCall {}.abi_encode())}, "latest"]),
+    )
+    .await;
+    let stored = common::rpc(
+        &url,
+        "eth_call",
+        serde_json::json!([{"to": contract, "data": Bytes::from(lastScoreCall {}.abi_encode())}, "latest"]),
+    )
+    .await;
+    assert_eq!(fresh["result"], stored["result"], "{fresh} {stored}");
+    assert_ne!(
+        U256::from_be_slice(
+            &alloy_primitives::hex::decode(stored["result"].as_str().unwrap()).unwrap()
+        ),
+        U256::ZERO
+    );
+    let s = status(&url, &score_hash).await;
+    assert_eq!(s["status"], "included");
+    assert_eq!(s["blockNumber"], 3);
+    assert_eq!(s["stale"], 1);
+    assert_eq!(
+        s["requests"].as_array().unwrap().len(),
+        2,
+        "old and new request: {s}"
+    );
+    let _ = Scored::SIGNATURE_HASH;
+    node.shutdown().await;
+}
