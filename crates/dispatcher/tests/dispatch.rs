@@ -34,7 +34,7 @@ struct Scripted {
 }
 
 impl Scripted {
-    fn new(name: &'static str, behaviour: Behaviour) -> (Arc<dyn Worker>, Arc<Mutex<Vec<B256>>>) {
+    fn spawn(name: &'static str, behaviour: Behaviour) -> (Arc<dyn Worker>, Arc<Mutex<Vec<B256>>>) {
         let runs = Arc::new(Mutex::new(Vec::new()));
         let w = Self {
             name,
@@ -168,8 +168,8 @@ fn metric(pipe: &Pipe, line_start: &str) -> f64 {
 
 #[tokio::test]
 async fn a_hanging_worker_times_out_on_the_clock_and_another_worker_answers() {
-    let (a, a_runs) = Scripted::new("a", Behaviour::Hang);
-    let (b, b_runs) = Scripted::new("b", Behaviour::Answer);
+    let (a, a_runs) = Scripted::spawn("a", Behaviour::Hang);
+    let (b, b_runs) = Scripted::spawn("b", Behaviour::Answer);
     let config = PipeConfig {
         worker_timeout_ms: 1_000,
         ..PipeConfig::default()
@@ -202,7 +202,7 @@ async fn a_hanging_worker_times_out_on_the_clock_and_another_worker_answers() {
 
 #[tokio::test]
 async fn requests_go_out_by_priority_and_equal_keys_run_once() {
-    let (w, runs) = Scripted::new("w", Behaviour::Answer);
+    let (w, runs) = Scripted::spawn("w", Behaviour::Answer);
     let h = harness(vec![w], PipeConfig::default());
     let (k1, k2, k3) = (call(1), call(2), call(3));
     assert!(!h.pipe.enqueue(&k1, B256::repeat_byte(0xa1), tip(1, 0)));
@@ -220,7 +220,7 @@ async fn requests_go_out_by_priority_and_equal_keys_run_once() {
 
 #[tokio::test]
 async fn a_failing_worker_is_benched_until_its_backoff_passes() {
-    let (w, runs) = Scripted::new("w", Behaviour::Fail);
+    let (w, runs) = Scripted::spawn("w", Behaviour::Fail);
     let config = PipeConfig {
         worker_max_failures: 3,
         worker_backoff_ms: 5_000,

@@ -93,7 +93,7 @@ pub struct Sidecar(Vec<InferenceResult>);
 impl Sidecar {
     /// From results in any order; later duplicates of a key are dropped.
     pub fn new(mut results: Vec<InferenceResult>) -> Self {
-        results.sort_by(|a, b| a.key.cmp(&b.key));
+        results.sort_by_key(|r| r.key);
         results.dedup_by(|a, b| a.key == b.key);
         Self(results)
     }
