@@ -51,6 +51,32 @@ fn sign(key: &PrivateKeySigner, nonce: u64, to: TxKind, input: Bytes, gas: u64) 
     }
 }
 
+/// An EIP-1559 transaction as (hash, raw EIP-2718 bytes), paying `tip` under a 200 gwei cap.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sign_raw(
+    key: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    to: TxKind,
+    input: Bytes,
+    gas: u64,
+    tip: u128,
+) -> (String, Bytes) {
+    let mut tx = TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit: gas,
+        max_fee_per_gas: 200 * GWEI,
+        max_priority_fee_per_gas: tip,
+        to,
+        input,
+        ..Default::default()
+    };
+    let sig = key.sign_transaction_sync(&mut tx).expect("signing");
+    let env: TxEnvelope = tx.into_signed(sig).into();
+    (env.tx_hash().to_string(), env.encoded_2718().into())
+}
+
 struct Chain {
     store: Arc<Store>,
     executor: Executor,

@@ -30,9 +30,9 @@ pub struct NodeConfig {
     pub workers: usize,
     /// Requests each in-process worker runs at once.
     pub worker_capacity: usize,
-    /// Extra time every in-process inference takes: a stand-in for heavy models in tests and
-    /// benchmarks.
-    pub worker_latency: Duration,
+    /// Extra time every model run takes (inline and on in-process workers): a stand-in for
+    /// heavy models in tests and benchmarks.
+    pub model_latency: Duration,
     /// How long the dispatcher waits for a worker before retrying elsewhere.
     pub worker_timeout: Duration,
     /// Where Prometheus metrics are served (`None`: not served).
@@ -76,7 +76,7 @@ impl NodeConfig {
                 .map(|n| n.get())
                 .unwrap_or(2),
             worker_capacity: 1,
-            worker_latency: Duration::ZERO,
+            model_latency: Duration::ZERO,
             worker_timeout: Duration::from_secs(30),
             metrics_addr: None,
         }

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bench_inference;
+pub mod bench_pipe;
 pub mod config;
 pub mod dev;
 pub mod metrics_server;

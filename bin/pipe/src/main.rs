@@ -84,6 +84,26 @@ enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// PIPE: build time with ready inference transactions (slow vs zero-cost model),
+    /// throughput vs the workers' standalone capacity, PIPE vs inline on the same load.
+    Pipe {
+        /// Transactions per load (throughput, PIPE vs inline).
+        #[arg(long, default_value_t = 200)]
+        txs: usize,
+        /// Ready transactions per timed build.
+        #[arg(long, default_value_t = 200)]
+        ready: usize,
+        /// Timed builds per model latency.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Artificial latency of every model run, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value_t = 250)]
+        block_time_ms: u64,
+    },
     /// eth_sendRawTransaction ingestion and end-to-end rates, pipe vs anvil, same load.
     Ingest {
         #[arg(long, default_value_t = 4000)]
@@ -147,10 +167,10 @@ struct NodeArgs {
     /// Requests each in-process worker runs at once.
     #[arg(long, value_name = "N")]
     worker_capacity: Option<usize>,
-    /// Artificial extra latency of every in-process inference, in milliseconds (a stand-in for
-    /// heavy models).
+    /// Artificial extra latency of every model run, inline or on a worker, in milliseconds (a
+    /// stand-in for heavy models).
     #[arg(long, value_name = "MS")]
-    worker_latency_ms: Option<u64>,
+    model_latency_ms: Option<u64>,
     /// How long the dispatcher waits for a worker before retrying elsewhere, in milliseconds.
     #[arg(long, value_name = "MS")]
     worker_timeout_ms: Option<u64>,
@@ -203,8 +223,8 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     c.workers = args.workers.or(file.workers).unwrap_or(c.workers);
     anyhow::ensure!(c.workers > 0, "--workers must be at least 1");
     c.worker_capacity = args.worker_capacity.unwrap_or(c.worker_capacity).max(1);
-    if let Some(ms) = args.worker_latency_ms {
-        c.worker_latency = Duration::from_millis(ms);
+    if let Some(ms) = args.model_latency_ms {
+        c.model_latency = Duration::from_millis(ms);
     }
     if let Some(ms) = args.worker_timeout_ms {
         c.worker_timeout = Duration::from_millis(ms.max(1));
@@ -292,6 +312,25 @@ async fn main() -> anyhow::Result<()> {
                 pipe_node::bench_inference::run(&dir, iterations, warmup, python.as_deref())
             })
             .await??;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Command::Bench(BenchCommand::Pipe {
+            txs,
+            ready,
+            rounds,
+            latency_ms,
+            workers,
+            block_time_ms,
+        }) => {
+            let out = pipe_node::bench_pipe::run(pipe_node::bench_pipe::PipeBench {
+                txs,
+                ready,
+                rounds,
+                latency: Duration::from_millis(latency_ms),
+                workers,
+                block_time: Duration::from_millis(block_time_ms.max(1)),
+            })
+            .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Command::Bench(BenchCommand::Exec { txs, rounds, token }) => {

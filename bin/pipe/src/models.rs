@@ -82,6 +82,9 @@ pub struct NodeModels {
     cache: ModelCache,
     simulation_timeout: Duration,
     detached: Arc<AtomicUsize>,
+    /// Added to every model run: a stand-in for heavy models in tests and benchmarks, applied
+    /// alike in inline mode and on workers.
+    latency: Duration,
 }
 
 impl NodeModels {
@@ -94,7 +97,14 @@ impl NodeModels {
             cache: ModelCache::new(CACHE_MODELS),
             simulation_timeout,
             detached: Arc::default(),
+            latency: Duration::ZERO,
         })
+    }
+
+    /// Makes every model run take `latency` longer (a stand-in for heavy models).
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
     }
 
     /// Stores the example models that are not stored yet; returns their metadata by name.
@@ -134,6 +144,9 @@ impl NodeModels {
     /// and must not be committed under PIPE (a worker retries elsewhere).
     pub fn compute(&self, call: &InferenceCall) -> Result<InferenceResult, InferenceFailure> {
         let model = self.load(&call.model.id)?;
+        if !self.latency.is_zero() {
+            std::thread::sleep(self.latency);
+        }
         Ok(match model.run(&call.inputs) {
             Ok(outputs) => output_result(call.key, &outputs, call.model.decimals),
             Err(e) => failure_result(call.key, &failure(e)),

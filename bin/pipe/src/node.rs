@@ -190,7 +190,10 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         .context("head block missing from store")?;
     info!(target: "pipe::node", genesis = %genesis.hash, head = head_number, "chain opened");
 
-    let models = Arc::new(NodeModels::open(store.clone(), config.inference_timeout)?);
+    let models = Arc::new(
+        NodeModels::open(store.clone(), config.inference_timeout)?
+            .with_latency(config.model_latency),
+    );
     // The dev chain comes with the example models, so the README's contracts work at once.
     let examples = if config.genesis.is_none() {
         models.add_examples()?
@@ -212,12 +215,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             store.clone(),
             executor.clone(),
             models.clone(),
-            LocalWorker::pool(
-                config.workers,
-                &models,
-                config.worker_capacity,
-                config.worker_latency,
-            ),
+            LocalWorker::pool(config.workers, &models, config.worker_capacity),
             clock.clone(),
             head_rx.clone(),
         )),

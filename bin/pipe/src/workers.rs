@@ -1,7 +1,7 @@
 //! In-process inference workers: the default inference network, so one command runs
 //! everything. Each runs a request on the blocking pool with the node's model runtime.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use pipe_dispatcher::{Worker, WorkerError};
@@ -16,35 +16,23 @@ pub struct LocalWorker {
     name: String,
     models: Arc<NodeModels>,
     capacity: usize,
-    /// Added to every run: a stand-in for heavy models (tests, benchmarks).
-    latency: Duration,
 }
 
 impl LocalWorker {
-    pub fn new(name: String, models: Arc<NodeModels>, capacity: usize, latency: Duration) -> Self {
+    pub fn new(name: String, models: Arc<NodeModels>, capacity: usize) -> Self {
         Self {
             name,
             models,
             capacity: capacity.max(1),
-            latency,
         }
     }
 
     /// `count` workers named `local-0`, `local-1`, ….
-    pub fn pool(
-        count: usize,
-        models: &Arc<NodeModels>,
-        capacity: usize,
-        latency: Duration,
-    ) -> Vec<Arc<dyn Worker>> {
+    pub fn pool(count: usize, models: &Arc<NodeModels>, capacity: usize) -> Vec<Arc<dyn Worker>> {
         (0..count)
             .map(|i| {
-                Arc::new(Self::new(
-                    format!("local-{i}"),
-                    models.clone(),
-                    capacity,
-                    latency,
-                )) as Arc<dyn Worker>
+                Arc::new(Self::new(format!("local-{i}"), models.clone(), capacity))
+                    as Arc<dyn Worker>
             })
             .collect()
     }
@@ -64,11 +52,7 @@ impl Worker for LocalWorker {
         call: Arc<InferenceCall>,
     ) -> BoxFuture<'static, Result<InferenceResult, WorkerError>> {
         let models = self.models.clone();
-        let latency = self.latency;
         Box::pin(async move {
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
             tokio::task::spawn_blocking(move || models.compute(&call))
                 .await
                 .map_err(|e| WorkerError::Failed(format!("worker task: {e}")))?

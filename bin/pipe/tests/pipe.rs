@@ -110,7 +110,7 @@ async fn five_hundred_inference_transactions_from_fifty_senders() {
     config.dev_accounts = 50;
     config.workers = 4;
     config.worker_capacity = 1;
-    config.worker_latency = Duration::from_millis(200);
+    config.model_latency = Duration::from_millis(200);
     config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
     let node = launch(config, Arc::new(SystemClock)).await.unwrap();
     let url = node.rpc_url();

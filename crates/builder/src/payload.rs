@@ -66,7 +66,12 @@ pub struct PayloadBuilder {
     head: watch::Sender<Arc<SealedBlock>>,
     /// PIPE; `None` runs inference inline.
     gate: Option<Arc<dyn InferenceGate>>,
+    /// The last builds' numbers and stats, newest last, for benchmarks and tools.
+    history: parking_lot::Mutex<std::collections::VecDeque<(u64, BuildStats)>>,
 }
+
+/// Builds remembered by [`PayloadBuilder::history`].
+const HISTORY: usize = 4096;
 
 impl std::fmt::Debug for PayloadBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,7 +95,13 @@ impl PayloadBuilder {
             beneficiary: Address::ZERO,
             head,
             gate: None,
+            history: Default::default(),
         }
+    }
+
+    /// Block numbers and stats of the most recent builds, oldest first.
+    pub fn history(&self) -> Vec<(u64, BuildStats)> {
+        self.history.lock().iter().copied().collect()
     }
 
     /// Builds under PIPE: only ready transactions, inference from the gate's results.
@@ -185,6 +196,13 @@ impl PayloadBuilder {
         self.head.send_replace(sealed.clone());
         if let Some(gate) = &self.gate {
             gate.on_sealed(&sealed, &stats);
+        }
+        {
+            let mut history = self.history.lock();
+            history.push_back((sealed.number(), stats));
+            while history.len() > HISTORY {
+                history.pop_front();
+            }
         }
         if sealed.transactions.is_empty() {
             debug!(target: "pipe::builder", number = sealed.number(), "sealed empty block");

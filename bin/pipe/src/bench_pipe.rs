@@ -1,0 +1,371 @@
+//! `pipe bench pipe`: PIPE against its baselines, on in-process nodes driven over JSON-RPC.
+//!
+//! Every model run takes `latency` more than it computes (`--model-latency-ms`), standing in
+//! for a heavy model; every transaction calls the precompile directly with its own input, so
+//! every request is distinct work.
+//!
+//! 1. **Build time with N ready inference transactions.** A PIPE node whose sealer never fires
+//!    on its own gets N transactions; once all are ready, the benchmark calls the producer and
+//!    times the build. The same is done on a node whose models cost nothing (latency 0).
+//!    Ratio: slow-model build ÷ zero-cost build (goal ≤ 1.10: the builder never runs models).
+//! 2. **Throughput at saturation.** The workers alone (no chain) run M requests: their
+//!    standalone capacity. A PIPE node with the same workers gets M transactions at once:
+//!    transactions per second from the first send to the last receipt. Ratio: node ÷ workers.
+//! 3. **PIPE vs inline** on that same load: transactions per second and mean block build time.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::{Bytes, TxKind};
+use alloy_sol_types::SolCall;
+use anyhow::Context as _;
+use futures::{StreamExt, stream::FuturesUnordered};
+use pipe_builder::BlockProducer;
+use pipe_dispatcher::Worker;
+use pipe_executor::{
+    InferenceProvider,
+    inference::{
+        INFERENCE_PRECOMPILE, ModelInferenceRequest, ModelInput, MultiDimensionalNumberTensor,
+        Number, decode_request, runModelInferenceCall,
+    },
+};
+use pipe_primitives::{SystemClock, status::Lifecycle};
+use serde_json::{Value, json};
+
+use crate::{
+    config::{BlockTime, InferenceMode, NodeConfig},
+    models::NodeModels,
+    node::{RunningNode, launch},
+    workers::LocalWorker,
+};
+
+const GWEI: u128 = 1_000_000_000;
+const SENDERS: u32 = 50;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct PipeBench {
+    /// Transactions per load (throughput and PIPE vs inline).
+    pub txs: usize,
+    /// Ready transactions per timed build.
+    pub ready: usize,
+    /// Timed builds per model latency.
+    pub rounds: usize,
+    pub latency: Duration,
+    pub workers: usize,
+    pub block_time: Duration,
+}
+
+/// A node for one scenario, with its data dir.
+struct Bench {
+    node: RunningNode,
+    nonces: Vec<u64>,
+    cid: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(
+    mode: InferenceMode,
+    latency: Duration,
+    workers: usize,
+    block_time: Duration,
+) -> anyhow::Result<Bench> {
+    let dir = tempfile::tempdir()?;
+    let mut config = NodeConfig::dev(dir.path().to_path_buf());
+    config.http_port = 0;
+    config.print_banner = false;
+    config.dev_accounts = SENDERS;
+    config.inference_mode = mode;
+    config.workers = workers;
+    config.model_latency = latency;
+    config.block_time = BlockTime::Interval(block_time);
+    let node = launch(config, Arc::new(SystemClock)).await?;
+    let cid = pipe_rpc::ModelRegistry::list(node.models.as_ref())
+        .into_iter()
+        .find(|m| m.name == "linreg")
+        .map(|m| m.id.to_string())
+        .context("linreg example model")?;
+    Ok(Bench {
+        nonces: vec![0; node.dev_keys.len()],
+        node,
+        cid,
+        _dir: dir,
+    })
+}
+
+fn request(cid: &str, salt: i128) -> ModelInferenceRequest {
+    ModelInferenceRequest {
+        mode: 0,
+        modelCID: cid.into(),
+        input: ModelInput {
+            numbers: vec![MultiDimensionalNumberTensor {
+                name: "input".into(),
+                values: [salt, 7, -3]
+                    .into_iter()
+                    .map(|value| Number { value, decimals: 2 })
+                    .collect(),
+                shape: vec![1, 3],
+            }],
+            strings: vec![],
+        },
+    }
+}
+
+impl Bench {
+    /// `count` transactions with distinct requests, spread over the senders; (hash, raw).
+    fn load(&mut self, count: usize, salt: i128) -> Vec<(String, Bytes)> {
+        let chain_id = self.node.executor.config().chain_id;
+        (0..count)
+            .map(|i| {
+                let s = i % self.node.dev_keys.len();
+                let nonce = self.nonces[s];
+                self.nonces[s] += 1;
+                let data = runModelInferenceCall {
+                    request: request(&self.cid, salt + i as i128),
+                }
+                .abi_encode();
+                crate::bench::sign_raw(
+                    &self.node.dev_keys[s],
+                    chain_id,
+                    nonce,
+                    TxKind::Call(INFERENCE_PRECOMPILE),
+                    data.into(),
+                    300_000,
+                    (1 + (i % 20) as u128) * GWEI,
+                )
+            })
+            .collect()
+    }
+
+    async fn send(&self, txs: &[(String, Bytes)]) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        for chunk in txs.chunks(100) {
+            let body: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (_, raw))| json!({"jsonrpc":"2.0","id":i,"method":"eth_sendRawTransaction","params":[raw]}))
+                .collect();
+            let answers: Value = client
+                .post(self.node.rpc_url())
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            for a in answers.as_array().context("batch answer")? {
+                anyhow::ensure!(a.get("error").is_none(), "send failed: {a}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every transaction has a receipt (checked in the store).
+    async fn included(&self, txs: &[(String, Bytes)]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        for (hash, _) in txs {
+            let hash = hash.parse()?;
+            while self.node.store.transaction_location(&hash)?.is_none() {
+                anyhow::ensure!(Instant::now() < deadline, "{hash} not included in time");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until PIPE calls every transaction ready.
+    async fn ready(&self, txs: &[(String, Bytes)]) -> anyhow::Result<()> {
+        let pipe = self.node.pipe.as_ref().context("PIPE mode")?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        for (hash, _) in txs {
+            let hash = hash.parse()?;
+            while pipe.status(&hash).map(|s| s.status) != Some(Lifecycle::Ready) {
+                anyhow::ensure!(Instant::now() < deadline, "{hash} never ready");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Mean build time (ms) and transactions per block over blocks with transactions.
+    fn builds(&self) -> (f64, f64, usize) {
+        let h: Vec<_> = self
+            .node
+            .producer
+            .history()
+            .into_iter()
+            .filter(|(_, s)| s.considered > 0)
+            .collect();
+        let n = h.len().max(1) as f64;
+        let ms = h.iter().map(|(_, s)| s.build_ms as f64).sum::<f64>() / n;
+        let txs: f64 = h
+            .iter()
+            .map(|(number, _)| {
+                self.node
+                    .store
+                    .block(*number)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |b| b.transactions.len()) as f64
+            })
+            .sum::<f64>()
+            / n;
+        (ms, txs, h.len())
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Timed builds of `ready` ready transactions on a node whose models take `latency`.
+async fn ready_builds(cfg: &PipeBench, latency: Duration) -> anyhow::Result<Vec<f64>> {
+    // The sealer's first slot is an hour away: only the benchmark builds.
+    let mut b = start(
+        InferenceMode::Pipe,
+        latency,
+        cfg.workers,
+        Duration::from_secs(3600),
+    )
+    .await?;
+    let mut times = Vec::new();
+    for round in 0..=cfg.rounds {
+        let txs = b.load(cfg.ready, 1_000_000 * (round as i128 + 1));
+        b.send(&txs).await?;
+        b.ready(&txs).await?;
+        let producer = b.node.producer.clone();
+        let (elapsed, included) = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let out = producer.produce(u64::MAX);
+            (t.elapsed(), out)
+        })
+        .await?;
+        let pipe_builder::BuildOutcome::Sealed { block, .. } = included?;
+        anyhow::ensure!(
+            block.transactions.len() == cfg.ready,
+            "built {} of {} ready transactions",
+            block.transactions.len(),
+            cfg.ready
+        );
+        // Round 0 warms caches and is not counted.
+        if round > 0 {
+            times.push(elapsed.as_secs_f64() * 1000.0);
+        }
+    }
+    b.node.shutdown().await;
+    Ok(times)
+}
+
+/// The workers alone: `count` distinct requests through the same in-process worker pool.
+async fn standalone(cfg: &PipeBench) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(pipe_storage::Store::open(&dir.path().join("m.redb"))?);
+    let models =
+        Arc::new(NodeModels::open(store, Duration::from_secs(5))?.with_latency(cfg.latency));
+    let examples = models.add_examples()?;
+    let cid = examples
+        .iter()
+        .find(|(n, _)| n == "linreg")
+        .map(|(_, m)| m.id.to_string())
+        .context("linreg")?;
+    let calls: Vec<_> = (0..cfg.txs)
+        .map(|i| {
+            let data = runModelInferenceCall {
+                request: request(&cid, 5_000_000 + i as i128),
+            }
+            .abi_encode();
+            decode_request(&data, &|id| models.model(id))
+                .map(|(_, c)| Arc::new(c))
+                .map_err(|e| anyhow::anyhow!(e))
+        })
+        .collect::<Result<_, _>>()?;
+    let workers = LocalWorker::pool(cfg.workers, &models, 1);
+    let t = Instant::now();
+    let mut next = 0;
+    let mut running = FuturesUnordered::new();
+    for (w, worker) in workers.iter().enumerate() {
+        if next < calls.len() {
+            running.push(tagged(w, worker.clone(), calls[next].clone()));
+            next += 1;
+        }
+    }
+    while let Some((w, r)) = running.next().await {
+        r.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if next < calls.len() {
+            running.push(tagged(w, workers[w].clone(), calls[next].clone()));
+            next += 1;
+        }
+    }
+    Ok(cfg.txs as f64 / t.elapsed().as_secs_f64())
+}
+
+fn tagged(
+    w: usize,
+    worker: Arc<dyn Worker>,
+    call: Arc<pipe_executor::InferenceCall>,
+) -> impl std::future::Future<
+    Output = (
+        usize,
+        Result<pipe_primitives::InferenceResult, pipe_dispatcher::WorkerError>,
+    ),
+> {
+    async move { (w, worker.run(call).await) }
+}
+
+/// One load through a node: transactions per second, mean build ms, transactions per block.
+async fn throughput(cfg: &PipeBench, mode: InferenceMode) -> anyhow::Result<Value> {
+    let mut b = start(mode, cfg.latency, cfg.workers, cfg.block_time).await?;
+    let txs = b.load(cfg.txs, 9_000_000);
+    let t = Instant::now();
+    b.send(&txs).await?;
+    b.included(&txs).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let (build_ms, per_block, blocks) = b.builds();
+    b.node.shutdown().await;
+    Ok(json!({
+        "seconds": secs,
+        "tps": cfg.txs as f64 / secs,
+        "mean_block_build_ms": build_ms,
+        "mean_txs_per_block": per_block,
+        "blocks_with_txs": blocks,
+    }))
+}
+
+pub async fn run(cfg: PipeBench) -> anyhow::Result<Value> {
+    let slow = ready_builds(&cfg, cfg.latency).await?;
+    let free = ready_builds(&cfg, Duration::ZERO).await?;
+    let (slow_ms, free_ms) = (median(slow.clone()), median(free.clone()));
+    let capacity = standalone(&cfg).await?;
+    let pipe = throughput(&cfg, InferenceMode::Pipe).await?;
+    let inline = throughput(&cfg, InferenceMode::Inline).await?;
+    let pipe_tps = pipe["tps"].as_f64().unwrap_or_default();
+    let inline_tps = inline["tps"].as_f64().unwrap_or_default();
+    Ok(json!({
+        "config": {
+            "txs": cfg.txs,
+            "ready_per_build": cfg.ready,
+            "rounds": cfg.rounds,
+            "model_latency_ms": cfg.latency.as_millis() as u64,
+            "workers": cfg.workers,
+            "block_time_ms": cfg.block_time.as_millis() as u64,
+            "model": "linreg (example), one distinct request per transaction",
+        },
+        "build_with_ready_txs": {
+            "slow_model_ms": slow,
+            "zero_cost_model_ms": free,
+            "median_slow_ms": slow_ms,
+            "median_zero_cost_ms": free_ms,
+            "ratio": slow_ms / free_ms,
+        },
+        "throughput": {
+            "workers_standalone_per_s": capacity,
+            "pipe_node_tps": pipe_tps,
+            "ratio": pipe_tps / capacity,
+        },
+        "pipe": pipe,
+        "inline": inline,
+        "pipe_over_inline_tps": pipe_tps / inline_tps,
+    }))
+}
