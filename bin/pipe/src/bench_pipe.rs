@@ -301,17 +301,15 @@ async fn standalone(cfg: &PipeBench) -> anyhow::Result<f64> {
     Ok(cfg.txs as f64 / t.elapsed().as_secs_f64())
 }
 
-fn tagged(
+async fn tagged(
     w: usize,
     worker: Arc<dyn Worker>,
     call: Arc<pipe_executor::InferenceCall>,
-) -> impl std::future::Future<
-    Output = (
-        usize,
-        Result<pipe_primitives::InferenceResult, pipe_dispatcher::WorkerError>,
-    ),
-> {
-    async move { (w, worker.run(call).await) }
+) -> (
+    usize,
+    Result<pipe_primitives::InferenceResult, pipe_dispatcher::WorkerError>,
+) {
+    (w, worker.run(call).await)
 }
 
 /// One load through a node: transactions per second, mean build ms, transactions per block.
