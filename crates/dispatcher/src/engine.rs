@@ -362,7 +362,15 @@ impl Pipe {
         let mut new_requests = false;
         let mut became_ready = false;
         for sender in dirty {
-            let run = self.pool.ready_run_of(&sender);
+            // The view may be ahead of the pool (a block committed, the pool not yet told):
+            // transactions the view already executed are not simulated again.
+            let on_chain = view.account(&sender).ok().flatten().map_or(0, |a| a.nonce);
+            let run: Vec<_> = self
+                .pool
+                .ready_run_of(&sender)
+                .into_iter()
+                .filter(|t| t.nonce() >= on_chain)
+                .collect();
             if run.is_empty() {
                 continue;
             }
@@ -396,6 +404,7 @@ impl Pipe {
                 Err(e) => {
                     warn!(target: "pipe::discovery", %sender, error = %e, "simulation failed; will retry");
                     dirty.insert(sender);
+                    self.discover.notify_one();
                     continue;
                 }
             };
@@ -848,10 +857,20 @@ impl InferenceGate for Pipe {
                     self.config.finished_capacity,
                 );
             }
-            st.txs
-                .values()
-                .flat_map(|e| e.keys.iter().copied())
-                .collect()
+            // Senders with transactions still waiting for discovery get another pass on the
+            // new state: an earlier transaction that was not executable in simulation (its
+            // nonce just used, funds arriving in this block) stops nothing for good.
+            let State { txs, dirty, .. } = &mut *st;
+            let before = dirty.len();
+            dirty.extend(
+                txs.values()
+                    .filter(|e| e.phase == Phase::Pending)
+                    .map(|e| e.sender),
+            );
+            if dirty.len() > before {
+                self.discover.notify_one();
+            }
+            txs.values().flat_map(|e| e.keys.iter().copied()).collect()
         };
         self.cache
             .expire(&live, number, self.config.result_ttl_blocks);

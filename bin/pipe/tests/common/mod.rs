@@ -166,42 +166,20 @@ pub fn signed_raw(
     env.encoded_2718().into()
 }
 
-/// Sends raw transactions in JSON-RPC batches; returns their hashes in order, panicking on
-/// any error.
-pub async fn send_raw_batch(url: &str, raws: &[alloy_primitives::Bytes]) -> Vec<String> {
-    let mut hashes = Vec::new();
-    for chunk in raws.chunks(100) {
-        let body: Vec<serde_json::Value> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]}))
-            .collect();
-        let mut answers = raw_rpc(url, serde_json::Value::Array(body))
-            .await
-            .as_array()
-            .expect("batch answer")
-            .clone();
-        answers.sort_by_key(|a| a["id"].as_u64());
-        for a in answers {
-            hashes.push(
-                a["result"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("send failed: {a}"))
-                    .to_string(),
-            );
-        }
-    }
-    hashes
-}
-
-/// Receipts of `hashes` (None where not mined yet), in batches.
-pub async fn receipts(url: &str, hashes: &[String]) -> Vec<Option<serde_json::Value>> {
+/// Calls `method` once per params entry, in JSON-RPC batches of `size`; the results in order
+/// (`null` where a call returned an error).
+pub async fn batch(
+    url: &str,
+    method: &str,
+    params: Vec<serde_json::Value>,
+    size: usize,
+) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    for chunk in hashes.chunks(200) {
+    for chunk in params.chunks(size) {
         let body: Vec<serde_json::Value> = chunk
             .iter()
             .enumerate()
-            .map(|(i, h)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "eth_getTransactionReceipt", "params": [h]}))
+            .map(|(i, p)| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": method, "params": p}))
             .collect();
         let mut answers = raw_rpc(url, serde_json::Value::Array(body))
             .await
@@ -209,11 +187,33 @@ pub async fn receipts(url: &str, hashes: &[String]) -> Vec<Option<serde_json::Va
             .expect("batch answer")
             .clone();
         answers.sort_by_key(|a| a["id"].as_u64());
-        out.extend(
-            answers
-                .into_iter()
-                .map(|a| Some(a["result"].clone()).filter(|r| !r.is_null())),
-        );
+        out.extend(answers.into_iter().map(|a| {
+            assert!(
+                a.get("error").is_none() || method != "eth_sendRawTransaction",
+                "{a}"
+            );
+            a["result"].clone()
+        }));
     }
     out
+}
+
+/// Sends raw transactions in batches; returns their hashes in order, panicking on any error.
+pub async fn send_raw_batch(url: &str, raws: &[alloy_primitives::Bytes]) -> Vec<String> {
+    let params = raws.iter().map(|r| serde_json::json!([r])).collect();
+    batch(url, "eth_sendRawTransaction", params, 100)
+        .await
+        .into_iter()
+        .map(|h| h.as_str().expect("a hash").to_string())
+        .collect()
+}
+
+/// Receipts of `hashes` (None where not mined yet).
+pub async fn receipts(url: &str, hashes: &[String]) -> Vec<Option<serde_json::Value>> {
+    let params = hashes.iter().map(|h| serde_json::json!([h])).collect();
+    batch(url, "eth_getTransactionReceipt", params, 200)
+        .await
+        .into_iter()
+        .map(|r| Some(r).filter(|r| !r.is_null()))
+        .collect()
 }
