@@ -33,13 +33,6 @@ pub enum ReplayError {
         header: alloy_primitives::Bytes,
         sidecar: alloy_primitives::Bytes,
     },
-    #[error("block {number}: {field} is {got}, expected {want}")]
-    Attribute {
-        number: u64,
-        field: &'static str,
-        got: String,
-        want: String,
-    },
     #[error(
         "block {number}: transaction {hash} uses inference request {key}, which the block does not carry"
     )]
@@ -58,6 +51,7 @@ pub enum ReplayError {
         carried: usize,
         used: usize,
     },
+    /// A header field differs from what the parent (attributes) or re-execution gives.
     #[error("block {number}: {field} mismatch: header {header}, replay {replay}")]
     Mismatch {
         number: u64,
@@ -93,6 +87,24 @@ impl InferenceProvider for SidecarResults {
     }
 }
 
+/// `Ok` when the header's `claimed` value is the `derived` one.
+fn expect_eq<T: PartialEq + std::fmt::Debug>(
+    number: u64,
+    field: &'static str,
+    claimed: T,
+    derived: T,
+) -> Result<(), ReplayError> {
+    if claimed == derived {
+        return Ok(());
+    }
+    Err(ReplayError::Mismatch {
+        number,
+        field,
+        header: format!("{claimed:?}"),
+        replay: format!("{derived:?}"),
+    })
+}
+
 /// The attributes `block` claims, checked against its parent.
 fn attributes(
     executor: &Executor,
@@ -100,46 +112,14 @@ fn attributes(
     block: &SealedBlock,
 ) -> Result<BlockAttributes, ReplayError> {
     let h = &block.header;
-    let number = h.number;
+    let n = h.number;
     let expected = executor.next_attributes(parent, h.timestamp * 1000, h.beneficiary);
-    let check = |field: &'static str, got: String, want: String| {
-        if got == want {
-            Ok(())
-        } else {
-            Err(ReplayError::Attribute {
-                number,
-                field,
-                got,
-                want,
-            })
-        }
-    };
-    check("number", number.to_string(), expected.number.to_string())?;
-    check(
-        "parent hash",
-        h.parent_hash.to_string(),
-        parent.hash.to_string(),
-    )?;
-    check(
-        "timestamp",
-        h.timestamp.to_string(),
-        expected.timestamp.to_string(),
-    )?;
-    check(
-        "base fee",
-        h.base_fee_per_gas.unwrap_or_default().to_string(),
-        expected.base_fee.to_string(),
-    )?;
-    check(
-        "gas limit",
-        h.gas_limit.to_string(),
-        expected.gas_limit.to_string(),
-    )?;
-    check(
-        "mix hash",
-        h.mix_hash.to_string(),
-        expected.prevrandao.to_string(),
-    )?;
+    expect_eq(n, "number", n, expected.number)?;
+    expect_eq(n, "parent hash", h.parent_hash, expected.parent_hash)?;
+    expect_eq(n, "timestamp", h.timestamp, expected.timestamp)?;
+    expect_eq(n, "base fee", h.base_fee_per_gas, Some(expected.base_fee))?;
+    expect_eq(n, "gas limit", h.gas_limit, expected.gas_limit)?;
+    expect_eq(n, "mix hash", h.mix_hash, expected.prevrandao)?;
     Ok(expected)
 }
 
@@ -193,38 +173,16 @@ pub fn replay_block(
         });
     }
     let (h, r) = (&block.header, &executed.header);
-    let compare = |field: &'static str, header: String, replay: String| {
-        if header == replay {
-            Ok(())
-        } else {
-            Err(ReplayError::Mismatch {
-                number,
-                field,
-                header,
-                replay,
-            })
-        }
-    };
-    compare(
+    let n = number;
+    expect_eq(
+        n,
         "transactions root",
-        h.transactions_root.to_string(),
-        r.transactions_root.to_string(),
+        h.transactions_root,
+        r.transactions_root,
     )?;
-    compare(
-        "receipts root",
-        h.receipts_root.to_string(),
-        r.receipts_root.to_string(),
-    )?;
-    compare(
-        "logs bloom",
-        h.logs_bloom.to_string(),
-        r.logs_bloom.to_string(),
-    )?;
-    compare("gas used", h.gas_used.to_string(), r.gas_used.to_string())?;
-    compare(
-        "requests hash",
-        format!("{:?}", h.requests_hash),
-        format!("{:?}", r.requests_hash),
-    )?;
+    expect_eq(n, "receipts root", h.receipts_root, r.receipts_root)?;
+    expect_eq(n, "logs bloom", h.logs_bloom, r.logs_bloom)?;
+    expect_eq(n, "gas used", h.gas_used, r.gas_used)?;
+    expect_eq(n, "requests hash", h.requests_hash, r.requests_hash)?;
     Ok(executed)
 }

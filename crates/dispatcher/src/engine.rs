@@ -85,6 +85,19 @@ struct TxEntry {
     deferred: Option<String>,
 }
 
+impl TxEntry {
+    /// Where the status RPC and the metrics say it is.
+    fn lifecycle(&self) -> Lifecycle {
+        match self.phase {
+            Phase::Ready => Lifecycle::Ready,
+            _ if self.deferred.is_some() => Lifecycle::Deferred,
+            Phase::Pending => Lifecycle::Pending,
+            Phase::Simulating => Lifecycle::Simulating,
+            Phase::Awaiting(_) => Lifecycle::AwaitingInference,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     txs: HashMap<B256, TxEntry>,
@@ -144,14 +157,9 @@ fn final_status(
     reason: Option<String>,
 ) -> TxStatus {
     TxStatus {
-        hash,
-        status,
         block_number: block,
         reason,
-        outstanding: 0,
-        requests: Vec::new(),
-        simulations: 0,
-        stale: 0,
+        ..TxStatus::new(hash, status)
     }
 }
 
@@ -422,7 +430,7 @@ impl Pipe {
                 };
                 entry.simulations += 1;
                 match outcome {
-                    SimOutcome::Complete { keys, .. } => {
+                    SimOutcome::Complete { keys } => {
                         for k in keys {
                             if !entry.keys.contains(k) {
                                 entry.keys.push(*k);
@@ -438,35 +446,16 @@ impl Pipe {
                         became_ready = true;
                     }
                     SimOutcome::Missing(call) => {
-                        if !entry.keys.contains(&call.key) {
-                            entry.keys.push(call.key);
-                        }
-                        if entry.keys.len() > self.config.max_requests_per_tx {
-                            rejected.push((
-                                hash,
-                                format!(
-                                    "transaction makes more than {} inference requests",
-                                    self.config.max_requests_per_tx
-                                ),
-                            ));
-                        } else if entry.simulations >= self.config.max_simulations {
-                            rejected.push((
-                                hash,
-                                format!(
-                                    "transaction needed more than {} simulations",
-                                    self.config.max_simulations
-                                ),
-                            ));
-                        } else if self.cache.contains(&call.key) {
-                            // The result arrived while this simulation ran.
-                            entry.phase = Phase::Pending;
-                            dirty.insert(sender);
-                        } else {
-                            entry.phase = Phase::Awaiting(call.key);
-                            if requests.wait_for(call, hash, entry.priority) {
-                                self.metrics.shared_requests.inc();
-                            }
-                            new_requests = true;
+                        match self.stopped_at(
+                            hash,
+                            entry,
+                            call,
+                            Some(self.config.max_simulations),
+                            requests,
+                            dirty,
+                        ) {
+                            Ok(queued) => new_requests |= queued,
+                            Err(reason) => rejected.push((hash, reason)),
                         }
                     }
                 }
@@ -481,6 +470,46 @@ impl Pipe {
         if became_ready {
             self.ready.notify_one();
         }
+    }
+
+    /// `e` (transaction `hash`) stopped at `call`, which has no result. Records the key and
+    /// queues the request, or sends the sender back to discovery if the result is already in.
+    /// `Ok(true)` when a request was queued (dispatch must wake); `Err` is the reason the
+    /// transaction is now over its bounds: too many requests, or, when given, simulations.
+    fn stopped_at(
+        &self,
+        hash: B256,
+        e: &mut TxEntry,
+        call: &InferenceCall,
+        max_simulations: Option<u32>,
+        requests: &mut Requests,
+        dirty: &mut BTreeSet<Address>,
+    ) -> Result<bool, String> {
+        if !e.keys.contains(&call.key) {
+            e.keys.push(call.key);
+        }
+        if e.keys.len() > self.config.max_requests_per_tx {
+            return Err(format!(
+                "transaction makes more than {} inference requests",
+                self.config.max_requests_per_tx
+            ));
+        }
+        if let Some(max) = max_simulations
+            && e.simulations >= max
+        {
+            return Err(format!("transaction needed more than {max} simulations"));
+        }
+        if self.cache.contains(&call.key) {
+            // The result arrived while this simulation ran.
+            e.phase = Phase::Pending;
+            dirty.insert(e.sender);
+            return Ok(false);
+        }
+        e.phase = Phase::Awaiting(call.key);
+        if requests.wait_for(call, hash, e.priority) {
+            self.metrics.shared_requests.inc();
+        }
+        Ok(true)
     }
 
     /// Rejects `hash` for good, with its sender's later transactions (they depend on it).
@@ -656,9 +685,6 @@ impl Pipe {
                 requests.requeue(&key, w);
             }
         }
-        self.metrics
-            .requests_in_flight
-            .set(requests.running() as i64);
     }
 
     /// The lifecycle of `hash`, if PIPE tracks it or remembers how it ended.
@@ -687,13 +713,7 @@ impl Pipe {
                 },
             })
             .collect();
-        let status = match e.phase {
-            Phase::Ready => Lifecycle::Ready,
-            _ if e.deferred.is_some() => Lifecycle::Deferred,
-            Phase::Pending => Lifecycle::Pending,
-            Phase::Simulating => Lifecycle::Simulating,
-            Phase::Awaiting(_) => Lifecycle::AwaitingInference,
-        };
+        let status = e.lifecycle();
         Some(TxStatus {
             hash: *hash,
             status,
@@ -714,24 +734,17 @@ impl Pipe {
         {
             let st = self.state.lock();
             let mut counts: BTreeMap<&str, i64> = [
-                "pending",
-                "simulating",
-                "awaiting_inference",
-                "ready",
-                "deferred",
+                Lifecycle::Pending,
+                Lifecycle::Simulating,
+                Lifecycle::AwaitingInference,
+                Lifecycle::Ready,
+                Lifecycle::Deferred,
             ]
             .into_iter()
-            .map(|s| (s, 0))
+            .map(|l| (l.as_str(), 0))
             .collect();
             for e in st.txs.values() {
-                let s = match e.phase {
-                    Phase::Ready => "ready",
-                    _ if e.deferred.is_some() => "deferred",
-                    Phase::Pending => "pending",
-                    Phase::Simulating => "simulating",
-                    Phase::Awaiting(_) => "awaiting_inference",
-                };
-                *counts.entry(s).or_default() += 1;
+                *counts.entry(e.lifecycle().as_str()).or_default() += 1;
             }
             for (s, n) in counts {
                 self.metrics
@@ -768,7 +781,7 @@ impl InferenceGate for Pipe {
         self.metrics.stale.inc();
         let number = self.head.borrow().number() + 1;
         let hash = tx.hash();
-        let mut too_many = false;
+        let mut rejection = None;
         {
             let mut st = self.state.lock();
             let State {
@@ -786,31 +799,16 @@ impl InferenceGate for Pipe {
                 "left out of block {number}: it asked for request {}, which was not computed (its inputs changed since simulation)",
                 call.key
             ));
-            if !e.keys.contains(&call.key) {
-                e.keys.push(call.key);
-            }
-            if e.keys.len() > self.config.max_requests_per_tx {
-                too_many = true;
-            } else if self.cache.contains(&call.key) {
-                e.phase = Phase::Pending;
-            } else {
-                // The builder already knows the request: dispatch it without another round.
-                e.phase = Phase::Awaiting(call.key);
-                if requests.wait_for(call, hash, e.priority) {
-                    self.metrics.shared_requests.inc();
-                }
-                self.dispatch.notify_one();
+            match self.stopped_at(hash, e, call, None, requests, dirty) {
+                // The builder already knows the request: it is dispatched without another round.
+                Ok(true) => self.dispatch.notify_one(),
+                Ok(false) => {}
+                Err(reason) => rejection = Some(reason),
             }
             dirty.insert(e.sender);
         }
-        if too_many {
-            self.reject(
-                hash,
-                &format!(
-                    "transaction makes more than {} inference requests",
-                    self.config.max_requests_per_tx
-                ),
-            );
+        if let Some(reason) = rejection {
+            self.reject(hash, &reason);
         }
         self.discover.notify_one();
     }

@@ -26,8 +26,6 @@ pub enum SimOutcome {
     Complete {
         /// Keys of the results it used, in call order, without repeats.
         keys: Vec<B256>,
-        /// Whether it succeeded (a revert is still includable).
-        success: bool,
     },
     /// Stopped at a request without a result.
     Missing(Box<InferenceCall>),
@@ -66,7 +64,6 @@ impl Executor {
             }
             match result {
                 Ok(r) => {
-                    let success = r.result.is_success();
                     evm.db_mut().commit(r.state);
                     let mut keys: Vec<B256> = Vec::new();
                     for used in record.used {
@@ -74,7 +71,7 @@ impl Executor {
                             keys.push(used.key);
                         }
                     }
-                    out.push(SimOutcome::Complete { keys, success });
+                    out.push(SimOutcome::Complete { keys });
                 }
                 Err(e) => {
                     out.push(SimOutcome::Invalid(e.to_string()));

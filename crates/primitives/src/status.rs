@@ -27,6 +27,22 @@ pub enum Lifecycle {
     Rejected,
 }
 
+impl Lifecycle {
+    /// The name the RPC uses (its serde name), for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Pending => "pending",
+            Lifecycle::Simulating => "simulating",
+            Lifecycle::AwaitingInference => "awaiting_inference",
+            Lifecycle::Ready => "ready",
+            Lifecycle::Deferred => "deferred",
+            Lifecycle::Included => "included",
+            Lifecycle::Expired => "expired",
+            Lifecycle::Rejected => "rejected",
+        }
+    }
+}
+
 /// Where one of a transaction's inference requests is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,17 +86,25 @@ pub struct TxStatus {
 }
 
 impl TxStatus {
-    /// A transaction known only from the chain.
-    pub fn included(hash: B256, block_number: u64) -> Self {
+    /// `status`, with nothing known of requests or simulations.
+    pub fn new(hash: B256, status: Lifecycle) -> Self {
         Self {
             hash,
-            status: Lifecycle::Included,
-            block_number: Some(block_number),
+            status,
+            block_number: None,
             reason: None,
             outstanding: 0,
             requests: Vec::new(),
             simulations: 0,
             stale: 0,
+        }
+    }
+
+    /// A transaction known only from the chain.
+    pub fn included(hash: B256, block_number: u64) -> Self {
+        Self {
+            block_number: Some(block_number),
+            ..Self::new(hash, Lifecycle::Included)
         }
     }
 }

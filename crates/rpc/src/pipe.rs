@@ -148,13 +148,6 @@ impl PipeApiServer for PipeRpc {
         Ok(self
             .pool
             .get(&hash)
-            .map(|_| TxStatus {
-                status: Lifecycle::Pending,
-                ..TxStatus::included(hash, 0)
-            })
-            .map(|mut s| {
-                s.block_number = None;
-                s
-            }))
+            .map(|_| TxStatus::new(hash, Lifecycle::Pending)))
     }
 }

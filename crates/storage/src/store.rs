@@ -178,15 +178,7 @@ impl Store {
         changes: &StateChanges,
         build: impl FnOnce(B256) -> SealedBlock,
     ) -> Result<SealedBlock, StoreError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)
-            .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
-        let root = apply_and_root(&tx, changes)?;
-        let block = build(root);
-        write_block(&tx, &block)?;
-        tx.commit()?;
-        self.remember_state()?;
-        Ok(block)
+        self.commit_with(changes, |root| Ok(build(root)))
     }
 
     /// Commits a block received from elsewhere (replay, a follower): applies `changes` and
@@ -197,17 +189,30 @@ impl Store {
         changes: &StateChanges,
         block: SealedBlock,
     ) -> Result<SealedBlock, StoreError> {
+        self.commit_with(changes, |root| {
+            if root == block.header.state_root {
+                Ok(block)
+            } else {
+                Err(StoreError::StateRootMismatch {
+                    header: block.header.state_root,
+                    computed: root,
+                })
+            }
+        })
+    }
+
+    /// One durable write transaction: apply `changes`, hand the root to `seal`, store what it
+    /// returns. When `seal` fails the transaction is dropped, which aborts it.
+    fn commit_with(
+        &self,
+        changes: &StateChanges,
+        seal: impl FnOnce(B256) -> Result<SealedBlock, StoreError>,
+    ) -> Result<SealedBlock, StoreError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
         let root = apply_and_root(&tx, changes)?;
-        if root != block.header.state_root {
-            tx.abort()?;
-            return Err(StoreError::StateRootMismatch {
-                header: block.header.state_root,
-                computed: root,
-            });
-        }
+        let block = seal(root)?;
         write_block(&tx, &block)?;
         tx.commit()?;
         self.remember_state()?;
