@@ -26,7 +26,6 @@ sol! {
     function score() returns (int256);
     function setFeatures(int128 a, int128 b, int128 c);
     function lastScore() returns (int256);
-    event Scored(int128 feature0, int256 score);
 }
 
 const GWEI: u128 = 1_000_000_000;
@@ -501,6 +500,5 @@ async fn a_stale_result_is_resimulated_and_included_with_the_right_one() {
         2,
         "old and new request: {s}"
     );
-    let _ = Scored::SIGNATURE_HASH;
     node.shutdown().await;
 }
