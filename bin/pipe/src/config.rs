@@ -37,6 +37,11 @@ pub struct NodeConfig {
     pub worker_timeout: Duration,
     /// Where Prometheus metrics are served (`None`: not served).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Remote inference workers (`pipe worker`) by URL, used beside the in-process ones.
+    pub remote_workers: Vec<String>,
+    /// What the in-process workers (and inline mode) sign TEE results with; `None`: TEE
+    /// requests go to remote workers only.
+    pub worker_key: Option<alloy_signer_local::PrivateKeySigner>,
 }
 
 /// Where inference runs.
@@ -79,6 +84,8 @@ impl NodeConfig {
             model_latency: Duration::ZERO,
             worker_timeout: Duration::from_secs(30),
             metrics_addr: None,
+            remote_workers: Vec::new(),
+            worker_key: Some(crate::dev::dev_worker_signer()),
         }
     }
 }

@@ -49,3 +49,25 @@ pub fn models_banner(models: &[(String, pipe_primitives::ModelMeta)]) -> String 
 pub fn addresses(signers: &[PrivateKeySigner]) -> Vec<Address> {
     signers.iter().map(|s| s.address()).collect()
 }
+
+/// The key of the dev chain's inference worker: in-process workers (and `pipe worker
+/// --dev-key`) sign TEE results with it, and the dev genesis registers its address in the
+/// worker registry. It is public, like the dev accounts' keys: for dev chains only.
+pub fn dev_worker_signer() -> PrivateKeySigner {
+    PrivateKeySigner::from_bytes(&alloy_primitives::keccak256(b"pipe dev inference worker"))
+        .expect("a keccak hash is a valid secp256k1 key")
+}
+
+/// The worker registry contract at genesis: owned by `owner`, with `workers` registered.
+pub fn registry_account(owner: Address, workers: &[Address]) -> alloy_genesis::GenesisAccount {
+    use pipe_executor::attest::{WORKER_REGISTRY_CODE, registration_slot};
+    let mut storage = std::collections::BTreeMap::new();
+    storage.insert(B256::ZERO, owner.into_word());
+    for w in workers {
+        storage.insert(registration_slot(*w), B256::with_last_byte(1));
+    }
+    alloy_genesis::GenesisAccount::default()
+        .with_nonce(Some(1))
+        .with_code(Some(WORKER_REGISTRY_CODE.clone()))
+        .with_storage(Some(storage))
+}

@@ -12,4 +12,5 @@ pub mod metrics_server;
 pub mod models;
 pub mod node;
 pub mod replay;
+pub mod worker_server;
 pub mod workers;

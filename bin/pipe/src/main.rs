@@ -29,6 +29,8 @@ enum Command {
     /// Re-execute every block of a data directory from the blocks alone and check each
     /// header, state root and receipt (what a follower does); prints a JSON report.
     Replay(NodeArgs),
+    /// Run a remote inference worker; nodes reach it with `--worker-url`.
+    Worker(WorkerArgs),
     /// Benchmarks; each prints one JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -118,6 +120,32 @@ enum BenchCommand {
 }
 
 #[derive(Args, Debug)]
+struct WorkerArgs {
+    /// JSON-RPC URL of the node models are fetched from.
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    node: String,
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    listen: std::net::SocketAddr,
+    /// Requests run at once.
+    #[arg(long, default_value_t = 1)]
+    capacity: usize,
+    /// Name in the node's logs and metrics (default: worker-PORT).
+    #[arg(long)]
+    name: Option<String>,
+    /// Hex private key TEE results are signed with; its address must be registered in the
+    /// chain's worker registry.
+    #[arg(long, value_name = "HEX", conflicts_with = "dev_key")]
+    key: Option<String>,
+    /// Sign TEE results with the dev chain's worker key (registered at dev genesis).
+    #[arg(long)]
+    dev_key: bool,
+    /// Artificial extra latency of every model run, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    model_latency_ms: Option<u64>,
+}
+
+#[derive(Args, Debug)]
 struct NodeArgs {
     /// Dev chain: funded dev accounts, dev chain id (31337), blocks every second.
     #[arg(long)]
@@ -164,6 +192,13 @@ struct NodeArgs {
     /// In-process inference workers (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// A remote inference worker (`pipe worker`) to send requests to; repeat for several.
+    #[arg(long = "worker-url", value_name = "URL")]
+    worker_urls: Vec<String>,
+    /// Hex private key the in-process workers sign TEE results with (default: the dev worker
+    /// key, registered at dev genesis).
+    #[arg(long, value_name = "HEX")]
+    worker_key: Option<String>,
     /// Requests each in-process worker runs at once.
     #[arg(long, value_name = "N")]
     worker_capacity: Option<usize>,
@@ -220,8 +255,15 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         .inference
         .or(file.inference)
         .unwrap_or(c.inference_mode);
+    c.remote_workers = args.worker_urls;
+    if let Some(hex) = &args.worker_key {
+        c.worker_key = Some(parse_key(hex)?);
+    }
     c.workers = args.workers.or(file.workers).unwrap_or(c.workers);
-    anyhow::ensure!(c.workers > 0, "--workers must be at least 1");
+    anyhow::ensure!(
+        c.workers > 0 || !c.remote_workers.is_empty(),
+        "--workers 0 needs at least one --worker-url"
+    );
     c.worker_capacity = args.worker_capacity.unwrap_or(c.worker_capacity).max(1);
     if let Some(ms) = args.model_latency_ms {
         c.model_latency = Duration::from_millis(ms);
@@ -245,6 +287,12 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
             BlockTime::Interval(Duration::from_millis(ms))
         };
     Ok(c)
+}
+
+fn parse_key(hex: &str) -> anyhow::Result<alloy_signer_local::PrivateKeySigner> {
+    hex.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("not a hex secp256k1 private key: {e}"))
 }
 
 #[tokio::main]
@@ -271,6 +319,42 @@ async fn main() -> anyhow::Result<()> {
             }
             tracing::info!(target: "pipe::node", "shutting down");
             node.shutdown().await;
+        }
+        Command::Worker(args) => {
+            let key = match (&args.key, args.dev_key) {
+                (Some(hex), _) => Some(parse_key(hex)?),
+                (None, true) => Some(pipe_node::dev::dev_worker_signer()),
+                (None, false) => None,
+            };
+            let options = pipe_node::worker_server::WorkerOptions {
+                name: args
+                    .name
+                    .unwrap_or_else(|| format!("worker-{}", args.listen.port())),
+                node: args.node,
+                listen: args.listen,
+                capacity: args.capacity.max(1),
+                key,
+                latency: Duration::from_millis(args.model_latency_ms.unwrap_or(0)),
+            };
+            let signer = options.key.as_ref().map(|k| k.address());
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let (addr, server) = pipe_node::worker_server::serve(options, async move {
+                let _ = stop_rx.await;
+            })
+            .await?;
+            // Tests and scripts read the address from this line.
+            println!("Listening on {addr}");
+            if let Some(a) = signer {
+                println!("Signing TEE results as {a}");
+            }
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = stop_tx.send(());
+            let _ = server.await;
         }
         Command::Replay(args) => {
             let config = node_config(args)?;

@@ -19,6 +19,8 @@ use std::{
     time::Duration,
 };
 
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
 use parking_lot::RwLock;
 use pipe_executor::{
     InferenceCall, InferenceFailure, InferenceProvider, Purpose, failure_result, output_result,
@@ -85,6 +87,8 @@ pub struct NodeModels {
     /// Added to every model run: a stand-in for heavy models in tests and benchmarks, applied
     /// alike in inline mode and on workers.
     latency: Duration,
+    /// Signs TEE results (inline mode and in-process workers); `None`: TEE is not served.
+    signer: Option<PrivateKeySigner>,
 }
 
 impl NodeModels {
@@ -98,7 +102,19 @@ impl NodeModels {
             simulation_timeout,
             detached: Arc::default(),
             latency: Duration::ZERO,
+            signer: None,
         })
+    }
+
+    /// Signs TEE results with `signer`, whose address the worker registry must list.
+    pub fn with_signer(mut self, signer: Option<PrivateKeySigner>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// The address TEE results are signed by.
+    pub fn signer(&self) -> Option<alloy_primitives::Address> {
+        self.signer.as_ref().map(|s| s.address())
     }
 
     /// Makes every model run take `latency` longer (a stand-in for heavy models).
@@ -131,6 +147,34 @@ impl NodeModels {
     }
 }
 
+/// Runs `call` on `model` (after `latency`, the heavy-model stand-in) into the result to
+/// commit; a TEE result is signed by `signer` ([`pipe_executor::attest`]). In-process and
+/// remote workers both run requests this way.
+pub fn run_call(
+    model: &Model,
+    call: &InferenceCall,
+    latency: Duration,
+    signer: Option<&PrivateKeySigner>,
+) -> InferenceResult {
+    if !latency.is_zero() {
+        std::thread::sleep(latency);
+    }
+    let mut result = match model.run(&call.inputs) {
+        Ok(outputs) => output_result(call.key, &outputs, call.model.decimals),
+        Err(e) => failure_result(call.key, &failure(e)),
+    };
+    if call.mode == pipe_primitives::inference::InferenceMode::Tee
+        && let Some(signer) = signer
+    {
+        // A local key cannot fail to sign; if it did, the result stays unsigned and the
+        // dispatcher's attestation check sends the request elsewhere.
+        if let Ok(signature) = signer.sign_hash_sync(&result.signing_hash()) {
+            result.signature = signature.as_bytes().to_vec().into();
+        }
+    }
+    result
+}
+
 fn failure(e: InferenceError) -> InferenceFailure {
     match e {
         InferenceError::BadInput(m) => InferenceFailure::BadInput(m),
@@ -144,13 +188,7 @@ impl NodeModels {
     /// and must not be committed under PIPE (a worker retries elsewhere).
     pub fn compute(&self, call: &InferenceCall) -> Result<InferenceResult, InferenceFailure> {
         let model = self.load(&call.model.id)?;
-        if !self.latency.is_zero() {
-            std::thread::sleep(self.latency);
-        }
-        Ok(match model.run(&call.inputs) {
-            Ok(outputs) => output_result(call.key, &outputs, call.model.decimals),
-            Err(e) => failure_result(call.key, &failure(e)),
-        })
+        Ok(run_call(&model, call, self.latency, self.signer.as_ref()))
     }
 
     /// `compute` on a thread of its own, given up on after the simulation timeout.
@@ -249,6 +287,13 @@ impl ModelRegistry for NodeModels {
 
     fn get(&self, id: &ModelId) -> Option<ModelMeta> {
         self.model(id)
+    }
+
+    fn file(&self, id: &ModelId) -> Result<Option<alloy_primitives::Bytes>, UploadError> {
+        self.store
+            .model_bytes(id)
+            .map(|b| b.map(Into::into))
+            .map_err(|e| UploadError::Storage(e.to_string()))
     }
 }
 

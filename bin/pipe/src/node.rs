@@ -24,9 +24,9 @@ use crate::{
     config::{BlockTime, InferenceMode, NodeConfig},
     dev,
     models::NodeModels,
-    workers::LocalWorker,
+    workers::{LocalWorker, RemoteWorker},
 };
-use pipe_dispatcher::{Pipe, PipeConfig};
+use pipe_dispatcher::{Pipe, PipeConfig, Worker};
 use pipe_primitives::status::TxStatus;
 
 /// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
@@ -99,6 +99,13 @@ pub fn chain_config(config: &NodeConfig) -> anyhow::Result<ChainConfig> {
             let balance = U256::from(config.dev_balance_eth) * U256::from(10u128.pow(18));
             let mut c = ChainConfig::dev(dev::addresses(&signers), balance);
             c.chain_id = config.chain_id;
+            // The worker registry, owned by the first dev account (the operator), with the
+            // dev worker key registered so TEE requests work out of the box.
+            let owner = dev::dev_signers(1)?[0].address();
+            c.genesis.alloc.insert(
+                pipe_executor::attest::WORKER_REGISTRY,
+                dev::registry_account(owner, &[dev::dev_worker_signer().address()]),
+            );
             c
         }
     };
@@ -192,7 +199,8 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
 
     let models = Arc::new(
         NodeModels::open(store.clone(), config.inference_timeout)?
-            .with_latency(config.model_latency),
+            .with_latency(config.model_latency)
+            .with_signer(config.worker_key.clone()),
     );
     // The dev chain comes with the example models, so the README's contracts work at once.
     let examples = if config.genesis.is_none() {
@@ -204,6 +212,12 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         .with_inference(models.clone(), pipe_executor::InferenceGas::default());
     let pool = Arc::new(Pool::new(PoolConfig::new(chain.chain_id, chain.gas_limit)));
     let (head_tx, head_rx) = watch::channel(Arc::new(head_block.clone()));
+    let mut workers = LocalWorker::pool(config.workers, &models, config.worker_capacity);
+    for url in &config.remote_workers {
+        let remote = RemoteWorker::connect(url).await?;
+        info!(target: "pipe::node", worker = remote.name(), capacity = remote.capacity(), signer = ?remote.signer(), "remote inference worker");
+        workers.push(Arc::new(remote));
+    }
     // PIPE listens to the pool before pending transactions are restored, so it tracks them.
     let pipe = match config.inference_mode {
         InferenceMode::Pipe => Some(Pipe::new(
@@ -215,7 +229,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             store.clone(),
             executor.clone(),
             models.clone(),
-            LocalWorker::pool(config.workers, &models, config.worker_capacity),
+            workers,
             clock.clone(),
             head_rx.clone(),
         )),

@@ -510,3 +510,283 @@ async fn a_stale_result_is_resimulated_and_included_with_the_right_one() {
     );
     node.shutdown().await;
 }
+
+/// The value of the series `name` whose `worker` label starts with `worker`.
+fn worker_metric(m: &[(String, f64)], name: &str, worker: &str) -> f64 {
+    sum(m, &format!("{name}{{worker=\"{worker}"))
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> Vec<(String, f64)> {
+    metrics(
+        &reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+}
+
+/// A node with no in-process workers, served by two `pipe worker` processes that fetch the
+/// model from it. One is SIGKILLed while it runs requests: they are retried on the other,
+/// every transaction is included, and each request is computed exactly once. A TEE request,
+/// which neither worker can sign, is rejected with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_worker_killed_mid_load_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let node_url = format!("http://127.0.0.1:{port}");
+    let worker = |name: &str| {
+        common::WorkerProcess::start(
+            &node_url,
+            &[
+                "--capacity",
+                "2",
+                "--model-latency-ms",
+                "100",
+                "--name",
+                name,
+            ],
+        )
+    };
+    let (a, mut b) = (worker("a"), worker("b"));
+    let mut config = NodeConfig::dev(dir.path().to_path_buf());
+    config.http_port = port;
+    config.print_banner = false;
+    config.block_time = BlockTime::Interval(Duration::from_millis(250));
+    config.dev_accounts = 21;
+    config.workers = 0;
+    config.remote_workers = vec![a.url.clone(), b.url.clone()];
+    config.worker_timeout = Duration::from_secs(10);
+    config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let node = launch(config, Arc::new(SystemClock)).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let metrics_addr = node.metrics_addr.unwrap();
+    let linreg = model_id(&url, "linreg").await;
+
+    let tx = |key: &alloy_signer_local::PrivateKeySigner, nonce: u64, request| {
+        common::signed_raw(
+            key,
+            chain_id,
+            nonce,
+            TxKind::Call(INFERENCE_PRECOMPILE),
+            runModelInferenceCall { request }.abi_encode().into(),
+            300_000,
+            GWEI,
+            100 * GWEI,
+        )
+    };
+    let mut raws = Vec::new();
+    for (i, key) in node.dev_keys[..20].iter().enumerate() {
+        for n in 0..4u64 {
+            raws.push(tx(
+                key,
+                n,
+                linreg_request(&linreg, [i as i128, n as i128, 7]),
+            ));
+        }
+    }
+    let hashes = common::send_raw_batch(&url, &raws).await;
+    assert_eq!(hashes.len(), 80);
+    let mut tee_request = linreg_request(&linreg, [1, 2, 3]);
+    tee_request.mode = 2;
+    let tee = common::send_raw_batch(&url, &[tx(&node.dev_keys[20], 0, tee_request)])
+        .await
+        .remove(0);
+
+    // Kill b once it has delivered results and, with the queue still deep, is running more.
+    for _ in 0..2000 {
+        if worker_metric(
+            &scrape(metrics_addr).await,
+            "pipe_worker_completed_total",
+            "b@",
+        ) >= 2.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.kill();
+
+    let mut receipts = Vec::new();
+    for _ in 0..240 {
+        receipts = common::receipts(&url, &hashes).await;
+        if receipts.iter().all(Option::is_some) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for (h, r) in hashes.iter().zip(&receipts) {
+        let Some(r) = r else {
+            panic!("{h} not included: {}", status(&url, h).await);
+        };
+        assert_eq!(r["status"], "0x1", "{r}");
+    }
+    let m = scrape(metrics_addr).await;
+    assert_eq!(
+        sum(&m, "pipe_worker_completed_total"),
+        80.0,
+        "each request computed once: {m:?}"
+    );
+    assert!(
+        worker_metric(&m, "pipe_worker_failures_total", "b@") >= 1.0,
+        "{m:?}"
+    );
+    assert!(
+        worker_metric(&m, "pipe_worker_completed_total", "a@") >= 40.0,
+        "{m:?}"
+    );
+
+    let s = status(&url, &tee).await;
+    assert_eq!(s["status"], "rejected", "{s}");
+    assert!(s["reason"].as_str().unwrap().contains("signing key"), "{s}");
+    drop(a);
+    node.shutdown().await;
+}
+
+sol! {
+    function registered(address worker) returns (bool);
+    function register(address worker);
+}
+
+/// TEE mode: in-process workers sign with the dev worker key, which the dev genesis registers
+/// in the worker registry. The block carries the signature; replay accepts it, and rejects a
+/// result signed by an unregistered key or not signed at all. The registry is an ordinary
+/// contract the owner drives with transactions; a key registered later does not make an
+/// earlier block valid, because registration is read from the block's parent state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tee_results_are_signed_by_a_registered_worker_and_replay_checks_them() {
+    use pipe_executor::attest::{self, AttestError, WORKER_REGISTRY};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::dev(dir.path().to_path_buf());
+    config.http_port = 0;
+    config.print_banner = false;
+    config.block_time = BlockTime::Interval(Duration::from_millis(200));
+    config.workers = 2;
+    let node = launch(config, Arc::new(SystemClock)).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = model_id(&url, "linreg").await;
+    let dev_worker = pipe_node::dev::dev_worker_signer().address();
+    let keys = &node.dev_keys;
+    let send = |key_index: usize, nonce: u64, to: Address, data: Vec<u8>| {
+        let raw = common::signed_raw(
+            &keys[key_index],
+            chain_id,
+            nonce,
+            TxKind::Call(to),
+            data.into(),
+            300_000,
+            GWEI,
+            100 * GWEI,
+        );
+        let url = url.clone();
+        async move {
+            let hash = common::send_raw_batch(&url, &[raw]).await.remove(0);
+            for _ in 0..400 {
+                if let Some(r) =
+                    common::receipts(&url, std::slice::from_ref(&hash)).await[0].clone()
+                {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{hash} not included: {}", status(&url, &hash).await);
+        }
+    };
+
+    let mut request = linreg_request(&linreg, [4, 5, 6]);
+    request.mode = 2;
+    let receipt = send(
+        1,
+        0,
+        INFERENCE_PRECOMPILE,
+        runModelInferenceCall { request }.abi_encode(),
+    )
+    .await;
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+    let number = common::quantity(&receipt["blockNumber"]);
+    let block = node.store.block(number).unwrap().unwrap();
+    let parent = node.store.block(number - 1).unwrap().unwrap();
+    let view = node.store.state_at(number - 1).unwrap();
+    let result = block.sidecar.results()[0].clone();
+    assert_eq!(result.signature.len(), 65);
+    assert_eq!(attest::signer(&result).unwrap(), dev_worker);
+
+    let models = node.models.clone() as Arc<dyn InferenceProvider>;
+    let replay = |b: &pipe_primitives::SealedBlock| {
+        replay_block(&node.executor, view.clone(), &parent, b, models.clone())
+    };
+    replay(&block).expect("an attested block replays");
+    let with = |r: InferenceResult| {
+        let mut b = block.clone();
+        b.sidecar = Sidecar::new(vec![r]);
+        b.header.extra_data = b.sidecar.header_commitment();
+        b
+    };
+    // Signed by a key nobody registered.
+    let rogue = alloy_signer_local::PrivateKeySigner::random();
+    let mut forged = result.clone();
+    forged.signature = {
+        use alloy_signer::SignerSync;
+        rogue
+            .sign_hash_sync(&forged.signing_hash())
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+            .into()
+    };
+    match replay(&with(forged.clone())) {
+        Err(ReplayError::Unattested { reason, .. }) => {
+            assert_eq!(reason, AttestError::NotRegistered(rogue.address()))
+        }
+        other => panic!("expected an unattested result, got {other:?}"),
+    }
+    // Not signed at all.
+    let mut unsigned = result.clone();
+    unsigned.signature = Bytes::new();
+    assert!(matches!(
+        replay(&with(unsigned)),
+        Err(ReplayError::Unattested {
+            reason: AttestError::Unsigned,
+            ..
+        })
+    ));
+
+    // The registry: readable by anyone, driven by its owner (dev account 0) alone.
+    let is_registered = |who: Address| {
+        let url = url.clone();
+        async move {
+            let r = common::rpc(
+                &url,
+                "eth_call",
+                serde_json::json!([{"to": WORKER_REGISTRY, "data": Bytes::from(registeredCall { worker: who }.abi_encode())}, "latest"]),
+            )
+            .await;
+            r["result"].as_str().unwrap().ends_with('1')
+        }
+    };
+    assert!(is_registered(dev_worker).await);
+    assert!(!is_registered(rogue.address()).await);
+    let register = registerCall {
+        worker: rogue.address(),
+    }
+    .abi_encode();
+    let refused = send(2, 0, WORKER_REGISTRY, register.clone()).await;
+    assert_eq!(refused["status"], "0x0", "only the owner registers");
+    let accepted = send(0, 0, WORKER_REGISTRY, register).await;
+    assert_eq!(accepted["status"], "0x1", "{accepted}");
+    assert!(is_registered(rogue.address()).await);
+    assert!(attest::is_registered(&node.store.state().unwrap(), rogue.address()).unwrap());
+    // Registered now, but not in the parent state of the block that used it.
+    assert!(matches!(
+        replay(&with(forged)),
+        Err(ReplayError::Unattested {
+            reason: AttestError::NotRegistered(_),
+            ..
+        })
+    ));
+    drop(view);
+    node.shutdown().await;
+}

@@ -127,3 +127,22 @@ async fn same_session_as_anvil_field_by_field() {
     );
     node.shutdown().await;
 }
+
+/// The worker registry's runtime code in the dev genesis is what `contracts/src/WorkerRegistry.sol`
+/// compiles to (regenerate `crates/executor/src/worker_registry.hex` from
+/// `contracts/out/WorkerRegistry.json` when the contract changes).
+#[test]
+fn the_genesis_worker_registry_is_the_compiled_contract() {
+    compile_contracts();
+    let artifact: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join("contracts/out/WorkerRegistry.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let compiled: alloy_primitives::Bytes = artifact["deployedBytecode"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(*pipe_executor::attest::WORKER_REGISTRY_CODE, compiled);
+}

@@ -154,7 +154,10 @@ impl PayloadBuilder {
             }
             match block.execute(&tx.stored) {
                 Ok(_) => {}
-                Err(TxRejected::MissingResult { call, .. }) => {
+                // A stale result, or one that failed attestation: both go back to PIPE.
+                Err(
+                    TxRejected::MissingResult { call, .. } | TxRejected::Unattested { call, .. },
+                ) => {
                     stats.stale += 1;
                     best.mark_invalid(&tx);
                     if let Some(gate) = &self.gate {

@@ -4,7 +4,9 @@
 //! accepted only if
 //! - its header commits to exactly the sidecar it carries (`extra_data` is the sidecar root),
 //! - its attributes follow from its parent (number, parent hash, base fee, gas limit),
-//! - every transaction executes (a request whose key the sidecar lacks makes it invalid),
+//! - every transaction executes (a request whose key the sidecar lacks makes it invalid, and so
+//!   does a TEE request whose result is not signed by a worker registered in the parent state:
+//!   [`pipe_executor::attest`]),
 //! - the sidecar carries nothing the transactions did not use,
 //! - transactions root, receipts root, logs bloom and gas used equal the header's, and
 //! - the state root the caller's store computes equals the header's
@@ -37,6 +39,15 @@ pub enum ReplayError {
         "block {number}: transaction {hash} uses inference request {key}, which the block does not carry"
     )]
     MissingResult { number: u64, hash: B256, key: B256 },
+    #[error(
+        "block {number}: transaction {hash} uses inference request {key}, whose result is not attested: {reason}"
+    )]
+    Unattested {
+        number: u64,
+        hash: B256,
+        key: B256,
+        reason: pipe_executor::attest::AttestError,
+    },
     #[error("block {number}: transaction {hash} is invalid: {reason}")]
     InvalidTransaction {
         number: u64,
@@ -153,6 +164,14 @@ pub fn replay_block(
                     number,
                     hash,
                     key: call.key,
+                });
+            }
+            Err(TxRejected::Unattested { hash, call, reason }) => {
+                return Err(ReplayError::Unattested {
+                    number,
+                    hash,
+                    key: call.key,
+                    reason,
                 });
             }
             Err(e) => {

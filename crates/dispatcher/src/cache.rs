@@ -40,6 +40,10 @@ impl ResultCache {
         );
     }
 
+    pub fn remove(&self, key: &B256) -> Option<InferenceResult> {
+        self.entries.write().remove(key).map(|c| c.result)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.read().len()
     }

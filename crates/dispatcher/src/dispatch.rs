@@ -95,9 +95,9 @@ impl Requests {
         self.by_key.len() - self.queue.len()
     }
 
-    /// The best queued request, without taking it.
-    pub fn peek(&self) -> Option<B256> {
-        self.queue.last().map(|(_, k)| *k)
+    /// Queued requests, best first.
+    pub fn queued_desc(&self) -> impl Iterator<Item = B256> + '_ {
+        self.queue.iter().rev().map(|(_, k)| *k)
     }
 
     /// Marks the best queued request as running on `worker`.
@@ -194,12 +194,15 @@ impl Workers {
             .sum()
     }
 
-    /// The worker for the next request: among those with a free slot and not benched, the
-    /// least loaded relative to its capacity, preferring any other than `avoid`.
-    pub fn pick(&self, now: u64, avoid: Option<usize>) -> Option<usize> {
+    /// The worker for the next request: among those with a free slot and not benched (and,
+    /// for a TEE request, with a signing key), the least loaded relative to its capacity,
+    /// preferring any other than `avoid`.
+    pub fn pick(&self, now: u64, avoid: Option<usize>, tee: bool) -> Option<usize> {
         let free = |i: &usize| {
             let s = &self.slots[*i];
-            s.benched_until <= now && s.in_flight < s.worker.capacity()
+            s.benched_until <= now
+                && s.in_flight < s.worker.capacity()
+                && (!tee || s.worker.signer().is_some())
         };
         let load = |i: &usize| {
             let s = &self.slots[*i];
@@ -281,21 +284,25 @@ mod tests {
     #[test]
     fn picks_least_loaded_and_avoids_the_failed_one_and_benches_repeat_failures() {
         let mut w = Workers::new(vec![Arc::new(Fixed(2, "a")), Arc::new(Fixed(4, "b"))]);
-        assert_eq!(w.pick(0, None), Some(0));
+        assert_eq!(w.pick(0, None, false), Some(0));
         w.slots[0].in_flight = 1; // a at 1/2, b at 0/4
-        assert_eq!(w.pick(0, None), Some(1));
-        assert_eq!(w.pick(0, Some(1)), Some(0));
+        assert_eq!(w.pick(0, None, false), Some(1));
+        assert_eq!(w.pick(0, Some(1), false), Some(0));
         w.slots[0].in_flight = 2; // a full: the avoided one is still better than nothing
-        assert_eq!(w.pick(0, Some(1)), Some(1));
+        assert_eq!(w.pick(0, Some(1), false), Some(1));
         for _ in 0..3 {
             w.slots[1].in_flight += 1;
             w.record(1, false, 100, 3, 1_000);
         }
         assert_eq!(w.slots[1].benched_until, 1_100);
-        assert_eq!(w.pick(500, None), None, "a is full, b is benched");
+        assert_eq!(w.pick(500, None, false), None, "a is full, b is benched");
         assert_eq!(w.next_return(500), Some(1_100));
         assert_eq!(w.capacity(500), 2);
-        assert_eq!(w.pick(1_100, None), Some(1), "back after the backoff");
+        assert_eq!(
+            w.pick(1_100, None, false),
+            Some(1),
+            "back after the backoff"
+        );
         w.slots[1].in_flight += 1;
         w.record(1, false, 1_100, 3, 1_000);
         assert_eq!(

@@ -11,10 +11,11 @@ use alloy_primitives::{Address, B256};
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use parking_lot::Mutex;
 use pipe_builder::{BuildStats, InferenceGate};
-use pipe_executor::{Executor, InferenceCall, InferenceProvider, SimOutcome};
+use pipe_executor::{Executor, InferenceCall, InferenceProvider, SimOutcome, attest};
 use pipe_mempool::{Pool, PoolTx};
 use pipe_primitives::{
     Clock, InferenceResult, SealedBlock, StoredTx,
+    inference::InferenceMode,
     status::{Lifecycle, RequestState, RequestStatus, TxStatus},
 };
 use pipe_storage::Store;
@@ -186,6 +187,8 @@ pub struct Pipe {
     /// Transactions added to the pool, in order.
     arrivals: Mutex<Option<mpsc::UnboundedReceiver<Arc<PoolTx>>>>,
     pub metrics: Arc<Metrics>,
+    /// Whether any worker signs TEE results (without one, TEE requests are rejected).
+    tee_workers: bool,
 }
 
 impl std::fmt::Debug for Pipe {
@@ -217,7 +220,9 @@ impl Pipe {
                 .set(w.capacity() as i64);
         }
         let arrivals = pool.listen();
+        let tee_workers = workers.iter().any(|w| w.signer().is_some());
         Arc::new(Self {
+            tee_workers,
             results: Arc::new(CachedResults::new(cache.clone(), models)),
             cache,
             config,
@@ -499,6 +504,11 @@ impl Pipe {
         {
             return Err(format!("transaction needed more than {max} simulations"));
         }
+        if call.mode == InferenceMode::Tee && !self.tee_workers {
+            return Err(
+                "TEE inference requested, but no worker of this node has a signing key".into(),
+            );
+        }
         if self.cache.contains(&call.key) {
             // The result arrived while this simulation ran.
             e.phase = Phase::Pending;
@@ -572,13 +582,22 @@ impl Pipe {
         let State {
             requests, workers, ..
         } = &mut *st;
-        while let Some(key) = requests.peek() {
-            let avoid = requests.by_key.get(&key).and_then(|r| r.avoid);
-            let Some(w) = workers.pick(now, avoid) else {
+        // Best first. A TEE request no free signing worker can take does not hold back the
+        // requests behind it.
+        let order: Vec<B256> = requests.queued_desc().collect();
+        for key in order {
+            if workers.pick(now, None, false).is_none() {
                 break;
+            }
+            let Some(r) = requests.by_key.get(&key) else {
+                continue;
+            };
+            let tee = r.call.mode == InferenceMode::Tee;
+            let Some(w) = workers.pick(now, r.avoid, tee) else {
+                continue;
             };
             let Some(call) = requests.start(&key, w) else {
-                break;
+                continue;
             };
             let slot = &mut workers.slots[w];
             slot.in_flight += 1;
@@ -607,8 +626,11 @@ impl Pipe {
     ) -> BoxFuture<'static, JobDone> {
         let clock = self.clock.clone();
         let timeout = self.config.worker_timeout_ms;
+        let store = self.store.clone();
+        let enclave = self.executor.enclave_check().clone();
         async move {
             let started = clock.now_ms();
+            let mode = call.mode;
             let run = worker.run(call);
             let result = tokio::select! {
                 r = run => r,
@@ -623,6 +645,15 @@ impl Pipe {
                         got: r.key,
                     })
                 }
+            });
+            // Only attested results are cached: the builder would refuse the others.
+            let result = result.and_then(|r| {
+                let view = store
+                    .state()
+                    .map_err(|e| WorkerError::Failed(format!("reading state: {e}")))?;
+                attest::verify(mode, &r, &view, enclave.as_ref())
+                    .map_err(|e| WorkerError::Unattested(e.to_string()))?;
+                Ok(r)
             });
             (w, key, result, started)
         }
@@ -794,6 +825,21 @@ impl InferenceGate for Pipe {
                 return;
             };
             debug!(target: "pipe::builder", %hash, key = %call.key, "stale result: back to discovery");
+            // A key the cache holds was refused by the builder: its result no longer passes
+            // attestation (the worker left the registry). Computed again, by another worker.
+            if let Some(cached) = self.cache.get(&call.key)
+                && self.store.state().is_ok_and(|view| {
+                    attest::verify(
+                        call.mode,
+                        &cached,
+                        &view,
+                        self.executor.enclave_check().as_ref(),
+                    )
+                    .is_err()
+                })
+            {
+                self.cache.remove(&call.key);
+            }
             e.stale += 1;
             e.deferred = Some(format!(
                 "left out of block {number}: it asked for request {}, which was not computed (its inputs changed since simulation)",

@@ -18,6 +18,8 @@ pub enum WorkerError {
     Unreachable(String),
     #[error("worker failed: {0}")]
     Failed(String),
+    #[error("the worker's result is not attested: {0}")]
+    Unattested(String),
     #[error("worker answered for request {got}, asked {want}")]
     WrongKey {
         want: alloy_primitives::B256,
@@ -31,6 +33,10 @@ pub trait Worker: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Requests it runs at once.
     fn capacity(&self) -> usize;
+    /// The address of the key it signs TEE results with; `None`: it serves VANILLA only.
+    fn signer(&self) -> Option<alloy_primitives::Address> {
+        None
+    }
     /// Computes `call`. The dispatcher bounds the time it waits.
     fn run(
         &self,

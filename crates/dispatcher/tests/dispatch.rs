@@ -83,6 +83,7 @@ impl InferenceProvider for NoModels {
 fn call(n: u8) -> InferenceCall {
     InferenceCall {
         key: B256::repeat_byte(n),
+        request: Default::default(),
         mode: InferenceMode::Vanilla,
         model: ModelMeta {
             id: ModelId::of(b"m"),

@@ -22,6 +22,7 @@ use revm::{
 use crate::{
     ExecError, Executor, InferenceProvider, PipeSpec, StateDb, TxRejected,
     assemble::{Assembler, DeferredBloomReceipts},
+    attest::Attested,
     recorder::Recorder,
 };
 
@@ -67,6 +68,8 @@ pub struct BlockBuilder {
     assembler: Assembler,
     /// Records each transaction's use of the inference precompile.
     recorder: Option<Arc<Recorder>>,
+    /// The attestation check under the recorder: says why a result was withheld.
+    attested: Option<Arc<Attested>>,
     /// Results used by the transactions kept so far: the block's sidecar.
     results: Vec<InferenceResult>,
 }
@@ -128,9 +131,15 @@ impl Executor {
         // store snapshots), so revm's `State` transition and bundle bookkeeping, most of the
         // executor's overhead over bare revm, buys nothing here. The change set is read off
         // the cache when the block is finished.
+        let view = view.into();
+        // Every answer passes the TEE rule on the parent state before a transaction sees it.
+        let attested =
+            source.map(|s| Arc::new(Attested::new(s, view.clone(), self.enclave.clone())));
         let db = CacheDB::new(StateDb::new(view));
         let mut evm = self.factory.create_evm(db, self.evm_env(&attrs));
-        let recorder = source.map(|s| Arc::new(Recorder::new(s)));
+        let recorder = attested
+            .clone()
+            .map(|a| Arc::new(Recorder::new(a as Arc<dyn InferenceProvider>)));
         if let Some(r) = &recorder {
             crate::inference::install(
                 evm.precompiles_mut(),
@@ -160,6 +169,7 @@ impl Executor {
             kept: 0,
             assembler: self.assembler.start(),
             recorder,
+            attested,
             results: Vec::new(),
         })
     }
@@ -187,6 +197,13 @@ impl BlockBuilder {
         let executed = self.inner.execute_transaction_without_commit(recovered);
         let record = self.recorder.as_ref().map(|r| r.take()).unwrap_or_default();
         if let Some(call) = record.missing {
+            if let Some(reason) = self.attested.as_ref().and_then(|a| a.refusal(&call.key)) {
+                return Err(TxRejected::Unattested {
+                    hash: tx.hash,
+                    call: Box::new(call),
+                    reason,
+                });
+            }
             return Err(TxRejected::MissingResult {
                 hash: tx.hash,
                 call: Box::new(call),

@@ -28,6 +28,15 @@ pub enum TxRejected {
         hash: B256,
         call: Box<crate::InferenceCall>,
     },
+    /// The result offered for a TEE request is not signed by a registered worker
+    /// ([`crate::attest`]). Left out like a stale transaction; a replaying node rejects the
+    /// block.
+    #[error("inference request {} of transaction {hash} has no attested result: {reason}", call.key)]
+    Unattested {
+        hash: B256,
+        call: Box<crate::InferenceCall>,
+        reason: crate::attest::AttestError,
+    },
     /// The database failed under the EVM; the block must be abandoned.
     #[error("internal: {0}")]
     Internal(String),

@@ -125,6 +125,8 @@ pub enum Purpose {
 pub struct InferenceCall {
     /// `keccak256(abi.encode(request))`.
     pub key: B256,
+    /// `abi.encode(request)`: what a remote worker is sent (it checks the key itself).
+    pub request: Bytes,
     pub mode: InferenceMode,
     pub model: ModelMeta,
     /// In the order the request listed them (numbers, then strings).
@@ -275,6 +277,38 @@ pub fn decode_request(
     let request = runModelInferenceCall::abi_decode_validate(data)
         .map_err(|e| format!("malformed runModelInference request: {e}"))?
         .request;
+    let call = check_request(&request, models)?;
+    Ok((request, call))
+}
+
+/// Decodes `abi.encode(request)` (what a remote worker receives) strictly and validates it.
+pub fn decode_encoded_request(
+    encoded: &[u8],
+    models: &dyn Fn(&ModelId) -> Option<ModelMeta>,
+) -> Result<InferenceCall, String> {
+    if encoded.len() > MAX_REQUEST_BYTES {
+        return Err(format!("request larger than {MAX_REQUEST_BYTES} bytes"));
+    }
+    let request = <ModelInferenceRequest as SolValue>::abi_decode_validate(encoded)
+        .map_err(|e| format!("malformed ModelInferenceRequest: {e}"))?;
+    check_request(&request, models)
+}
+
+/// The model a request names, before anything else is checked (a worker fetches it first).
+pub fn requested_model(encoded: &[u8]) -> Result<ModelId, String> {
+    let request = <ModelInferenceRequest as SolValue>::abi_decode_validate(encoded)
+        .map_err(|e| format!("malformed ModelInferenceRequest: {e}"))?;
+    request
+        .modelCID
+        .parse()
+        .map_err(|e: pipe_primitives::inference::ModelIdError| e.to_string())
+}
+
+/// Step 2: validates a decoded request against the model it names.
+fn check_request(
+    request: &ModelInferenceRequest,
+    models: &dyn Fn(&ModelId) -> Option<ModelMeta>,
+) -> Result<InferenceCall, String> {
     let mode = InferenceMode::from_u8(request.mode)
         .ok_or_else(|| format!("unknown mode {}", request.mode))?;
     if mode == InferenceMode::Zkml {
@@ -286,16 +320,14 @@ pub fn decode_request(
         .map_err(|e: pipe_primitives::inference::ModelIdError| e.to_string())?;
     let model = models(&id).ok_or_else(|| format!("unknown model {id}"))?;
     let inputs = tensors(&request.input, &model)?;
-    let key = keccak256(request.abi_encode());
-    Ok((
-        request,
-        InferenceCall {
-            key,
-            mode,
-            model,
-            inputs,
-        },
-    ))
+    let encoded = Bytes::from(request.abi_encode());
+    Ok(InferenceCall {
+        key: keccak256(&encoded),
+        request: encoded,
+        mode,
+        model,
+        inputs,
+    })
 }
 
 /// The request's tensors as runtime tensors, checked against the model's declared inputs.

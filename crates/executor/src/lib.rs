@@ -19,6 +19,7 @@
 //! The chain runs the Osaka hardfork from genesis (every earlier fork active at block 0).
 
 mod assemble;
+pub mod attest;
 mod block;
 mod call;
 mod db;
@@ -61,6 +62,8 @@ pub struct Executor {
     /// What answers the inference precompile; without one, 0x…F4 is an empty account.
     pub(crate) inference: Option<Arc<dyn InferenceProvider>>,
     pub(crate) inference_gas: InferenceGas,
+    /// The pluggable enclave verification of TEE workers ([`attest::EnclaveCheck`]).
+    pub(crate) enclave: Arc<dyn attest::EnclaveCheck>,
 }
 
 impl Executor {
@@ -72,7 +75,19 @@ impl Executor {
             assembler: assemble::AssemblerThread::spawn(),
             inference: None,
             inference_gas: InferenceGas::default(),
+            enclave: Arc::new(attest::RegistryTrust),
         }
+    }
+
+    /// Checks TEE workers with `enclave` on top of the registry.
+    pub fn with_enclave_check(mut self, enclave: Arc<dyn attest::EnclaveCheck>) -> Self {
+        self.enclave = enclave;
+        self
+    }
+
+    /// The enclave check TEE results pass.
+    pub fn enclave_check(&self) -> &Arc<dyn attest::EnclaveCheck> {
+        &self.enclave
     }
 
     /// Serves the inference precompile from `provider`, charging by `gas`.

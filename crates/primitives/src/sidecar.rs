@@ -19,8 +19,12 @@ use alloy_primitives::{B256, Bytes, keccak256};
 use alloy_rlp::{Decodable, Encodable, RlpDecodable, RlpEncodable};
 use alloy_trie::{EMPTY_ROOT_HASH, HashBuilder, Nibbles};
 
-/// A committed answer to one inference request.
-#[derive(Clone, Debug, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+/// A committed answer to one inference request. Its JSON form (camelCase, hex bytes) is what a
+/// remote worker answers with.
+#[derive(
+    Clone, Debug, PartialEq, Eq, RlpEncodable, RlpDecodable, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
 pub struct InferenceResult {
     /// `keccak256(abi.encode(request))`.
     pub key: B256,

@@ -7,6 +7,8 @@
 //!   `options`: `{ "name": string, "decimals": 0..=18, "costUnits": n }`.
 //! - `pipe_listModels()` lists every stored model's metadata.
 //! - `pipe_getModel(id)` returns one model's metadata, or `null`.
+//! - `pipe_getModelFile(id)` returns a model's ONNX bytes, or `null`: remote workers fetch
+//!   models they lack this way and check the bytes hash to the id.
 //! - `pipe_getTransactionStatus(hash)` returns a transaction's lifecycle
 //!   ([`pipe_primitives::status::TxStatus`]): pending, simulating, awaiting inference (with its
 //!   requests and their states), ready, deferred (with the reason), included (with the block),
@@ -61,6 +63,8 @@ pub trait ModelRegistry: Send + Sync {
     ) -> Result<(ModelMeta, bool), UploadError>;
     fn list(&self) -> Vec<ModelMeta>;
     fn get(&self, id: &ModelId) -> Option<ModelMeta>;
+    /// The stored file.
+    fn file(&self, id: &ModelId) -> Result<Option<Bytes>, UploadError>;
 }
 
 /// PIPE's view of a transaction's life (absent in inline mode).
@@ -81,6 +85,8 @@ pub trait PipeApi {
     fn list_models(&self) -> RpcResult<Vec<ModelMeta>>;
     #[method(name = "getModel")]
     fn get_model(&self, id: String) -> RpcResult<Option<ModelMeta>>;
+    #[method(name = "getModelFile")]
+    fn get_model_file(&self, id: String) -> RpcResult<Option<Bytes>>;
     #[method(name = "getTransactionStatus")]
     fn transaction_status(&self, hash: B256) -> RpcResult<Option<TxStatus>>;
 }
@@ -125,12 +131,13 @@ impl PipeApiServer for PipeRpc {
     }
 
     fn get_model(&self, id: String) -> RpcResult<Option<ModelMeta>> {
-        let id: ModelId = id
-            .parse()
-            .map_err(|e: pipe_primitives::inference::ModelIdError| {
-                RpcError::InvalidParams(e.to_string())
-            })?;
-        Ok(self.models.get(&id))
+        Ok(self.models.get(&parse_id(&id)?))
+    }
+
+    fn get_model_file(&self, id: String) -> RpcResult<Option<Bytes>> {
+        self.models
+            .file(&parse_id(&id)?)
+            .map_err(|e| RpcError::Internal(e.to_string()).into())
     }
 
     fn transaction_status(&self, hash: B256) -> RpcResult<Option<TxStatus>> {
@@ -150,4 +157,11 @@ impl PipeApiServer for PipeRpc {
             .get(&hash)
             .map(|_| TxStatus::new(hash, Lifecycle::Pending)))
     }
+}
+
+fn parse_id(id: &str) -> Result<ModelId, RpcError> {
+    id.parse()
+        .map_err(|e: pipe_primitives::inference::ModelIdError| {
+            RpcError::InvalidParams(e.to_string())
+        })
 }

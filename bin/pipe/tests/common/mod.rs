@@ -217,3 +217,47 @@ pub async fn receipts(url: &str, hashes: &[String]) -> Vec<Option<serde_json::Va
         .map(|r| Some(r).filter(|r| !r.is_null()))
         .collect()
 }
+
+/// A `pipe worker` child process.
+pub struct WorkerProcess {
+    pub child: Child,
+    /// Its base URL, from the "Listening on" line it prints.
+    pub url: String,
+}
+
+impl WorkerProcess {
+    /// Starts `pipe worker --node NODE --listen 127.0.0.1:0 EXTRA…` and waits for its address.
+    pub fn start(node: &str, extra: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args(["worker", "--node", node, "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pipe worker");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).expect("worker prints its address");
+        let addr = line
+            .trim()
+            .strip_prefix("Listening on ")
+            .unwrap_or_else(|| panic!("unexpected worker output: {line}"));
+        Self {
+            url: format!("http://{addr}"),
+            child,
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

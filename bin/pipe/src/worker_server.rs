@@ -1,0 +1,271 @@
+//! `pipe worker`: a remote inference worker, and the protocol a node speaks to it.
+//!
+//! # Protocol (HTTP/1.1, JSON bodies, hex bytes)
+//! - `GET /v1/info` → [`WorkerInfo`]: `{"name", "capacity", "signer", "version"}`. `signer`
+//!   is the address TEE results are signed with, or `null` (the worker serves VANILLA only).
+//!   The node asks once, at start, and sends at most `capacity` requests at once.
+//! - `POST /v1/infer` with [`InferRequest`] `{"request": "0x…"}`, the ABI encoding of the
+//!   `ModelInferenceRequest` (`abi.encode(request)`, whose keccak256 is the request key) →
+//!   `200` with the result, `{"key", "status", "payload", "signature"}`
+//!   ([`pipe_primitives::InferenceResult`]). A model failing on its inputs is a `200` with
+//!   status 1: a failure is a fact about the request and is committed. `400`: the request is
+//!   malformed or does not fit the model. `503`: the model cannot be had (the node lacks it,
+//!   or its bytes do not hash to its id). The node treats anything but a `200` carrying the
+//!   right key as the worker's failure and retries elsewhere.
+//!
+//! # Models
+//! A worker stores nothing. It fetches a model the first time a request names it, from the
+//! node given with `--node` (`pipe_getModel` for the metadata, `pipe_getModelFile` for the
+//! ONNX bytes), checks that the bytes hash to the id (the id *is* the content hash), compiles
+//! it once and keeps it in memory. Concurrent requests for a model being fetched wait for the
+//! one fetch; a failed fetch is not remembered, so the next request tries again.
+//!
+//! # TEE
+//! With `--key` (or `--dev-key`), results of TEE requests are signed over
+//! [`pipe_primitives::InferenceResult::signing_hash`]; the key's address must be registered in
+//! the chain's worker registry for the chain to accept them ([`pipe_executor::attest`]).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::{Address, Bytes};
+use alloy_signer_local::PrivateKeySigner;
+use axum::{
+    Router,
+    body::Bytes as Body,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use parking_lot::Mutex;
+use pipe_executor::inference::{decode_encoded_request, requested_model};
+use pipe_inference::Model;
+use pipe_primitives::inference::{ModelId, ModelMeta};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OnceCell, Semaphore};
+use tracing::{info, warn};
+
+use crate::models::run_call;
+
+/// Largest request body accepted: a request the precompile accepts is at most 1 MiB.
+const MAX_BODY: usize = 2 << 20;
+
+/// `GET /v1/info`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub name: String,
+    pub capacity: usize,
+    pub signer: Option<Address>,
+    pub version: String,
+}
+
+/// `POST /v1/infer`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InferRequest {
+    /// `abi.encode(ModelInferenceRequest)`.
+    pub request: Bytes,
+}
+
+/// How `pipe worker` runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub name: String,
+    /// JSON-RPC URL of the node models are fetched from.
+    pub node: String,
+    pub listen: SocketAddr,
+    /// Requests run at once.
+    pub capacity: usize,
+    /// Signs TEE results.
+    pub key: Option<PrivateKeySigner>,
+    /// Added to every model run (the heavy-model stand-in, as on the node).
+    pub latency: Duration,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    meta: ModelMeta,
+    model: Arc<Model>,
+}
+
+struct Worker {
+    options: WorkerOptions,
+    client: reqwest::Client,
+    /// One cell per model: concurrent first requests share one fetch.
+    models: Mutex<HashMap<ModelId, Arc<OnceCell<Arc<Loaded>>>>>,
+    /// Bounds the runs at once to the advertised capacity.
+    slots: Semaphore,
+}
+
+/// Why a request got no result.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl IntoResponse for ServeError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (status, self.to_string()).into_response()
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+impl Worker {
+    fn info(&self) -> WorkerInfo {
+        WorkerInfo {
+            name: self.options.name.clone(),
+            capacity: self.options.capacity,
+            signer: self.options.key.as_ref().map(|k| k.address()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    async fn model(&self, id: ModelId) -> Result<Arc<Loaded>, ServeError> {
+        let cell = self.models.lock().entry(id).or_default().clone();
+        cell.get_or_try_init(|| self.fetch(id))
+            .await
+            .cloned()
+            .map_err(ServeError::Unavailable)
+    }
+
+    /// Fetches, checks and compiles model `id` from the node.
+    async fn fetch(&self, id: ModelId) -> Result<Arc<Loaded>, String> {
+        let meta: Option<ModelMeta> = self.rpc("pipe_getModel", &id).await?;
+        let meta = meta.ok_or_else(|| format!("the node has no model {id}"))?;
+        let bytes: Option<Bytes> = self.rpc("pipe_getModelFile", &id).await?;
+        let bytes = bytes.ok_or_else(|| format!("the node has no file for model {id}"))?;
+        if ModelId::of(&bytes) != id {
+            return Err(format!(
+                "the node sent bytes for model {id} that hash to {}",
+                ModelId::of(&bytes)
+            ));
+        }
+        let options = pipe_inference::UploadOptions {
+            name: meta.name.clone(),
+            decimals: Some(meta.decimals),
+            cost_units: Some(meta.cost_units),
+        };
+        let model = tokio::task::spawn_blocking(move || pipe_inference::describe(&bytes, &options))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("model {id}: {e}"))?
+            .0;
+        info!(target: "pipe::worker", %id, name = %meta.name, "model fetched");
+        Ok(Arc::new(Loaded {
+            meta,
+            model: Arc::new(model),
+        }))
+    }
+
+    async fn rpc<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        id: &ModelId,
+    ) -> Result<T, String> {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": 1, "method": method, "params": [id.to_string()]
+        });
+        let response: serde_json::Value = self
+            .client
+            .post(&self.options.node)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the node at {}: {e}", self.options.node))?
+            .json()
+            .await
+            .map_err(|e| format!("{method}: unreadable answer: {e}"))?;
+        if let Some(err) = response.get("error") {
+            return Err(format!("{method}: {err}"));
+        }
+        serde_json::from_value(response.get("result").cloned().unwrap_or_default())
+            .map_err(|e| format!("{method}: {e}"))
+    }
+
+    async fn infer(&self, body: &[u8]) -> Result<Response, ServeError> {
+        let request: InferRequest = serde_json::from_slice(body)
+            .map_err(|e| ServeError::BadRequest(format!("body: {e}")))?;
+        let id = requested_model(&request.request).map_err(ServeError::BadRequest)?;
+        let loaded = self.model(id).await?;
+        let meta = loaded.meta.clone();
+        let call =
+            decode_encoded_request(&request.request, &|m| (*m == meta.id).then(|| meta.clone()))
+                .map_err(ServeError::BadRequest)?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| ServeError::Unavailable(e.to_string()))?;
+        let (latency, key) = (self.options.latency, self.options.key.clone());
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            run_call(&loaded.model, &call, latency, key.as_ref())
+        })
+        .await
+        .map_err(|e| ServeError::Unavailable(format!("run: {e}")))?;
+        tracing::debug!(target: "pipe::worker", key = %result.key, ms = started.elapsed().as_millis() as u64, "computed");
+        Ok(json(&result))
+    }
+}
+
+/// Binds `options.listen` and serves until `shutdown` resolves; returns the bound address.
+pub async fn serve(
+    options: WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let worker = Arc::new(Worker {
+        slots: Semaphore::new(options.capacity.max(1)),
+        client: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?,
+        models: Mutex::default(),
+        options,
+    });
+    let app = Router::new()
+        .route(
+            "/v1/info",
+            get(|State(w): State<Arc<Worker>>| async move { json(&w.info()) }),
+        )
+        .route(
+            "/v1/infer",
+            post(|State(w): State<Arc<Worker>>, body: Body| async move {
+                match w.infer(&body).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(target: "pipe::worker", error = %e, "request failed");
+                        e.into_response()
+                    }
+                }
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(worker.clone());
+    let listener = tokio::net::TcpListener::bind(worker.options.listen).await?;
+    let bound = listener.local_addr()?;
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            warn!(target: "pipe::worker", error = %e, "server stopped");
+        }
+    });
+    Ok((bound, handle))
+}
