@@ -258,13 +258,17 @@ mod tests {
 
     use crate::WorkerError;
 
-    struct Fixed(usize, &'static str);
+    /// Capacity, name, and whether it signs TEE results.
+    struct Fixed(usize, &'static str, bool);
     impl Worker for Fixed {
         fn name(&self) -> &str {
             self.1
         }
         fn capacity(&self) -> usize {
             self.0
+        }
+        fn signer(&self) -> Option<alloy_primitives::Address> {
+            self.2.then_some(alloy_primitives::Address::repeat_byte(7))
         }
         fn run(
             &self,
@@ -283,7 +287,10 @@ mod tests {
 
     #[test]
     fn picks_least_loaded_and_avoids_the_failed_one_and_benches_repeat_failures() {
-        let mut w = Workers::new(vec![Arc::new(Fixed(2, "a")), Arc::new(Fixed(4, "b"))]);
+        let mut w = Workers::new(vec![
+            Arc::new(Fixed(2, "a", false)),
+            Arc::new(Fixed(4, "b", false)),
+        ]);
         assert_eq!(w.pick(0, None, false), Some(0));
         w.slots[0].in_flight = 1; // a at 1/2, b at 0/4
         assert_eq!(w.pick(0, None, false), Some(1));
@@ -308,6 +315,23 @@ mod tests {
         assert_eq!(
             w.slots[1].benched_until, 2_100,
             "one failed probe benches again"
+        );
+    }
+
+    #[test]
+    fn tee_requests_go_only_to_signing_workers() {
+        let mut w = Workers::new(vec![
+            Arc::new(Fixed(1, "plain", false)),
+            Arc::new(Fixed(1, "tee", true)),
+        ]);
+        assert_eq!(w.pick(0, None, true), Some(1));
+        assert_eq!(w.pick(0, Some(1), true), Some(1), "no other can sign");
+        w.slots[1].in_flight = 1;
+        assert_eq!(w.pick(0, None, true), None, "the signer is busy");
+        assert_eq!(
+            w.pick(0, None, false),
+            Some(0),
+            "VANILLA work still goes out"
         );
     }
 }

@@ -648,6 +648,9 @@ impl Pipe {
             });
             // Only attested results are cached: the builder would refuse the others.
             let result = result.and_then(|r| {
+                if mode != InferenceMode::Tee && r.signature.is_empty() {
+                    return Ok(r);
+                }
                 let view = store
                     .state()
                     .map_err(|e| WorkerError::Failed(format!("reading state: {e}")))?;
