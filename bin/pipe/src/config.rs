@@ -42,6 +42,10 @@ pub struct NodeConfig {
     /// What the in-process workers (and inline mode) sign TEE results with; `None`: TEE
     /// requests go to remote workers only.
     pub worker_key: Option<alloy_signer_local::PrivateKeySigner>,
+    /// Follow this leader (its JSON-RPC URL) instead of building blocks.
+    pub follow: Option<String>,
+    /// How often a follower asks its leader for new blocks.
+    pub follow_interval: Duration,
 }
 
 /// Where inference runs.
@@ -86,6 +90,8 @@ impl NodeConfig {
             metrics_addr: None,
             remote_workers: Vec::new(),
             worker_key: Some(crate::dev::dev_worker_signer()),
+            follow: None,
+            follow_interval: Duration::from_millis(500),
         }
     }
 }

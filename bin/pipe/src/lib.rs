@@ -8,6 +8,7 @@ pub mod bench_inference;
 pub mod bench_pipe;
 pub mod config;
 pub mod dev;
+pub mod follow;
 pub mod metrics_server;
 pub mod models;
 pub mod node;

@@ -209,6 +209,13 @@ struct NodeArgs {
     /// How long the dispatcher waits for a worker before retrying elsewhere, in milliseconds.
     #[arg(long, value_name = "MS")]
     worker_timeout_ms: Option<u64>,
+    /// Follow the node at this JSON-RPC URL: import its blocks by replaying each from the
+    /// block alone (sidecar, attestations, receipts, state root) instead of building blocks.
+    #[arg(long, value_name = "URL")]
+    follow: Option<String>,
+    /// How often a follower asks its leader for new blocks, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    follow_interval_ms: u64,
     /// Serve Prometheus metrics on this port (0 picks a free one).
     #[arg(long = "metrics.port", value_name = "PORT")]
     metrics_port: Option<u16>,
@@ -255,6 +262,8 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         .inference
         .or(file.inference)
         .unwrap_or(c.inference_mode);
+    c.follow = args.follow;
+    c.follow_interval = Duration::from_millis(args.follow_interval_ms.max(1));
     c.remote_workers = args.worker_urls;
     if let Some(hex) = &args.worker_key {
         c.worker_key = Some(parse_key(hex)?);

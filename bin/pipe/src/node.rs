@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::{
     config::{BlockTime, InferenceMode, NodeConfig},
     dev,
+    follow::Follower,
     models::NodeModels,
     workers::{LocalWorker, RemoteWorker},
 };
@@ -43,6 +44,8 @@ pub struct RunningNode {
     pub pipe: Option<Arc<Pipe>>,
     /// Where Prometheus metrics are served, if they are.
     pub metrics_addr: Option<SocketAddr>,
+    /// The follower, when the node follows a leader (`--follow`).
+    pub follower: Option<Arc<Follower>>,
     shutdown: watch::Sender<bool>,
     rpc: ServerHandle,
     sealer: Option<JoinHandle<()>>,
@@ -220,6 +223,8 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     }
     // PIPE listens to the pool before pending transactions are restored, so it tracks them.
     let pipe = match config.inference_mode {
+        // A follower builds nothing, so it pre-executes nothing.
+        _ if config.follow.is_some() => None,
         InferenceMode::Pipe => Some(Pipe::new(
             PipeConfig {
                 worker_timeout_ms: config.worker_timeout.as_millis() as u64,
@@ -235,7 +240,23 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         )),
         InferenceMode::Inline => None,
     };
-    restore_pending(&store, &pool, &head_block, &chain)?;
+    let follower = match &config.follow {
+        Some(leader) => {
+            let f = Arc::new(Follower::new(
+                leader.clone(),
+                store.clone(),
+                executor.clone(),
+                models.clone(),
+                head_tx.clone(),
+            )?);
+            f.check_genesis(&genesis).await?;
+            Some(f)
+        }
+        None => {
+            restore_pending(&store, &pool, &head_block, &chain)?;
+            None
+        }
+    };
 
     let mut producer = PayloadBuilder::new(
         store.clone(),
@@ -279,6 +300,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         lifecycle: pipe
             .clone()
             .map(|p| Arc::new(Lifecycle(p)) as Arc<dyn pipe_rpc::TxLifecycle>),
+        follows: config.follow.clone(),
     };
     let rpc_config = RpcConfig::new(SocketAddr::new(config.http_addr, config.http_port));
     let (rpc_addr, rpc) = pipe_rpc::start(&rpc_config, node)
@@ -292,6 +314,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             min_gap: Duration::from_millis(0),
         },
     };
+    let clock_for_follower = clock.clone();
     let mut sealer = DevSealer::new(
         producer.clone() as Arc<dyn BlockProducer>,
         pool.clone(),
@@ -312,7 +335,17 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             tasks.push(task);
         }
     }
-    let sealer = tokio::spawn(sealer.run(shutdown_rx));
+    let sealer = match &follower {
+        Some(f) => {
+            tasks.push(tokio::spawn(f.clone().run(
+                clock_for_follower,
+                config.follow_interval,
+                shutdown_rx,
+            )));
+            None
+        }
+        None => Some(tokio::spawn(sealer.run(shutdown_rx))),
+    };
 
     if config.print_banner && !signers.is_empty() {
         println!("{}", dev::banner(&signers, config.dev_balance_eth));
@@ -344,7 +377,8 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         metrics_addr,
         shutdown,
         rpc,
-        sealer: Some(sealer),
+        sealer,
+        follower,
         tasks,
         persister: Some(persister),
     })

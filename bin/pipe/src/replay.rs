@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use pipe_builder::replay::replay_block;
-use pipe_executor::Executor;
+use pipe_executor::{Executor, InferenceProvider};
+use pipe_primitives::SealedBlock;
 use pipe_storage::Store;
 use serde::Serialize;
 
@@ -56,19 +57,7 @@ pub fn replay(config: &NodeConfig) -> anyhow::Result<ReplayReport> {
         let block = source
             .block(number)?
             .with_context(|| format!("block {number} missing"))?;
-        let mut executed =
-            replay_block(&executor, target.state()?, &parent, &block, models.clone())?;
-        let changes = std::mem::take(&mut executed.changes);
-        let sealed = executed.seal(block.header.state_root);
-        anyhow::ensure!(
-            sealed.hash == block.hash,
-            "block {number}: replayed header hashes to {}, the block's is {}",
-            sealed.hash,
-            block.hash
-        );
-        target
-            .commit_verified(&changes, sealed)
-            .with_context(|| format!("block {number}"))?;
+        import_block(&executor, &target, &parent, &block, models.clone())?;
         transactions += block.transactions.len();
         results += block.sidecar.len();
         parent = block;
@@ -80,4 +69,29 @@ pub fn replay(config: &NodeConfig) -> anyhow::Result<ReplayReport> {
         head_hash: parent.hash.to_string(),
         state_root: parent.header.state_root.to_string(),
     })
+}
+
+/// Replays `block` on `target`'s state (which must be `parent`'s) and commits it if, and only
+/// if, everything verifies: the header replay gives hashes to the block's hash and the state
+/// root matches ([`Store::commit_verified`]). What a follower does with each block it fetches.
+pub fn import_block(
+    executor: &Executor,
+    target: &Store,
+    parent: &SealedBlock,
+    block: &SealedBlock,
+    models: Arc<dyn InferenceProvider>,
+) -> anyhow::Result<SealedBlock> {
+    let number = block.number();
+    let mut executed = replay_block(executor, target.state()?, parent, block, models)?;
+    let changes = std::mem::take(&mut executed.changes);
+    let sealed = executed.seal(block.header.state_root);
+    anyhow::ensure!(
+        sealed.hash == block.hash,
+        "block {number}: replayed header hashes to {}, the block's is {}",
+        sealed.hash,
+        block.hash
+    );
+    target
+        .commit_verified(&changes, sealed)
+        .with_context(|| format!("block {number}"))
 }

@@ -790,3 +790,188 @@ async fn tee_results_are_signed_by_a_registered_worker_and_replay_checks_them() 
     drop(view);
     node.shutdown().await;
 }
+
+/// A follower (`--follow`) imports every block of a leader over JSON-RPC by replaying it from
+/// the block alone, including a model it fetched from the leader and TEE results, and ends
+/// bit-identical: same block hashes, state roots and receipts. It refuses transactions with a
+/// pointer to the leader. A fresh follower of a leader whose stored sidecar was tampered with
+/// stops at the block before and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_replays_every_block_over_rpc_and_rejects_a_tampered_one() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let leader_config = |block_time| {
+        let mut c = NodeConfig::dev(leader_dir.path().to_path_buf());
+        c.http_port = 0;
+        c.print_banner = false;
+        c.block_time = block_time;
+        c.workers = 2;
+        c
+    };
+    let leader = launch(
+        leader_config(BlockTime::Interval(Duration::from_millis(200))),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let url = leader.rpc_url();
+    let chain_id = leader.executor.config().chain_id;
+    let follower_of = |leader_url: String, dir: &std::path::Path| {
+        let mut c = NodeConfig::dev(dir.to_path_buf());
+        c.http_port = 0;
+        c.print_banner = false;
+        c.follow = Some(leader_url);
+        c.follow_interval = Duration::from_millis(50);
+        launch(c, Arc::new(SystemClock))
+    };
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = follower_of(url.clone(), follower_dir.path()).await.unwrap();
+
+    // A model the follower does not have: uploaded to the leader only.
+    let bytes =
+        std::fs::read(common::repo_root().join("fixtures/models/normalized_ridge.onnx")).unwrap();
+    let meta = common::rpc(
+        &url,
+        "pipe_uploadModel",
+        serde_json::json!([Bytes::from(bytes), {"name": "ridge"}]),
+    )
+    .await["result"]
+        .clone();
+    let width = meta["inputs"][0]["shape"][1].as_u64().unwrap() as usize;
+    let ridge = ModelInferenceRequest {
+        mode: 0,
+        modelCID: meta["id"].as_str().unwrap().into(),
+        input: ModelInput {
+            numbers: vec![MultiDimensionalNumberTensor {
+                name: meta["inputs"][0]["name"].as_str().unwrap().into(),
+                values: (0..width)
+                    .map(|i| Number {
+                        value: i as i128 + 1,
+                        decimals: 1,
+                    })
+                    .collect(),
+                shape: vec![1, width as u32],
+            }],
+            strings: vec![],
+        },
+    };
+    let linreg = model_id(&url, "linreg").await;
+    let mut requests = vec![ridge];
+    for i in 0..6 {
+        let mut r = linreg_request(&linreg, [i, 2 * i, 3]);
+        r.mode = if i % 2 == 0 { 2 } else { 0 };
+        requests.push(r);
+    }
+    let raws: Vec<Bytes> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            common::signed_raw(
+                &leader.dev_keys[i],
+                chain_id,
+                0,
+                TxKind::Call(INFERENCE_PRECOMPILE),
+                runModelInferenceCall { request }.abi_encode().into(),
+                300_000,
+                GWEI,
+                100 * GWEI,
+            )
+        })
+        .collect();
+    let refused = common::rpc(
+        &follower.rpc_url(),
+        "eth_sendRawTransaction",
+        serde_json::json!([raws[0]]),
+    )
+    .await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("send transactions to {url}")),
+        "{refused}"
+    );
+    let hashes = common::send_raw_batch(&url, &raws).await;
+    let mut receipts = Vec::new();
+    for _ in 0..400 {
+        receipts = common::receipts(&url, &hashes).await;
+        if receipts.iter().all(Option::is_some) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = receipts
+        .iter()
+        .map(|r| common::quantity(&r.as_ref().expect("included")["blockNumber"]))
+        .max()
+        .unwrap();
+    for r in &receipts {
+        assert_eq!(r.as_ref().unwrap()["status"], "0x1", "{r:?}");
+    }
+
+    // The follower catches up and agrees on everything.
+    let follower_url = follower.rpc_url();
+    for _ in 0..400 {
+        if follower.store.head().unwrap().unwrap_or_default() >= last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = follower.follower.as_ref().unwrap().status();
+    assert!(status.imported >= last, "{status:?}");
+    assert!(status.last_error.is_none(), "{status:?}");
+    for n in 0..=last {
+        let (a, b) = (
+            leader.store.block(n).unwrap().unwrap(),
+            follower.store.block(n).unwrap().unwrap(),
+        );
+        assert_eq!(a.hash, b.hash, "block {n}");
+        assert_eq!(a.sidecar, b.sidecar, "block {n}");
+    }
+    assert_eq!(
+        common::receipts(&follower_url, &hashes).await,
+        receipts,
+        "the follower serves the same receipts"
+    );
+    let tee_block = common::quantity(&receipts[1].as_ref().unwrap()["blockNumber"]);
+    follower.shutdown().await;
+    leader.shutdown().await;
+
+    // Tamper with the leader's copy of a block with results, then follow it afresh.
+    {
+        let store = pipe_storage::Store::open(&leader_dir.path().join("chain.redb")).unwrap();
+        let mut results = store
+            .block(tee_block)
+            .unwrap()
+            .unwrap()
+            .sidecar
+            .results()
+            .to_vec();
+        results[0].payload = Bytes::from_static(b"forged");
+        store
+            .replace_sidecar(tee_block, &Sidecar::new(results))
+            .unwrap();
+    }
+    let leader = launch(leader_config(BlockTime::OnDemand), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = follower_of(leader.rpc_url(), fresh_dir.path())
+        .await
+        .unwrap();
+    let mut status = Default::default();
+    for _ in 0..400 {
+        status = fresh.follower.as_ref().unwrap().status();
+        if status.last_error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = status.last_error.clone().unwrap_or_default();
+    assert!(
+        err.contains(&format!("block {tee_block}")) && err.contains("sidecar root"),
+        "{status:?}"
+    );
+    assert_eq!(fresh.store.head().unwrap(), Some(tee_block - 1));
+    fresh.shutdown().await;
+    leader.shutdown().await;
+}

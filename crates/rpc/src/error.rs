@@ -30,6 +30,10 @@ pub enum RpcError {
     HistoricalState(u64),
     #[error("{0}")]
     LimitExceeded(String),
+    /// This node does not do that (a follower sending transactions, say); the message says
+    /// where to go instead.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -49,7 +53,8 @@ impl From<RpcError> for ErrorObjectOwned {
             | RpcError::Call(_)
             | RpcError::UnknownBlock
             | RpcError::HistoricalState(_)
-            | RpcError::LimitExceeded(_) => ErrorObjectOwned::owned(SERVER_ERROR, msg, None::<()>),
+            | RpcError::LimitExceeded(_)
+            | RpcError::Unsupported(_) => ErrorObjectOwned::owned(SERVER_ERROR, msg, None::<()>),
         }
     }
 }

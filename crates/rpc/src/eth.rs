@@ -403,6 +403,12 @@ impl EthApiServer for Api {
     }
 
     fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256> {
+        if let Some(leader) = &self.node.follows {
+            return Err(RpcError::Unsupported(format!(
+                "this node follows {leader} and builds no blocks: send transactions to {leader}"
+            ))
+            .into());
+        }
         let tx = TxEnvelope::decode_2718_exact(raw.as_ref()).map_err(|e| {
             RpcError::InvalidParams(format!("failed to decode signed transaction: {e}"))
         })?;

@@ -27,7 +27,9 @@ use tokio::sync::{mpsc, watch};
 
 pub use error::RpcError;
 pub use eth::{EthApiServer, NetApiServer, Web3ApiServer};
-pub use pipe::{ModelRegistry, PipeApiServer, TxLifecycle, UploadError, UploadOptions};
+pub use pipe::{
+    ModelRegistry, PipeApiServer, TxLifecycle, UploadError, UploadOptions, WireBlock, WireError,
+};
 
 /// Widest block range one `eth_getLogs` may scan.
 pub const MAX_LOG_RANGE: u64 = 10_000;
@@ -75,6 +77,8 @@ pub struct NodeHandle {
     pub models: Arc<dyn ModelRegistry>,
     /// PIPE's transaction lifecycle; `None` in inline mode.
     pub lifecycle: Option<Arc<dyn TxLifecycle>>,
+    /// A follower's leader: transactions are refused with a pointer to it.
+    pub follows: Option<String>,
 }
 
 /// Starts the server. It runs until the handle is stopped.

@@ -9,6 +9,9 @@
 //! - `pipe_getModel(id)` returns one model's metadata, or `null`.
 //! - `pipe_getModelFile(id)` returns a model's ONNX bytes, or `null`: remote workers fetch
 //!   models they lack this way and check the bytes hash to the id.
+//! - `pipe_getBlockWithSidecar(number)` returns block `number` as a follower needs it
+//!   ([`WireBlock`]: the RLP header, the EIP-2718 transactions and the RLP sidecar), or
+//!   `null` past the head. Receipts are not sent: a follower computes them by replay.
 //! - `pipe_getTransactionStatus(hash)` returns a transaction's lifecycle
 //!   ([`pipe_primitives::status::TxStatus`]): pending, simulating, awaiting inference (with its
 //!   requests and their states), ready, deferred (with the reason), included (with the block),
@@ -19,10 +22,14 @@
 
 use std::sync::Arc;
 
-use alloy_primitives::{B256, Bytes};
+use alloy_consensus::{TxEnvelope, transaction::SignerRecoverable};
+use alloy_eips::{Decodable2718, Encodable2718};
+use alloy_primitives::{B256, Bytes, U64};
+use alloy_rlp::Decodable;
 use jsonrpsee::proc_macros::rpc;
 use pipe_mempool::Pool;
 use pipe_primitives::{
+    SealedBlock, Sidecar, StoredTx,
     inference::{ModelId, ModelMeta},
     status::{Lifecycle, TxStatus},
 };
@@ -73,6 +80,68 @@ pub trait TxLifecycle: Send + Sync {
     fn status(&self, hash: &B256) -> Option<TxStatus>;
 }
 
+/// A block as `pipe_getBlockWithSidecar` carries it: exactly what replay needs, in the
+/// encodings whose hashes the header commits to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WireBlock {
+    /// RLP of the header (its keccak256 is the block hash).
+    pub header: Bytes,
+    /// EIP-2718 encodings, in block order.
+    pub transactions: Vec<Bytes>,
+    /// RLP of the sidecar (its root is the header's `extra_data`).
+    pub sidecar: Bytes,
+}
+
+/// Why a [`WireBlock`] is not a block.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WireError {
+    #[error("header: {0}")]
+    Header(String),
+    #[error("transaction {index}: {reason}")]
+    Transaction { index: usize, reason: String },
+    #[error("sidecar: {0}")]
+    Sidecar(#[from] pipe_primitives::sidecar::SidecarError),
+}
+
+impl WireBlock {
+    pub fn from_block(block: &SealedBlock) -> Self {
+        Self {
+            header: alloy_rlp::encode(&block.header).into(),
+            transactions: block
+                .transactions
+                .iter()
+                .map(|t| t.tx.encoded_2718().into())
+                .collect(),
+            sidecar: block.sidecar.encode().into(),
+        }
+    }
+
+    /// Decodes strictly and recovers every sender; nothing is trusted but the encodings.
+    pub fn into_block(self) -> Result<SealedBlock, WireError> {
+        let header = alloy_consensus::Header::decode(&mut self.header.as_ref())
+            .map_err(|e| WireError::Header(e.to_string()))?;
+        let transactions = self
+            .transactions
+            .iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                let bad = |reason: String| WireError::Transaction { index, reason };
+                let tx =
+                    TxEnvelope::decode_2718_exact(raw.as_ref()).map_err(|e| bad(e.to_string()))?;
+                let sender = tx.recover_signer().map_err(|e| bad(e.to_string()))?;
+                Ok(StoredTx {
+                    hash: *tx.tx_hash(),
+                    sender,
+                    tx,
+                })
+            })
+            .collect::<Result<Vec<_>, WireError>>()?;
+        let sidecar = Sidecar::decode(&self.sidecar)?;
+        Ok(SealedBlock::new(header, transactions, Vec::new()).with_sidecar(sidecar))
+    }
+}
+
 #[rpc(server, namespace = "pipe")]
 pub trait PipeApi {
     #[method(name = "uploadModel")]
@@ -89,6 +158,8 @@ pub trait PipeApi {
     fn get_model_file(&self, id: String) -> RpcResult<Option<Bytes>>;
     #[method(name = "getTransactionStatus")]
     fn transaction_status(&self, hash: B256) -> RpcResult<Option<TxStatus>>;
+    #[method(name = "getBlockWithSidecar")]
+    fn block_with_sidecar(&self, number: U64) -> RpcResult<Option<WireBlock>>;
 }
 
 pub(crate) struct PipeRpc {
@@ -138,6 +209,14 @@ impl PipeApiServer for PipeRpc {
         self.models
             .file(&parse_id(&id)?)
             .map_err(|e| RpcError::Internal(e.to_string()).into())
+    }
+
+    fn block_with_sidecar(&self, number: U64) -> RpcResult<Option<WireBlock>> {
+        Ok(self
+            .store
+            .block(number.to())
+            .map_err(|e| RpcError::Internal(e.to_string()))?
+            .map(|b| WireBlock::from_block(&b)))
     }
 
     fn transaction_status(&self, hash: B256) -> RpcResult<Option<TxStatus>> {
