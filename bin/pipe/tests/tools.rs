@@ -133,10 +133,18 @@ async fn same_session_as_anvil_field_by_field() {
 /// `contracts/out/WorkerRegistry.json` when the contract changes).
 #[test]
 fn the_genesis_worker_registry_is_the_compiled_contract() {
-    compile_contracts();
+    // Its own output directory: other tests rewrite contracts/out concurrently.
+    let out = tempfile::tempdir().unwrap();
+    let root = common::repo_root();
+    let status = Command::new("node")
+        .arg(root.join("tools/js/compile.js"))
+        .arg(root.join("contracts"))
+        .arg(out.path())
+        .status()
+        .expect("node runs");
+    assert!(status.success(), "contracts compile");
     let artifact: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo_root().join("contracts/out/WorkerRegistry.json"))
-            .unwrap(),
+        &std::fs::read_to_string(out.path().join("WorkerRegistry.json")).unwrap(),
     )
     .unwrap();
     let compiled: alloy_primitives::Bytes = artifact["deployedBytecode"]
