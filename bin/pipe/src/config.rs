@@ -42,6 +42,8 @@ pub struct NodeConfig {
     /// What the in-process workers (and inline mode) sign TEE results with; `None`: TEE
     /// requests go to remote workers only.
     pub worker_key: Option<alloy_signer_local::PrivateKeySigner>,
+    /// Blocks a transaction may wait for inclusion under PIPE before it expires (0: never).
+    pub tx_ttl_blocks: u64,
     /// Follow this leader (its JSON-RPC URL) instead of building blocks.
     pub follow: Option<String>,
     /// How often a follower asks its leader for new blocks.
@@ -90,6 +92,7 @@ impl NodeConfig {
             metrics_addr: None,
             remote_workers: Vec::new(),
             worker_key: Some(crate::dev::dev_worker_signer()),
+            tx_ttl_blocks: 64,
             follow: None,
             follow_interval: Duration::from_millis(500),
         }

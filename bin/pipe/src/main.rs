@@ -192,6 +192,10 @@ struct NodeArgs {
     /// In-process inference workers (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Blocks a transaction may wait for inclusion before it expires, with its sender's later
+    /// transactions (0: never).
+    #[arg(long, value_name = "N")]
+    tx_ttl_blocks: Option<u64>,
     /// A remote inference worker (`pipe worker`) to send requests to; repeat for several.
     #[arg(long = "worker-url", value_name = "URL")]
     worker_urls: Vec<String>,
@@ -262,6 +266,7 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         .inference
         .or(file.inference)
         .unwrap_or(c.inference_mode);
+    c.tx_ttl_blocks = args.tx_ttl_blocks.unwrap_or(c.tx_ttl_blocks);
     c.follow = args.follow;
     c.follow_interval = Duration::from_millis(args.follow_interval_ms.max(1));
     c.remote_workers = args.worker_urls;

@@ -228,6 +228,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         InferenceMode::Pipe => Some(Pipe::new(
             PipeConfig {
                 worker_timeout_ms: config.worker_timeout.as_millis() as u64,
+                tx_ttl_blocks: config.tx_ttl_blocks,
                 ..PipeConfig::default()
             },
             pool.clone(),

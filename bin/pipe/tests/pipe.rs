@@ -77,6 +77,21 @@ async fn wait_status(url: &str, hash: &str, want: &[&str]) -> Value {
     panic!("{hash} never reached {want:?}: {}", status(url, hash).await);
 }
 
+/// Moves the manual clock one slot and waits until block `expect` is sealed.
+async fn seal_block(clock: &ManualClock, url: &str, expect: u64) {
+    clock.advance(Duration::from_secs(1));
+    for _ in 0..3000 {
+        let n = common::quantity(
+            &common::rpc(url, "eth_blockNumber", serde_json::json!([])).await["result"],
+        );
+        if n >= expect {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("block {expect} never sealed");
+}
+
 /// Prometheus text → (name with labels, value).
 fn metrics(text: &str) -> Vec<(String, f64)> {
     text.lines()
@@ -357,22 +372,7 @@ async fn a_stale_result_is_resimulated_and_included_with_the_right_one() {
     let chain_id = node.executor.config().chain_id;
     let linreg = model_id(&url, "linreg").await;
     let keys = &node.dev_keys;
-    let seal = |expect: u64| {
-        let (clock, url) = (clock.clone(), url.clone());
-        async move {
-            clock.advance(Duration::from_secs(1));
-            for _ in 0..3000 {
-                let n = common::quantity(
-                    &common::rpc(&url, "eth_blockNumber", serde_json::json!([])).await["result"],
-                );
-                if n >= expect {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            panic!("block {expect} never sealed");
-        }
-    };
+    let seal = |expect: u64| seal_block(&clock, &url, expect);
 
     let artifact: Value = serde_json::from_str(
         &std::fs::read_to_string(common::repo_root().join("contracts/out/StoredFeatureScore.json"))
@@ -974,4 +974,106 @@ async fn a_follower_replays_every_block_over_rpc_and_rejects_a_tampered_one() {
     assert_eq!(fresh.store.head().unwrap(), Some(tee_block - 1));
     fresh.shutdown().await;
     leader.shutdown().await;
+}
+
+/// Expiry on controlled time (TTL 2 blocks): an inference transaction whose model is still
+/// running, the same sender's next transaction, a transaction behind a nonce gap, and one
+/// whose request waits in the queue (its status says how many requests are ahead) are not
+/// included in blocks 1 and 2, so they expire when block 2 is sealed, each with its reason.
+/// They leave the pool, so the sender's pending nonce falls back. A plain transfer sent with
+/// them is included in block 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_not_included_within_the_ttl_expire_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let mut config = NodeConfig::dev(dir.path().to_path_buf());
+    config.http_port = 0;
+    config.print_banner = false;
+    config.block_time = BlockTime::Interval(Duration::from_secs(1));
+    config.workers = 1;
+    // Real time: the model outlasts the test's two blocks.
+    config.model_latency = Duration::from_secs(4);
+    config.tx_ttl_blocks = 2;
+    let node = launch(config, Arc::new(clock.clone())).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = model_id(&url, "linreg").await;
+    let keys = &node.dev_keys;
+    let infer = |key: usize, nonce: u64, x: i128| {
+        common::signed_raw(
+            &keys[key],
+            chain_id,
+            nonce,
+            TxKind::Call(INFERENCE_PRECOMPILE),
+            runModelInferenceCall {
+                request: linreg_request(&linreg, [x, x, x]),
+            }
+            .abi_encode()
+            .into(),
+            300_000,
+            GWEI,
+            100 * GWEI,
+        )
+    };
+    let transfer = |key: usize, nonce: u64| {
+        common::signed_raw(
+            &keys[key],
+            chain_id,
+            nonce,
+            TxKind::Call(Address::repeat_byte(0x77)),
+            Bytes::new(),
+            21_000,
+            GWEI,
+            100 * GWEI,
+        )
+    };
+    let running = common::send_raw_batch(&url, &[infer(0, 0, 1)])
+        .await
+        .remove(0);
+    wait_status(&url, &running, &["awaiting_inference"]).await;
+    let hashes = common::send_raw_batch(
+        &url,
+        &[
+            transfer(0, 1),
+            transfer(1, 1),
+            transfer(2, 0),
+            infer(3, 0, 2),
+        ],
+    )
+    .await;
+    let (child, gapped, plain, queued) = (&hashes[0], &hashes[1], &hashes[2], &hashes[3]);
+    let s = wait_status(&url, queued, &["awaiting_inference"]).await;
+    assert_eq!(
+        s["ahead"], 0,
+        "first in the queue, behind the running one: {s}"
+    );
+    wait_status(&url, plain, &["ready"]).await;
+
+    seal_block(&clock, &url, 1).await;
+    assert!(common::receipts(&url, std::slice::from_ref(plain)).await[0].is_some());
+    seal_block(&clock, &url, 2).await;
+    for h in [&running, child, gapped, queued] {
+        let s = status(&url, h).await;
+        assert_eq!(s["status"], "expired", "{s}");
+        let reason = s["reason"].as_str().unwrap();
+        if h == child {
+            assert!(
+                reason.contains(&format!(
+                    "earlier transaction of the sender ({running}) expired"
+                )),
+                "{s}"
+            );
+        } else {
+            assert!(reason.contains("not included within 2 blocks"), "{s}");
+        }
+        let tx = common::rpc(&url, "eth_getTransactionByHash", serde_json::json!([h])).await;
+        assert!(
+            tx["result"].is_null(),
+            "expired transactions leave the pool: {tx}"
+        );
+    }
+    assert_eq!(common::pending_nonce(&url, keys[0].address()).await, 0);
+    let pipe = node.pipe.as_ref().unwrap();
+    assert_eq!(pipe.metrics.expired.get(), 4);
+    node.shutdown().await;
 }

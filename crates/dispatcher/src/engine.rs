@@ -45,6 +45,9 @@ pub struct PipeConfig {
     pub result_ttl_blocks: u64,
     /// Final statuses (included, rejected) remembered for the status RPC.
     pub finished_capacity: usize,
+    /// Blocks a transaction may wait for inclusion: one not included in the `tx_ttl_blocks`
+    /// blocks after it arrived expires, with its sender's later transactions.
+    pub tx_ttl_blocks: u64,
 }
 
 impl Default for PipeConfig {
@@ -57,6 +60,7 @@ impl Default for PipeConfig {
             worker_backoff_ms: 10_000,
             result_ttl_blocks: 64,
             finished_capacity: 100_000,
+            tx_ttl_blocks: 64,
         }
     }
 }
@@ -82,14 +86,19 @@ struct TxEntry {
     keys: Vec<B256>,
     simulations: u32,
     stale: u32,
-    /// Why it was last left out of a block, while it is not ready again.
+    /// Why it was last left out of a block, until it is ready again (stale) or included
+    /// (carried over while ready).
     deferred: Option<String>,
+    /// The head when it arrived: it expires if not included by `arrived_at + tx_ttl_blocks`.
+    arrived_at: u64,
 }
 
 impl TxEntry {
     /// Where the status RPC and the metrics say it is.
     fn lifecycle(&self) -> Lifecycle {
         match self.phase {
+            // A ready transaction a block left out stays `ready` (its reason says it was
+            // carried over): it needs nothing more to be included.
             Phase::Ready => Lifecycle::Ready,
             _ if self.deferred.is_some() => Lifecycle::Deferred,
             Phase::Pending => Lifecycle::Pending,
@@ -317,6 +326,7 @@ impl Pipe {
                 simulations: 0,
                 stale: 0,
                 deferred: None,
+                arrived_at: self.head.borrow().number(),
             },
         );
         st.by_sender.entry(sender).or_default().insert(nonce, hash);
@@ -524,22 +534,38 @@ impl Pipe {
 
     /// Rejects `hash` for good, with its sender's later transactions (they depend on it).
     fn reject(&self, hash: B256, reason: &str) {
-        info!(target: "pipe::discovery", %hash, reason, "transaction rejected");
+        self.end(hash, Lifecycle::Rejected, reason);
+    }
+
+    /// Ends `hash` for good (`Rejected` or `Expired`) with its sender's later transactions,
+    /// which cannot be included without it: all leave the pool and the store's pending set,
+    /// so the sender's pending nonce falls back and it can send again from there.
+    fn end(&self, hash: B256, how: Lifecycle, reason: &str) {
+        info!(target: "pipe::discovery", %hash, reason, status = how.as_str(), "transaction ended");
         let removed = self.pool.remove_invalid(&hash);
         if let Err(e) = self.store.remove_pending(&removed) {
-            warn!(target: "pipe::discovery", error = %e, "forgetting rejected transactions failed");
+            warn!(target: "pipe::discovery", error = %e, "forgetting ended transactions failed");
         }
+        let verb = if how == Lifecycle::Expired {
+            "expired"
+        } else {
+            "was rejected"
+        };
         let mut st = self.state.lock();
         for h in std::iter::once(hash).chain(removed.into_iter().filter(|h| *h != hash)) {
             let why = if h == hash {
                 reason.to_string()
             } else {
-                format!("an earlier transaction of the sender ({hash}) was rejected: {reason}")
+                format!("an earlier transaction of the sender ({hash}) {verb}: {reason}")
             };
-            self.metrics.rejected.inc();
+            if how == Lifecycle::Expired {
+                self.metrics.expired.inc();
+            } else {
+                self.metrics.rejected.inc();
+            }
             st.finish(
                 h,
-                final_status(h, Lifecycle::Rejected, None, Some(why)),
+                final_status(h, how, None, Some(why)),
                 self.config.finished_capacity,
             );
         }
@@ -748,11 +774,16 @@ impl Pipe {
             })
             .collect();
         let status = e.lifecycle();
+        let ahead = match e.phase {
+            Phase::Awaiting(key) => st.requests.queued_desc().position(|k| k == key),
+            _ => None,
+        };
         Some(TxStatus {
             hash: *hash,
             status,
             block_number: None,
             reason: e.deferred.clone(),
+            ahead,
             outstanding: requests
                 .iter()
                 .filter(|r| r.state != RequestState::Done)
@@ -871,6 +902,8 @@ impl InferenceGate for Pipe {
             .block_transactions
             .observe(block.transactions.len() as f64);
         let number = block.number();
+        let expired: Vec<(u64, B256, u64)>;
+        let mut deferred = 0u64;
         let live: Vec<B256> = {
             let mut st = self.state.lock();
             for tx in &block.transactions {
@@ -904,10 +937,36 @@ impl InferenceGate for Pipe {
                     self.config.finished_capacity,
                 );
             }
+            // Expiry: not included in the `tx_ttl_blocks` blocks since it arrived. Per
+            // sender only the lowest such nonce is ended; its later ones go with it.
+            let ttl = self.config.tx_ttl_blocks;
+            let mut first_expired: BTreeMap<Address, (u64, B256, u64)> = BTreeMap::new();
+            for (h, e) in &st.txs {
+                if ttl > 0 && number >= e.arrived_at + ttl {
+                    let candidate = (e.nonce, *h, e.arrived_at);
+                    first_expired
+                        .entry(e.sender)
+                        .and_modify(|c| {
+                            if candidate.0 < c.0 {
+                                *c = candidate
+                            }
+                        })
+                        .or_insert(candidate);
+                }
+            }
+            expired = first_expired.into_values().collect();
+            // Carry-over: ready, yet not in this block (full, at its deadline, or ready too
+            // late for it). It keeps its results and goes into a later block.
+            let State { txs, dirty, .. } = &mut *st;
+            for e in txs.values_mut().filter(|e| e.phase == Phase::Ready) {
+                deferred += 1;
+                e.deferred = Some(format!(
+                    "ready, but not in block {number} (the block was full or reached its deadline): carried over to the next block with its results"
+                ));
+            }
             // Senders with transactions still waiting for discovery get another pass on the
             // new state: an earlier transaction that was not executable in simulation (its
             // nonce just used, funds arriving in this block) stops nothing for good.
-            let State { txs, dirty, .. } = &mut *st;
             let before = dirty.len();
             dirty.extend(
                 txs.values()
@@ -919,6 +978,24 @@ impl InferenceGate for Pipe {
             }
             txs.values().flat_map(|e| e.keys.iter().copied()).collect()
         };
+        let before = self.metrics.expired.get();
+        for (_, hash, arrived_at) in expired {
+            self.end(
+                hash,
+                Lifecycle::Expired,
+                &format!(
+                    "not included within {} blocks (arrived at block {arrived_at}, expired at block {number})",
+                    self.config.tx_ttl_blocks
+                ),
+            );
+        }
+        self.metrics.deferred.inc_by(deferred);
+        self.metrics
+            .block_deferred
+            .observe((deferred + stats.stale as u64) as f64);
+        self.metrics
+            .block_expired
+            .observe((self.metrics.expired.get() - before) as f64);
         self.cache
             .expire(&live, number, self.config.result_ttl_blocks);
     }

@@ -52,6 +52,14 @@ pub struct Metrics {
     pub block_build: Histogram,
     /// Transactions per sealed block.
     pub block_transactions: Histogram,
+    /// Transactions that expired (not included within the TTL), with their descendants.
+    pub expired: Counter,
+    /// Ready transactions a block left out (full, or its deadline reached): carried over.
+    pub deferred: Counter,
+    /// Expiries per sealed block.
+    pub block_expired: Histogram,
+    /// Deferrals (carried over, or stale) per sealed block.
+    pub block_deferred: Histogram,
     /// Blocks sealed.
     pub blocks: Counter,
 }
@@ -83,6 +91,10 @@ impl Metrics {
             shared_requests: Counter::default(),
             block_build: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             block_transactions: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            expired: Counter::default(),
+            deferred: Counter::default(),
+            block_expired: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            block_deferred: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             blocks: Counter::default(),
             registry: Registry::default(),
         };
@@ -170,6 +182,26 @@ impl Metrics {
             "block_transactions",
             "Transactions per sealed block",
             m.block_transactions.clone(),
+        );
+        registry.register(
+            "expired",
+            "Transactions expired: not included within the TTL (with their sender's later ones)",
+            m.expired.clone(),
+        );
+        registry.register(
+            "deferred",
+            "Ready transactions a block left out (full or at its deadline), carried over",
+            m.deferred.clone(),
+        );
+        registry.register(
+            "block_expired",
+            "Transactions expired per sealed block",
+            m.block_expired.clone(),
+        );
+        registry.register(
+            "block_deferred",
+            "Transactions deferred (carried over or stale) per sealed block",
+            m.block_deferred.clone(),
         );
         registry.register("blocks", "Blocks sealed", m.blocks.clone());
         Self { registry, ..m }

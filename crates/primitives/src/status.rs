@@ -77,6 +77,9 @@ pub struct TxStatus {
     pub reason: Option<String>,
     /// Requests still being computed.
     pub outstanding: usize,
+    /// While it awaits a queued request: queued requests that go to a worker before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ahead: Option<usize>,
     /// Every request discovered so far.
     pub requests: Vec<RequestStatus>,
     /// Simulations run (discovery rounds, including re-simulations after a stale result).
@@ -94,6 +97,7 @@ impl TxStatus {
             block_number: None,
             reason: None,
             outstanding: 0,
+            ahead: None,
             requests: Vec::new(),
             simulations: 0,
             stale: 0,
