@@ -1077,3 +1077,63 @@ async fn transactions_not_included_within_the_ttl_expire_with_the_reason() {
     assert_eq!(pipe.metrics.expired.get(), 4);
     node.shutdown().await;
 }
+
+/// A flood from one sender does not hold back others: a sender's transactions are discovered
+/// in nonce order (each may depend on the one before), so it has one request outstanding at a
+/// time however many it sends, and the single worker's slot goes to other senders' requests in
+/// between, even though the flooding sender pays a higher tip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_sender_does_not_hold_back_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::dev(dir.path().to_path_buf());
+    config.http_port = 0;
+    config.print_banner = false;
+    config.block_time = BlockTime::Interval(Duration::from_millis(100));
+    config.workers = 1;
+    config.model_latency = Duration::from_millis(50);
+    let node = launch(config, Arc::new(SystemClock)).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = model_id(&url, "linreg").await;
+    let infer = |key: usize, nonce: u64, x: i128, tip: u128| {
+        common::signed_raw(
+            &node.dev_keys[key],
+            chain_id,
+            nonce,
+            TxKind::Call(INFERENCE_PRECOMPILE),
+            runModelInferenceCall {
+                request: linreg_request(&linreg, [x, key as i128, 5]),
+            }
+            .abi_encode()
+            .into(),
+            300_000,
+            tip * GWEI,
+            100 * GWEI,
+        )
+    };
+    let flood: Vec<Bytes> = (0..30).map(|n| infer(0, n, n as i128, 10)).collect();
+    let flood = common::send_raw_batch(&url, &flood).await;
+    let others: Vec<Bytes> = (1..6).map(|k| infer(k, 0, 100, 1)).collect();
+    let others = common::send_raw_batch(&url, &others).await;
+    let all: Vec<String> = flood.iter().chain(&others).cloned().collect();
+    let mut receipts = Vec::new();
+    for _ in 0..600 {
+        receipts = common::receipts(&url, &all).await;
+        if receipts.iter().all(Option::is_some) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let block = |r: &Option<Value>| common::quantity(&r.as_ref().expect("included")["blockNumber"]);
+    let last_other = receipts[30..].iter().map(block).max().unwrap();
+    let flood_blocks: Vec<u64> = receipts[..30].iter().map(block).collect();
+    assert!(
+        last_other < flood_blocks[29],
+        "the other senders wait for a few of the flood's requests, not all 30: others by block {last_other}, flood {flood_blocks:?}"
+    );
+    assert!(
+        last_other <= flood_blocks[14],
+        "others by block {last_other}, flood {flood_blocks:?}"
+    );
+    node.shutdown().await;
+}
