@@ -15,10 +15,7 @@ use pipe_executor::{
         MultiDimensionalNumberTensor, Number, runModelInferenceCall,
     },
 };
-use pipe_node::{
-    config::{BlockTime, NodeConfig},
-    node::launch,
-};
+use pipe_node::{config::BlockTime, node::launch};
 use pipe_primitives::{Clock, InferenceResult, ManualClock, Sidecar, SystemClock};
 use serde_json::Value;
 
@@ -77,6 +74,54 @@ async fn wait_status(url: &str, hash: &str, want: &[&str]) -> Value {
     panic!("{hash} never reached {want:?}: {}", status(url, hash).await);
 }
 
+/// `block` carrying `results` instead, with a header that commits to them.
+fn recommit(
+    block: &pipe_primitives::SealedBlock,
+    results: Vec<InferenceResult>,
+) -> pipe_primitives::SealedBlock {
+    let mut b = block.clone();
+    b.sidecar = Sidecar::new(results);
+    b.header.extra_data = b.sidecar.header_commitment();
+    b
+}
+
+/// Alters the first result of block `number`'s stored sidecar in the chain at `datadir` (the
+/// node must be stopped); the header still commits to the original.
+fn forge_on_disk(datadir: &std::path::Path, number: u64) {
+    let store = pipe_storage::Store::open(&datadir.join("chain.redb")).unwrap();
+    let mut results = store
+        .block(number)
+        .unwrap()
+        .unwrap()
+        .sidecar
+        .results()
+        .to_vec();
+    results[0].payload = Bytes::from_static(b"forged");
+    store
+        .replace_sidecar(number, &Sidecar::new(results))
+        .unwrap();
+}
+
+/// A call straight to the precompile with `request`, signed by `key`.
+fn inference_raw(
+    key: &alloy_signer_local::PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    request: ModelInferenceRequest,
+    tip: u128,
+) -> Bytes {
+    common::signed_raw(
+        key,
+        chain_id,
+        nonce,
+        TxKind::Call(INFERENCE_PRECOMPILE),
+        runModelInferenceCall { request }.abi_encode().into(),
+        300_000,
+        tip,
+        100 * GWEI,
+    )
+}
+
 /// Moves the manual clock one slot and waits until block `expect` is sealed.
 async fn seal_block(clock: &ManualClock, url: &str, expect: u64) {
     clock.advance(Duration::from_secs(1));
@@ -117,9 +162,7 @@ fn sum(m: &[(String, f64)], prefix: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_inference_transactions_from_fifty_senders() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::dev(dir.path().to_path_buf());
-    config.http_port = 0;
-    config.print_banner = false;
+    let mut config = common::test_config(dir.path());
     config.block_time = BlockTime::Interval(Duration::from_millis(250));
     config.dev_accounts = 50;
     config.workers = 4;
@@ -135,33 +178,19 @@ async fn five_hundred_inference_transactions_from_fifty_senders() {
     for (i, key) in node.dev_keys.iter().enumerate() {
         for n in 0..10u64 {
             let v = ((i as u64 * 10 + n) % 100) as i128;
-            let data = runModelInferenceCall {
-                request: linreg_request(&linreg, [v, 1, 2]),
-            }
-            .abi_encode();
-            raws.push(common::signed_raw(
+            raws.push(inference_raw(
                 key,
                 chain_id,
                 n,
-                TxKind::Call(INFERENCE_PRECOMPILE),
-                data.into(),
-                300_000,
+                linreg_request(&linreg, [v, 1, 2]),
                 (i as u128 + 1) * GWEI,
-                200 * GWEI,
             ));
         }
     }
     let hashes = common::send_raw_batch(&url, &raws).await;
     assert_eq!(hashes.len(), 500);
 
-    let mut receipts = Vec::new();
-    for _ in 0..240 {
-        receipts = common::receipts(&url, &hashes).await;
-        if receipts.iter().all(Option::is_some) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let receipts = common::wait_receipts(&url, &hashes, 240, Duration::from_millis(250)).await;
     let missing: Vec<&String> = hashes
         .iter()
         .zip(&receipts)
@@ -256,12 +285,7 @@ async fn five_hundred_inference_transactions_from_fifty_senders() {
         "the header commits to the sidecar"
     );
 
-    let recommit = |results: Vec<InferenceResult>| {
-        let mut b = block.clone();
-        b.sidecar = Sidecar::new(results);
-        b.header.extra_data = b.sidecar.header_commitment();
-        b
-    };
+    let recommit = |results: Vec<InferenceResult>| recommit(&block, results);
     let results = block.sidecar.results().to_vec();
     // A result missing from the sidecar (and from the commitment).
     let missing = recommit(results[1..].to_vec());
@@ -332,20 +356,7 @@ async fn five_hundred_inference_transactions_from_fifty_senders() {
     assert_eq!(report["blocks"].as_u64().unwrap(), head);
 
     // A sidecar tampered with on disk is rejected.
-    {
-        let store = pipe_storage::Store::open(&dir.path().join("chain.redb")).unwrap();
-        let mut results = store
-            .block(number)
-            .unwrap()
-            .unwrap()
-            .sidecar
-            .results()
-            .to_vec();
-        results[0].payload = Bytes::from_static(b"forged");
-        store
-            .replace_sidecar(number, &Sidecar::new(results))
-            .unwrap();
-    }
+    forge_on_disk(dir.path(), number);
     let out = replay_cli();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -362,9 +373,7 @@ async fn five_hundred_inference_transactions_from_fifty_senders() {
 async fn a_stale_result_is_resimulated_and_included_with_the_right_one() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(SystemClock.now_ms());
-    let mut config = NodeConfig::dev(dir.path().to_path_buf());
-    config.http_port = 0;
-    config.print_banner = false;
+    let mut config = common::test_config(dir.path());
     config.block_time = BlockTime::Interval(Duration::from_secs(1));
     config.workers = 2;
     let node = launch(config, Arc::new(clock.clone())).await.unwrap();
@@ -550,9 +559,8 @@ async fn a_remote_worker_killed_mid_load_loses_nothing() {
         )
     };
     let (a, mut b) = (worker("a"), worker("b"));
-    let mut config = NodeConfig::dev(dir.path().to_path_buf());
+    let mut config = common::test_config(dir.path());
     config.http_port = port;
-    config.print_banner = false;
     config.block_time = BlockTime::Interval(Duration::from_millis(250));
     config.dev_accounts = 21;
     config.workers = 0;
@@ -565,18 +573,7 @@ async fn a_remote_worker_killed_mid_load_loses_nothing() {
     let metrics_addr = node.metrics_addr.unwrap();
     let linreg = model_id(&url, "linreg").await;
 
-    let tx = |key: &alloy_signer_local::PrivateKeySigner, nonce: u64, request| {
-        common::signed_raw(
-            key,
-            chain_id,
-            nonce,
-            TxKind::Call(INFERENCE_PRECOMPILE),
-            runModelInferenceCall { request }.abi_encode().into(),
-            300_000,
-            GWEI,
-            100 * GWEI,
-        )
-    };
+    let tx = |key, nonce, request| inference_raw(key, chain_id, nonce, request, GWEI);
     let mut raws = Vec::new();
     for (i, key) in node.dev_keys[..20].iter().enumerate() {
         for n in 0..4u64 {
@@ -609,14 +606,7 @@ async fn a_remote_worker_killed_mid_load_loses_nothing() {
     }
     b.kill();
 
-    let mut receipts = Vec::new();
-    for _ in 0..240 {
-        receipts = common::receipts(&url, &hashes).await;
-        if receipts.iter().all(Option::is_some) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let receipts = common::wait_receipts(&url, &hashes, 240, Duration::from_millis(250)).await;
     for (h, r) in hashes.iter().zip(&receipts) {
         let Some(r) = r else {
             panic!("{h} not included: {}", status(&url, h).await);
@@ -659,9 +649,7 @@ sol! {
 async fn tee_results_are_signed_by_a_registered_worker_and_replay_checks_them() {
     use pipe_executor::attest::{self, AttestError, WORKER_REGISTRY};
     let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::dev(dir.path().to_path_buf());
-    config.http_port = 0;
-    config.print_banner = false;
+    let mut config = common::test_config(dir.path());
     config.block_time = BlockTime::Interval(Duration::from_millis(200));
     config.workers = 2;
     let node = launch(config, Arc::new(SystemClock)).await.unwrap();
@@ -684,15 +672,18 @@ async fn tee_results_are_signed_by_a_registered_worker_and_replay_checks_them() 
         let url = url.clone();
         async move {
             let hash = common::send_raw_batch(&url, &[raw]).await.remove(0);
-            for _ in 0..400 {
-                if let Some(r) =
-                    common::receipts(&url, std::slice::from_ref(&hash)).await[0].clone()
-                {
-                    return r;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let receipt = common::wait_receipts(
+                &url,
+                std::slice::from_ref(&hash),
+                400,
+                Duration::from_millis(50),
+            )
+            .await
+            .remove(0);
+            match receipt {
+                Some(r) => r,
+                None => panic!("{hash} not included: {}", status(&url, &hash).await),
             }
-            panic!("{hash} not included: {}", status(&url, &hash).await);
         }
     };
 
@@ -719,12 +710,7 @@ async fn tee_results_are_signed_by_a_registered_worker_and_replay_checks_them() 
         replay_block(&node.executor, view.clone(), &parent, b, models.clone())
     };
     replay(&block).expect("an attested block replays");
-    let with = |r: InferenceResult| {
-        let mut b = block.clone();
-        b.sidecar = Sidecar::new(vec![r]);
-        b.header.extra_data = b.sidecar.header_commitment();
-        b
-    };
+    let with = |r: InferenceResult| recommit(&block, vec![r]);
     // Signed by a key nobody registered.
     let rogue = alloy_signer_local::PrivateKeySigner::random();
     let mut forged = result.clone();
@@ -800,9 +786,7 @@ async fn tee_results_are_signed_by_a_registered_worker_and_replay_checks_them() 
 async fn a_follower_replays_every_block_over_rpc_and_rejects_a_tampered_one() {
     let leader_dir = tempfile::tempdir().unwrap();
     let leader_config = |block_time| {
-        let mut c = NodeConfig::dev(leader_dir.path().to_path_buf());
-        c.http_port = 0;
-        c.print_banner = false;
+        let mut c = common::test_config(leader_dir.path());
         c.block_time = block_time;
         c.workers = 2;
         c
@@ -816,9 +800,7 @@ async fn a_follower_replays_every_block_over_rpc_and_rejects_a_tampered_one() {
     let url = leader.rpc_url();
     let chain_id = leader.executor.config().chain_id;
     let follower_of = |leader_url: String, dir: &std::path::Path| {
-        let mut c = NodeConfig::dev(dir.to_path_buf());
-        c.http_port = 0;
-        c.print_banner = false;
+        let mut c = common::test_config(dir);
         c.follow = Some(leader_url);
         c.follow_interval = Duration::from_millis(50);
         launch(c, Arc::new(SystemClock))
@@ -864,18 +846,7 @@ async fn a_follower_replays_every_block_over_rpc_and_rejects_a_tampered_one() {
     let raws: Vec<Bytes> = requests
         .into_iter()
         .enumerate()
-        .map(|(i, request)| {
-            common::signed_raw(
-                &leader.dev_keys[i],
-                chain_id,
-                0,
-                TxKind::Call(INFERENCE_PRECOMPILE),
-                runModelInferenceCall { request }.abi_encode().into(),
-                300_000,
-                GWEI,
-                100 * GWEI,
-            )
-        })
+        .map(|(i, request)| inference_raw(&leader.dev_keys[i], chain_id, 0, request, GWEI))
         .collect();
     let refused = common::rpc(
         &follower.rpc_url(),
@@ -891,14 +862,7 @@ async fn a_follower_replays_every_block_over_rpc_and_rejects_a_tampered_one() {
         "{refused}"
     );
     let hashes = common::send_raw_batch(&url, &raws).await;
-    let mut receipts = Vec::new();
-    for _ in 0..400 {
-        receipts = common::receipts(&url, &hashes).await;
-        if receipts.iter().all(Option::is_some) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let receipts = common::wait_receipts(&url, &hashes, 400, Duration::from_millis(50)).await;
     let last = receipts
         .iter()
         .map(|r| common::quantity(&r.as_ref().expect("included")["blockNumber"]))
@@ -937,20 +901,7 @@ async fn a_follower_replays_every_block_over_rpc_and_rejects_a_tampered_one() {
     leader.shutdown().await;
 
     // Tamper with the leader's copy of a block with results, then follow it afresh.
-    {
-        let store = pipe_storage::Store::open(&leader_dir.path().join("chain.redb")).unwrap();
-        let mut results = store
-            .block(tee_block)
-            .unwrap()
-            .unwrap()
-            .sidecar
-            .results()
-            .to_vec();
-        results[0].payload = Bytes::from_static(b"forged");
-        store
-            .replace_sidecar(tee_block, &Sidecar::new(results))
-            .unwrap();
-    }
+    forge_on_disk(leader_dir.path(), tee_block);
     let leader = launch(leader_config(BlockTime::OnDemand), Arc::new(SystemClock))
         .await
         .unwrap();
@@ -986,9 +937,7 @@ async fn a_follower_replays_every_block_over_rpc_and_rejects_a_tampered_one() {
 async fn transactions_not_included_within_the_ttl_expire_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(SystemClock.now_ms());
-    let mut config = NodeConfig::dev(dir.path().to_path_buf());
-    config.http_port = 0;
-    config.print_banner = false;
+    let mut config = common::test_config(dir.path());
     config.block_time = BlockTime::Interval(Duration::from_secs(1));
     config.workers = 1;
     // Real time: the model outlasts the test's two blocks.
@@ -1000,19 +949,12 @@ async fn transactions_not_included_within_the_ttl_expire_with_the_reason() {
     let linreg = model_id(&url, "linreg").await;
     let keys = &node.dev_keys;
     let infer = |key: usize, nonce: u64, x: i128| {
-        common::signed_raw(
+        inference_raw(
             &keys[key],
             chain_id,
             nonce,
-            TxKind::Call(INFERENCE_PRECOMPILE),
-            runModelInferenceCall {
-                request: linreg_request(&linreg, [x, x, x]),
-            }
-            .abi_encode()
-            .into(),
-            300_000,
+            linreg_request(&linreg, [x, x, x]),
             GWEI,
-            100 * GWEI,
         )
     };
     let transfer = |key: usize, nonce: u64| {
@@ -1085,9 +1027,7 @@ async fn transactions_not_included_within_the_ttl_expire_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_one_sender_does_not_hold_back_others() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::dev(dir.path().to_path_buf());
-    config.http_port = 0;
-    config.print_banner = false;
+    let mut config = common::test_config(dir.path());
     config.block_time = BlockTime::Interval(Duration::from_millis(100));
     config.workers = 1;
     config.model_latency = Duration::from_millis(50);
@@ -1096,19 +1036,12 @@ async fn a_flood_from_one_sender_does_not_hold_back_others() {
     let chain_id = node.executor.config().chain_id;
     let linreg = model_id(&url, "linreg").await;
     let infer = |key: usize, nonce: u64, x: i128, tip: u128| {
-        common::signed_raw(
+        inference_raw(
             &node.dev_keys[key],
             chain_id,
             nonce,
-            TxKind::Call(INFERENCE_PRECOMPILE),
-            runModelInferenceCall {
-                request: linreg_request(&linreg, [x, key as i128, 5]),
-            }
-            .abi_encode()
-            .into(),
-            300_000,
+            linreg_request(&linreg, [x, key as i128, 5]),
             tip * GWEI,
-            100 * GWEI,
         )
     };
     let flood: Vec<Bytes> = (0..30).map(|n| infer(0, n, n as i128, 10)).collect();
@@ -1116,14 +1049,7 @@ async fn a_flood_from_one_sender_does_not_hold_back_others() {
     let others: Vec<Bytes> = (1..6).map(|k| infer(k, 0, 100, 1)).collect();
     let others = common::send_raw_batch(&url, &others).await;
     let all: Vec<String> = flood.iter().chain(&others).cloned().collect();
-    let mut receipts = Vec::new();
-    for _ in 0..600 {
-        receipts = common::receipts(&url, &all).await;
-        if receipts.iter().all(Option::is_some) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let receipts = common::wait_receipts(&url, &all, 600, Duration::from_millis(50)).await;
     let block = |r: &Option<Value>| common::quantity(&r.as_ref().expect("included")["blockNumber"]);
     let last_other = receipts[30..].iter().map(block).max().unwrap();
     let flood_blocks: Vec<u64> = receipts[..30].iter().map(block).collect();

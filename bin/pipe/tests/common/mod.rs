@@ -22,12 +22,18 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// An in-process dev node sealing on demand, on a free loopback port.
-pub async fn dev_node(datadir: &Path) -> RunningNode {
+/// The dev chain's config for a test: a free loopback port, no banner.
+pub fn test_config(datadir: &Path) -> NodeConfig {
     let mut config = NodeConfig::dev(datadir.to_path_buf());
     config.http_port = 0;
-    config.block_time = BlockTime::OnDemand;
     config.print_banner = false;
+    config
+}
+
+/// An in-process dev node sealing on demand, on a free loopback port.
+pub async fn dev_node(datadir: &Path) -> RunningNode {
+    let mut config = test_config(datadir);
+    config.block_time = BlockTime::OnDemand;
     launch(config, Arc::new(SystemClock))
         .await
         .expect("node starts")
@@ -216,6 +222,25 @@ pub async fn receipts(url: &str, hashes: &[String]) -> Vec<Option<serde_json::Va
         .into_iter()
         .map(|r| Some(r).filter(|r| !r.is_null()))
         .collect()
+}
+
+/// Polls the receipts of `hashes` up to `tries` times, `every` apart, until all are mined;
+/// the last answer (None where not mined).
+pub async fn wait_receipts(
+    url: &str,
+    hashes: &[String],
+    tries: usize,
+    every: Duration,
+) -> Vec<Option<serde_json::Value>> {
+    let mut out = Vec::new();
+    for _ in 0..tries {
+        out = receipts(url, hashes).await;
+        if out.iter().all(Option::is_some) {
+            break;
+        }
+        tokio::time::sleep(every).await;
+    }
+    out
 }
 
 /// A `pipe worker` child process.
