@@ -174,10 +174,11 @@ impl Follower {
             return Ok(0);
         }
         self.sync_models().await?;
-        let mut parent = self
-            .store
-            .block(ours)?
-            .with_context(|| format!("our head block {ours} is missing"))?;
+        let mut parent = Arc::new(
+            self.store
+                .block(ours)?
+                .with_context(|| format!("our head block {ours} is missing"))?,
+        );
         let mut imported = 0;
         for number in ours + 1..=leader_head.min(ours + MAX_BLOCKS_PER_ROUND) {
             let wire: WireBlock = self
@@ -190,18 +191,20 @@ impl Follower {
             let block = wire
                 .into_block()
                 .with_context(|| format!("block {number} from the leader"))?;
-            let (executor, store, models) = (
+            let (executor, store, models, on) = (
                 self.executor.clone(),
                 self.store.clone(),
                 self.models.clone() as Arc<dyn InferenceProvider>,
+                parent.clone(),
             );
-            let sealed = tokio::task::spawn_blocking(move || {
-                import_block(&executor, &store, &parent, &block, models)
-            })
-            .await??;
-            let sealed = Arc::new(sealed);
+            let sealed = Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    import_block(&executor, &store, &on, &block, models)
+                })
+                .await??,
+            );
             self.head.send_replace(sealed.clone());
-            parent = (*sealed).clone();
+            parent = sealed;
             imported += 1;
             self.status.lock().imported += 1;
         }

@@ -88,9 +88,31 @@ struct TxEntry {
     stale: u32,
     /// Why it was last left out of a block, until it is ready again (stale) or included
     /// (carried over while ready).
-    deferred: Option<String>,
+    deferred: Option<Deferral>,
     /// The head when it arrived: it expires if not included by `arrived_at + tx_ttl_blocks`.
     arrived_at: u64,
+}
+
+/// Why a block left a transaction out. The status text is made from it when asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deferral {
+    /// It asked for request `key`, which the block had no result for.
+    Stale { block: u64, key: B256 },
+    /// It was ready, but the block was full or reached its deadline.
+    CarriedOver { block: u64 },
+}
+
+impl Deferral {
+    fn reason(&self) -> String {
+        match self {
+            Deferral::Stale { block, key } => format!(
+                "left out of block {block}: it asked for request {key}, which was not computed (its inputs changed since simulation)"
+            ),
+            Deferral::CarriedOver { block } => format!(
+                "ready, but not in block {block} (the block was full or reached its deadline): carried over to the next block with its results"
+            ),
+        }
+    }
 }
 
 impl TxEntry {
@@ -171,6 +193,24 @@ fn final_status(
         reason,
         ..TxStatus::new(hash, status)
     }
+}
+
+/// [`attest::verify`] on the head state; a VANILLA result without a signature needs no read.
+fn attested_now(
+    store: &Store,
+    enclave: &dyn attest::EnclaveCheck,
+    mode: InferenceMode,
+    result: &InferenceResult,
+) -> Result<(), String> {
+    if mode != InferenceMode::Tee && result.signature.is_empty() {
+        return Ok(());
+    }
+    let view = store
+        .state()
+        .map_err(|e| format!("reading the registry: {e}"))?;
+    attest::verify(mode, result, &view, enclave)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 type JobDone = (usize, B256, Result<InferenceResult, WorkerError>, u64);
@@ -540,7 +580,8 @@ impl Pipe {
     /// Ends `hash` for good (`Rejected` or `Expired`) with its sender's later transactions,
     /// which cannot be included without it: all leave the pool and the store's pending set,
     /// so the sender's pending nonce falls back and it can send again from there.
-    fn end(&self, hash: B256, how: Lifecycle, reason: &str) {
+    /// Returns how many transactions ended.
+    fn end(&self, hash: B256, how: Lifecycle, reason: &str) -> usize {
         info!(target: "pipe::discovery", %hash, reason, status = how.as_str(), "transaction ended");
         let removed = self.pool.remove_invalid(&hash);
         if let Err(e) = self.store.remove_pending(&removed) {
@@ -552,7 +593,9 @@ impl Pipe {
             "was rejected"
         };
         let mut st = self.state.lock();
+        let mut ended = 0;
         for h in std::iter::once(hash).chain(removed.into_iter().filter(|h| *h != hash)) {
+            ended += 1;
             let why = if h == hash {
                 reason.to_string()
             } else {
@@ -569,6 +612,7 @@ impl Pipe {
                 self.config.finished_capacity,
             );
         }
+        ended
     }
 
     async fn dispatch_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -608,22 +652,23 @@ impl Pipe {
         let State {
             requests, workers, ..
         } = &mut *st;
-        // Best first. A TEE request no free signing worker can take does not hold back the
-        // requests behind it.
-        let order: Vec<B256> = requests.queued_desc().collect();
-        for key in order {
-            if workers.pick(now, None, false).is_none() {
+        // Best first. A TEE request no free signing worker can take is stepped over, so it
+        // does not hold back the requests behind it; `skipped` counts those left queued.
+        let mut skipped = 0;
+        while workers.pick(now, None, false).is_some() {
+            let Some(key) = requests.queued_desc().nth(skipped) else {
                 break;
-            }
+            };
             let Some(r) = requests.by_key.get(&key) else {
-                continue;
+                break;
             };
             let tee = r.call.mode == InferenceMode::Tee;
             let Some(w) = workers.pick(now, r.avoid, tee) else {
+                skipped += 1;
                 continue;
             };
             let Some(call) = requests.start(&key, w) else {
-                continue;
+                break;
             };
             let slot = &mut workers.slots[w];
             slot.in_flight += 1;
@@ -674,14 +719,8 @@ impl Pipe {
             });
             // Only attested results are cached: the builder would refuse the others.
             let result = result.and_then(|r| {
-                if mode != InferenceMode::Tee && r.signature.is_empty() {
-                    return Ok(r);
-                }
-                let view = store
-                    .state()
-                    .map_err(|e| WorkerError::Failed(format!("reading state: {e}")))?;
-                attest::verify(mode, &r, &view, enclave.as_ref())
-                    .map_err(|e| WorkerError::Unattested(e.to_string()))?;
+                attested_now(&store, enclave.as_ref(), mode, &r)
+                    .map_err(WorkerError::Unattested)?;
                 Ok(r)
             });
             (w, key, result, started)
@@ -782,7 +821,7 @@ impl Pipe {
             hash: *hash,
             status,
             block_number: None,
-            reason: e.deferred.clone(),
+            reason: e.deferred.map(|d| d.reason()),
             ahead,
             outstanding: requests
                 .iter()
@@ -862,23 +901,21 @@ impl InferenceGate for Pipe {
             // A key the cache holds was refused by the builder: its result no longer passes
             // attestation (the worker left the registry). Computed again, by another worker.
             if let Some(cached) = self.cache.get(&call.key)
-                && self.store.state().is_ok_and(|view| {
-                    attest::verify(
-                        call.mode,
-                        &cached,
-                        &view,
-                        self.executor.enclave_check().as_ref(),
-                    )
-                    .is_err()
-                })
+                && attested_now(
+                    &self.store,
+                    self.executor.enclave_check().as_ref(),
+                    call.mode,
+                    &cached,
+                )
+                .is_err()
             {
                 self.cache.remove(&call.key);
             }
             e.stale += 1;
-            e.deferred = Some(format!(
-                "left out of block {number}: it asked for request {}, which was not computed (its inputs changed since simulation)",
-                call.key
-            ));
+            e.deferred = Some(Deferral::Stale {
+                block: number,
+                key: call.key,
+            });
             match self.stopped_at(hash, e, call, None, requests, dirty) {
                 // The builder already knows the request: it is dispatched without another round.
                 Ok(true) => self.dispatch.notify_one(),
@@ -902,7 +939,7 @@ impl InferenceGate for Pipe {
             .block_transactions
             .observe(block.transactions.len() as f64);
         let number = block.number();
-        let expired: Vec<(u64, B256, u64)>;
+        let expired: Vec<(B256, u64)>;
         let mut deferred = 0u64;
         let live: Vec<B256> = {
             let mut st = self.state.lock();
@@ -940,29 +977,25 @@ impl InferenceGate for Pipe {
             // Expiry: not included in the `tx_ttl_blocks` blocks since it arrived. Per
             // sender only the lowest such nonce is ended; its later ones go with it.
             let ttl = self.config.tx_ttl_blocks;
-            let mut first_expired: BTreeMap<Address, (u64, B256, u64)> = BTreeMap::new();
-            for (h, e) in &st.txs {
-                if ttl > 0 && number >= e.arrived_at + ttl {
-                    let candidate = (e.nonce, *h, e.arrived_at);
-                    first_expired
-                        .entry(e.sender)
-                        .and_modify(|c| {
-                            if candidate.0 < c.0 {
-                                *c = candidate
-                            }
+            expired = if ttl == 0 {
+                Vec::new()
+            } else {
+                st.by_sender
+                    .values()
+                    .filter_map(|nonces| {
+                        nonces.values().find_map(|h| {
+                            let e = st.txs.get(h)?;
+                            (number >= e.arrived_at + ttl).then_some((*h, e.arrived_at))
                         })
-                        .or_insert(candidate);
-                }
-            }
-            expired = first_expired.into_values().collect();
+                    })
+                    .collect()
+            };
             // Carry-over: ready, yet not in this block (full, at its deadline, or ready too
             // late for it). It keeps its results and goes into a later block.
             let State { txs, dirty, .. } = &mut *st;
             for e in txs.values_mut().filter(|e| e.phase == Phase::Ready) {
                 deferred += 1;
-                e.deferred = Some(format!(
-                    "ready, but not in block {number} (the block was full or reached its deadline): carried over to the next block with its results"
-                ));
+                e.deferred = Some(Deferral::CarriedOver { block: number });
             }
             // Senders with transactions still waiting for discovery get another pass on the
             // new state: an earlier transaction that was not executable in simulation (its
@@ -978,9 +1011,9 @@ impl InferenceGate for Pipe {
             }
             txs.values().flat_map(|e| e.keys.iter().copied()).collect()
         };
-        let before = self.metrics.expired.get();
-        for (_, hash, arrived_at) in expired {
-            self.end(
+        let mut ended = 0;
+        for (hash, arrived_at) in expired {
+            ended += self.end(
                 hash,
                 Lifecycle::Expired,
                 &format!(
@@ -993,9 +1026,7 @@ impl InferenceGate for Pipe {
         self.metrics
             .block_deferred
             .observe((deferred + stats.stale as u64) as f64);
-        self.metrics
-            .block_expired
-            .observe((self.metrics.expired.get() - before) as f64);
+        self.metrics.block_expired.observe(ended as f64);
         self.cache
             .expire(&live, number, self.config.result_ttl_blocks);
     }
