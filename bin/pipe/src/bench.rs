@@ -120,6 +120,7 @@ impl Chain {
             gas_limit: 1_000_000_000,
             base_fee: 1,
             prevrandao: self.head.hash,
+            inference_gas_price: pipe_primitives::header::DEFAULT_INFERENCE_GAS_PRICE,
         }
     }
 

@@ -44,6 +44,13 @@ pub struct NodeConfig {
     pub worker_key: Option<alloy_signer_local::PrivateKeySigner>,
     /// Blocks a transaction may wait for inclusion under PIPE before it expires (0: never).
     pub tx_ttl_blocks: u64,
+    /// How the inference gas price moves with load (a chain rule: every node of a chain must
+    /// use the same).
+    pub inference_pricing: pipe_primitives::InferencePricing,
+    /// Most live transactions with inference per sender (PIPE).
+    pub max_inference_txs_per_sender: usize,
+    /// Most cost units of inference one sender's live transactions may request (PIPE).
+    pub max_inference_units_per_sender: u64,
     /// Follow this leader (its JSON-RPC URL) instead of building blocks.
     pub follow: Option<String>,
     /// How often a follower asks its leader for new blocks.
@@ -93,6 +100,9 @@ impl NodeConfig {
             remote_workers: Vec::new(),
             worker_key: Some(crate::dev::dev_worker_signer()),
             tx_ttl_blocks: 64,
+            inference_pricing: pipe_primitives::InferencePricing::default(),
+            max_inference_txs_per_sender: 64,
+            max_inference_units_per_sender: 1_000_000,
             follow: None,
             follow_interval: Duration::from_millis(500),
         }

@@ -196,6 +196,21 @@ struct NodeArgs {
     /// transactions (0: never).
     #[arg(long, value_name = "N")]
     tx_ttl_blocks: Option<u64>,
+    /// Inference cost units per block the inference gas price steers toward (a chain rule).
+    #[arg(long, value_name = "UNITS")]
+    inference_target_units: Option<u64>,
+    /// Inference gas price (gas per model cost unit) of the first block (a chain rule).
+    #[arg(long, value_name = "GAS")]
+    inference_price: Option<u64>,
+    /// Floor of the inference gas price (a chain rule).
+    #[arg(long, value_name = "GAS")]
+    inference_min_price: Option<u64>,
+    /// Most live transactions with inference one sender may have.
+    #[arg(long, value_name = "N")]
+    max_inference_txs_per_sender: Option<usize>,
+    /// Most model cost units one sender's live transactions may request.
+    #[arg(long, value_name = "UNITS")]
+    max_inference_units_per_sender: Option<u64>,
     /// A remote inference worker (`pipe worker`) to send requests to; repeat for several.
     #[arg(long = "worker-url", value_name = "URL")]
     worker_urls: Vec<String>,
@@ -267,6 +282,19 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         .or(file.inference)
         .unwrap_or(c.inference_mode);
     c.tx_ttl_blocks = args.tx_ttl_blocks.unwrap_or(c.tx_ttl_blocks);
+    let pricing = &mut c.inference_pricing;
+    pricing.target_units = args
+        .inference_target_units
+        .unwrap_or(pricing.target_units)
+        .max(1);
+    pricing.initial_price = args.inference_price.unwrap_or(pricing.initial_price);
+    pricing.min_price = args.inference_min_price.unwrap_or(pricing.min_price).max(1);
+    c.max_inference_txs_per_sender = args
+        .max_inference_txs_per_sender
+        .unwrap_or(c.max_inference_txs_per_sender);
+    c.max_inference_units_per_sender = args
+        .max_inference_units_per_sender
+        .unwrap_or(c.max_inference_units_per_sender);
     c.follow = args.follow;
     c.follow_interval = Duration::from_millis(args.follow_interval_ms.max(1));
     c.remote_workers = args.worker_urls;

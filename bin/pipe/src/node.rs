@@ -116,6 +116,7 @@ pub fn chain_config(config: &NodeConfig) -> anyhow::Result<ChainConfig> {
         chain.gas_limit = limit;
         chain.genesis.gas_limit = limit;
     }
+    chain.inference_pricing = config.inference_pricing;
     Ok(chain)
 }
 
@@ -229,6 +230,8 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             PipeConfig {
                 worker_timeout_ms: config.worker_timeout.as_millis() as u64,
                 tx_ttl_blocks: config.tx_ttl_blocks,
+                max_inference_txs_per_sender: config.max_inference_txs_per_sender,
+                max_inference_units_per_sender: config.max_inference_units_per_sender,
                 ..PipeConfig::default()
             },
             pool.clone(),

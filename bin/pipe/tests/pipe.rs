@@ -16,7 +16,7 @@ use pipe_executor::{
     },
 };
 use pipe_node::{config::BlockTime, node::launch};
-use pipe_primitives::{Clock, InferenceResult, ManualClock, Sidecar, SystemClock};
+use pipe_primitives::{Clock, InferenceFields, InferenceResult, ManualClock, Sidecar, SystemClock};
 use serde_json::Value;
 
 sol! {
@@ -81,7 +81,9 @@ fn recommit(
 ) -> pipe_primitives::SealedBlock {
     let mut b = block.clone();
     b.sidecar = Sidecar::new(results);
-    b.header.extra_data = b.sidecar.header_commitment();
+    let mut fields = InferenceFields::decode(&b.header.extra_data).unwrap();
+    fields.results_root = b.sidecar.commitment();
+    b.header.extra_data = fields.encode();
     b
 }
 
@@ -280,8 +282,10 @@ async fn five_hundred_inference_transactions_from_fifty_senders() {
     let honest = replay(&block).expect("an honest block replays");
     assert_eq!(honest.header.receipts_root, block.header.receipts_root);
     assert_eq!(
-        honest.header.extra_data.len(),
-        32,
+        InferenceFields::decode(&honest.header.extra_data)
+            .unwrap()
+            .results_root,
+        Some(block.sidecar.root()),
         "the header commits to the sidecar"
     );
 
@@ -1060,6 +1064,271 @@ async fn a_flood_from_one_sender_does_not_hold_back_others() {
     assert!(
         last_other <= flood_blocks[14],
         "others by block {last_other}, flood {flood_blocks:?}"
+    );
+    node.shutdown().await;
+}
+
+sol! {
+    function run(bytes call);
+}
+
+/// The inference price, on controlled time. Four blocks each charged three times the target's
+/// cost units raise it by an eighth per block; each block's header carries the price its
+/// transactions paid and the units they were charged for, receipts' gas moves with it, and
+/// `eth_estimateGas` quotes the next block's. Three idle blocks lower it by an eighth each.
+/// Then: a transaction whose contract reverts after its inference still pays the inference
+/// (its units count toward the price); one whose gas cannot cover the inference is rejected
+/// before any model runs; a sender over its cap on transactions with inference is rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
+    use pipe_executor::inference::{INFERENCE_BASE_GAS, INFERENCE_WORD_GAS};
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let mut config = common::test_config(dir.path());
+    config.block_time = BlockTime::Interval(Duration::from_secs(1));
+    config.workers = 2;
+    config.inference_pricing = pipe_primitives::InferencePricing {
+        initial_price: 100,
+        min_price: 1,
+        target_units: 1_000,
+        max_change_denominator: 8,
+    };
+    config.max_inference_txs_per_sender = 2;
+    let node = launch(config, Arc::new(clock.clone())).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = model_id(&url, "linreg").await;
+    let units = common::rpc(&url, "pipe_getModel", serde_json::json!([linreg])).await["result"]
+        ["cost_units"]
+        .as_u64()
+        .unwrap();
+    let keys = &node.dev_keys;
+    let fields = |n: u64| {
+        let url = url.clone();
+        async move {
+            let b = common::rpc(
+                &url,
+                "eth_getBlockByNumber",
+                serde_json::json!([format!("0x{n:x}"), false]),
+            )
+            .await;
+            let extra: Bytes = b["result"]["extraData"].as_str().unwrap().parse().unwrap();
+            InferenceFields::decode(&extra).unwrap()
+        }
+    };
+    let next_price = || {
+        let url = url.clone();
+        async move {
+            common::quantity(
+                &common::rpc(&url, "pipe_inferenceGasPrice", serde_json::json!([])).await["result"]
+                    ["nextPrice"],
+            )
+        }
+    };
+    let request = linreg_request(&linreg, [1, 2, 3]);
+    let calldata = Bytes::from(
+        runModelInferenceCall {
+            request: request.clone(),
+        }
+        .abi_encode(),
+    );
+    let estimate = || {
+        let (url, data) = (url.clone(), calldata.clone());
+        let from = keys[9].address();
+        async move {
+            common::quantity(
+                &common::rpc(
+                    &url,
+                    "eth_estimateGas",
+                    serde_json::json!([{"from": from, "to": INFERENCE_PRECOMPILE, "data": data}]),
+                )
+                .await["result"],
+            )
+        }
+    };
+    assert_eq!(next_price().await, 100);
+    let estimate_at_100 = estimate().await;
+
+    // Sustained load: three uses of one request per block (3 × target units).
+    let mut expected = 100u64;
+    let mut gas_used = Vec::new();
+    for block in 1..=4u64 {
+        let raws: Vec<Bytes> = (0..3)
+            .map(|s| inference_raw(&keys[s], chain_id, block - 1, request.clone(), GWEI))
+            .collect();
+        let hashes = common::send_raw_batch(&url, &raws).await;
+        for h in &hashes {
+            wait_status(&url, h, &["ready"]).await;
+        }
+        seal_block(&clock, &url, block).await;
+        let f = fields(block).await;
+        assert_eq!(f.gas_price, expected, "block {block}");
+        assert_eq!(f.units, 3 * units, "block {block}");
+        let receipts = common::receipts(&url, &hashes).await;
+        let used: Vec<u64> = receipts
+            .iter()
+            .map(|r| common::quantity(&r.as_ref().expect("included")["gasUsed"]))
+            .collect();
+        assert!(used.iter().all(|g| *g == used[0]), "{used:?}");
+        gas_used.push((expected, used[0]));
+        expected += (expected / 8).max(1);
+    }
+    assert!(
+        gas_used
+            .windows(2)
+            .all(|w| w[1].1 - w[0].1 == units * (w[1].0 - w[0].0))
+    );
+    assert_eq!(next_price().await, expected);
+    assert_eq!(estimate().await - estimate_at_100, units * (expected - 100));
+
+    // Idle: the price falls an eighth per block.
+    for block in 5..=7u64 {
+        seal_block(&clock, &url, block).await;
+        let f = fields(block).await;
+        assert_eq!((f.gas_price, f.units), (expected, 0), "block {block}");
+        expected -= expected / 8;
+    }
+
+    // A contract that reverts after its inference: the inference is paid and counted.
+    let artifact: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            common::repo_root().join("contracts/out/RevertAfterInference.json"),
+        )
+        .expect("contracts compiled (node tools/js/compile.js)"),
+    )
+    .unwrap();
+    let code = alloy_primitives::hex::decode(artifact["bytecode"].as_str().unwrap()).unwrap();
+    let deploy = common::signed_raw(
+        &keys[3],
+        chain_id,
+        0,
+        TxKind::Create,
+        code.into(),
+        1_000_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let deploy = common::send_raw_batch(&url, &[deploy]).await.remove(0);
+    wait_status(&url, &deploy, &["ready"]).await;
+    seal_block(&clock, &url, 8).await;
+    assert_eq!(fields(8).await.gas_price, expected);
+    // Block 8 used no inference either.
+    expected -= expected / 8;
+    let contract: Address = common::receipts(&url, std::slice::from_ref(&deploy)).await[0]
+        .as_ref()
+        .expect("deployed")["contractAddress"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before = common::rpc(
+        &url,
+        "eth_getBalance",
+        serde_json::json!([keys[4].address(), "latest"]),
+    )
+    .await;
+    let reverting = common::signed_raw(
+        &keys[4],
+        chain_id,
+        0,
+        TxKind::Call(contract),
+        runCall {
+            call: calldata.clone(),
+        }
+        .abi_encode()
+        .into(),
+        1_000_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let reverting = common::send_raw_batch(&url, &[reverting]).await.remove(0);
+    wait_status(&url, &reverting, &["ready"]).await;
+    seal_block(&clock, &url, 9).await;
+    let receipt = common::receipts(&url, std::slice::from_ref(&reverting)).await[0]
+        .clone()
+        .expect("included");
+    assert_eq!(receipt["status"], "0x0", "it reverted: {receipt}");
+    let price9 = fields(9).await;
+    assert_eq!(price9.gas_price, expected);
+    assert_eq!(
+        price9.units, units,
+        "the reverted transaction's inference counts"
+    );
+    let inference_gas = INFERENCE_BASE_GAS
+        + units * price9.gas_price
+        + INFERENCE_WORD_GAS * (calldata.len() as u64).div_ceil(32);
+    let used = common::quantity(&receipt["gasUsed"]);
+    assert!(
+        used > inference_gas,
+        "{used} covers the inference's {inference_gas}"
+    );
+    let after = common::rpc(
+        &url,
+        "eth_getBalance",
+        serde_json::json!([keys[4].address(), "latest"]),
+    )
+    .await;
+    let paid = before["result"].as_str().unwrap().parse::<U256>().unwrap()
+        - after["result"].as_str().unwrap().parse::<U256>().unwrap();
+    assert_eq!(
+        paid,
+        U256::from(used)
+            * receipt["effectiveGasPrice"]
+                .as_str()
+                .unwrap()
+                .parse::<U256>()
+                .unwrap()
+    );
+
+    // Gas that cannot cover the inference: rejected up front, no model runs for it.
+    let underpaid = common::signed_raw(
+        &keys[5],
+        chain_id,
+        0,
+        TxKind::Call(INFERENCE_PRECOMPILE),
+        runModelInferenceCall {
+            request: linreg_request(&linreg, [4, 5, 6]),
+        }
+        .abi_encode()
+        .into(),
+        60_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let underpaid = common::send_raw_batch(&url, &[underpaid]).await.remove(0);
+    let s = wait_status(&url, &underpaid, &["rejected"]).await;
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("gas cannot cover inference"),
+        "{s}"
+    );
+    assert!(s["requests"].as_array().unwrap().is_empty(), "{s}");
+
+    // A sender over its cap of two live transactions with inference.
+    let raws: Vec<Bytes> = (0..3)
+        .map(|n| {
+            inference_raw(
+                &keys[6],
+                chain_id,
+                n,
+                linreg_request(&linreg, [7, 8, n as i128]),
+                GWEI,
+            )
+        })
+        .collect();
+    let hashes = common::send_raw_batch(&url, &raws).await;
+    wait_status(&url, &hashes[0], &["ready"]).await;
+    wait_status(&url, &hashes[1], &["ready"]).await;
+    let s = wait_status(&url, &hashes[2], &["rejected"]).await;
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("2 transactions with inference pending (limit 2)"),
+        "{s}"
     );
     node.shutdown().await;
 }

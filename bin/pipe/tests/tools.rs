@@ -154,3 +154,33 @@ fn the_genesis_worker_registry_is_the_compiled_contract() {
         .unwrap();
     assert_eq!(*pipe_executor::attest::WORKER_REGISTRY_CODE, compiled);
 }
+
+/// The two-transaction oracle the benchmark deploys as its baseline is what
+/// `contracts/src/bench/InferenceOracle.sol` compiles to (regenerate
+/// `bin/pipe/src/inference_oracle.hex` from the artifact's `bytecode` when the contract changes;
+/// comments count too, as solc appends a hash of the source metadata).
+#[test]
+fn the_benchmark_oracle_is_the_compiled_contract() {
+    // Its own output directory: other tests rewrite contracts/out concurrently.
+    let out = tempfile::tempdir().unwrap();
+    let root = common::repo_root();
+    let status = Command::new("node")
+        .arg(root.join("tools/js/compile.js"))
+        .arg(root.join("contracts"))
+        .arg(out.path())
+        .status()
+        .expect("node runs");
+    assert!(status.success(), "contracts compile");
+    let artifact: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("InferenceOracle.json")).unwrap(),
+    )
+    .unwrap();
+    let compiled: alloy_primitives::Bytes = artifact["bytecode"].as_str().unwrap().parse().unwrap();
+    let embedded =
+        alloy_primitives::hex::decode(include_str!("../src/inference_oracle.hex").trim()).unwrap();
+    assert_eq!(
+        alloy_primitives::Bytes::from(embedded),
+        compiled,
+        "inference_oracle.hex is stale: copy InferenceOracle.json's bytecode into it"
+    );
+}

@@ -2,13 +2,15 @@
 //!
 //! The block's sidecar answers every inference request; nothing is computed. The block is
 //! accepted only if
-//! - its header commits to exactly the sidecar it carries (`extra_data` is the sidecar root),
-//! - its attributes follow from its parent (number, parent hash, base fee, gas limit),
+//! - its header commits to exactly the sidecar it carries (the results root in `extra_data`),
+//! - its attributes follow from its parent (number, parent hash, base fee, gas limit, and the
+//!   inference gas price from the parent's price and units: [`pipe_primitives::header`]),
 //! - every transaction executes (a request whose key the sidecar lacks makes it invalid, and so
 //!   does a TEE request whose result is not signed by a worker registered in the parent state:
 //!   [`pipe_executor::attest`]),
 //! - the sidecar carries nothing the transactions did not use,
-//! - transactions root, receipts root, logs bloom and gas used equal the header's, and
+//! - transactions root, receipts root, logs bloom, gas used and inference units equal the
+//!   header's, and
 //! - the state root the caller's store computes equals the header's
 //!   ([`pipe_storage::Store::commit_verified`]).
 //!
@@ -21,19 +23,19 @@ use alloy_primitives::B256;
 use pipe_executor::{
     BlockAttributes, ExecutedBlock, Executor, InferenceCall, InferenceProvider, Purpose, TxRejected,
 };
-use pipe_primitives::{InferenceResult, ModelId, ModelMeta, SealedBlock, Sidecar};
+use pipe_primitives::{InferenceFields, InferenceResult, ModelId, ModelMeta, SealedBlock, Sidecar};
 use pipe_storage::StateView;
 
 /// Why a block is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(
-        "block {number}: header commits to sidecar root {header} but the sidecar's root is {sidecar}"
+        "block {number}: header commits to results root {header:?} but the sidecar's root is {sidecar:?}"
     )]
     SidecarRoot {
         number: u64,
-        header: alloy_primitives::Bytes,
-        sidecar: alloy_primitives::Bytes,
+        header: Option<B256>,
+        sidecar: Option<B256>,
     },
     #[error(
         "block {number}: transaction {hash} uses inference request {key}, which the block does not carry"
@@ -131,6 +133,18 @@ fn attributes(
     expect_eq(n, "base fee", h.base_fee_per_gas, Some(expected.base_fee))?;
     expect_eq(n, "gas limit", h.gas_limit, expected.gas_limit)?;
     expect_eq(n, "mix hash", h.mix_hash, expected.prevrandao)?;
+    let claimed = InferenceFields::decode(&h.extra_data).map_err(|e| ReplayError::Mismatch {
+        number: n,
+        field: "extra data",
+        header: e.to_string(),
+        replay: "inference price, units and results root".into(),
+    })?;
+    expect_eq(
+        n,
+        "inference gas price",
+        claimed.gas_price,
+        expected.inference_gas_price,
+    )?;
     Ok(expected)
 }
 
@@ -145,15 +159,16 @@ pub fn replay_block(
     models: Arc<dyn InferenceProvider>,
 ) -> Result<ExecutedBlock, ReplayError> {
     let number = block.number();
-    let commitment = block.sidecar.header_commitment();
-    if block.header.extra_data != commitment {
+    let attrs = attributes(executor, parent, block)?;
+    let claimed = InferenceFields::decode(&block.header.extra_data).unwrap_or_default();
+    let commitment = block.sidecar.commitment();
+    if claimed.results_root != commitment {
         return Err(ReplayError::SidecarRoot {
             number,
-            header: block.header.extra_data.clone(),
+            header: claimed.results_root,
             sidecar: commitment,
         });
     }
-    let attrs = attributes(executor, parent, block)?;
     let source = Arc::new(SidecarResults::new(block.sidecar.clone(), models));
     let mut builder = executor.build_block_with(view, attrs, Some(source))?;
     for tx in &block.transactions {
@@ -203,5 +218,7 @@ pub fn replay_block(
     expect_eq(n, "logs bloom", h.logs_bloom, r.logs_bloom)?;
     expect_eq(n, "gas used", h.gas_used, r.gas_used)?;
     expect_eq(n, "requests hash", h.requests_hash, r.requests_hash)?;
+    // Price and results root were checked above; this checks the inference units.
+    expect_eq(n, "extra data", &h.extra_data, &r.extra_data)?;
     Ok(executed)
 }

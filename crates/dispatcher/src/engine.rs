@@ -48,6 +48,11 @@ pub struct PipeConfig {
     /// Blocks a transaction may wait for inclusion: one not included in the `tx_ttl_blocks`
     /// blocks after it arrived expires, with its sender's later transactions.
     pub tx_ttl_blocks: u64,
+    /// Most live transactions with inference one sender may have (discovered, not yet
+    /// included): past it the next one is rejected, so one sender cannot fill the queue.
+    pub max_inference_txs_per_sender: usize,
+    /// Most cost units of inference one sender's live transactions may have requested.
+    pub max_inference_units_per_sender: u64,
 }
 
 impl Default for PipeConfig {
@@ -61,6 +66,8 @@ impl Default for PipeConfig {
             result_ttl_blocks: 64,
             finished_capacity: 100_000,
             tx_ttl_blocks: 64,
+            max_inference_txs_per_sender: 64,
+            max_inference_units_per_sender: 1_000_000,
         }
     }
 }
@@ -91,6 +98,67 @@ struct TxEntry {
     deferred: Option<Deferral>,
     /// The head when it arrived: it expires if not included by `arrived_at + tx_ttl_blocks`.
     arrived_at: u64,
+    /// Cost units of the distinct requests discovered (the sender's cap counts them).
+    units: u64,
+    /// The head when it first became ready (every result in): blocks it then waits are the
+    /// builder's doing, not the inference network's.
+    ready_at: Option<u64>,
+}
+
+/// One sender's live inference, checked against its caps as discovery finds requests.
+#[derive(Debug, Default)]
+struct SenderLoad {
+    /// Live transactions that requested inference.
+    txs: usize,
+    /// Cost units they requested.
+    units: u64,
+}
+
+impl SenderLoad {
+    fn of(txs: &HashMap<B256, TxEntry>, nonces: Option<&BTreeMap<u64, B256>>) -> Self {
+        let mut load = Self::default();
+        for e in nonces
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|h| txs.get(h))
+        {
+            if !e.keys.is_empty() {
+                load.txs += 1;
+                load.units = load.units.saturating_add(e.units);
+            }
+        }
+        load
+    }
+
+    /// Counts `call`, new for `e`, or says which cap it breaks.
+    fn admit(
+        &mut self,
+        e: &mut TxEntry,
+        call: &InferenceCall,
+        config: &PipeConfig,
+    ) -> Result<(), String> {
+        if e.keys.contains(&call.key) {
+            return Ok(());
+        }
+        let first = e.keys.is_empty();
+        if first && self.txs >= config.max_inference_txs_per_sender {
+            return Err(format!(
+                "sender has {} transactions with inference pending (limit {})",
+                self.txs, config.max_inference_txs_per_sender
+            ));
+        }
+        let units = self.units.saturating_add(call.model.cost_units);
+        if units > config.max_inference_units_per_sender {
+            return Err(format!(
+                "sender's pending inference would cost {units} cost units (limit {})",
+                config.max_inference_units_per_sender
+            ));
+        }
+        self.txs += usize::from(first);
+        self.units = units;
+        e.units = e.units.saturating_add(call.model.cost_units);
+        Ok(())
+    }
 }
 
 /// Why a block left a transaction out. The status text is made from it when asked for.
@@ -149,6 +217,7 @@ impl State {
         if let Some(e) = self.txs.remove(&hash) {
             status.simulations = e.simulations;
             status.stale = e.stale;
+            status.ready_at = e.ready_at;
             if status.status == Lifecycle::Included {
                 status.requests = e
                     .keys
@@ -367,6 +436,8 @@ impl Pipe {
                 stale: 0,
                 deferred: None,
                 arrived_at: self.head.borrow().number(),
+                units: 0,
+                ready_at: None,
             },
         );
         st.by_sender.entry(sender).or_default().insert(nonce, hash);
@@ -460,8 +531,11 @@ impl Pipe {
                 txs,
                 requests,
                 dirty,
+                by_sender,
                 ..
             } = &mut *st;
+            // The sender's live inference so far, for its caps.
+            let mut load = SenderLoad::of(txs, by_sender.get(&sender));
             let outcomes = match outcomes {
                 Ok(o) => o,
                 Err(e) => {
@@ -493,6 +567,7 @@ impl Pipe {
                         }
                         entry.phase = Phase::Ready;
                         entry.deferred = None;
+                        entry.ready_at.get_or_insert(head.number());
                         became_ready = true;
                     }
                     // Not executable here (funds, nonce): the builder decides, with a reason.
@@ -500,7 +575,20 @@ impl Pipe {
                         entry.phase = Phase::Ready;
                         became_ready = true;
                     }
+                    SimOutcome::Underpaid { call, cost, price } => {
+                        rejected.push((
+                            hash,
+                            format!(
+                                "gas cannot cover inference: request {} on model {} costs {cost} gas at inference gas price {price} ({} cost units); raise the gas limit (eth_estimateGas includes it)",
+                                call.key, call.model.id, call.model.cost_units
+                            ),
+                        ));
+                    }
                     SimOutcome::Missing(call) => {
+                        if let Err(reason) = load.admit(entry, call, &self.config) {
+                            rejected.push((hash, reason));
+                            continue;
+                        }
                         match self.stopped_at(
                             hash,
                             entry,
@@ -830,6 +918,7 @@ impl Pipe {
             requests,
             simulations: e.simulations,
             stale: e.stale,
+            ready_at: e.ready_at,
         })
     }
 
@@ -1055,5 +1144,98 @@ impl InferenceGate for Pipe {
                 self.config.finished_capacity,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipe_primitives::{ModelId, ModelMeta, inference::InferenceMode};
+
+    fn call(key: u8, units: u64) -> InferenceCall {
+        InferenceCall {
+            key: B256::repeat_byte(key),
+            request: Default::default(),
+            mode: InferenceMode::Vanilla,
+            model: ModelMeta {
+                id: ModelId::of(b"m"),
+                name: "m".into(),
+                size_bytes: 1,
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                decimals: 0,
+                cost_units: units,
+                operators: Vec::new(),
+            },
+            inputs: Vec::new(),
+        }
+    }
+
+    fn entry() -> TxEntry {
+        TxEntry {
+            sender: Address::ZERO,
+            nonce: 0,
+            priority: Priority { tip: 0, arrival: 0 },
+            phase: Phase::Pending,
+            keys: Vec::new(),
+            simulations: 0,
+            stale: 0,
+            deferred: None,
+            arrived_at: 0,
+            units: 0,
+            ready_at: None,
+        }
+    }
+
+    #[test]
+    fn a_sender_is_capped_by_transactions_and_by_cost_units() {
+        let config = PipeConfig {
+            max_inference_txs_per_sender: 2,
+            max_inference_units_per_sender: 2_500,
+            ..PipeConfig::default()
+        };
+        let mut load = SenderLoad::default();
+        let (mut a, mut b, mut c) = (entry(), entry(), entry());
+        load.admit(&mut a, &call(1, 1_000), &config).unwrap();
+        a.keys.push(B256::repeat_byte(1));
+        // A request the transaction already made is not counted again.
+        load.admit(&mut a, &call(1, 1_000), &config).unwrap();
+        assert_eq!((load.txs, load.units, a.units), (1, 1_000, 1_000));
+        // A second request of the same transaction counts units, not transactions.
+        load.admit(&mut a, &call(2, 1_000), &config).unwrap();
+        a.keys.push(B256::repeat_byte(2));
+        assert_eq!((load.txs, load.units), (1, 2_000));
+        // Over the units cap.
+        let e = load.admit(&mut b, &call(3, 1_000), &config).unwrap_err();
+        assert!(e.contains("3000 cost units (limit 2500)"), "{e}");
+        load.admit(&mut b, &call(3, 400), &config).unwrap();
+        b.keys.push(B256::repeat_byte(3));
+        // Over the transactions cap, though units would fit.
+        let e = load.admit(&mut c, &call(4, 1), &config).unwrap_err();
+        assert!(
+            e.contains("2 transactions with inference pending (limit 2)"),
+            "{e}"
+        );
+        assert_eq!((load.txs, load.units, c.units), (2, 2_400, 0));
+    }
+
+    #[test]
+    fn the_load_counts_only_live_transactions_that_requested_inference() {
+        let mut txs = HashMap::new();
+        let mut nonces = BTreeMap::new();
+        for (n, units) in [(0u64, 700u64), (1, 0), (2, 300)] {
+            let hash = B256::with_last_byte(n as u8);
+            let mut e = entry();
+            e.units = units;
+            if units > 0 {
+                e.keys.push(hash);
+            }
+            txs.insert(hash, e);
+            nonces.insert(n, hash);
+        }
+        // A nonce whose transaction already ended is skipped.
+        nonces.insert(3, B256::repeat_byte(0xee));
+        let load = SenderLoad::of(&txs, Some(&nonces));
+        assert_eq!((load.txs, load.units), (2, 1_000));
     }
 }

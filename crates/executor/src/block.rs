@@ -12,7 +12,7 @@ use alloy_evm::{
 };
 use alloy_primitives::{Address, B256, Bytes};
 use alloy_trie::EMPTY_ROOT_HASH;
-use pipe_primitives::{InferenceResult, SealedBlock, Sidecar, StoredTx};
+use pipe_primitives::{InferenceFields, InferenceResult, SealedBlock, Sidecar, StoredTx};
 use pipe_storage::{AccountInfoChange, StateChanges, StateView};
 use revm::{
     database::{AccountState, Cache, CacheDB},
@@ -41,6 +41,9 @@ pub struct BlockAttributes {
     pub gas_limit: u64,
     pub base_fee: u64,
     pub prevrandao: B256,
+    /// Gas per model cost unit the precompile charges in this block (a header field:
+    /// [`pipe_primitives::header`]).
+    pub inference_gas_price: u64,
 }
 
 /// How a transaction that made it into the block ended.
@@ -72,6 +75,8 @@ pub struct BlockBuilder {
     attested: Option<Arc<Attested>>,
     /// Results used by the transactions kept so far: the block's sidecar.
     results: Vec<InferenceResult>,
+    /// Cost units the kept transactions were charged for: the load that sets the next price.
+    units: u64,
 }
 
 impl std::fmt::Debug for BlockBuilder {
@@ -105,7 +110,14 @@ impl Executor {
             base_fee,
             // No beacon chain: derive the randomness from the parent so it is deterministic.
             prevrandao: alloy_primitives::keccak256(parent.hash),
+            inference_gas_price: self.next_inference_gas_price(p),
         }
+    }
+
+    /// The inference gas price of the block after `parent`.
+    pub fn next_inference_gas_price(&self, parent: &Header) -> u64 {
+        let fields = InferenceFields::decode(&parent.extra_data).ok();
+        self.config.inference_pricing.next_price(fields.as_ref())
     }
 
     /// Starts a block on top of `view` (which must be the parent's state), answering
@@ -144,7 +156,7 @@ impl Executor {
             crate::inference::install(
                 evm.precompiles_mut(),
                 r.clone(),
-                self.inference_gas,
+                self.inference_gas(&attrs),
                 crate::Purpose::Block,
             );
         }
@@ -171,6 +183,7 @@ impl Executor {
             recorder,
             attested,
             results: Vec::new(),
+            units: 0,
         })
     }
 }
@@ -211,6 +224,7 @@ impl BlockBuilder {
         }
         let output = executed.map_err(|e| reject(tx.hash, e))?;
         self.results.extend(record.used);
+        self.units = self.units.saturating_add(record.units);
         let result = &output.result.result;
         let outcome = if result.is_success() {
             TxOutcome::Success
@@ -243,6 +257,7 @@ impl BlockBuilder {
             attrs,
             assembler,
             results,
+            units,
             ..
         } = self;
         let sidecar = Sidecar::new(results);
@@ -264,8 +279,13 @@ impl BlockBuilder {
             gas_limit: attrs.gas_limit,
             gas_used: result.gas_used,
             timestamp: attrs.timestamp,
-            // The header commits to the inference results (see `pipe_primitives::sidecar`).
-            extra_data: sidecar.header_commitment(),
+            // The inference price, the load and the results (see `pipe_primitives::header`).
+            extra_data: InferenceFields {
+                gas_price: attrs.inference_gas_price,
+                units,
+                results_root: sidecar.commitment(),
+            }
+            .encode(),
             mix_hash: attrs.prevrandao,
             nonce: Default::default(),
             base_fee_per_gas: Some(attrs.base_fee),

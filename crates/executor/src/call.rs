@@ -47,7 +47,7 @@ impl Executor {
     ) -> Result<CallOutcome, CallError> {
         let (env, tx, db) = self.prepare(view, attrs, request)?;
         let mut evm = self.factory.create_evm(db, env);
-        self.install_inference(evm.precompiles_mut(), crate::Purpose::Simulation);
+        self.install_inference(evm.precompiles_mut(), attrs, crate::Purpose::Simulation);
         outcome(evm.transact(tx).map_err(evm_error)?.result)
     }
 
@@ -69,7 +69,7 @@ impl Executor {
         {
             let probe = tx.clone();
             let mut evm = self.factory.create_evm(&mut db, env.clone());
-            self.install_inference(evm.precompiles_mut(), crate::Purpose::Simulation);
+            self.install_inference(evm.precompiles_mut(), attrs, crate::Purpose::Simulation);
             let mut t = probe;
             t.gas_limit = TRANSFER_GAS;
             if evm.transact(t).map_err(evm_error)?.result.is_success() {
@@ -84,7 +84,7 @@ impl Executor {
         }
         let mut hi = tx.gas_limit;
         let mut evm = self.factory.create_evm(db, env);
-        self.install_inference(evm.precompiles_mut(), crate::Purpose::Simulation);
+        self.install_inference(evm.precompiles_mut(), attrs, crate::Purpose::Simulation);
         let first = evm.transact(tx.clone()).map_err(evm_error)?.result;
         let used = match first {
             ExecutionResult::Success { .. } => first.tx_gas_used(),

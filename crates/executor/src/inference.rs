@@ -13,9 +13,13 @@
 //!    `Error(string)` reason.
 //! 3. **Charge gas, before running.** `INFERENCE_BASE_GAS + cost_units × gas_per_unit +
 //!    INFERENCE_WORD_GAS × ⌈calldata / 32⌉`. `cost_units` is fixed by the model's metadata and
-//!    the per-unit price by the executor, so the charge never depends on the output. Too little
-//!    gas halts with out-of-gas, as any precompile. Validation failures before step 3 charge
-//!    only the base; a model that fails after running is charged in full (it ran).
+//!    `gas_per_unit` is the block's inference gas price (a header field that load moves:
+//!    [`pipe_primitives::header`]), so the charge never depends on the output. Too little gas
+//!    halts with out-of-gas, as any precompile, before a result is asked for (and tells the
+//!    provider, so discovery can reject the transaction before a model runs). Validation
+//!    failures before step 3 charge only the base; a model that fails after running is charged
+//!    in full (it ran). Gas a call used stays paid when the transaction reverts afterwards, as
+//!    all EVM gas does: inference that ran is paid for.
 //! 4. **Answer** through the [`InferenceProvider`] seam: inline on the node's runtime, from
 //!    pre-computed results under PIPE, from the block's sidecar in replay. A provider with no
 //!    result for the key makes the call fail fatally: the transaction stops, nothing of it is
@@ -50,8 +54,9 @@ pub const INFERENCE_PRECOMPILE: Address = address!("0x00000000000000000000000000
 pub const INFERENCE_BASE_GAS: u64 = 25_000;
 /// Gas per 32-byte word of calldata, as the identity precompile charges for copying.
 pub const INFERENCE_WORD_GAS: u64 = 3;
-/// Default gas per model cost unit (the inference gas price; issue 6 makes it move with load).
-pub const DEFAULT_GAS_PER_UNIT: u64 = 10;
+/// Default gas per model cost unit: the first block's inference gas price. Each block carries
+/// its own, moved by load ([`pipe_primitives::header`]).
+pub const DEFAULT_GAS_PER_UNIT: u64 = pipe_primitives::header::DEFAULT_INFERENCE_GAS_PRICE;
 /// Most input values (numbers and strings together) one request may carry.
 pub const MAX_REQUEST_VALUES: usize = 8192;
 /// Most bytes of calldata the precompile decodes.
@@ -144,6 +149,10 @@ pub trait InferenceProvider: Send + Sync + fmt::Debug {
     /// fatal error, so nothing of the transaction is kept; the caller fetches the result and
     /// runs it again. A contract never sees a placeholder.
     fn infer(&self, call: &InferenceCall, purpose: Purpose) -> Option<InferenceResult>;
+    /// `call` halted out of gas: it needed `cost` at this block's price and was given less.
+    /// Nothing was asked of the source. Discovery uses this to reject such a transaction
+    /// before any model runs for it.
+    fn underpaid(&self, _call: &InferenceCall, _cost: u64) {}
 }
 
 /// The committed form of runtime outputs: the ABI return data of `runModelInference`, or the
@@ -518,6 +527,7 @@ pub fn run(
     };
     let cost = gas.cost(call.model.cost_units, data.len());
     if gas_limit < cost {
+        provider.underpaid(&call, cost);
         return Outcome::OutOfGas;
     }
     let Some(result) = provider.infer(&call, purpose) else {

@@ -90,7 +90,8 @@ impl Executor {
         &self.enclave
     }
 
-    /// Serves the inference precompile from `provider`, charging by `gas`.
+    /// Serves the inference precompile from `provider`, charging by `gas` (whose per-unit
+    /// price each block replaces with its own: [`BlockAttributes::inference_gas_price`]).
     pub fn with_inference(
         mut self,
         provider: Arc<dyn InferenceProvider>,
@@ -101,19 +102,28 @@ impl Executor {
         self
     }
 
-    /// The precompile's gas schedule.
-    pub fn inference_gas(&self) -> InferenceGas {
-        self.inference_gas
+    /// The precompile's gas schedule in a block with `attrs`.
+    pub fn inference_gas(&self, attrs: &BlockAttributes) -> InferenceGas {
+        InferenceGas {
+            per_unit: attrs.inference_gas_price,
+            ..self.inference_gas
+        }
     }
 
-    /// Adds the inference precompile to an EVM about to run.
+    /// Adds the inference precompile to an EVM about to run in a block with `attrs`.
     pub(crate) fn install_inference(
         &self,
         precompiles: &mut alloy_evm::precompiles::PrecompilesMap,
+        attrs: &BlockAttributes,
         purpose: Purpose,
     ) {
         if let Some(provider) = &self.inference {
-            inference::install(precompiles, provider.clone(), self.inference_gas, purpose);
+            inference::install(
+                precompiles,
+                provider.clone(),
+                self.inference_gas(attrs),
+                purpose,
+            );
         }
     }
 

@@ -19,6 +19,11 @@ pub struct TxInference {
     pub used: Vec<InferenceResult>,
     /// The request that had no result; the execution stopped there.
     pub missing: Option<InferenceCall>,
+    /// Cost units of the results used (what the transaction was charged for).
+    pub units: u64,
+    /// A request the transaction could not pay for at the block's inference price: the
+    /// call and the gas it needed (the call halted out of gas; no result was asked for).
+    pub underpaid: Option<(InferenceCall, u64)>,
 }
 
 /// Wraps a source and records its use. One per EVM; not meant to be shared across threads'
@@ -57,12 +62,20 @@ impl InferenceProvider for Recorder {
         match self.source.infer(call, purpose) {
             Some(result) => {
                 record.used.push(result.clone());
+                record.units = record.units.saturating_add(call.model.cost_units);
                 Some(result)
             }
             None => {
                 record.missing = Some(call.clone());
                 None
             }
+        }
+    }
+
+    fn underpaid(&self, call: &InferenceCall, cost: u64) {
+        let mut record = self.record.lock();
+        if record.underpaid.is_none() {
+            record.underpaid = Some((call.clone(), cost));
         }
     }
 }

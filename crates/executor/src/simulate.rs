@@ -31,6 +31,13 @@ pub enum SimOutcome {
     Missing(Box<InferenceCall>),
     /// Not executable on this state (nonce, balance, fees): the builder will decide.
     Invalid(String),
+    /// Called the precompile with less gas than the request costs at the block's inference
+    /// price (`cost`): its fee cannot cover the inference.
+    Underpaid {
+        call: Box<InferenceCall>,
+        cost: u64,
+        price: u64,
+    },
 }
 
 impl Executor {
@@ -50,7 +57,7 @@ impl Executor {
         crate::inference::install(
             evm.precompiles_mut(),
             recorder.clone(),
-            self.inference_gas,
+            self.inference_gas(attrs),
             Purpose::Block,
         );
         let mut out = Vec::with_capacity(txs.len());
@@ -60,6 +67,14 @@ impl Executor {
             let record = recorder.take();
             if let Some(call) = record.missing {
                 out.push(SimOutcome::Missing(Box::new(call)));
+                break;
+            }
+            if let Some((call, cost)) = record.underpaid {
+                out.push(SimOutcome::Underpaid {
+                    call: Box::new(call),
+                    cost,
+                    price: attrs.inference_gas_price,
+                });
                 break;
             }
             match result {

@@ -13,6 +13,11 @@ pub enum PoolErrorKind {
     NonceTooHigh { tx: u64, state: u64, limit: u64 },
     #[error("insufficient funds for gas * price + value: balance {balance}, tx cost {cost}")]
     InsufficientFunds { balance: String, cost: String },
+    /// The sender's pending transactions together could cost more than its balance.
+    #[error(
+        "transaction would cause overdraft: balance {balance}, pending transactions' worst-case cost with this one {total}"
+    )]
+    Overdraft { balance: String, total: String },
     #[error("intrinsic gas too low: have {have}, want {want}")]
     IntrinsicGasTooLow { have: u64, want: u64 },
     #[error("exceeds block gas limit")]

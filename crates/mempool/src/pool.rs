@@ -227,7 +227,7 @@ impl Pool {
                 base_fee,
             }));
         }
-        let cost = U256::from(tx.gas_limit()) * U256::from(tx.max_fee_per_gas()) + tx.value();
+        let cost = worst_case_cost(&tx);
         if cost > state.balance {
             return Err(err(PoolErrorKind::InsufficientFunds {
                 balance: state.balance.to_string(),
@@ -258,7 +258,25 @@ impl Pool {
             if tx.max_fee_per_gas() < bump(old_tx.max_fee_per_gas()) || new_tip < bump(old_tip) {
                 return Err(err(PoolErrorKind::ReplacementUnderpriced));
             }
-        } else {
+        }
+        // Admission pays the worst case: every pending transaction of the sender using all
+        // its gas at its fee cap (inference gas included) must fit the balance together, so
+        // what the builder will meet is funded and a sender cannot queue work it cannot pay.
+        let others = inner.by_sender.get(&sender).map_or(U256::ZERO, |q| {
+            q.iter()
+                .filter(|(n, _)| **n != nonce)
+                .fold(U256::ZERO, |sum, (_, t)| {
+                    sum.saturating_add(worst_case_cost(&t.stored.tx))
+                })
+        });
+        let total = others.saturating_add(cost);
+        if total > state.balance {
+            return Err(err(PoolErrorKind::Overdraft {
+                balance: state.balance.to_string(),
+                total: total.to_string(),
+            }));
+        }
+        if replaced.is_none() {
             if queue_len >= self.config.max_per_sender {
                 return Err(err(PoolErrorKind::SenderFull(queue_len)));
             }
@@ -498,6 +516,13 @@ impl Iterator for BestTransactions {
             return Some(best);
         }
     }
+}
+
+/// What `tx` can cost its sender at most: all its gas at its fee cap, plus its value.
+fn worst_case_cost(tx: &TxEnvelope) -> U256 {
+    U256::from(tx.gas_limit())
+        .saturating_mul(U256::from(tx.max_fee_per_gas()))
+        .saturating_add(tx.value())
 }
 
 #[cfg(test)]

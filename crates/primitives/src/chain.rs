@@ -5,6 +5,8 @@ use alloy_genesis::{Genesis, GenesisAccount};
 use alloy_primitives::{Address, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
+use crate::InferencePricing;
+
 /// Default chain id of the dev chain: anvil's and hardhat's, so wallets and tools work as-is.
 pub const DEV_CHAIN_ID: u64 = 31337;
 /// Default block gas limit, as anvil's.
@@ -56,6 +58,9 @@ pub struct ChainConfig {
     pub gas_limit: u64,
     /// Geth-style genesis (`alloc`, timestamp, extra data, ...).
     pub genesis: Genesis,
+    /// How the inference gas price moves with load ([`crate::header`]).
+    #[serde(default)]
+    pub inference_pricing: InferencePricing,
 }
 
 impl ChainConfig {
@@ -97,6 +102,7 @@ impl ChainConfig {
             chain_id,
             gas_limit,
             genesis,
+            inference_pricing: InferencePricing::default(),
         }
     }
 

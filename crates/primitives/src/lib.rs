@@ -6,6 +6,7 @@
 pub mod block;
 pub mod chain;
 pub mod clock;
+pub mod header;
 pub mod inference;
 pub mod sidecar;
 pub mod status;
@@ -13,5 +14,6 @@ pub mod status;
 pub use block::{SealedBlock, StoredTx};
 pub use chain::{ChainConfig, system_contracts};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use header::{InferenceFields, InferencePricing};
 pub use inference::{ModelId, ModelMeta};
 pub use sidecar::{InferenceResult, Sidecar, SidecarError};

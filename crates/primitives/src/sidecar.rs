@@ -11,9 +11,10 @@
 //! # Commitment
 //! The sidecar root is the Merkle-Patricia root of the map `key → rlp(result)` (keys are
 //! hashes, so their order is the trie's order), built the way Ethereum builds its other roots.
-//! A block with results carries that root as its header's `extra_data` (exactly 32 bytes); a
-//! block without results has empty `extra_data`. The header hash therefore commits to every
-//! output, and one result can be proven against a header with an ordinary trie proof.
+//! A block with results carries that root in its header's `extra_data` (after the inference
+//! price and units: [`crate::header`]); a block without results carries none. The header hash
+//! therefore commits to every output, and one result can be proven against a header with an
+//! ordinary trie proof.
 
 use alloy_primitives::{B256, Bytes, keccak256};
 use alloy_rlp::{Decodable, Encodable, RlpDecodable, RlpEncodable};
@@ -136,13 +137,9 @@ impl Sidecar {
         builder.root()
     }
 
-    /// What the header's `extra_data` must be for a block carrying this sidecar.
-    pub fn header_commitment(&self) -> Bytes {
-        if self.0.is_empty() {
-            Bytes::new()
-        } else {
-            Bytes::copy_from_slice(self.root().as_slice())
-        }
+    /// The results root a header carrying this sidecar commits to (none when empty).
+    pub fn commitment(&self) -> Option<B256> {
+        (!self.0.is_empty()).then(|| self.root())
     }
 
     /// RLP list of the results.
@@ -192,8 +189,8 @@ mod tests {
             builder.add_leaf(Nibbles::unpack(r.key), &alloy_rlp::encode(r));
         }
         assert_eq!(s.root(), builder.root());
-        assert_eq!(s.header_commitment().len(), 32);
-        assert_eq!(Sidecar::default().header_commitment(), Bytes::new());
+        assert_eq!(s.commitment(), Some(s.root()));
+        assert_eq!(Sidecar::default().commitment(), None);
         // Any change to an output changes the root.
         let mut tampered = a.clone();
         tampered.payload = Bytes::from_static(b"ouT");

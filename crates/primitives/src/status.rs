@@ -86,6 +86,9 @@ pub struct TxStatus {
     pub simulations: u32,
     /// Times it was left out of a block because a result went stale.
     pub stale: u32,
+    /// The head block when all its results were first in (it could be in the block after).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ready_at: Option<u64>,
 }
 
 impl TxStatus {
@@ -101,6 +104,7 @@ impl TxStatus {
             requests: Vec::new(),
             simulations: 0,
             stale: 0,
+            ready_at: None,
         }
     }
 

@@ -186,7 +186,8 @@ impl Api {
     }
 
     /// Block environment for calls at `view`'s head: the head block's own header values, as
-    /// geth and anvil use for `eth_call` at "latest".
+    /// geth and anvil use for `eth_call` at "latest"; but inference is charged at the price of
+    /// the block after it, the one a transaction sent now pays, so `eth_estimateGas` covers it.
     fn call_attributes(&self, view: &StateView) -> Result<BlockAttributes, RpcError> {
         let head = self.block(view.head)?.ok_or(RpcError::UnknownBlock)?;
         let h = &head.header;
@@ -198,6 +199,7 @@ impl Api {
             gas_limit: h.gas_limit,
             base_fee: h.base_fee_per_gas.unwrap_or_default(),
             prevrandao: h.mix_hash,
+            inference_gas_price: self.node.executor.next_inference_gas_price(h),
         })
     }
 

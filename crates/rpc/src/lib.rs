@@ -102,6 +102,7 @@ pub async fn start(
         lifecycle: node.lifecycle.clone(),
         store: node.store.clone(),
         pool: node.pool.clone(),
+        executor: node.executor.clone(),
     };
     let api = eth::Api::new(node);
     let mut module = EthApiServer::into_rpc(api.clone());

@@ -29,7 +29,7 @@ use alloy_rlp::Decodable;
 use jsonrpsee::proc_macros::rpc;
 use pipe_mempool::Pool;
 use pipe_primitives::{
-    SealedBlock, Sidecar, StoredTx,
+    InferenceFields, SealedBlock, Sidecar, StoredTx,
     inference::{ModelId, ModelMeta},
     status::{Lifecycle, TxStatus},
 };
@@ -160,6 +160,27 @@ pub trait PipeApi {
     fn transaction_status(&self, hash: B256) -> RpcResult<Option<TxStatus>>;
     #[method(name = "getBlockWithSidecar")]
     fn block_with_sidecar(&self, number: U64) -> RpcResult<Option<WireBlock>>;
+    /// The inference gas price of the head block and of the next one, and what moves it.
+    #[method(name = "inferenceGasPrice")]
+    fn inference_gas_price(&self) -> RpcResult<InferencePrice>;
+}
+
+/// `pipe_inferenceGasPrice`: the price the precompile charges per model cost unit.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InferencePrice {
+    /// The head block.
+    pub block: U64,
+    /// Gas per cost unit the head block charged.
+    pub price: U64,
+    /// Cost units the head block's transactions were charged for.
+    pub units: U64,
+    /// Gas per cost unit the next block will charge (what a transaction sent now pays).
+    pub next_price: U64,
+    /// Cost units per block the price steers toward.
+    pub target_units: U64,
+    /// The price moves by at most 1/this per block.
+    pub max_change_denominator: U64,
 }
 
 pub(crate) struct PipeRpc {
@@ -167,6 +188,8 @@ pub(crate) struct PipeRpc {
     pub(crate) lifecycle: Option<Arc<dyn TxLifecycle>>,
     pub(crate) store: Arc<Store>,
     pub(crate) pool: Arc<Pool>,
+    /// For the next block's inference price.
+    pub(crate) executor: pipe_executor::Executor,
 }
 
 #[jsonrpsee::core::async_trait]
@@ -217,6 +240,28 @@ impl PipeApiServer for PipeRpc {
             .block(number.to())
             .map_err(|e| RpcError::Internal(e.to_string()))?
             .map(|b| WireBlock::from_block(&b)))
+    }
+
+    fn inference_gas_price(&self) -> RpcResult<InferencePrice> {
+        let internal = |e: pipe_storage::StoreError| RpcError::Internal(e.to_string());
+        let head = self
+            .store
+            .head()
+            .map_err(internal)?
+            .and_then(|n| self.store.block(n).transpose())
+            .transpose()
+            .map_err(internal)?
+            .ok_or(RpcError::UnknownBlock)?;
+        let fields = InferenceFields::decode(&head.header.extra_data).ok();
+        let pricing = self.executor.config().inference_pricing;
+        Ok(InferencePrice {
+            block: U64::from(head.number()),
+            price: U64::from(fields.map_or(pricing.initial_price, |f| f.gas_price)),
+            units: U64::from(fields.map_or(0, |f| f.units)),
+            next_price: U64::from(self.executor.next_inference_gas_price(&head.header)),
+            target_units: U64::from(pricing.target_units),
+            max_change_denominator: U64::from(pricing.max_change_denominator),
+        })
     }
 
     fn transaction_status(&self, hash: B256) -> RpcResult<Option<TxStatus>> {
