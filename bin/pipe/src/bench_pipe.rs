@@ -258,19 +258,23 @@ async fn ready_builds(cfg: &PipeBench, latency: Duration) -> anyhow::Result<Vec<
     Ok(times)
 }
 
-/// The workers alone: `count` distinct requests through the same in-process worker pool.
-async fn standalone(cfg: &PipeBench) -> anyhow::Result<f64> {
+/// The workers alone: `count` distinct requests through a pool of `workers` in-process
+/// workers whose model runs take `latency` more: the inference network's capacity per second.
+pub(crate) async fn standalone(
+    workers: usize,
+    latency: Duration,
+    count: usize,
+) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(pipe_storage::Store::open(&dir.path().join("m.redb"))?);
-    let models =
-        Arc::new(NodeModels::open(store, Duration::from_secs(5))?.with_latency(cfg.latency));
+    let models = Arc::new(NodeModels::open(store, Duration::from_secs(5))?.with_latency(latency));
     let examples = models.add_examples()?;
     let cid = examples
         .iter()
         .find(|(n, _)| n == "linreg")
         .map(|(_, m)| m.id.to_string())
         .context("linreg")?;
-    let calls: Vec<_> = (0..cfg.txs)
+    let calls: Vec<_> = (0..count)
         .map(|i| {
             let data = runModelInferenceCall {
                 request: request(&cid, 5_000_000 + i as i128),
@@ -281,7 +285,7 @@ async fn standalone(cfg: &PipeBench) -> anyhow::Result<f64> {
                 .map_err(|e| anyhow::anyhow!(e))
         })
         .collect::<Result<_, _>>()?;
-    let workers = LocalWorker::pool(cfg.workers, &models, 1);
+    let workers = LocalWorker::pool(workers, &models, 1);
     let t = Instant::now();
     let mut next = 0;
     let mut running = FuturesUnordered::new();
@@ -298,7 +302,7 @@ async fn standalone(cfg: &PipeBench) -> anyhow::Result<f64> {
             next += 1;
         }
     }
-    Ok(cfg.txs as f64 / t.elapsed().as_secs_f64())
+    Ok(count as f64 / t.elapsed().as_secs_f64())
 }
 
 async fn tagged(
@@ -335,7 +339,7 @@ pub async fn run(cfg: PipeBench) -> anyhow::Result<Value> {
     let slow = ready_builds(&cfg, cfg.latency).await?;
     let free = ready_builds(&cfg, Duration::ZERO).await?;
     let (slow_ms, free_ms) = (median(slow.clone()), median(free.clone()));
-    let capacity = standalone(&cfg).await?;
+    let capacity = standalone(cfg.workers, cfg.latency, cfg.txs).await?;
     let pipe = throughput(&cfg, InferenceMode::Pipe).await?;
     let inline = throughput(&cfg, InferenceMode::Inline).await?;
     let pipe_tps = pipe["tps"].as_f64().unwrap_or_default();

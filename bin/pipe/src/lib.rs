@@ -4,6 +4,7 @@
 //! returns a [`node::RunningNode`] that tests drive on a loopback port.
 
 pub mod bench;
+pub mod bench_congestion;
 pub mod bench_inference;
 pub mod bench_pipe;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod follow;
 pub mod metrics_server;
 pub mod models;
 pub mod node;
+pub mod plots;
 pub mod replay;
 pub mod worker_server;
 pub mod workers;

@@ -106,6 +106,42 @@ enum BenchCommand {
         #[arg(long, default_value_t = 250)]
         block_time_ms: u64,
     },
+    /// Congestion: PIPE, inline and a two-transaction oracle under the same loads, from half to
+    /// ten times the inference network's capacity. Writes congestion.json and SVG charts.
+    Congestion {
+        /// Offered loads, as multiples of the measured capacity.
+        #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,5,10")]
+        loads: Vec<f64>,
+        /// Send window per load, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds at the start of each window left out of goodput.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Artificial latency of every model run, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Block interval (the dev chain's default).
+        #[arg(long, default_value_t = 1000)]
+        block_time_ms: u64,
+        /// PIPE's transaction TTL in blocks, and every system's drain after the window.
+        #[arg(long, default_value_t = 20)]
+        ttl_blocks: u64,
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "pipe,inline,oracle"
+        )]
+        systems: Vec<pipe_node::bench_congestion::System>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Directory for congestion.json and the charts.
+        #[arg(long, default_value = "target/congestion")]
+        out: PathBuf,
+    },
     /// eth_sendRawTransaction ingestion and end-to-end rates, pipe vs anvil, same load.
     Ingest {
         #[arg(long, default_value_t = 4000)]
@@ -457,6 +493,38 @@ async fn main() -> anyhow::Result<()> {
                 block_time: Duration::from_millis(block_time_ms.max(1)),
             })
             .await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Command::Bench(BenchCommand::Congestion {
+            loads,
+            seconds,
+            warmup,
+            latency_ms,
+            workers,
+            block_time_ms,
+            ttl_blocks,
+            systems,
+            seed,
+            out,
+        }) => {
+            anyhow::ensure!(
+                loads.iter().all(|l| *l > 0.0) && seconds > warmup && workers > 0,
+                "loads must be positive, --seconds above --warmup, --workers at least 1"
+            );
+            let out =
+                pipe_node::bench_congestion::run(pipe_node::bench_congestion::CongestionBench {
+                    loads,
+                    seconds,
+                    warmup,
+                    latency: Duration::from_millis(latency_ms),
+                    workers,
+                    block_time: Duration::from_millis(block_time_ms.max(1)),
+                    ttl_blocks,
+                    systems,
+                    seed,
+                    out,
+                })
+                .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Command::Bench(BenchCommand::Exec { txs, rounds, token }) => {

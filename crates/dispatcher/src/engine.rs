@@ -307,6 +307,24 @@ pub struct Pipe {
     pub metrics: Arc<Metrics>,
     /// Whether any worker signs TEE results (without one, TEE requests are rejected).
     tee_workers: bool,
+    /// Deferrals and expiries of the last [`BLOCK_HISTORY`] blocks, for benchmarks and
+    /// operators who want per-block numbers rather than the metrics' histograms.
+    blocks: Mutex<VecDeque<BlockCongestion>>,
+}
+
+/// Blocks whose congestion numbers [`Pipe::block_history`] keeps.
+pub const BLOCK_HISTORY: usize = 4096;
+
+/// What one block left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BlockCongestion {
+    pub number: u64,
+    /// Transactions included.
+    pub included: usize,
+    /// Ready transactions carried over to a later block, plus stale ones left out.
+    pub deferred: u64,
+    /// Transactions that expired at this block (with their senders' later ones).
+    pub expired: usize,
 }
 
 impl std::fmt::Debug for Pipe {
@@ -341,6 +359,7 @@ impl Pipe {
         let tee_workers = workers.iter().any(|w| w.signer().is_some());
         Arc::new(Self {
             tee_workers,
+            blocks: Mutex::new(VecDeque::new()),
             results: Arc::new(CachedResults::new(cache.clone(), models)),
             cache,
             config,
@@ -875,6 +894,11 @@ impl Pipe {
     }
 
     /// The lifecycle of `hash`, if PIPE tracks it or remembers how it ended.
+    /// Deferrals and expiries per block, oldest first (the last [`BLOCK_HISTORY`] blocks).
+    pub fn block_history(&self) -> Vec<BlockCongestion> {
+        self.blocks.lock().iter().copied().collect()
+    }
+
     pub fn status(&self, hash: &B256) -> Option<TxStatus> {
         let st = self.state.lock();
         if let Some(done) = st.finished.get(hash) {
@@ -1116,6 +1140,17 @@ impl InferenceGate for Pipe {
             .block_deferred
             .observe((deferred + stats.stale as u64) as f64);
         self.metrics.block_expired.observe(ended as f64);
+        let mut blocks = self.blocks.lock();
+        if blocks.len() == BLOCK_HISTORY {
+            blocks.pop_front();
+        }
+        blocks.push_back(BlockCongestion {
+            number,
+            included: block.transactions.len(),
+            deferred: deferred + stats.stale as u64,
+            expired: ended,
+        });
+        drop(blocks);
         self.cache
             .expire(&live, number, self.config.result_ttl_blocks);
     }

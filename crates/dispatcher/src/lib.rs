@@ -42,6 +42,6 @@ mod worker;
 
 pub use cache::{CachedResults, ResultCache};
 pub use dispatch::Priority;
-pub use engine::{Pipe, PipeConfig};
+pub use engine::{BLOCK_HISTORY, BlockCongestion, Pipe, PipeConfig};
 pub use metrics::Metrics;
 pub use worker::{Worker, WorkerError};
