@@ -14,7 +14,7 @@ use pipe_builder::{BuildStats, InferenceGate};
 use pipe_executor::{Executor, InferenceCall, InferenceProvider, SimOutcome, attest};
 use pipe_mempool::{Pool, PoolTx};
 use pipe_primitives::{
-    Clock, InferenceResult, SealedBlock, StoredTx,
+    Clock, InferenceResult, ModelId, SealedBlock, StoredTx,
     inference::InferenceMode,
     status::{Lifecycle, RequestState, RequestStatus, TxStatus},
 };
@@ -103,6 +103,19 @@ struct TxEntry {
     /// The head when it first became ready (every result in): blocks it then waits are the
     /// builder's doing, not the inference network's.
     ready_at: Option<u64>,
+}
+
+/// A model's run time after observing `sample`: weight 1/5 on the newest run, so it follows
+/// a slower worker within a few runs without one outlier moving it far.
+fn moving_average(previous: f64, sample: f64) -> f64 {
+    0.8 * previous + 0.2 * sample
+}
+
+/// Milliseconds until a queued request's result is in: the rounds of `slots` worker slots
+/// needed for the `ahead` requests before it and itself, each taking `model_ms`.
+fn eta_ms(model_ms: f64, ahead: usize, slots: usize) -> u64 {
+    let rounds = (ahead / slots.max(1)) as f64 + 1.0;
+    (model_ms * rounds).round() as u64
 }
 
 /// One sender's live inference, checked against its caps as discovery finds requests.
@@ -208,6 +221,9 @@ struct State {
     workers: Workers,
     finished: HashMap<B256, TxStatus>,
     finished_order: VecDeque<B256>,
+    /// Each model's observed run time, a moving average (ms, on the dispatcher's clock): how
+    /// long a queued request should take, for the status's estimate.
+    model_ms: HashMap<ModelId, f64>,
 }
 
 impl State {
@@ -844,6 +860,7 @@ impl Pipe {
             requests,
             workers,
             dirty,
+            model_ms,
             ..
         } = &mut *st;
         let name = workers.slots[w].worker.name().to_string();
@@ -869,7 +886,10 @@ impl Pipe {
                     .get_or_create(&label("worker", &name))
                     .inc();
                 self.cache.insert(r, block);
+                let elapsed = now.saturating_sub(started) as f64;
                 if let Some(req) = requests.finish(&key) {
+                    let ms = model_ms.entry(req.call.model.id).or_insert(elapsed);
+                    *ms = moving_average(*ms, elapsed);
                     for waiter in req.waiters {
                         if let Some(e) = txs.get_mut(&waiter)
                             && e.phase == Phase::Awaiting(key)
@@ -893,12 +913,12 @@ impl Pipe {
         }
     }
 
-    /// The lifecycle of `hash`, if PIPE tracks it or remembers how it ended.
     /// Deferrals and expiries per block, oldest first (the last [`BLOCK_HISTORY`] blocks).
     pub fn block_history(&self) -> Vec<BlockCongestion> {
         self.blocks.lock().iter().copied().collect()
     }
 
+    /// The lifecycle of `hash`, if PIPE tracks it or remembers how it ended.
     pub fn status(&self, hash: &B256) -> Option<TxStatus> {
         let st = self.state.lock();
         if let Some(done) = st.finished.get(hash) {
@@ -929,6 +949,16 @@ impl Pipe {
             Phase::Awaiting(key) => st.requests.queued_desc().position(|k| k == key),
             _ => None,
         };
+        // Rounds of the workers' slots before its request runs, times the model's observed
+        // run time. A guide, not a promise: a better-paying request may still go first.
+        let eta_ms = match e.phase {
+            Phase::Awaiting(key) => st.requests.by_key.get(&key).and_then(|r| {
+                let ms = *st.model_ms.get(&r.call.model.id)?;
+                let slots = st.workers.capacity(self.clock.now_ms());
+                Some(eta_ms(ms, ahead.unwrap_or(0), slots))
+            }),
+            _ => None,
+        };
         Some(TxStatus {
             hash: *hash,
             status,
@@ -943,6 +973,7 @@ impl Pipe {
             simulations: e.simulations,
             stale: e.stale,
             ready_at: e.ready_at,
+            eta_ms,
         })
     }
 
@@ -1252,6 +1283,26 @@ mod tests {
             "{e}"
         );
         assert_eq!((load.txs, load.units, c.units), (2, 2_400, 0));
+    }
+
+    #[test]
+    fn the_estimate_follows_observed_run_times_and_the_queue_ahead() {
+        let mut ms = 100.0;
+        for _ in 0..20 {
+            ms = moving_average(ms, 300.0);
+        }
+        assert!((ms - 300.0).abs() < 5.0, "follows a slower model: {ms}");
+        assert_eq!(
+            moving_average(100.0, 600.0),
+            200.0,
+            "one outlier moves it a fifth"
+        );
+        // 4 slots: the first 3 queued requests run with it in the first round.
+        assert_eq!(eta_ms(100.0, 0, 4), 100);
+        assert_eq!(eta_ms(100.0, 3, 4), 100);
+        assert_eq!(eta_ms(100.0, 4, 4), 200);
+        assert_eq!(eta_ms(100.0, 9, 4), 300);
+        assert_eq!(eta_ms(100.0, 9, 0), 1_000, "all benched: one slot assumed");
     }
 
     #[test]

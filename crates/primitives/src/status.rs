@@ -89,6 +89,10 @@ pub struct TxStatus {
     /// The head block when all its results were first in (it could be in the block after).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ready_at: Option<u64>,
+    /// While it awaits inference: the estimated milliseconds until its request's result is in
+    /// (requests ahead per round of the workers' slots, times the model's observed run time).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eta_ms: Option<u64>,
 }
 
 impl TxStatus {
@@ -105,6 +109,7 @@ impl TxStatus {
             simulations: 0,
             stale: 0,
             ready_at: None,
+            eta_ms: None,
         }
     }
 
