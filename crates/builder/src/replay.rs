@@ -30,7 +30,7 @@ use pipe_storage::StateView;
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(
-        "block {number}: header commits to results root {header:?} but the sidecar's root is {sidecar:?}"
+        "block {number}: header commits to sidecar root {header:?} but the sidecar's root is {sidecar:?}"
     )]
     SidecarRoot {
         number: u64,

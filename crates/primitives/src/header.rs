@@ -75,8 +75,11 @@ impl InferencePricing {
             let excess = (used - target).min(target);
             // At least 1, so a small price still climbs under sustained load.
             price + (price * excess / target / denominator).max(1)
+        } else if used < target {
+            // At least 1 as well, so an idle chain's price reaches the floor.
+            price.saturating_sub((price * (target - used) / target / denominator).max(1))
         } else {
-            price - price * (target - used) / target / denominator
+            price
         };
         u64::try_from(next).unwrap_or(u64::MAX).max(floor)
     }
