@@ -1332,3 +1332,76 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
     );
     node.shutdown().await;
 }
+
+/// Carry-over keeps results. Blocks fit one inference transaction (gas limit), three are
+/// ready at once: each block includes the best-paying one left, the others stay `ready` with
+/// the reason that they were carried over, and each request is computed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_transactions_a_block_leaves_out_keep_their_results_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let mut config = common::test_config(dir.path());
+    config.block_time = BlockTime::Interval(Duration::from_secs(1));
+    config.workers = 2;
+    // A 300 000-gas transaction fits; after it (about 60 000 used) a second does not.
+    config.gas_limit = Some(330_000);
+    let node = launch(config, Arc::new(clock.clone())).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = model_id(&url, "linreg").await;
+    let raws: Vec<Bytes> = (0..3)
+        .map(|s| {
+            inference_raw(
+                &node.dev_keys[s],
+                chain_id,
+                0,
+                linreg_request(&linreg, [s as i128, 1, 2]),
+                (s as u128 + 1) * GWEI,
+            )
+        })
+        .collect();
+    let hashes = common::send_raw_batch(&url, &raws).await;
+    for h in &hashes {
+        wait_status(&url, h, &["ready"]).await;
+    }
+    let pipe = node.pipe.clone().unwrap();
+    let completed = || {
+        sum(
+            &metrics(&pipe.render_metrics()),
+            "pipe_worker_completed_total",
+        )
+    };
+    assert_eq!(completed(), 3.0);
+
+    // Best tip first, one per block; the others carried over with their results.
+    for (block, included) in [(1u64, 2usize), (2, 1), (3, 0)] {
+        seal_block(&clock, &url, block).await;
+        let receipts = common::receipts(&url, &hashes).await;
+        assert!(
+            receipts[included].is_some(),
+            "block {block}: {included} is in"
+        );
+        for waiting in 0..included {
+            assert!(receipts[waiting].is_none());
+            let s = status(&url, &hashes[waiting]).await;
+            assert_eq!(s["status"], "ready", "{s}");
+            assert!(
+                s["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("not in block {block}")),
+                "{s}"
+            );
+            assert_eq!(s["outstanding"], 0, "its result is kept: {s}");
+        }
+    }
+    assert_eq!(completed(), 3.0, "nothing was computed twice");
+    let deferred: Vec<u64> = pipe
+        .block_history()
+        .iter()
+        .filter(|b| (1..=3).contains(&b.number))
+        .map(|b| b.deferred)
+        .collect();
+    assert_eq!(deferred, vec![2, 1, 0]);
+    node.shutdown().await;
+}
