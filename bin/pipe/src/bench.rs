@@ -22,9 +22,72 @@ use pipe_storage::Store;
 use revm::{
     Context, ExecuteCommitEvm, MainBuilder, MainContext, context::TxEnv, database::CacheDB,
 };
-use serde_json::json;
+use serde_json::{Value, json};
+
+use crate::config::{BlockTime, InferenceMode, NodeConfig};
 
 const GWEI: u128 = 1_000_000_000;
+
+/// A quiet in-process node for a benchmark in `dir`: a free port, no banner, `mode`, `workers`
+/// in-process workers whose model runs take `latency` more, a block every `block_time`.
+pub(crate) fn node_config(
+    dir: &std::path::Path,
+    mode: InferenceMode,
+    workers: usize,
+    latency: std::time::Duration,
+    block_time: std::time::Duration,
+) -> NodeConfig {
+    let mut config = NodeConfig::dev(dir.to_path_buf());
+    config.http_port = 0;
+    config.print_banner = false;
+    config.inference_mode = mode;
+    config.workers = workers;
+    config.model_latency = latency;
+    config.block_time = BlockTime::Interval(block_time);
+    config
+}
+
+/// One JSON-RPC call; its `result`, or the node's error as an error.
+pub(crate) async fn rpc(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    params: Value,
+) -> anyhow::Result<Value> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let answer: Value = client.post(url).json(&body).send().await?.json().await?;
+    if let Some(e) = answer.get("error") {
+        anyhow::bail!("{method}: {e}");
+    }
+    Ok(answer["result"].clone())
+}
+
+/// A batch of calls of one method; the answers in order (errors as JSON values).
+pub(crate) async fn batch(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    params: impl IntoIterator<Item = Value>,
+) -> anyhow::Result<Vec<Value>> {
+    let body: Vec<Value> = params
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| json!({"jsonrpc": "2.0", "id": i, "method": method, "params": p}))
+        .collect();
+    if body.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut answers: Vec<Value> = client.post(url).json(&body).send().await?.json().await?;
+    answers.sort_by_key(|a| a["id"].as_u64().unwrap_or(u64::MAX));
+    Ok(answers)
+}
+
+/// A hex quantity as a number (0 when it is not one).
+pub(crate) fn quantity(v: &Value) -> u64 {
+    v.as_str()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or_default()
+}
 
 fn sign(key: &PrivateKeySigner, nonce: u64, to: TxKind, input: Bytes, gas: u64) -> StoredTx {
     let mut tx = TxEip1559 {

@@ -56,8 +56,8 @@ use rand_distr::{Distribution, Exp, LogNormal};
 use serde_json::{Value, json};
 
 use crate::{
-    bench::sign_raw,
-    config::{BlockTime, InferenceMode, NodeConfig},
+    bench::{batch, node_config, quantity, rpc, sign_raw},
+    config::InferenceMode,
     node::{RunningNode, launch},
     plots::{Chart, Series, line_chart},
     workers::LocalWorker,
@@ -141,6 +141,30 @@ struct Fate {
     ended: Option<String>,
 }
 
+impl Fate {
+    /// Seconds from submission to the block with the result, if it got one.
+    fn latency(&self) -> Option<f64> {
+        Some((self.included?.1 - self.submitted?).as_secs_f64())
+    }
+
+    /// Blocks between the one after the head at which the result was ready and the one that
+    /// included it.
+    fn blocks_after_ready(&self) -> Option<f64> {
+        let (block, _) = self.included?;
+        Some(block.saturating_sub(self.ready_head? + 1) as f64)
+    }
+}
+
+/// The transactions by tip, in ten deciles: the first is the lowest-paying tenth.
+fn deciles(fates: &[Fate]) -> Vec<Vec<&Fate>> {
+    let mut by_tip: Vec<&Fate> = fates.iter().collect();
+    by_tip.sort_by_key(|f| f.tip);
+    let n = by_tip.len();
+    (0..10)
+        .map(|d| by_tip[d * n / 10..(d + 1) * n / 10].to_vec())
+        .collect()
+}
+
 /// Blocks as the watcher saw them: number → when, and the transactions they carry.
 #[derive(Default)]
 struct Seen {
@@ -216,46 +240,6 @@ fn plan(models: &[ModelMeta], rate: f64, seconds: f64, rng: &mut StdRng) -> Vec<
     }
 }
 
-async fn rpc(
-    client: &reqwest::Client,
-    url: &str,
-    method: &str,
-    params: Value,
-) -> anyhow::Result<Value> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let answer: Value = client.post(url).json(&body).send().await?.json().await?;
-    if let Some(e) = answer.get("error") {
-        anyhow::bail!("{method}: {e}");
-    }
-    Ok(answer["result"].clone())
-}
-
-/// A batch of calls of one method; the answers in order (errors as JSON values).
-async fn batch(
-    client: &reqwest::Client,
-    url: &str,
-    method: &str,
-    params: impl IntoIterator<Item = Value>,
-) -> anyhow::Result<Vec<Value>> {
-    let body: Vec<Value> = params
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| json!({"jsonrpc": "2.0", "id": i, "method": method, "params": p}))
-        .collect();
-    if body.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut answers: Vec<Value> = client.post(url).json(&body).send().await?.json().await?;
-    answers.sort_by_key(|a| a["id"].as_u64().unwrap_or(u64::MAX));
-    Ok(answers)
-}
-
-fn quantity(v: &Value) -> u64 {
-    v.as_str()
-        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-        .unwrap_or_default()
-}
-
 /// Polls the node's blocks over JSON-RPC until `stop`, recording when each transaction was
 /// first seen in a block and the head number as it moves.
 async fn watch_blocks(
@@ -320,14 +304,8 @@ async fn start_node(
     target_units: u64,
 ) -> anyhow::Result<(RunningNode, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
-    let mut config = NodeConfig::dev(dir.path().to_path_buf());
-    config.http_port = 0;
-    config.print_banner = false;
+    let mut config = node_config(dir.path(), mode, cfg.workers, cfg.latency, cfg.block_time);
     config.dev_accounts = accounts;
-    config.inference_mode = mode;
-    config.workers = cfg.workers;
-    config.model_latency = cfg.latency;
-    config.block_time = BlockTime::Interval(cfg.block_time);
     config.tx_ttl_blocks = cfg.ttl_blocks;
     config.inference_pricing.target_units = target_units.max(1);
     let node = launch(config, Arc::new(SystemClock)).await?;
@@ -686,25 +664,13 @@ fn summarize(system: System, load_x: f64, capacity: f64, run: &Run) -> Value {
         .filter(|(_, at)| *at >= w0 && *at <= w1)
         .count();
     let goodput = results_in_window as f64 / window_s;
-    let latency = |f: &Fate| -> Option<f64> { Some((f.included?.1 - f.submitted?).as_secs_f64()) };
-    let waited = |f: &Fate| -> Option<f64> {
-        let (block, _) = f.included?;
-        Some(block.saturating_sub(f.ready_head? + 1) as f64)
-    };
-    let all_latency = sorted(fates.iter().filter_map(latency).collect());
-    // Deciles by tip: 1 is the lowest tenth, 10 the highest.
-    let mut by_tip: Vec<&Fate> = fates.iter().collect();
-    by_tip.sort_by_key(|f| f.tip);
-    let n = by_tip.len().max(1);
-    let deciles: Vec<Vec<&Fate>> = (0..10)
-        .map(|d| by_tip[d * n / 10..((d + 1) * n / 10).min(by_tip.len())].to_vec())
-        .collect();
-    let decile_rows: Vec<Value> = deciles
+    let all_latency = sorted(fates.iter().filter_map(Fate::latency).collect());
+    let decile_rows: Vec<Value> = deciles(fates)
         .iter()
         .enumerate()
         .map(|(d, fs)| {
-            let lat = sorted(fs.iter().filter_map(|f| latency(f)).collect());
-            let w = sorted(fs.iter().filter_map(|f| waited(f)).collect());
+            let lat = sorted(fs.iter().filter_map(|f| f.latency()).collect());
+            let w = sorted(fs.iter().filter_map(|f| f.blocks_after_ready()).collect());
             json!({
                 "decile": d + 1,
                 "transactions": fs.len(),
@@ -717,7 +683,7 @@ fn summarize(system: System, load_x: f64, capacity: f64, run: &Run) -> Value {
             })
         })
         .collect();
-    let waited_all = sorted(fates.iter().filter_map(waited).collect());
+    let waited_all = sorted(fates.iter().filter_map(Fate::blocks_after_ready).collect());
     let included = fates.iter().filter(|f| f.included.is_some()).count();
     let expired = fates
         .iter()
@@ -768,18 +734,10 @@ fn summarize(system: System, load_x: f64, capacity: f64, run: &Run) -> Value {
     })
 }
 
-/// Latency CDF points of one decile of one run.
-fn cdf(run: &Run, decile: usize) -> Vec<(f64, f64)> {
-    let mut by_tip: Vec<&Fate> = run.fates.iter().collect();
-    by_tip.sort_by_key(|f| f.tip);
-    let n = by_tip.len();
-    let fs = &by_tip[decile * n / 10..((decile + 1) * n / 10).min(n)];
-    let lat = sorted(
-        fs.iter()
-            .filter_map(|f| Some((f.included?.1 - f.submitted?).as_secs_f64()))
-            .collect(),
-    );
-    let total = fs.len().max(1) as f64;
+/// Latency CDF points of one decile: (seconds, fraction of the decile included by then).
+fn cdf(decile: &[&Fate]) -> Vec<(f64, f64)> {
+    let lat = sorted(decile.iter().filter_map(|f| f.latency()).collect());
+    let total = decile.len().max(1) as f64;
     lat.iter()
         .enumerate()
         .map(|(i, l)| (*l, (i + 1) as f64 / total))
@@ -809,7 +767,7 @@ pub async fn run(cfg: CongestionBench) -> anyhow::Result<Value> {
             runs.push((system, x, r));
         }
     }
-    charts(&cfg, &runs, capacity)?;
+    charts(&cfg, &runs, &points)?;
     let out = json!({
         "config": {
             "loads_x_capacity": cfg.loads,
@@ -834,7 +792,12 @@ pub async fn run(cfg: CongestionBench) -> anyhow::Result<Value> {
     Ok(out)
 }
 
-fn charts(cfg: &CongestionBench, runs: &[(System, f64, Run)], capacity: f64) -> anyhow::Result<()> {
+/// The charts of `runs`, whose summaries are `points` (in the same order).
+fn charts(
+    cfg: &CongestionBench,
+    runs: &[(System, f64, Run)],
+    points: &[Value],
+) -> anyhow::Result<()> {
     let goodput: Vec<Series> = cfg
         .systems
         .iter()
@@ -842,11 +805,9 @@ fn charts(cfg: &CongestionBench, runs: &[(System, f64, Run)], capacity: f64) -> 
             label: s.name().into(),
             points: runs
                 .iter()
-                .filter(|(sys, _, _)| sys == s)
-                .map(|(_, x, r)| {
-                    let v = summarize(*s, *x, capacity, r);
-                    (*x, v["goodput_over_capacity"].as_f64().unwrap_or(0.0))
-                })
+                .zip(points)
+                .filter(|((sys, _, _), _)| sys == s)
+                .map(|((_, x, _), v)| (*x, v["goodput_over_capacity"].as_f64().unwrap_or(0.0)))
                 .collect(),
         })
         .collect();
@@ -869,10 +830,12 @@ fn charts(cfg: &CongestionBench, runs: &[(System, f64, Run)], capacity: f64) -> 
         return Ok(());
     };
     for (system, x, r) in runs.iter().filter(|(_, x, _)| *x == focus) {
-        let series: Vec<Series> = (0..10)
-            .map(|d| Series {
+        let series: Vec<Series> = deciles(&r.fates)
+            .iter()
+            .enumerate()
+            .map(|(d, fates)| Series {
                 label: format!("fee decile {}", d + 1),
-                points: cdf(r, d),
+                points: cdf(fates),
             })
             .collect();
         let title = format!(

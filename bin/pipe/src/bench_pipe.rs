@@ -35,7 +35,7 @@ use pipe_primitives::{SystemClock, status::Lifecycle};
 use serde_json::{Value, json};
 
 use crate::{
-    config::{BlockTime, InferenceMode, NodeConfig},
+    config::InferenceMode,
     models::NodeModels,
     node::{RunningNode, launch},
     workers::LocalWorker,
@@ -73,14 +73,8 @@ async fn start(
     block_time: Duration,
 ) -> anyhow::Result<Bench> {
     let dir = tempfile::tempdir()?;
-    let mut config = NodeConfig::dev(dir.path().to_path_buf());
-    config.http_port = 0;
-    config.print_banner = false;
+    let mut config = crate::bench::node_config(dir.path(), mode, workers, latency, block_time);
     config.dev_accounts = SENDERS;
-    config.inference_mode = mode;
-    config.workers = workers;
-    config.model_latency = latency;
-    config.block_time = BlockTime::Interval(block_time);
     let node = launch(config, Arc::new(SystemClock)).await?;
     let cid = pipe_rpc::ModelRegistry::list(node.models.as_ref())
         .into_iter()
@@ -142,19 +136,15 @@ impl Bench {
     async fn send(&self, txs: &[(String, Bytes)]) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         for chunk in txs.chunks(100) {
-            let body: Vec<Value> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, (_, raw))| json!({"jsonrpc":"2.0","id":i,"method":"eth_sendRawTransaction","params":[raw]}))
-                .collect();
-            let answers: Value = client
-                .post(self.node.rpc_url())
-                .json(&body)
-                .send()
-                .await?
-                .json()
-                .await?;
-            for a in answers.as_array().context("batch answer")? {
+            let params = chunk.iter().map(|(_, raw)| json!([raw]));
+            let answers = crate::bench::batch(
+                &client,
+                &self.node.rpc_url(),
+                "eth_sendRawTransaction",
+                params,
+            )
+            .await?;
+            for a in answers {
                 anyhow::ensure!(a.get("error").is_none(), "send failed: {a}");
             }
         }

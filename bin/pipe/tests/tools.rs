@@ -131,9 +131,9 @@ async fn same_session_as_anvil_field_by_field() {
 /// The worker registry's runtime code in the dev genesis is what `contracts/src/WorkerRegistry.sol`
 /// compiles to (regenerate `crates/executor/src/worker_registry.hex` from
 /// `contracts/out/WorkerRegistry.json` when the contract changes).
-#[test]
-fn the_genesis_worker_registry_is_the_compiled_contract() {
-    // Its own output directory: other tests rewrite contracts/out concurrently.
+/// The solc artifact of contract `name`, compiled afresh into a directory of its own (other
+/// tests rewrite contracts/out concurrently).
+fn compiled_artifact(name: &str) -> serde_json::Value {
     let out = tempfile::tempdir().unwrap();
     let root = common::repo_root();
     let status = Command::new("node")
@@ -143,10 +143,13 @@ fn the_genesis_worker_registry_is_the_compiled_contract() {
         .status()
         .expect("node runs");
     assert!(status.success(), "contracts compile");
-    let artifact: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("WorkerRegistry.json")).unwrap(),
-    )
-    .unwrap();
+    serde_json::from_str(&std::fs::read_to_string(out.path().join(format!("{name}.json"))).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn the_genesis_worker_registry_is_the_compiled_contract() {
+    let artifact = compiled_artifact("WorkerRegistry");
     let compiled: alloy_primitives::Bytes = artifact["deployedBytecode"]
         .as_str()
         .unwrap()
@@ -161,20 +164,7 @@ fn the_genesis_worker_registry_is_the_compiled_contract() {
 /// comments count too, as solc appends a hash of the source metadata).
 #[test]
 fn the_benchmark_oracle_is_the_compiled_contract() {
-    // Its own output directory: other tests rewrite contracts/out concurrently.
-    let out = tempfile::tempdir().unwrap();
-    let root = common::repo_root();
-    let status = Command::new("node")
-        .arg(root.join("tools/js/compile.js"))
-        .arg(root.join("contracts"))
-        .arg(out.path())
-        .status()
-        .expect("node runs");
-    assert!(status.success(), "contracts compile");
-    let artifact: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("InferenceOracle.json")).unwrap(),
-    )
-    .unwrap();
+    let artifact = compiled_artifact("InferenceOracle");
     let compiled: alloy_primitives::Bytes = artifact["bytecode"].as_str().unwrap().parse().unwrap();
     let embedded =
         alloy_primitives::hex::decode(include_str!("../src/inference_oracle.hex").trim()).unwrap();

@@ -118,12 +118,12 @@ fn expect_eq<T: PartialEq + std::fmt::Debug>(
     })
 }
 
-/// The attributes `block` claims, checked against its parent.
+/// The attributes `block` claims, checked against its parent, and its pipe header fields.
 fn attributes(
     executor: &Executor,
     parent: &SealedBlock,
     block: &SealedBlock,
-) -> Result<BlockAttributes, ReplayError> {
+) -> Result<(BlockAttributes, InferenceFields), ReplayError> {
     let h = &block.header;
     let n = h.number;
     let expected = executor.next_attributes(parent, h.timestamp * 1000, h.beneficiary);
@@ -145,7 +145,7 @@ fn attributes(
         claimed.gas_price,
         expected.inference_gas_price,
     )?;
-    Ok(expected)
+    Ok((expected, claimed))
 }
 
 /// Re-executes `block` on `view` (the state after `parent`). Returns the executed block for
@@ -159,8 +159,7 @@ pub fn replay_block(
     models: Arc<dyn InferenceProvider>,
 ) -> Result<ExecutedBlock, ReplayError> {
     let number = block.number();
-    let attrs = attributes(executor, parent, block)?;
-    let claimed = InferenceFields::decode(&block.header.extra_data).unwrap_or_default();
+    let (attrs, claimed) = attributes(executor, parent, block)?;
     let commitment = block.sidecar.commitment();
     if claimed.results_root != commitment {
         return Err(ReplayError::SidecarRoot {

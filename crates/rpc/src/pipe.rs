@@ -244,21 +244,22 @@ impl PipeApiServer for PipeRpc {
 
     fn inference_gas_price(&self) -> RpcResult<InferencePrice> {
         let internal = |e: pipe_storage::StoreError| RpcError::Internal(e.to_string());
+        // The header alone: the block's transactions are not needed.
         let head = self
             .store
             .head()
             .map_err(internal)?
-            .and_then(|n| self.store.block(n).transpose())
+            .and_then(|n| self.store.header(n).transpose())
             .transpose()
             .map_err(internal)?
             .ok_or(RpcError::UnknownBlock)?;
-        let fields = InferenceFields::decode(&head.header.extra_data).ok();
+        let fields = InferenceFields::decode(&head.extra_data).ok();
         let pricing = self.executor.config().inference_pricing;
         Ok(InferencePrice {
-            block: U64::from(head.number()),
+            block: U64::from(head.number),
             price: U64::from(fields.map_or(pricing.initial_price, |f| f.gas_price)),
             units: U64::from(fields.map_or(0, |f| f.units)),
-            next_price: U64::from(self.executor.next_inference_gas_price(&head.header)),
+            next_price: U64::from(self.executor.next_inference_gas_price(&head)),
             target_units: U64::from(pricing.target_units),
             max_change_denominator: U64::from(pricing.max_change_denominator),
         })
