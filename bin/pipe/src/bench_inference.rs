@@ -2,12 +2,16 @@
 //! operators) against onnxruntime on the fixture models, and the precompile's own overhead.
 //!
 //! For each model in `fixtures/models/reference.json`, its first batch-1 case is run
-//! `--iterations` times after a warm-up, each run timed alone; the median is reported. The
-//! onnxruntime side is `tools/py/bench_onnxruntime.py` (one intra-op thread, sequential), run in
-//! the same invocation so both see the same machine state. Its numbers include the cost of a
-//! Python `sess.run` call, measured separately on an Identity model (`identity_baseline`); the
-//! output gives the ratio against the raw time and against the time minus that baseline (what
-//! a C or Rust caller of onnxruntime would see, approximately).
+//! `--iterations` times after a warm-up, each run timed alone; the median is reported. Two
+//! onnxruntime baselines run in the same invocation, so all see the same machine state, each
+//! with one intra-op thread and sequential execution:
+//! - **in process** (the goal's baseline): onnxruntime's C API from this process
+//!   ([`crate::onnxruntime`]), timed two ways: `run` on inputs made once (onnxruntime's best
+//!   case, the headline ratio) and `call` (make the inputs from our tensors, run, copy the
+//!   outputs out: the same work `Model::run` does). Its outputs are checked against tract's
+//!   before anything is timed, so both run the same computation.
+//! - **from Python**: `tools/py/bench_onnxruntime.py`, which includes the cost of a Python
+//!   `sess.run` call (measured on an Identity model, `identity_baseline`).
 //!
 //! The precompile overhead is decode (ABI, validation, Number → f32) plus encode (f32 →
 //! Number, ABI, event) of one call with that model's inputs and outputs, without the model.
@@ -23,6 +27,8 @@ use pipe_executor::inference::{
 use pipe_inference::{Model, UploadOptions, describe};
 use pipe_primitives::inference::{Tensor, TensorData};
 use serde_json::{Value, json};
+
+use crate::onnxruntime::{Onnxruntime, library_of};
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -139,15 +145,62 @@ fn request(cid: String, tensors: &[Tensor]) -> ModelInferenceRequest {
     }
 }
 
+/// Largest difference between onnxruntime's numeric outputs and tract's of the same name,
+/// relative to the value's size (`|a − b| / (1 + |b|)`), and how many outputs were compared.
+fn output_difference(
+    ort: &[crate::onnxruntime::Output],
+    tract: &[Tensor],
+) -> anyhow::Result<(f64, usize)> {
+    let mut worst = 0f64;
+    let mut compared = 0;
+    for o in ort {
+        let Some(t) = tract.iter().find(|t| t.name == o.name) else {
+            continue;
+        };
+        let values: Vec<f64> = match &t.data {
+            TensorData::Float32(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::Int64(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::String(_) => continue,
+        };
+        anyhow::ensure!(
+            values.len() == o.values.len(),
+            "output `{}`: onnxruntime gives {} values, tract {}",
+            o.name,
+            o.values.len(),
+            values.len()
+        );
+        for (a, b) in o.values.iter().zip(&values) {
+            worst = worst.max((a - b).abs() / (1.0 + b.abs()));
+        }
+        compared += 1;
+    }
+    anyhow::ensure!(compared > 0, "no output to compare");
+    Ok((worst, compared))
+}
+
+/// Where onnxruntime comes from: its C library (`onnxruntime_lib`, or found from `python`'s
+/// onnxruntime package) and the Python benchmark (`python`).
+pub struct Baselines<'a> {
+    pub python: Option<&'a Path>,
+    pub onnxruntime_lib: Option<&'a Path>,
+}
+
 pub fn run(
     dir: &Path,
     iterations: usize,
     warmup: usize,
-    python: Option<&Path>,
+    baselines: Baselines<'_>,
 ) -> anyhow::Result<Value> {
+    let python = baselines.python;
     let reference: serde_json::Map<String, Value> = serde_json::from_str(
         &std::fs::read_to_string(dir.join("reference.json")).context("reading reference.json")?,
     )?;
+    let library = match (baselines.onnxruntime_lib, python) {
+        (Some(lib), _) => Some(lib.to_path_buf()),
+        (None, Some(python)) => Some(library_of(python)?),
+        (None, None) => None,
+    };
+    let onnxruntime = library.as_deref().map(Onnxruntime::load).transpose()?;
     let ort: Option<Value> = match python {
         Some(python) => {
             let script = dir.join("../../tools/py/bench_onnxruntime.py");
@@ -178,6 +231,8 @@ pub fn run(
     let mut models = serde_json::Map::new();
     let mut raw_ratios = Vec::new();
     let mut adjusted_ratios = Vec::new();
+    let mut in_process_ratios = Vec::new();
+    let mut like_for_like_ratios = Vec::new();
     for (name, spec) in &reference {
         let bytes = std::fs::read(dir.join(spec["file"].as_str().unwrap()))?;
         let (model, meta): (Model, _) = describe(&bytes, &UploadOptions::default())?;
@@ -209,6 +264,32 @@ pub fn run(
             "precompile_overhead_us": overhead,
             "calldata_bytes": data.len(),
         });
+        if let Some(ort) = &onnxruntime {
+            let mut session = ort.session(&bytes)?;
+            let (difference, compared) = output_difference(&session.call(&tensors)?, &outputs)
+                .with_context(|| format!("{name}: onnxruntime and tract disagree"))?;
+            anyhow::ensure!(
+                difference <= 1e-4,
+                "{name}: onnxruntime's outputs differ from tract's by {difference:e}"
+            );
+            let feeds = session.feeds(&tensors)?;
+            let feeds: Vec<_> = feeds.iter().map(Into::into).collect();
+            let (run_median, run_p90) = time(iterations, warmup, || {
+                session.run(&feeds).expect("onnxruntime runs");
+            });
+            let (call_median, _) = time(iterations, warmup, || {
+                std::hint::black_box(session.call(&tensors).expect("onnxruntime runs"));
+            });
+            entry["onnxruntime_in_process_run_median_us"] = json!(run_median);
+            entry["onnxruntime_in_process_run_p90_us"] = json!(run_p90);
+            entry["onnxruntime_in_process_call_median_us"] = json!(call_median);
+            entry["ratio_vs_onnxruntime_in_process"] = json!(tract_median / run_median);
+            entry["ratio_vs_onnxruntime_in_process_call"] = json!(tract_median / call_median);
+            entry["outputs_compared"] = json!(compared);
+            entry["max_relative_output_difference"] = json!(difference);
+            in_process_ratios.push(tract_median / run_median);
+            like_for_like_ratios.push(tract_median / call_median);
+        }
         if let Some(o) = ort
             .as_ref()
             .and_then(|o| o["models"][name]["median_us"].as_f64())
@@ -224,6 +305,15 @@ pub fn run(
         models.insert(name.clone(), entry);
     }
     let mut out = json!({ "iterations": iterations, "warmup": warmup, "models": models });
+    if let Some(ort) = &onnxruntime {
+        out["onnxruntime_in_process_build"] = json!(ort.version);
+        out["onnxruntime_library"] = json!(library);
+        let worst = in_process_ratios.iter().copied().fold(0f64, f64::max);
+        out["median_ratio_vs_onnxruntime_in_process"] = json!(percentile(in_process_ratios, 0.5));
+        out["worst_ratio_vs_onnxruntime_in_process"] = json!(worst);
+        out["median_ratio_vs_onnxruntime_in_process_call"] =
+            json!(percentile(like_for_like_ratios, 0.5));
+    }
     if let Some(o) = ort {
         out["onnxruntime_version"] = o["onnxruntime_version"].clone();
         out["onnxruntime_identity_baseline_us"] = json!(baseline);

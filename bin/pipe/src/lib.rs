@@ -13,6 +13,7 @@ pub mod follow;
 pub mod metrics_server;
 pub mod models;
 pub mod node;
+pub mod onnxruntime;
 pub mod plots;
 pub mod replay;
 pub mod worker_server;

@@ -82,9 +82,14 @@ enum BenchCommand {
         iterations: usize,
         #[arg(long, default_value_t = 200)]
         warmup: usize,
-        /// Python with onnxruntime (scripts/fixtures.sh makes tools/py/.venv/bin/python).
+        /// Python with onnxruntime (scripts/fixtures.sh makes tools/py/.venv/bin/python): the
+        /// Python baseline, and where the in-process baseline's library is found.
         #[arg(long)]
         python: Option<PathBuf>,
+        /// onnxruntime's C library for the in-process baseline (default: the one in
+        /// `--python`'s onnxruntime package).
+        #[arg(long)]
+        onnxruntime_lib: Option<PathBuf>,
     },
     /// PIPE: build time with ready inference transactions (slow vs zero-cost model),
     /// throughput vs the workers' standalone capacity, PIPE vs inline on the same load.
@@ -469,9 +474,14 @@ async fn main() -> anyhow::Result<()> {
             iterations,
             warmup,
             python,
+            onnxruntime_lib,
         }) => {
             let out = tokio::task::spawn_blocking(move || {
-                pipe_node::bench_inference::run(&dir, iterations, warmup, python.as_deref())
+                let baselines = pipe_node::bench_inference::Baselines {
+                    python: python.as_deref(),
+                    onnxruntime_lib: onnxruntime_lib.as_deref(),
+                };
+                pipe_node::bench_inference::run(&dir, iterations, warmup, baselines)
             })
             .await??;
             println!("{}", serde_json::to_string_pretty(&out)?);
