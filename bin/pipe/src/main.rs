@@ -8,6 +8,12 @@ use pipe_node::config::{BlockTime, FileConfig, InferenceMode, NodeConfig};
 use pipe_primitives::SystemClock;
 use tracing_subscriber::EnvFilter;
 
+/// revm allocates per transaction (its state map, journal, memory) and the block assembler per
+/// receipt; mimalloc made block execution of plain transfers about 10% faster than glibc's
+/// allocator (`pipe bench exec`), for bare revm and the node's executor alike.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pipe",

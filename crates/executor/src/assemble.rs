@@ -66,7 +66,9 @@ pub(crate) struct Assembled {
 }
 
 /// Leaves handed over at once: one wake-up of the assembler per batch, not per transaction.
-const BATCH: usize = 64;
+/// Small, because the last batch is hashed after the last transaction, while the builder
+/// waits (64 left about 0.1 ms of plain transfers' hashing at the end of every block).
+const BATCH: usize = 16;
 
 type Batch = Vec<(StoredTx, ReceiptEnvelope)>;
 
@@ -86,9 +88,14 @@ impl AssemblerThread {
         std::thread::Builder::new()
             .name("pipe-assemble".into())
             .spawn(move || {
+                // Blocks tend to be alike: size the next one's vectors like the last, so they
+                // are not regrown (and copied) as a large block's transactions arrive.
+                let mut last_len = 0;
                 for (batches, result) in rx {
+                    let assembled = assemble(batches, last_len);
+                    last_len = assembled.transactions.len();
                     // The block may have been abandoned; then nobody waits for the result.
-                    let _ = result.send(assemble(batches));
+                    let _ = result.send(assembled);
                 }
             })
             .expect("spawning the block assembler thread");
@@ -198,12 +205,12 @@ impl OrderedTrie {
     }
 }
 
-fn assemble(rx: mpsc::Receiver<Batch>) -> Assembled {
+fn assemble(rx: mpsc::Receiver<Batch>, capacity: usize) -> Assembled {
     let mut tx_trie = OrderedTrie::new();
     let mut receipt_trie = OrderedTrie::new();
     let mut logs_bloom = Bloom::ZERO;
-    let mut transactions = Vec::new();
-    let mut receipts = Vec::new();
+    let mut transactions = Vec::with_capacity(capacity);
+    let mut receipts = Vec::with_capacity(capacity);
     // One encoding buffer for every leaf: the trie copies what it keeps.
     let mut buf = Vec::with_capacity(512);
     for (tx, mut receipt) in rx.into_iter().flatten() {
