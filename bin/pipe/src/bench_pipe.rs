@@ -6,7 +6,8 @@
 //!
 //! 1. **Build time with N ready inference transactions.** A PIPE node whose sealer never fires
 //!    on its own gets N transactions; once all are ready, the benchmark calls the producer and
-//!    times the build. The same is done on a node whose models cost nothing (latency 0).
+//!    times the build. The same is done on a node whose models cost nothing (latency 0); the
+//!    two nodes take turns, round by round.
 //!    Ratio: slow-model build ÷ zero-cost build (goal ≤ 1.10: the builder never runs models).
 //! 2. **Throughput at saturation.** The workers alone (no chain) run M requests: their
 //!    standalone capacity. A PIPE node with the same workers gets M transactions at once:
@@ -210,22 +211,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Timed builds of `ready` ready transactions on a node whose models take `latency`.
-async fn ready_builds(cfg: &PipeBench, latency: Duration) -> anyhow::Result<Vec<f64>> {
-    // The sealer's first slot is an hour away: only the benchmark builds.
-    let mut b = start(
+/// A PIPE node that only the benchmark builds on: its sealer's first slot is an hour away.
+async fn builder_node(cfg: &PipeBench, latency: Duration) -> anyhow::Result<Bench> {
+    start(
         InferenceMode::Pipe,
         latency,
         cfg.workers,
         Duration::from_secs(3600),
     )
-    .await?;
-    let mut times = Vec::new();
-    for round in 0..=cfg.rounds {
-        let txs = b.load(cfg.ready, 1_000_000 * (round as i128 + 1));
-        b.send(&txs).await?;
-        b.ready(&txs).await?;
-        let producer = b.node.producer.clone();
+    .await
+}
+
+impl Bench {
+    /// Sends `ready` transactions, waits until all are ready, then times one build of them
+    /// (execution, sealing and the commit to redb): milliseconds.
+    async fn timed_build(&mut self, ready: usize, salt: i128) -> anyhow::Result<f64> {
+        let txs = self.load(ready, salt);
+        self.send(&txs).await?;
+        self.ready(&txs).await?;
+        let producer = self.node.producer.clone();
         let (elapsed, included) = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             let out = producer.produce(u64::MAX);
@@ -234,18 +238,35 @@ async fn ready_builds(cfg: &PipeBench, latency: Duration) -> anyhow::Result<Vec<
         .await?;
         let pipe_builder::BuildOutcome::Sealed { block, .. } = included?;
         anyhow::ensure!(
-            block.transactions.len() == cfg.ready,
-            "built {} of {} ready transactions",
+            block.transactions.len() == ready,
+            "built {} of {ready} ready transactions",
             block.transactions.len(),
-            cfg.ready
         );
+        Ok(elapsed.as_secs_f64() * 1000.0)
+    }
+}
+
+/// Timed builds of `ready` ready transactions on two nodes, one whose models take `latency`
+/// and one whose models cost nothing: (slow-model times, zero-cost times). The two nodes take
+/// turns, round by round, so a noisy stretch of the machine (or of its disk, as every build
+/// commits) falls on both alike.
+async fn ready_builds(cfg: &PipeBench) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let mut slow = builder_node(cfg, cfg.latency).await?;
+    let mut free = builder_node(cfg, Duration::ZERO).await?;
+    let (mut slow_ms, mut free_ms) = (Vec::new(), Vec::new());
+    for round in 0..=cfg.rounds {
+        let salt = 1_000_000 * (round as i128 + 1);
+        let s = slow.timed_build(cfg.ready, salt).await?;
+        let f = free.timed_build(cfg.ready, salt).await?;
         // Round 0 warms caches and is not counted.
         if round > 0 {
-            times.push(elapsed.as_secs_f64() * 1000.0);
+            slow_ms.push(s);
+            free_ms.push(f);
         }
     }
-    b.node.shutdown().await;
-    Ok(times)
+    slow.node.shutdown().await;
+    free.node.shutdown().await;
+    Ok((slow_ms, free_ms))
 }
 
 /// The workers alone: `count` distinct requests through a pool of `workers` in-process
@@ -326,8 +347,7 @@ async fn throughput(cfg: &PipeBench, mode: InferenceMode) -> anyhow::Result<Valu
 }
 
 pub async fn run(cfg: PipeBench) -> anyhow::Result<Value> {
-    let slow = ready_builds(&cfg, cfg.latency).await?;
-    let free = ready_builds(&cfg, Duration::ZERO).await?;
+    let (slow, free) = ready_builds(&cfg).await?;
     let (slow_ms, free_ms) = (median(slow.clone()), median(free.clone()));
     let capacity = standalone(cfg.workers, cfg.latency, cfg.txs).await?;
     let pipe = throughput(&cfg, InferenceMode::Pipe).await?;
