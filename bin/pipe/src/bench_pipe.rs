@@ -7,7 +7,10 @@
 //! 1. **Build time with N ready inference transactions.** A PIPE node whose sealer never fires
 //!    on its own gets N transactions; once all are ready, the benchmark calls the producer and
 //!    times the build. The same is done on a node whose models cost nothing (latency 0); the
-//!    two nodes take turns, round by round.
+//!    two nodes take turns, round by round, and each builds after the same pause once its
+//!    transactions are ready. Without the pause the slow-model node built after seconds of a
+//!    near-idle machine and the other right after its burst of work (one run: ratio 2.6); made
+//!    to wait as long, the zero-cost node's median build went from 15 to 27 ms.
 //!    Ratio: slow-model build ÷ zero-cost build (goal ≤ 1.10: the builder never runs models).
 //! 2. **Throughput at saturation.** The workers alone (no chain) run M requests: their
 //!    standalone capacity. A PIPE node with the same workers gets M transactions at once:
@@ -44,6 +47,8 @@ use crate::{
 
 const GWEI: u128 = 1_000_000_000;
 const SENDERS: u32 = 50;
+/// Pause between the last transaction becoming ready and a timed build.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -229,6 +234,9 @@ impl Bench {
         let txs = self.load(ready, salt);
         self.send(&txs).await?;
         self.ready(&txs).await?;
+        // Both nodes build after the same pause, so neither builds on a machine that just
+        // went quiet while the other builds on one still busy with the load it was sent.
+        tokio::time::sleep(SETTLE).await;
         let producer = self.node.producer.clone();
         let (elapsed, included) = tokio::task::spawn_blocking(move || {
             let t = Instant::now();

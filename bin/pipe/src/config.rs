@@ -20,7 +20,7 @@ pub struct NodeConfig {
     pub dev_accounts: u32,
     /// Balance of each dev account, in ether.
     pub dev_balance_eth: u64,
-    /// Print the accounts banner on start.
+    /// Print the banner on start: dev accounts, example models, chain id and address.
     pub print_banner: bool,
     /// How long `eth_call` / `eth_estimateGas` wait for one inference.
     pub inference_timeout: Duration,

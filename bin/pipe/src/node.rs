@@ -74,6 +74,19 @@ impl RunningNode {
         if let Some(p) = self.persister.take() {
             let _ = tokio::task::spawn_blocking(move || p.join()).await;
         }
+        // The data directory is free once this returns (a restart in the same process, or a
+        // tool opening the store, would find it locked otherwise): work already handed to
+        // blocking threads (a model run, an RPC read, a discovery pass) may still hold the
+        // store for a moment after the tasks that started it have ended.
+        let store = self.store.clone();
+        drop(self);
+        for _ in 0..1000 {
+            if Arc::strong_count(&store) == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        warn!(target: "pipe::node", "shut down with the store still in use after 10 s");
     }
 
     /// Resolves when a stop was requested from outside (Ctrl-C handled by `main`).
@@ -357,8 +370,11 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     if config.print_banner && !examples.is_empty() {
         println!("{}", dev::models_banner(&examples));
     }
-    println!("Chain ID: {}", chain.chain_id);
-    println!("Listening on {rpc_addr}");
+    // In-process nodes (tests, benchmarks whose stdout is their JSON) print nothing.
+    if config.print_banner {
+        println!("Chain ID: {}", chain.chain_id);
+        println!("Listening on {rpc_addr}");
+    }
     info!(
         target: "pipe::node",
         %rpc_addr,

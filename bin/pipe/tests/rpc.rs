@@ -223,3 +223,60 @@ async fn restart_continues_the_chain() {
     );
     node.shutdown().await;
 }
+
+/// `eth_subscribe("newHeads")` over WebSocket, through alloy's pubsub provider: every sealed
+/// block arrives once, in order, with the header `eth_getBlockByNumber` serves (its hash
+/// recomputed from the fields, so the pushed header is the real one); other kinds are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_subscribers_get_every_new_head() {
+    use alloy_provider::WsConnect;
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let ws_url = node.rpc_url().replacen("http://", "ws://", 1);
+    let ws = ProviderBuilder::new()
+        .connect_ws(WsConnect::new(ws_url.clone()))
+        .await
+        .unwrap();
+    let mut heads = ws.subscribe_blocks().await.unwrap().into_stream();
+
+    let signer: PrivateKeySigner = common::DEV_KEY_0.parse().unwrap();
+    let provider = wallet_provider(&node.rpc_url(), signer);
+    let start = provider.get_block_number().await.unwrap();
+    for i in 1..=3u64 {
+        // On-demand sealing: each transfer is its own block.
+        let receipt = mined(
+            &provider,
+            TransactionRequest::default()
+                .with_to(Address::repeat_byte(0x77))
+                .with_value(U256::from(i)),
+        )
+        .await;
+        let pushed = tokio::time::timeout(std::time::Duration::from_secs(30), heads.next())
+            .await
+            .expect("a head within 30 s")
+            .expect("the subscription stays open");
+        assert_eq!(pushed.number, start + i);
+        assert_eq!(Some(pushed.number), receipt.block_number);
+        assert_eq!(Some(pushed.hash), receipt.block_hash);
+        assert_eq!(pushed.inner.hash_slow(), pushed.hash);
+        let served = provider
+            .get_block_by_number(BlockNumberOrTag::Number(pushed.number))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(served.header, pushed);
+    }
+
+    // The same socket answers ordinary calls, and refuses subscriptions it does not serve.
+    assert_eq!(ws.get_block_number().await.unwrap(), start + 3);
+    let refused = ws
+        .client()
+        .request::<_, String>("eth_subscribe", ("newPendingTransactions",))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("unsupported subscription"), "{refused}");
+    node.shutdown().await;
+}
