@@ -271,8 +271,12 @@ fn hostile_files_are_rejected() {
     for (file, reason) in [
         // A graph output no node produces.
         ("fuzz-unproduced-output.onnx", "not produced"),
-        // A LinearClassifier without intercepts: tract asserts at run time on a symbolic batch.
-        ("fuzz-linear-no-intercepts.onnx", "trial run"),
+        // A LinearClassifier without intercepts: tract asserted at run time on a symbolic batch;
+        // onnxruntime refuses it, and so does our operator.
+        (
+            "fuzz-linear-no-intercepts.onnx",
+            "intercepts must not be empty",
+        ),
         // Raw initializer bytes of an element type tract cannot read.
         ("fuzz-raw-data-type.onnx", "raw data of element type"),
         // A MaxPool with two pads for two spatial axes (tract indexes them).
