@@ -236,7 +236,7 @@ async fn websocket_subscribers_get_every_new_head() {
     let node = common::dev_node(dir.path()).await;
     let ws_url = node.rpc_url().replacen("http://", "ws://", 1);
     let ws = ProviderBuilder::new()
-        .connect_ws(WsConnect::new(ws_url.clone()))
+        .connect_ws(WsConnect::new(ws_url))
         .await
         .unwrap();
     let mut heads = ws.subscribe_blocks().await.unwrap().into_stream();

@@ -82,7 +82,8 @@ impl Weights {
             self.outputs()
         );
         let mut out = Array2::<f32>::zeros((rows, self.outputs()));
-        for (r, row) in x.chunks_exact(width.max(1)).take(rows).enumerate() {
+        // `width` is `features`, at least 1: `new` refused empty coefficients.
+        for (r, row) in x.chunks_exact(width).enumerate() {
             for (o, w) in self.coefficients.chunks_exact(self.features).enumerate() {
                 let dot = row.iter().zip(w).fold(0f32, |acc, (a, b)| acc + a * b);
                 out[[r, o]] = dot + self.intercepts[o];
@@ -141,14 +142,7 @@ impl Expansion for LinearRegressor {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.clone(), inputs)
-    }
+    wire_itself!();
 }
 
 // Floats make PartialEq partial; tract only compares ops to dedup them.
@@ -189,7 +183,7 @@ pub struct LinearClassifier {
     weights: Weights,
     labels: ClassLabels,
     post: PostTransform,
-    /// Two labels scored by one coefficient row: scores `[−s, s]`.
+    /// Two labels scored by one coefficient row: scores `[1 − t, t]` (module docs).
     binary: bool,
 }
 
@@ -294,14 +288,7 @@ impl Expansion for LinearClassifier {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.clone(), inputs)
-    }
+    wire_itself!();
 }
 
 // Floats make PartialEq partial; tract only compares ops to dedup them.

@@ -18,6 +18,21 @@
 //! Every operator validates its attributes when the model loads (lengths, indices, ranges), so
 //! a hostile model file fails at upload with a message instead of misbehaving at inference.
 
+/// `Expansion::wire` for an operator that evaluates itself: it goes into the typed model as
+/// it is, instead of expanding into tract's core operators.
+macro_rules! wire_itself {
+    () => {
+        fn wire(
+            &self,
+            prefix: &str,
+            model: &mut TypedModel,
+            inputs: &[OutletId],
+        ) -> TractResult<TVec<OutletId>> {
+            model.wire_node(prefix, self.clone(), inputs)
+        }
+    };
+}
+
 pub mod array_feature_extractor;
 pub mod imputer;
 pub mod label_encoder;

@@ -81,14 +81,7 @@ impl Expansion for Normalizer {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.clone(), inputs)
-    }
+    wire_itself!();
 }
 
 impl Op for Normalizer {

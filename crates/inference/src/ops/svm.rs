@@ -185,14 +185,7 @@ impl Expansion for SvmRegressor {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.clone(), inputs)
-    }
+    wire_itself!();
 }
 
 // Floats make PartialEq partial; tract only compares ops to dedup them.
@@ -389,14 +382,7 @@ impl Expansion for SvmClassifier {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.clone(), inputs)
-    }
+    wire_itself!();
 }
 
 // Floats make PartialEq partial; tract only compares ops to dedup them.
