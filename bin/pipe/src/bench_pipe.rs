@@ -4,14 +4,15 @@
 //! for a heavy model; every transaction calls the precompile directly with its own input, so
 //! every request is distinct work.
 //!
-//! 1. **Build time with N ready inference transactions.** A PIPE node whose sealer never fires
-//!    on its own gets N transactions; once all are ready, the benchmark calls the producer and
-//!    times the build. The same is done on a node whose models cost nothing (latency 0); the
-//!    two nodes take turns, round by round, and each builds after the same pause once its
-//!    transactions are ready. Without the pause the slow-model node built after seconds of a
-//!    near-idle machine and the other right after its burst of work (one run: ratio 2.6); made
-//!    to wait as long, the zero-cost node's median build went from 15 to 27 ms.
-//!    Ratio: slow-model build ÷ zero-cost build (goal ≤ 1.10: the builder never runs models).
+//! 1. **Build time with N ready inference transactions.** Two PIPE nodes whose sealers never
+//!    fire on their own, one whose models take `latency` and one whose models cost nothing,
+//!    get the same N transactions at the same moment; once both have all N ready, and after
+//!    the same pause, the benchmark calls each producer and times the build (its execution
+//!    and commit phases too). Ratio: slow-model build ÷ zero-cost build (goal ≤ 1.10: the
+//!    builder never runs models). Built one node at a time instead, the slow-model node built
+//!    after seconds of a near-idle machine and the other right after its burst of work (one
+//!    run: ratio 2.6); made to wait as long, the zero-cost node's median build went from 15
+//!    to 27 ms.
 //! 2. **Throughput at saturation.** The workers alone (no chain) run M requests: their
 //!    standalone capacity. A PIPE node with the same workers gets M transactions at once:
 //!    transactions per second from the first send to the last receipt. Ratio: node ÷ workers.
@@ -77,10 +78,12 @@ async fn start(
     latency: Duration,
     workers: usize,
     block_time: Duration,
+    gas_limit: Option<u64>,
 ) -> anyhow::Result<Bench> {
     let dir = tempfile::tempdir()?;
     let mut config = crate::bench::node_config(dir.path(), mode, workers, latency, block_time);
     config.dev_accounts = SENDERS;
+    config.gas_limit = gas_limit;
     let node = launch(config, Arc::new(SystemClock)).await?;
     let cid = pipe_rpc::ModelRegistry::list(node.models.as_ref())
         .into_iter()
@@ -217,26 +220,32 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A PIPE node that only the benchmark builds on: its sealer's first slot is an hour away.
+/// Its blocks have room for every ready transaction (the inference gas price rises with each
+/// full block, and after some twenty rounds 200 transactions no longer fit in 30 M gas).
 async fn builder_node(cfg: &PipeBench, latency: Duration) -> anyhow::Result<Bench> {
     start(
         InferenceMode::Pipe,
         latency,
         cfg.workers,
         Duration::from_secs(3600),
+        Some(1_000_000_000),
     )
     .await
 }
 
+/// One timed build: milliseconds in all, executing (up to the sealed block without its state
+/// root) and committing (state root and durable write).
+#[derive(Clone, Copy, Debug)]
+struct Timed {
+    total: f64,
+    execute: f64,
+    commit: f64,
+}
+
 impl Bench {
-    /// Sends `ready` transactions, waits until all are ready, then times one build of them
-    /// (execution, sealing and the commit to redb): milliseconds.
-    async fn timed_build(&mut self, ready: usize, salt: i128) -> anyhow::Result<f64> {
-        let txs = self.load(ready, salt);
-        self.send(&txs).await?;
-        self.ready(&txs).await?;
-        // Both nodes build after the same pause, so neither builds on a machine that just
-        // went quiet while the other builds on one still busy with the load it was sent.
-        tokio::time::sleep(SETTLE).await;
+    /// Times one build of the `ready` transactions the pool holds (execution, sealing and the
+    /// commit to redb).
+    async fn timed_build(&self, ready: usize) -> anyhow::Result<Timed> {
         let producer = self.node.producer.clone();
         let (elapsed, included) = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
@@ -244,37 +253,55 @@ impl Bench {
             (t.elapsed(), out)
         })
         .await?;
-        let pipe_builder::BuildOutcome::Sealed { block, .. } = included?;
+        let pipe_builder::BuildOutcome::Sealed { block, stats } = included?;
         anyhow::ensure!(
             block.transactions.len() == ready,
-            "built {} of {ready} ready transactions",
+            "built {} of {ready} ready transactions: {stats:?}",
             block.transactions.len(),
         );
-        Ok(elapsed.as_secs_f64() * 1000.0)
+        Ok(Timed {
+            total: elapsed.as_secs_f64() * 1000.0,
+            execute: stats.execute_us as f64 / 1000.0,
+            commit: stats.commit_us as f64 / 1000.0,
+        })
     }
 }
 
 /// Timed builds of `ready` ready transactions on two nodes, one whose models take `latency`
-/// and one whose models cost nothing: (slow-model times, zero-cost times). The two nodes take
-/// turns, round by round, so a noisy stretch of the machine (or of its disk, as every build
-/// commits) falls on both alike.
-async fn ready_builds(cfg: &PipeBench) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+/// and one whose models cost nothing: (slow-model builds, zero-cost builds).
+///
+/// Each round both nodes get the same transactions at the same moment and build once both
+/// have all of them ready, after the same pause: the only difference between the two builds
+/// is how long the models took. (Timing each node on its own turn left the slow-model node
+/// building after seconds of a near-idle machine and the other right after its burst of work,
+/// and this machine is slower after idleness: `docs/pipe.md`.) The order of the two builds
+/// alternates round by round.
+async fn ready_builds(cfg: &PipeBench) -> anyhow::Result<(Vec<Timed>, Vec<Timed>)> {
     let mut slow = builder_node(cfg, cfg.latency).await?;
     let mut free = builder_node(cfg, Duration::ZERO).await?;
-    let (mut slow_ms, mut free_ms) = (Vec::new(), Vec::new());
+    let (mut slow_runs, mut free_runs) = (Vec::new(), Vec::new());
     for round in 0..=cfg.rounds {
         let salt = 1_000_000 * (round as i128 + 1);
-        let s = slow.timed_build(cfg.ready, salt).await?;
-        let f = free.timed_build(cfg.ready, salt).await?;
+        let (slow_txs, free_txs) = (slow.load(cfg.ready, salt), free.load(cfg.ready, salt));
+        futures::try_join!(slow.send(&slow_txs), free.send(&free_txs))?;
+        futures::try_join!(slow.ready(&slow_txs), free.ready(&free_txs))?;
+        tokio::time::sleep(SETTLE).await;
+        let (s, f) = if round % 2 == 0 {
+            let s = slow.timed_build(cfg.ready).await?;
+            (s, free.timed_build(cfg.ready).await?)
+        } else {
+            let f = free.timed_build(cfg.ready).await?;
+            (slow.timed_build(cfg.ready).await?, f)
+        };
         // Round 0 warms caches and is not counted.
         if round > 0 {
-            slow_ms.push(s);
-            free_ms.push(f);
+            slow_runs.push(s);
+            free_runs.push(f);
         }
     }
     slow.node.shutdown().await;
     free.node.shutdown().await;
-    Ok((slow_ms, free_ms))
+    Ok((slow_runs, free_runs))
 }
 
 /// The workers alone: `count` distinct requests through a pool of `workers` in-process
@@ -337,7 +364,7 @@ async fn tagged(
 
 /// One load through a node: transactions per second, mean build ms, transactions per block.
 async fn throughput(cfg: &PipeBench, mode: InferenceMode) -> anyhow::Result<Value> {
-    let mut b = start(mode, cfg.latency, cfg.workers, cfg.block_time).await?;
+    let mut b = start(mode, cfg.latency, cfg.workers, cfg.block_time, None).await?;
     let txs = b.load(cfg.txs, 9_000_000);
     let t = Instant::now();
     b.send(&txs).await?;
@@ -356,7 +383,16 @@ async fn throughput(cfg: &PipeBench, mode: InferenceMode) -> anyhow::Result<Valu
 
 pub async fn run(cfg: PipeBench) -> anyhow::Result<Value> {
     let (slow, free) = ready_builds(&cfg).await?;
-    let (slow_ms, free_ms) = (median(slow.clone()), median(free.clone()));
+    let phase = |runs: &[Timed], f: fn(&Timed) -> f64| -> (Vec<f64>, f64) {
+        let v: Vec<f64> = runs.iter().map(f).collect();
+        (v.clone(), median(v))
+    };
+    let (slow_all, slow_ms) = phase(&slow, |t| t.total);
+    let (free_all, free_ms) = phase(&free, |t| t.total);
+    let (_, slow_exec) = phase(&slow, |t| t.execute);
+    let (_, free_exec) = phase(&free, |t| t.execute);
+    let (_, slow_commit) = phase(&slow, |t| t.commit);
+    let (_, free_commit) = phase(&free, |t| t.commit);
     let capacity = standalone(cfg.workers, cfg.latency, cfg.txs).await?;
     let pipe = throughput(&cfg, InferenceMode::Pipe).await?;
     let inline = throughput(&cfg, InferenceMode::Inline).await?;
@@ -373,11 +409,21 @@ pub async fn run(cfg: PipeBench) -> anyhow::Result<Value> {
             "model": "linreg (example), one distinct request per transaction",
         },
         "build_with_ready_txs": {
-            "slow_model_ms": slow,
-            "zero_cost_model_ms": free,
+            "slow_model_ms": slow_all,
+            "zero_cost_model_ms": free_all,
             "median_slow_ms": slow_ms,
             "median_zero_cost_ms": free_ms,
             "ratio": slow_ms / free_ms,
+            "execute": {
+                "median_slow_ms": slow_exec,
+                "median_zero_cost_ms": free_exec,
+                "ratio": slow_exec / free_exec,
+            },
+            "commit": {
+                "median_slow_ms": slow_commit,
+                "median_zero_cost_ms": free_commit,
+                "ratio": slow_commit / free_commit,
+            },
         },
         "throughput": {
             "workers_standalone_per_s": capacity,

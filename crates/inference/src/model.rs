@@ -455,6 +455,7 @@ impl Model {
                 model.set_input_fact(i, InferenceFact::dt_shape(*dt, shape))?;
             }
             let typed = model.into_typed()?.into_decluttered()?;
+            let typed = crate::ops::conv::direct_small_convs(typed)?;
             // The same graph with N = 1, optimized for the shapes contracts nearly always send:
             // with every dimension known tract picks fixed-size kernels.
             let mut one = std::collections::HashMap::new();
