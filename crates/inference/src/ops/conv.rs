@@ -88,6 +88,10 @@ fn direct(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Opti
     let (Ok(h), Ok(w)) = (input.shape[2].to_usize(), input.shape[3].to_usize()) else {
         return Ok(None);
     };
+    // An empty image padded into a non-empty output is tract's to handle.
+    if h == 0 || w == 0 {
+        return Ok(None);
+    }
     let positive = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|x| *x > 0));
     if !positive(&spec.strides) || !positive(&spec.dilations) {
         return Ok(None);
@@ -101,7 +105,13 @@ fn direct(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Opti
     if !fits {
         return Ok(None);
     }
-    let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    // Anything unexpected leaves the convolution to tract rather than failing the model.
+    let values = |t: &Tensor| -> Option<Vec<f32>> {
+        Some(t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec())
+    };
+    let (Some(kernel), Some(bias)) = (values(&kernel), values(&bias)) else {
+        return Ok(None);
+    };
     let bias = match bias.len() {
         1 => vec![bias[0]; co],
         n if n == co => bias,
@@ -109,7 +119,7 @@ fn direct(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Opti
     };
     Ok(Some(DirectConv {
         pool_spec: spec.clone(),
-        kernel: kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+        kernel,
         kernel_shape: [co, ci, kh, kw],
         bias,
     }))
@@ -217,6 +227,7 @@ impl EvalOp for DirectConv {
         let [co, ci, _, _] = self.kernel_shape;
         let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
         ensure!(c == ci, "convolution expects {ci} channels, got {c}");
+        ensure!(h > 0 && w > 0, "convolution input {shape:?} is empty");
         let padded = self.pool_spec.computed_padding(&[h, w]);
         let axis = |i: usize| Axis {
             out: padded[i].convoluted,
@@ -292,14 +303,19 @@ mod tests {
         vector_bias: bool,
     }
 
-    /// tract's own convolution of `case` and ours, on the same input: (tract, direct, plan op
-    /// names of the direct model).
-    fn both(case: &Case, seed: u64) -> (Tensor, Tensor, Vec<String>) {
+    /// A model of one tract convolution of `case`; its batch is the symbol `N` if `symbolic`.
+    fn conv_model(case: &Case, seed: u64, symbolic: bool) -> TypedModel {
         let [n, c, h, w] = case.input;
         let [kh, kw] = case.kernel;
         let co = case.out_channels;
         let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact([n, c, h, w])).unwrap();
+        let n = if symbolic {
+            model.symbols.sym("N").to_dim()
+        } else {
+            n.to_dim()
+        };
+        let fact = f32::fact(&[n, c.to_dim(), h.to_dim(), w.to_dim()]);
+        let x = model.add_source("x", fact).unwrap();
         let kernel = Tensor::from_shape(&[co, c, kh, kw], &values(co * c * kh * kw, seed)).unwrap();
         let k = model.add_const("k", kernel).unwrap();
         let bias = if case.vector_bias {
@@ -324,21 +340,38 @@ mod tests {
         };
         let y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
         model.select_output_outlets(&y).unwrap();
-        let input = Tensor::from_shape(&[n, c, h, w], &values(n * c * h * w, seed + 2)).unwrap();
-        let run = |m: TypedModel| {
-            let plan = m.into_optimized().unwrap().into_runnable().unwrap();
-            plan.run(tvec!(input.clone().into_tvalue()))
-                .unwrap()
-                .remove(0)
-                .into_tensor()
-        };
-        let direct = direct_small_convs(model.clone()).unwrap();
-        let names = direct
+        model
+    }
+
+    fn input(case: &Case, n: usize, seed: u64) -> Tensor {
+        let [_, c, h, w] = case.input;
+        Tensor::from_shape(&[n, c, h, w], &values(n * c * h * w, seed + 2)).unwrap()
+    }
+
+    fn run(model: TypedModel, input: &Tensor) -> Tensor {
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        plan.run(tvec!(input.clone().into_tvalue()))
+            .unwrap()
+            .remove(0)
+            .into_tensor()
+    }
+
+    fn op_names(model: &TypedModel) -> Vec<String> {
+        model
             .nodes
             .iter()
             .map(|n| n.op.name().to_string())
-            .collect();
-        (run(model), run(direct), names)
+            .collect()
+    }
+
+    /// tract's own convolution of `case` and ours, on the same input: (tract, direct, op names
+    /// of the direct model).
+    fn both(case: &Case, seed: u64) -> (Tensor, Tensor, Vec<String>) {
+        let model = conv_model(case, seed, false);
+        let direct = direct_small_convs(model.clone()).unwrap();
+        let names = op_names(&direct);
+        let x = input(case, case.input[0], seed);
+        (run(model, &x), run(direct, &x), names)
     }
 
     fn assert_close(a: &Tensor, b: &Tensor) {
@@ -438,25 +471,36 @@ mod tests {
     }
 
     #[test]
-    fn large_convolutions_stay_tracts() {
-        let case = Case {
-            input: [1, 16, 64, 64],
+    fn large_empty_and_zero_padded_convolutions_stay_tracts() {
+        let case = |input, padding| Case {
+            input,
             out_channels: 16,
             kernel: [3, 3],
-            padding: PaddingSpec::Valid,
+            padding,
             strides: None,
             dilations: None,
             vector_bias: true,
         };
-        let (tract, direct, ops) = both(&case, 9);
-        assert!(!ops.iter().any(|o| o == "PipeDirectConv"), "{ops:?}");
-        assert_close(&tract, &direct);
+        let pad = |p| PaddingSpec::Explicit(tvec!(p, p), tvec!(p, p));
+        for (input, padding) in [
+            // 16·16·9 · 62·62 multiply-adds: over MAX_MACS.
+            ([1, 16, 64, 64], PaddingSpec::Valid),
+            // An empty image padded into a 2×2 output of bias only.
+            ([1, 16, 0, 0], pad(2)),
+        ] {
+            let model = conv_model(&case(input, padding), 9, false);
+            let ops = op_names(&direct_small_convs(model).unwrap());
+            assert!(
+                !ops.iter().any(|o| o == "PipeDirectConv"),
+                "{input:?}: {ops:?}"
+            );
+        }
     }
 
     #[test]
-    fn equal_inputs_give_equal_bits() {
+    fn a_symbolic_batch_runs_at_every_size_and_at_one() {
         let case = Case {
-            input: [1, 2, 8, 8],
+            input: [0, 2, 8, 8],
             out_channels: 3,
             kernel: [3, 3],
             padding: PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
@@ -464,8 +508,25 @@ mod tests {
             dilations: None,
             vector_bias: true,
         };
-        let (_, a, _) = both(&case, 3);
-        let (_, b, _) = both(&case, 3);
-        assert_eq!(a, b);
+        let model = conv_model(&case, 4, true);
+        let direct = direct_small_convs(model.clone()).unwrap();
+        assert!(op_names(&direct).iter().any(|o| o == "PipeDirectConv"));
+        for batch in [3, 1] {
+            let x = input(&case, batch, 4);
+            assert_close(&run(model.clone(), &x), &run(direct.clone(), &x));
+        }
+        // As the model store plans the batch of one: the symbol set to 1.
+        let n = direct.symbols.sym("N");
+        let one: std::collections::HashMap<_, _> = [(n, 1.to_dim())].into();
+        let single = direct.set_symbols(&one).unwrap();
+        let out = single
+            .output_fact(0)
+            .unwrap()
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec());
+        assert_eq!(out, Some(vec![1, 3, 8, 8]));
+        let x = input(&case, 1, 4);
+        assert_close(&run(model, &x), &run(single, &x));
     }
 }
