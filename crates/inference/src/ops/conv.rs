@@ -24,15 +24,21 @@ pub const MAX_MACS: usize = 1 << 18;
 /// hostile padding must not allocate without bound.
 const MAX_OUTPUTS: usize = 1 << 24;
 
-/// A float NCHW 2-D convolution with a constant OIHW kernel, one group.
+/// A float NCHW 2-D convolution with a constant OIHW kernel, one group, planned for one
+/// image size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DirectConv {
+    /// For the output fact (a symbolic batch included).
     pool_spec: PoolSpec,
     /// `[out channels, in channels, kernel rows, kernel columns]`, row-major.
     kernel: Vec<f32>,
     kernel_shape: [usize; 4],
     /// One value per output channel.
     bias: Vec<f32>,
+    /// The image `(rows, columns)` the model declares: the geometry below is computed for it
+    /// once, and its work was bounded by [`MAX_MACS`] when the operator was chosen.
+    image: (usize, usize),
+    geometry: Geometry,
 }
 
 impl Eq for DirectConv {}
@@ -50,7 +56,8 @@ pub fn direct_small_convs(mut model: TypedModel) -> TractResult<TypedModel> {
         let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs[..1], op)?;
         patch.apply(&mut model)?;
     }
-    model.into_decluttered()
+    // Drops the replaced convolutions' kernel and bias constants.
+    model.into_compact()
 }
 
 /// The direct form of `conv`, if it qualifies.
@@ -117,27 +124,42 @@ fn direct(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Opti
         n if n == co => bias,
         _ => return Ok(None),
     };
+    let axis = |i: usize| Axis {
+        out: padded[i].convoluted,
+        stride: spec.strides.as_ref().map_or(1, |s| s[i]),
+        dilation: spec.dilations.as_ref().map_or(1, |d| d[i]),
+        pad_before: padded[i].pad_before,
+    };
     Ok(Some(DirectConv {
         pool_spec: spec.clone(),
         kernel,
         kernel_shape: [co, ci, kh, kw],
         bias,
+        image: (h, w),
+        geometry: Geometry {
+            rows: axis(0),
+            cols: axis(1),
+        },
     }))
 }
 
 impl DirectConv {
-    /// Convolves one `[ci, h, w]` image into `out`, `[co, oh, ow]`.
+    /// Convolves one `[ci, h, w]` image into `out`, `[co, oh, ow]`, with `patches` (`taps ×
+    /// oh·ow` values) as scratch.
     ///
     /// First the image's patches: row `t = (c, ky, kx)` holds, for every output position, the
     /// input value kernel tap `t` reads there (zero in the padding). Then each output plane is
     /// its bias plus, tap by tap, the tap's weight times its patch row: long contiguous
     /// multiply-adds that the compiler vectorizes, summed in tap order.
-    fn image(&self, x: &[f32], (h, w): (usize, usize), out: &mut [f32], geo: &Geometry) {
+    fn convolve(&self, x: &[f32], out: &mut [f32], patches: &mut [f32]) {
         let [_, ci, kh, kw] = self.kernel_shape;
-        let (oh, ow) = (geo.rows.out, geo.cols.out);
-        let plane = oh * ow;
+        let (h, w) = self.image;
+        let geo = &self.geometry;
+        let ow = geo.cols.out;
+        let plane = geo.rows.out * ow;
         let taps = ci * kh * kw;
-        let mut patches = vec![0f32; taps * plane];
+        // Positions in the padding are never written, so they keep the zeros `patches` was
+        // made with; the others are overwritten for every image.
         for (t, patch) in patches.chunks_exact_mut(plane).enumerate() {
             let (c, ky, kx) = (t / (kh * kw), t / kw % kh, t % kw);
             let (rows, cols) = (geo.rows.valid(ky, h), geo.cols.valid(kx, w));
@@ -174,7 +196,7 @@ impl DirectConv {
 }
 
 /// How output positions along one axis map to input positions.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Axis {
     out: usize,
     stride: usize,
@@ -201,7 +223,7 @@ impl Axis {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Geometry {
     rows: Axis,
     cols: Axis,
@@ -224,44 +246,32 @@ impl EvalOp for DirectConv {
             shape.len() == 4,
             "convolution input must be NCHW, got {shape:?}"
         );
-        let [co, ci, _, _] = self.kernel_shape;
-        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-        ensure!(c == ci, "convolution expects {ci} channels, got {c}");
-        ensure!(h > 0 && w > 0, "convolution input {shape:?} is empty");
-        let padded = self.pool_spec.computed_padding(&[h, w]);
-        let axis = |i: usize| Axis {
-            out: padded[i].convoluted,
-            stride: self.pool_spec.strides.as_ref().map_or(1, |s| s[i]),
-            dilation: self.pool_spec.dilations.as_ref().map_or(1, |d| d[i]),
-            pad_before: padded[i].pad_before,
-        };
-        let geo = Geometry {
-            rows: axis(0),
-            cols: axis(1),
-        };
-        let plane = geo.rows.out * geo.cols.out;
-        // The plan was made for this image size; a different one must not grow the buffers.
+        let [co, ci, kh, kw] = self.kernel_shape;
+        let (h, w) = self.image;
+        // The geometry and the work bound hold for the declared image only.
         ensure!(
-            plane.saturating_mul(self.kernel.len()) <= MAX_MACS,
-            "convolution input {shape:?} is larger than the model declares"
+            shape[1..] == [ci, h, w],
+            "convolution planned for [N, {ci}, {h}, {w}] got {shape:?}"
         );
+        let n = shape[0];
+        let (oh, ow) = (self.geometry.rows.out, self.geometry.cols.out);
+        let plane = oh * ow;
         let len = n.saturating_mul(co * plane);
         ensure!(
             len <= MAX_OUTPUTS,
             "convolution output of {len} values is too large"
         );
         let mut out = vec![0f32; len];
+        let mut patches = vec![0f32; ci * kh * kw * plane];
         let x = input.try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
-        if plane > 0 {
-            for (image, dst) in x
-                .chunks_exact(ci * h * w)
-                .zip(out.chunks_exact_mut(co * plane))
-            {
-                self.image(image, (h, w), dst, &geo);
-            }
+        for (image, dst) in x
+            .chunks_exact(ci * h * w)
+            .zip(out.chunks_exact_mut(co * plane))
+        {
+            self.convolve(image, dst, &mut patches);
         }
-        let out = Tensor::from_shape(&[n, co, geo.rows.out, geo.cols.out], &out)?;
+        let out = Tensor::from_shape(&[n, co, oh, ow], &out)?;
         Ok(tvec!(out.into_tvalue()))
     }
 }
