@@ -456,6 +456,7 @@ impl Model {
             }
             let typed = model.into_typed()?.into_decluttered()?;
             let typed = crate::ops::conv::direct_small_convs(typed)?;
+            let typed = crate::ops::dense::direct_dense_stacks(typed)?;
             // The same graph with N = 1, optimized for the shapes contracts nearly always send:
             // with every dimension known tract picks fixed-size kernels.
             let mut one = std::collections::HashMap::new();

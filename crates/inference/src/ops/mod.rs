@@ -15,11 +15,14 @@
 //! | `LinearRegressor`, `LinearClassifier` | [`linear`] | LinearRegression, Ridge, Lasso, LogisticRegression (replace tract's expansions: several times faster at batch 1; binary layout as onnxruntime's) |
 //! | `Normalizer` | [`normalizer`] | Normalizer (replaces tract's expansion; `MAX` as onnxruntime's) |
 //!
-//! One core operator is also replaced, by a rewrite of the decluttered model rather than in
+//! Two core operators are also replaced, by a rewrite of the decluttered model rather than in
 //! the parser: a small float 2-D `Conv` (PyTorch's `nn.Conv2d` in a small CNN) runs as
 //! [`conv::DirectConv`] instead of tract's pad, im2col, packed matrix product and reshape,
 //! which at that size cost twice onnxruntime's latency. It is checked against tract's own
 //! convolution over paddings, strides and dilations, and the CNN fixture against onnxruntime.
+//! In the same way, chains of small dense layers (PyTorch's `nn.Linear` and ReLU in an MLP)
+//! run as one [`dense::DirectDense`] instead of tract's matrix products, bias adds and `Max`
+//! operators, checked against tract's own layers and the MLP fixture against onnxruntime.
 //!
 //! Every operator validates its attributes when the model loads (lengths, indices, ranges), so
 //! a hostile model file fails at upload with a message instead of misbehaving at inference.
@@ -41,6 +44,7 @@ macro_rules! wire_itself {
 
 pub mod array_feature_extractor;
 pub mod conv;
+pub mod dense;
 pub mod imputer;
 pub mod label_encoder;
 pub mod linear;
