@@ -92,6 +92,10 @@ pub fn direct_dense_stacks(mut model: TypedModel) -> TractResult<TypedModel> {
         let mut layers = vec![first.layer];
         // Extend the chain while the last layer's only consumer is another layer.
         while let Some(next) = only_consumer(&model, end) {
+            // The next layer must read the chain's output as its input, not as its weights.
+            if model.nodes[next].inputs.first() != Some(&OutletId::new(end, 0)) {
+                break;
+            }
             let Some(found) = layer_at(&model, next)? else {
                 break;
             };
@@ -157,11 +161,15 @@ fn layer_at(model: &TypedModel, id: usize) -> TractResult<Option<Found>> {
     let Ok(inputs) = x.shape[1].to_usize() else {
         return Ok(None);
     };
+    // Nothing to sum is tract's to handle (and would leave no row to transpose by).
+    if inputs == 0 || w.len() > MAX_MACS {
+        return Ok(None);
+    }
     let Some(weights) = weights(&einsum.axes, &w, inputs) else {
         return Ok(None);
     };
-    let outputs = weights.len().checked_div(inputs).unwrap_or(0);
-    if inputs == 0 || outputs == 0 || inputs.saturating_mul(outputs) > MAX_MACS {
+    let outputs = weights.len() / inputs;
+    if outputs == 0 {
         return Ok(None);
     }
     let mut layer = Layer {
@@ -189,7 +197,9 @@ fn layer_at(model: &TypedModel, id: usize) -> TractResult<Option<Found>> {
     }
     if let Some(next) = only_consumer(model, end)
         && let Some(zero) = constant_operand::<Max>(model, next, end)?
-        && zero == [0.0]
+        // +0 only: with -0 tract's `max` would give -0 where a ReLU of ours gives +0.
+        && zero.len() == 1
+        && zero[0].to_bits() == 0
     {
         layer.relu = true;
         nodes.push(next);
@@ -347,10 +357,20 @@ impl EvalOp for DirectDense {
 
 impl TypedOp for DirectDense {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let outputs = self.layers.last().map_or(0, |l| l.outputs);
+        let (Some(first), Some(last), [x]) = (self.layers.first(), self.layers.last(), inputs)
+        else {
+            bail!("dense operator takes one input and has at least one layer");
+        };
+        ensure!(
+            x.datum_type == f32::datum_type()
+                && x.rank() == 2
+                && x.shape[1] == first.inputs.to_dim(),
+            "dense layer planned for [N, {}] f32, got {x:?}",
+            first.inputs
+        );
         Ok(tvec!(f32::fact([
-            inputs[0].shape[0].clone(),
-            outputs.to_dim()
+            x.shape[0].clone(),
+            last.outputs.to_dim()
         ])))
     }
     as_op!();
@@ -538,6 +558,10 @@ mod tests {
             4,
         );
         assert!(!kept.contains(&"PipeDirectDense".to_string()), "{kept:?}");
+        // An input with no columns: nothing to sum, tract's.
+        let empty = model(0, None, &[spec("mk,nk->mn", &[2, 0], Some(&[1, 2]), true)]);
+        let direct = direct_dense_stacks(empty).unwrap();
+        assert!(!ops(&direct).contains(&"PipeDirectDense".to_string()));
         // Over the work bound: tract's packed kernels.
         let wide = 1 << 10;
         let big = model(
