@@ -14,6 +14,8 @@
 
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::cnn::{Conv, KernelFormat, PoolSpec};
+
+use super::f32_values;
 use tract_onnx::tract_hir::tract_core::ops::nn::DataFormat;
 
 /// Most multiply-adds per image a convolution may take to run directly; above it tract's
@@ -113,10 +115,7 @@ fn direct(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Opti
         return Ok(None);
     }
     // Anything unexpected leaves the convolution to tract rather than failing the model.
-    let values = |t: &Tensor| -> Option<Vec<f32>> {
-        Some(t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec())
-    };
-    let (Some(kernel), Some(bias)) = (values(&kernel), values(&bias)) else {
+    let (Some(kernel), Some(bias)) = (f32_values(&kernel), f32_values(&bias)) else {
         return Ok(None);
     };
     let bias = match bias.len() {
@@ -286,22 +285,8 @@ impl TypedOp for DirectConv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::test_util::{op_names, run, values};
     use tract_onnx::tract_hir::tract_core::ops::cnn::PaddingSpec;
-
-    /// A deterministic pseudo-random sequence in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     struct Case {
         input: [usize; 4],
@@ -358,22 +343,6 @@ mod tests {
         Tensor::from_shape(&[n, c, h, w], &values(n * c * h * w, seed + 2)).unwrap()
     }
 
-    fn run(model: TypedModel, input: &Tensor) -> Tensor {
-        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-        plan.run(tvec!(input.clone().into_tvalue()))
-            .unwrap()
-            .remove(0)
-            .into_tensor()
-    }
-
-    fn op_names(model: &TypedModel) -> Vec<String> {
-        model
-            .nodes
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .collect()
-    }
-
     /// tract's own convolution of `case` and ours, on the same input: (tract, direct, op names
     /// of the direct model).
     fn both(case: &Case, seed: u64) -> (Tensor, Tensor, Vec<String>) {
@@ -381,7 +350,7 @@ mod tests {
         let direct = direct_small_convs(model.clone()).unwrap();
         let names = op_names(&direct);
         let x = input(case, case.input[0], seed);
-        (run(model, &x), run(direct, &x), names)
+        (run(model, &x).remove(0), run(direct, &x).remove(0), names)
     }
 
     fn assert_close(a: &Tensor, b: &Tensor) {
@@ -523,7 +492,7 @@ mod tests {
         assert!(op_names(&direct).iter().any(|o| o == "PipeDirectConv"));
         for batch in [3, 1] {
             let x = input(&case, batch, 4);
-            assert_close(&run(model.clone(), &x), &run(direct.clone(), &x));
+            assert_close(&run(model.clone(), &x)[0], &run(direct.clone(), &x)[0]);
         }
         // As the model store plans the batch of one: the symbol set to 1.
         let n = direct.symbols.sym("N");
@@ -537,6 +506,6 @@ mod tests {
             .map(|s| s.to_vec());
         assert_eq!(out, Some(vec![1, 3, 8, 8]));
         let x = input(&case, 1, 4);
-        assert_close(&run(model, &x), &run(single, &x));
+        assert_close(&run(model, &x)[0], &run(single, &x)[0]);
     }
 }

@@ -22,6 +22,8 @@ use tract_onnx::tract_hir::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 use tract_onnx::tract_hir::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_hir::tract_core::ops::math::{Add, Max};
 
+use super::f32_values;
+
 /// Most multiply-adds per input row one operator may take (all its layers together); above
 /// it tract's packed matrix kernels win over the direct loop.
 pub const MAX_MACS: usize = 1 << 18;
@@ -244,7 +246,7 @@ fn weights(axes: &AxesMapping, w: &Tensor, inputs: usize) -> Option<Vec<f32>> {
     if !rows || !n_out {
         return None;
     }
-    let values = w.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec();
+    let values = f32_values(w)?;
     let shape = w.shape();
     match (shape.len(), n_at) {
         // `mk,k->mn`: one output, whose size-1 axis is the output's alone.
@@ -298,9 +300,7 @@ fn constant_operand<Op: BinMiniOp>(
     if c.datum_type() != f32::datum_type() || !broadcast_by_row {
         return Ok(None);
     }
-    Ok(c.try_as_plain_ram()
-        .ok()
-        .and_then(|v| v.as_slice::<f32>().ok().map(<[f32]>::to_vec)))
+    Ok(f32_values(&c))
 }
 
 impl Op for DirectDense {
@@ -379,20 +379,8 @@ impl TypedOp for DirectDense {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::test_util::{op_names, run, values};
     use tract_onnx::tract_hir::tract_core::ops::math::{add, max};
-
-    /// A deterministic pseudo-random sequence in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005) ^ 0x9e37_79b9_7f4a_7c15;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// One layer of a test model: the product's formula and constant shape, the bias shape
     /// (`None`: no bias add), and whether a ReLU follows.
@@ -450,27 +438,11 @@ mod tests {
         model
     }
 
-    fn run(model: &TypedModel, input: &Tensor) -> Vec<f32> {
-        let plan = model
-            .clone()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
-        out[0]
-            .try_as_plain_ram()
-            .unwrap()
-            .as_slice::<f32>()
-            .unwrap()
-            .to_vec()
-    }
-
-    fn ops(model: &TypedModel) -> Vec<String> {
-        model
-            .nodes
+    /// Every output of `model` on `input`, as f32 values.
+    fn outputs(model: TypedModel, input: &Tensor) -> Vec<Vec<f32>> {
+        run(model, input)
             .iter()
-            .map(|n| n.op.name().to_string())
+            .map(|t| f32_values(t).unwrap())
             .collect()
     }
 
@@ -478,9 +450,9 @@ mod tests {
     /// order differs), and returns the rewritten model's operators.
     fn check(model: TypedModel, k: usize, rows: usize) -> Vec<String> {
         let input = Tensor::from_shape(&[rows, k], &values(rows * k, 7)).unwrap();
-        let expected = run(&model, &input);
+        let expected = outputs(model.clone(), &input).remove(0);
         let direct = direct_dense_stacks(model).unwrap();
-        let got = run(&direct, &input);
+        let got = outputs(direct.clone(), &input).remove(0);
         assert_eq!(got.len(), expected.len());
         for (g, e) in got.iter().zip(&expected) {
             assert!(
@@ -488,7 +460,7 @@ mod tests {
                 "{got:?} vs {expected:?}"
             );
         }
-        ops(&direct)
+        op_names(&direct)
     }
 
     #[test]
@@ -515,8 +487,8 @@ mod tests {
             .unwrap();
         let input = Tensor::from_shape(&[1, 8], &values(8, 7)).unwrap();
         assert_eq!(
-            run(&one, &input),
-            run(&direct_dense_stacks(mlp()).unwrap(), &input)
+            outputs(one, &input),
+            outputs(direct_dense_stacks(mlp()).unwrap(), &input)
         );
     }
 
@@ -561,7 +533,7 @@ mod tests {
         // An input with no columns: nothing to sum, tract's.
         let empty = model(0, None, &[spec("mk,nk->mn", &[2, 0], Some(&[1, 2]), true)]);
         let direct = direct_dense_stacks(empty).unwrap();
-        assert!(!ops(&direct).contains(&"PipeDirectDense".to_string()));
+        assert!(!op_names(&direct).contains(&"PipeDirectDense".to_string()));
         // Over the work bound: tract's packed kernels.
         let wide = 1 << 10;
         let big = model(
@@ -570,7 +542,7 @@ mod tests {
             &[spec("mk,nk->mn", &[wide, wide], None, false)],
         );
         let direct = direct_dense_stacks(big).unwrap();
-        assert!(!ops(&direct).contains(&"PipeDirectDense".to_string()));
+        assert!(!op_names(&direct).contains(&"PipeDirectDense".to_string()));
     }
 
     #[test]
@@ -590,32 +562,14 @@ mod tests {
         m.select_output_outlets(&[OutletId::new(relu, 0), last])
             .unwrap();
         let input = Tensor::from_shape(&[2, 3], &values(6, 7)).unwrap();
-        let plan = |m: TypedModel| {
-            let out = m
-                .into_optimized()
-                .unwrap()
-                .into_runnable()
-                .unwrap()
-                .run(tvec!(input.clone().into_tvalue()))
-                .unwrap();
-            out.iter()
-                .map(|t| {
-                    t.try_as_plain_ram()
-                        .unwrap()
-                        .as_slice::<f32>()
-                        .unwrap()
-                        .to_vec()
-                })
-                .collect::<Vec<_>>()
-        };
-        let expected = plan(m.clone());
+        let expected = outputs(m.clone(), &input);
         let direct = direct_dense_stacks(m).unwrap();
-        let dense = ops(&direct)
+        let dense = op_names(&direct)
             .iter()
             .filter(|o| *o == "PipeDirectDense")
             .count();
         assert_eq!(dense, 2);
-        let got = plan(direct);
+        let got = outputs(direct, &input);
         for (g, e) in got.iter().flatten().zip(expected.iter().flatten()) {
             assert!((g - e).abs() <= 1e-5 * e.abs().max(1.0));
         }

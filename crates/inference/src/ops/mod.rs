@@ -238,3 +238,49 @@ pub(crate) fn rows_fact(input: &TypedFact) -> TDim {
         1.to_dim()
     }
 }
+
+/// A constant's values, if it is a plain f32 tensor. The model rewrites take anything else as
+/// "leave this node to tract" rather than an error.
+pub(crate) fn f32_values(t: &Tensor) -> Option<Vec<f32>> {
+    Some(t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec())
+}
+
+/// What the rewrite tests (`conv`, `dense`) share: inputs, runs and plan listings.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use tract_onnx::tract_hir::internal::*;
+
+    /// A deterministic pseudo-random sequence in [-1, 1).
+    pub fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every output of `model`, optimized as the model store optimizes it, on `input`.
+    pub fn run(model: TypedModel, input: &Tensor) -> TVec<Tensor> {
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        plan.run(tvec!(input.clone().into_tvalue()))
+            .unwrap()
+            .into_iter()
+            .map(TValue::into_tensor)
+            .collect()
+    }
+
+    /// The operator names of `model`'s nodes, in order.
+    pub fn op_names(model: &TypedModel) -> Vec<String> {
+        model
+            .nodes
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect()
+    }
+}
