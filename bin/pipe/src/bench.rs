@@ -1,7 +1,8 @@
 //! `pipe bench`: benchmarks that print JSON. Ratios are measured in one run (ours ÷ baseline).
 //!
 //! - `exec`: a block of plain transfers and one of ERC-20 transfers, executed through the
-//!   node's executor (alloy-evm block executor over the redb state, receipts, bundle) and
+//!   node's executor (its block loop over the redb state: system calls, receipts, roots, the
+//!   change set) and
 //!   through a bare revm loop (`transact_commit` over a cache of the same redb state). Also
 //!   reports the cost of committing the block (state changes + state root) as state grows.
 //! - `ingest`: the same pre-signed transfers from the dev accounts sent over JSON-RPC to pipe
@@ -89,7 +90,8 @@ pub(crate) fn quantity(v: &Value) -> u64 {
         .unwrap_or_default()
 }
 
-fn sign(key: &PrivateKeySigner, nonce: u64, to: TxKind, input: Bytes, gas: u64) -> StoredTx {
+/// Shared, as the pool's transactions are when a block takes them.
+fn sign(key: &PrivateKeySigner, nonce: u64, to: TxKind, input: Bytes, gas: u64) -> Arc<StoredTx> {
     let mut tx = TxEip1559 {
         chain_id: pipe_primitives::chain::DEV_CHAIN_ID,
         nonce,
@@ -107,11 +109,11 @@ fn sign(key: &PrivateKeySigner, nonce: u64, to: TxKind, input: Bytes, gas: u64) 
     };
     let sig = key.sign_transaction_sync(&mut tx).expect("signing");
     let env: TxEnvelope = tx.into_signed(sig).into();
-    StoredTx {
+    Arc::new(StoredTx {
         hash: *env.tx_hash(),
         sender: key.address(),
         tx: env,
-    }
+    })
 }
 
 /// An EIP-1559 transaction as (hash, raw EIP-2718 bytes), paying `tip` under a 200 gwei cap.
@@ -188,18 +190,18 @@ impl Chain {
     }
 
     /// Executes `txs` as the next block through the node executor, without committing.
-    fn execute(&self, txs: &[StoredTx]) -> anyhow::Result<pipe_executor::ExecutedBlock> {
+    fn execute(&self, txs: &[Arc<StoredTx>]) -> anyhow::Result<pipe_executor::ExecutedBlock> {
         let mut b = self
             .executor
             .build_block(self.store.state()?, self.attrs())?;
         for tx in txs {
-            b.execute(tx).map_err(|e| anyhow::anyhow!("{e}"))?;
+            b.execute(tx.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         Ok(b.finish()?)
     }
 
     /// Executes and commits `txs` as the next block; returns (execute seconds, commit seconds).
-    fn block(&mut self, txs: &[StoredTx]) -> anyhow::Result<(f64, f64)> {
+    fn block(&mut self, txs: &[Arc<StoredTx>]) -> anyhow::Result<(f64, f64)> {
         let t = Instant::now();
         let mut executed = self.execute(txs)?;
         let exec = t.elapsed().as_secs_f64();
@@ -216,14 +218,14 @@ impl Chain {
     /// The node executor on `txs` without committing: seconds, gas, and the seconds of its
     /// phases (start with pre-block system calls, the transactions, finish with post-block
     /// system calls, change set and roots).
-    fn executor_run(&self, txs: &[StoredTx]) -> anyhow::Result<(f64, u64, [f64; 3])> {
+    fn executor_run(&self, txs: &[Arc<StoredTx>]) -> anyhow::Result<(f64, u64, [f64; 3])> {
         let t = Instant::now();
         let mut b = self
             .executor
             .build_block(self.store.state()?, self.attrs())?;
         let started = t.elapsed().as_secs_f64();
         for tx in txs {
-            b.execute(tx).map_err(|e| anyhow::anyhow!("{e}"))?;
+            b.execute(tx.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let executed_txs = t.elapsed().as_secs_f64();
         let executed = b.finish()?;
@@ -236,7 +238,7 @@ impl Chain {
     }
 
     /// A bare revm loop on `txs` over a cache of the same state: seconds and gas.
-    fn bare_revm_run(&self, txs: &[StoredTx]) -> anyhow::Result<(f64, u64)> {
+    fn bare_revm_run(&self, txs: &[Arc<StoredTx>]) -> anyhow::Result<(f64, u64)> {
         let env = self.executor.evm_env(&self.attrs());
         let t = Instant::now();
         let db = CacheDB::new(StateDb::new(self.store.state()?));
@@ -304,7 +306,7 @@ pub fn exec(
         data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
         data.into()
     };
-    let funding: Vec<StoredTx> = addresses[1..]
+    let funding: Vec<Arc<StoredTx>> = addresses[1..]
         .iter()
         .map(|a| {
             sign(
@@ -320,7 +322,7 @@ pub fn exec(
 
     let mut out = serde_json::Map::new();
     for kind in ["transfer", "erc20"] {
-        let txs: Vec<StoredTx> = senders
+        let txs: Vec<Arc<StoredTx>> = senders
             .iter()
             .enumerate()
             .map(|(i, k)| {
@@ -383,7 +385,7 @@ pub fn exec(
     let mut growth = Vec::new();
     let payer = &senders[0];
     for step in 0..5 {
-        let fresh: Vec<StoredTx> = (0..2000)
+        let fresh: Vec<Arc<StoredTx>> = (0..2000)
             .map(|_| {
                 let n = next(0, &mut nonces);
                 sign(

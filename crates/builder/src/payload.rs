@@ -161,7 +161,7 @@ impl PayloadBuilder {
                 best.mark_invalid(&tx);
                 continue;
             }
-            match block.execute(&tx.stored) {
+            match block.execute(tx.clone()) {
                 Ok(_) => {}
                 // A stale result, or one that failed attestation: both go back to PIPE.
                 Err(

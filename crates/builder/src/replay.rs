@@ -171,7 +171,8 @@ pub fn replay_block(
     let source = Arc::new(SidecarResults::new(block.sidecar.clone(), models));
     let mut builder = executor.build_block_with(view, attrs, Some(source))?;
     for tx in &block.transactions {
-        match builder.execute(tx) {
+        // The block keeps its own copy; the executor takes each transaction shared.
+        match builder.execute(Arc::new(tx.clone())) {
             Ok(_) => {}
             Err(TxRejected::MissingResult { hash, call }) => {
                 return Err(ReplayError::MissingResult {

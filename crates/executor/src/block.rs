@@ -1,34 +1,33 @@
 //! Executing the transactions of one block and turning the result into a sealed block.
 
-use std::{borrow::Cow, sync::Arc};
+use std::sync::Arc;
 
-use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, ReceiptEnvelope};
-use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
+use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, ReceiptEnvelope, Transaction};
+use alloy_eips::eip7685::{EMPTY_REQUESTS_HASH, Requests};
 use alloy_evm::{
-    EthEvm, Evm, EvmFactory,
-    block::{BlockExecutionError, BlockExecutor, BlockValidationError},
-    eth::{EthBlockExecutionCtx, EthBlockExecutor},
-    precompiles::PrecompilesMap,
+    EthEvm, Evm, EvmFactory, FromRecoveredTx, block::SystemCaller, precompiles::PrecompilesMap,
 };
-use alloy_primitives::{Address, B256, Bytes};
+use alloy_primitives::{Address, B256};
 use alloy_trie::EMPTY_ROOT_HASH;
-use pipe_primitives::{InferenceFields, InferenceResult, SealedBlock, Sidecar, StoredTx};
+use pipe_primitives::{BlockTx, InferenceFields, InferenceResult, SealedBlock, Sidecar, StoredTx};
 use pipe_storage::{AccountInfoChange, StateChanges, StateView};
 use revm::{
+    DatabaseCommit,
+    context::{Cfg, TxEnv, result::EVMError},
+    context_interface::result::ResultAndState,
     database::{AccountState, Cache, CacheDB},
     inspector::NoOpInspector,
 };
 
 use crate::{
     ExecError, Executor, InferenceProvider, PipeSpec, StateDb, TxRejected,
-    assemble::{Assembler, DeferredBloomReceipts},
+    assemble::{Assembler, Kept},
     attest::Attested,
     recorder::Recorder,
 };
 
 type BlockDb = CacheDB<StateDb>;
 type BlockEvm = EthEvm<BlockDb, NoOpInspector, PrecompilesMap>;
-type Inner = EthBlockExecutor<'static, BlockEvm, PipeSpec, DeferredBloomReceipts>;
 
 /// What the block producer decides about the next block before executing anything.
 #[derive(Clone, Debug)]
@@ -63,8 +62,13 @@ pub struct ExecutedTx {
 
 /// The block being built: transactions executed so far and the state they leave.
 pub struct BlockBuilder {
-    inner: Inner,
+    evm: BlockEvm,
+    /// The system contract calls before and after the transactions (EIP-2935, EIP-4788,
+    /// EIP-7002, EIP-7251), as Ethereum runs them.
+    system: SystemCaller<PipeSpec>,
     attrs: BlockAttributes,
+    /// Gas used by the transactions kept so far: the next receipt's cumulative gas.
+    gas_used: u64,
     /// Transactions kept so far (they live in the assembler until the block is finished).
     kept: usize,
     /// Blooms, encodes and hashes kept transactions and receipts on another core.
@@ -160,24 +164,19 @@ impl Executor {
                 crate::Purpose::Block,
             );
         }
-        let ctx = EthBlockExecutionCtx {
-            parent_hash: attrs.parent_hash,
-            // No beacon chain: the root is zero, as on dev chains of other clients.
-            parent_beacon_block_root: Some(B256::ZERO),
-            ommers: &[],
-            withdrawals: Some(Cow::Owned(Vec::new())),
-            // The header's extra data is the sidecar commitment, set when the block is finished.
-            extra_data: Bytes::new(),
-            tx_count_hint: None,
-            slot_number: None,
-        };
-        let mut inner = EthBlockExecutor::new(evm, ctx, self.spec.clone(), DeferredBloomReceipts);
-        inner
-            .apply_pre_execution_changes()
+        let mut system = SystemCaller::new(self.spec.clone());
+        system
+            .apply_blockhashes_contract_call(attrs.parent_hash, &mut evm)
+            .map_err(|e| ExecError::Block(e.to_string()))?;
+        // No beacon chain: the root is zero, as on dev chains of other clients.
+        system
+            .apply_beacon_root_contract_call(Some(B256::ZERO), &mut evm)
             .map_err(|e| ExecError::Block(e.to_string()))?;
         Ok(BlockBuilder {
-            inner,
+            evm,
+            system,
             attrs,
+            gas_used: 0,
             kept: 0,
             assembler: self.assembler.start(),
             recorder,
@@ -195,7 +194,7 @@ impl BlockBuilder {
 
     /// Gas used by the transactions kept so far.
     pub fn gas_used(&self) -> u64 {
-        self.inner.cumulative_tx_gas_used
+        self.gas_used
     }
 
     pub fn transaction_count(&self) -> usize {
@@ -205,27 +204,46 @@ impl BlockBuilder {
     /// Executes `tx` on top of the block so far and keeps it. A rejected transaction leaves
     /// the block exactly as it was; one that asked for an inference result the source does
     /// not have is rejected as [`TxRejected::MissingResult`].
-    pub fn execute(&mut self, tx: &StoredTx) -> Result<ExecutedTx, TxRejected> {
-        let recovered = alloy_consensus::transaction::Recovered::new_unchecked(&tx.tx, tx.sender);
-        let executed = self.inner.execute_transaction_without_commit(recovered);
+    ///
+    /// The transaction is taken shared: a kept one moves on to the assembler thread with its
+    /// logs, and nothing else is copied on this thread.
+    pub fn execute(&mut self, tx: Arc<dyn BlockTx>) -> Result<ExecutedTx, TxRejected> {
+        let stored = tx.stored();
+        let hash = stored.hash;
+        // EIP-7825: a transaction's gas limit above the cap is invalid anyway (revm says so);
+        // counting the cap keeps such a transaction from being reported as not fitting.
+        let needed = stored
+            .tx
+            .gas_limit()
+            .min(self.evm.cfg_env().tx_gas_limit_cap());
+        let available = self.attrs.gas_limit.saturating_sub(self.gas_used);
+        if needed > available {
+            return Err(TxRejected::BlockFull {
+                tx_gas: stored.tx.gas_limit(),
+                available,
+            });
+        }
+        let tx_type = stored.tx.tx_type();
+        let executed = self
+            .evm
+            .transact_raw(TxEnv::from_recovered_tx(&stored.tx, stored.sender));
         let record = self.recorder.as_ref().map(|r| r.take()).unwrap_or_default();
         if let Some(call) = record.missing {
             if let Some(reason) = self.attested.as_ref().and_then(|a| a.refusal(&call.key)) {
                 return Err(TxRejected::Unattested {
-                    hash: tx.hash,
+                    hash,
                     call: Box::new(call),
                     reason,
                 });
             }
             return Err(TxRejected::MissingResult {
-                hash: tx.hash,
+                hash,
                 call: Box::new(call),
             });
         }
-        let output = executed.map_err(|e| reject(tx.hash, e))?;
+        let ResultAndState { result, state } = executed.map_err(|e| reject(hash, e))?;
         self.results.extend(record.used);
         self.units = self.units.saturating_add(record.units);
-        let result = &output.result.result;
         let outcome = if result.is_success() {
             TxOutcome::Success
         } else if result.is_halt() {
@@ -233,36 +251,42 @@ impl BlockBuilder {
         } else {
             TxOutcome::Reverted
         };
-        let gas = self.inner.commit_transaction(output);
-        // The receipt moves to the assembler. alloy-evm reads the receipts it holds only for
-        // beacon-chain deposit requests, which this chain does not have.
-        let receipt = self
-            .inner
-            .receipts
-            .pop()
-            .expect("receipt of the committed tx");
-        self.assembler.push(tx.clone(), receipt);
+        let gas_used = result.tx_gas_used();
+        self.evm.db_mut().commit(state);
+        self.gas_used += gas_used;
+        self.assembler.push(Kept {
+            tx,
+            tx_type,
+            success: outcome == TxOutcome::Success,
+            cumulative_gas_used: self.gas_used,
+            logs: result.into_logs(),
+        });
         self.kept += 1;
-        Ok(ExecutedTx {
-            gas_used: gas.tx_gas_used(),
-            outcome,
-        })
+        Ok(ExecutedTx { gas_used, outcome })
     }
 
     /// Runs the post-execution system calls, and returns the block with everything but its
     /// state root, plus the state changes the store hashes into that root.
     pub fn finish(self) -> Result<ExecutedBlock, ExecError> {
         let BlockBuilder {
-            inner,
+            mut evm,
+            mut system,
             attrs,
-            assembler,
+            gas_used,
+            mut assembler,
             results,
             units,
             ..
         } = self;
+        // The assembler finishes the tries while this thread finishes the state.
+        assembler.close();
         let sidecar = Sidecar::new(results);
-        let (evm, result) = inner
-            .finish()
+        // EIP-7685 requests: the withdrawal and consolidation queues. Deposits would come from
+        // the logs of a deposit contract, which this chain does not have ([`PipeSpec`]); and
+        // with no withdrawals and no block reward after the merge, no balance changes either.
+        let mut requests = Requests::default();
+        system
+            .append_post_execution_changes(&mut evm, &mut requests)
             .map_err(|e| ExecError::Block(e.to_string()))?;
         let changes = cache_to_changes(&evm.into_db().cache);
         let assembled = assembler.finish();
@@ -277,7 +301,7 @@ impl BlockBuilder {
             difficulty: Default::default(),
             number: attrs.number,
             gas_limit: attrs.gas_limit,
-            gas_used: result.gas_used,
+            gas_used,
             timestamp: attrs.timestamp,
             // The inference price, the load and the results (see `pipe_primitives::header`).
             extra_data: InferenceFields {
@@ -293,10 +317,10 @@ impl BlockBuilder {
             blob_gas_used: Some(0),
             excess_blob_gas: Some(0),
             parent_beacon_block_root: Some(B256::ZERO),
-            requests_hash: Some(if result.requests.is_empty() {
+            requests_hash: Some(if requests.is_empty() {
                 EMPTY_REQUESTS_HASH
             } else {
-                result.requests.requests_hash()
+                requests.requests_hash()
             }),
             ..Default::default()
         };
@@ -331,28 +355,16 @@ impl ExecutedBlock {
     }
 }
 
-fn reject(hash: B256, e: BlockExecutionError) -> TxRejected {
+/// revm's verdict on a transaction → why the block did not take it. A transaction revm finds
+/// invalid (nonce, balance, fee, intrinsic gas, ...) is the transaction's fault; anything else
+/// (the state could not be read, a broken block environment) is the node's.
+fn reject<E: std::fmt::Display>(hash: B256, e: EVMError<E>) -> TxRejected {
     match e {
-        BlockExecutionError::Validation(
-            BlockValidationError::TransactionGasLimitMoreThanAvailableBlockGas {
-                transaction_gas_limit,
-                block_available_gas,
-            },
-        ) => TxRejected::BlockFull {
-            tx_gas: transaction_gas_limit,
-            available: block_available_gas,
-        },
-        BlockExecutionError::Validation(BlockValidationError::InvalidTx { error, .. }) => {
-            TxRejected::Invalid {
-                hash,
-                reason: error.to_string(),
-            }
-        }
-        other @ BlockExecutionError::Validation(_) => TxRejected::Invalid {
+        EVMError::Transaction(error) => TxRejected::Invalid {
             hash,
-            reason: other.to_string(),
+            reason: error.to_string(),
         },
-        BlockExecutionError::Internal(e) => TxRejected::Internal(e.to_string()),
+        other => TxRejected::Internal(other.to_string()),
     }
 }
 

@@ -1,13 +1,18 @@
-//! Execution: revm, driven through alloy-evm's Ethereum block executor, over a snapshot of the
-//! redb state.
+//! Execution: revm over a snapshot of the redb state, with a block loop of our own.
 //!
-//! - [`StateDb`] adapts a [`pipe_storage::StateView`] to revm's `DatabaseRef`. Execution reads
-//!   through revm's `State` cache with bundle tracking; at the end of a block the bundle is
-//!   turned into [`pipe_storage::StateChanges`] for the store to apply and hash.
+//! - [`StateDb`] adapts a [`pipe_storage::StateView`] to revm's `DatabaseRef`. A block runs on
+//!   a plain `CacheDB` over it; at the end of the block the cache is turned into
+//!   [`pipe_storage::StateChanges`] for the store to apply and hash. No reverts are kept
+//!   (recent history is served from store snapshots), so revm's `State` bookkeeping would buy
+//!   nothing.
 //! - [`BlockBuilder`] executes transactions one by one against the block being built. Each
 //!   transaction is executed without committing first, so the caller decides to keep it or
 //!   leave it out (the PIPE builder will leave out a transaction whose inference result went
-//!   stale); an invalid transaction never poisons the block.
+//!   stale); an invalid transaction never poisons the block. The loop is revm's `transact`
+//!   plus gas bookkeeping; the system calls before and after the block are alloy-evm's
+//!   `SystemCaller`, as Ethereum runs them. Receipts, blooms and the transaction and receipt
+//!   roots are built on another core while the block executes (`assemble`), hashing the
+//!   tries' leaves eight at a time where the CPU allows (`keccak8`, `ordered_trie`).
 //! - [`Executor::call`] and [`Executor::estimate_gas`] serve `eth_call` / `eth_estimateGas`
 //!   on a throw-away overlay.
 //! - [`Executor::simulate`] is PIPE's discovery: a sender's pending transactions in order, on
@@ -25,6 +30,8 @@ mod call;
 mod db;
 mod error;
 pub mod inference;
+mod keccak8;
+mod ordered_trie;
 mod recorder;
 mod simulate;
 mod spec;

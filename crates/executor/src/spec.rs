@@ -7,7 +7,7 @@ use alloy_primitives::Address;
 /// Name of the hardfork the chain runs, for docs and `web3_clientVersion`-style output.
 pub const HARDFORK: &str = "osaka";
 
-/// Fork schedule handed to alloy-evm's block executor.
+/// Fork schedule for revm and for alloy-evm's system calls before and after each block.
 #[derive(Clone, Debug)]
 pub struct PipeSpec {
     forks: EthereumChainHardforks,

@@ -9,7 +9,7 @@ use alloy_consensus::{Transaction, TxEnvelope, transaction::SignerRecoverable};
 use alloy_eips::Encodable2718;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use parking_lot::RwLock;
-use pipe_primitives::StoredTx;
+use pipe_primitives::{BlockTx, StoredTx};
 use tokio::sync::Notify;
 
 use crate::{PoolError, PoolErrorKind};
@@ -80,6 +80,16 @@ impl PoolTx {
             .tx
             .effective_tip_per_gas(base_fee)
             .unwrap_or_default()
+    }
+}
+
+impl BlockTx for PoolTx {
+    fn stored(&self) -> &StoredTx {
+        &self.stored
+    }
+
+    fn encoded_2718(&self) -> Option<&[u8]> {
+        Some(&self.encoded)
     }
 }
 

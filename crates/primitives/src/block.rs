@@ -14,6 +14,25 @@ pub struct StoredTx {
     pub tx: TxEnvelope,
 }
 
+/// A transaction handed to a block being built. The block builder passes it, shared, to the
+/// thread that assembles the block's tries, so nothing is copied on the executing thread; the
+/// pool's entries implement it, and so does a bare [`StoredTx`].
+pub trait BlockTx: Send + Sync + std::fmt::Debug + 'static {
+    fn stored(&self) -> &StoredTx;
+
+    /// The transaction's EIP-2718 encoding, when the holder already has it (the pool keeps
+    /// what the client sent); `None` has the assembler encode it.
+    fn encoded_2718(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+impl BlockTx for StoredTx {
+    fn stored(&self) -> &StoredTx {
+        self
+    }
+}
+
 /// A sealed block: header, its hash, the transactions, their receipts (same order), and the
 /// inference results the transactions used (committed to by the header's `extra_data`).
 #[derive(Clone, Debug)]

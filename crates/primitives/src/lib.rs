@@ -11,7 +11,7 @@ pub mod inference;
 pub mod sidecar;
 pub mod status;
 
-pub use block::{SealedBlock, StoredTx};
+pub use block::{BlockTx, SealedBlock, StoredTx};
 pub use chain::{ChainConfig, system_contracts};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use header::{InferenceFields, InferencePricing};
