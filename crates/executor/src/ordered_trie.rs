@@ -14,8 +14,10 @@
 //! (`add_branch`). Leaves are therefore held per group of sixteen, which is complete when the
 //! next group starts. Only the last group can end with one member; that leaf, and leaf 0 when
 //! no key shares its first nibble (`8`, i.e. fewer than 129 leaves), go in as plain leaves and
-//! the builder works out their key. Every leaf value here is longer than a hash (a signed
-//! transaction, a receipt with its bloom), so its parent always refers to it by hash.
+//! the builder works out their key. A parent refers to a leaf node of 32 bytes or more by its
+//! hash, and embeds a shorter one whole; receipts are always longer (their bloom alone is 256
+//! bytes), but a transaction with a tiny signature can be shorter, so a short leaf node also
+//! goes in as a plain leaf.
 
 use alloy_primitives::B256;
 use alloy_rlp::Encodable;
@@ -115,8 +117,14 @@ impl OrderedTrie {
         }
         let n = self.held.len();
         keccak256_many(&msgs[..n], &mut self.hashes[..n]);
-        for (&(index, _, _), hash) in self.held.iter().zip(&self.hashes) {
-            self.builder.add_branch(key(index), *hash, false);
+        for (i, &(index, start, value_start)) in self.held.iter().enumerate() {
+            if msgs[i].len() < 32 {
+                // Embedded in its parent, not hashed: the builder encodes it.
+                self.builder
+                    .add_leaf(key(index), &msgs[i][value_start - start..]);
+            } else {
+                self.builder.add_branch(key(index), self.hashes[i], false);
+            }
         }
         self.held.clear();
         self.nodes.clear();
@@ -125,6 +133,11 @@ impl OrderedTrie {
     fn add_first_hashed(&mut self) {
         let mut node = Vec::with_capacity(self.first.len() + 8);
         LeafNodeRef::new(&Nibbles::default(), &self.first).encode(&mut node);
+        if node.len() < 32 {
+            // Embedded in its parent, not hashed (see the module doc).
+            self.builder.add_leaf(key(0), &self.first);
+            return;
+        }
         let mut hash = [B256::ZERO];
         keccak256_many(&[&node], &mut hash);
         self.builder.add_branch(key(0), hash[0], false);
@@ -140,13 +153,20 @@ mod tests {
     use super::*;
     use alloy_trie::root::ordered_trie_root_encoded;
 
-    /// Values of varying lengths, all longer than a hash, as transactions and receipts are.
-    fn value(i: usize) -> Vec<u8> {
+    /// Values of 40 to 439 bytes, as transactions and receipts mostly are.
+    fn long(i: usize) -> Vec<u8> {
         let len = 40 + (i * 37) % 400;
         (0..len).map(|j| (i * 7 + j) as u8).collect()
     }
 
-    fn check(n: usize) {
+    /// Values of 1 to 40 bytes: leaf nodes on both sides of 32 bytes, where a parent stops
+    /// hashing its child and embeds it (a transaction with a tiny signature is this short).
+    fn short(i: usize) -> Vec<u8> {
+        let len = 1 + (i * 13) % 40;
+        (0..len).map(|j| (i * 5 + j) as u8).collect()
+    }
+
+    fn check(n: usize, value: fn(usize) -> Vec<u8>) {
         let values: Vec<Vec<u8>> = (0..n).map(value).collect();
         let mut trie = OrderedTrie::new();
         for v in &values {
@@ -161,14 +181,37 @@ mod tests {
         // Every shape of the last group (one member or more), leaf 0 alone or on a branch,
         // and the 1-byte / 2-byte key boundary at 128 and the 2-byte / 3-byte one at 256.
         for n in 0..=300 {
-            check(n);
+            check(n, long);
+            check(n, short);
+        }
+    }
+
+    #[test]
+    fn short_leaves_in_every_position_of_a_group_and_as_leaf_zero() {
+        // One short value among long ones, at each index of the first groups and as leaf 0 of
+        // a block with a branch at nibble 8 (more than 128 leaves).
+        for at in 0..40 {
+            for n in [20, 40, 130, 200] {
+                let values: Vec<Vec<u8>> = (0..n)
+                    .map(|i| if i == at { vec![i as u8; 3] } else { long(i) })
+                    .collect();
+                let mut trie = OrderedTrie::new();
+                for v in &values {
+                    trie.add(v);
+                }
+                assert_eq!(
+                    trie.root(),
+                    ordered_trie_root_encoded(&values),
+                    "short at {at} of {n}"
+                );
+            }
         }
     }
 
     #[test]
     fn root_equals_alloys_across_the_three_byte_key_boundary() {
         for n in [1000, 65_535, 65_536, 65_537, 65_536 + 16, 65_536 + 17] {
-            check(n);
+            check(n, long);
         }
     }
 }

@@ -20,8 +20,10 @@ pub struct StoredTx {
 pub trait BlockTx: Send + Sync + std::fmt::Debug + 'static {
     fn stored(&self) -> &StoredTx;
 
-    /// The transaction's EIP-2718 encoding, when the holder already has it (the pool keeps
-    /// what the client sent); `None` has the assembler encode it.
+    /// The transaction's canonical EIP-2718 encoding (`stored().tx.encoded_2718()`), when the
+    /// holder already has it (the pool re-encodes each transaction once, on admission);
+    /// `None` has the assembler encode it. It becomes the transactions-trie leaf, so it must
+    /// be exactly that encoding.
     fn encoded_2718(&self) -> Option<&[u8]> {
         None
     }
