@@ -101,6 +101,10 @@ pub(crate) struct AssemblerThread {
     jobs: mpsc::Sender<Job>,
     /// To wake the thread when a block is finished (it polls until then).
     thread: Thread,
+    /// How long a finishing block spins for its result: [`SPIN`], or nothing on one CPU,
+    /// where spinning would only keep the assembler from running. Asked once: the answer
+    /// comes from cgroup files, too slow to read per block.
+    spin: Duration,
 }
 
 impl AssemblerThread {
@@ -120,9 +124,11 @@ impl AssemblerThread {
                 }
             })
             .expect("spawning the block assembler thread");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             jobs,
             thread: handle.thread().clone(),
+            spin: if cpus > 1 { SPIN } else { Duration::ZERO },
         }
     }
 
@@ -137,6 +143,7 @@ impl AssemblerThread {
             batch: Vec::with_capacity(BATCH),
             result,
             thread: self.thread.clone(),
+            spin: self.spin,
         }
     }
 }
@@ -147,6 +154,7 @@ pub(crate) struct Assembler {
     batch: Batch,
     result: mpsc::Receiver<Assembled>,
     thread: Thread,
+    spin: Duration,
 }
 
 impl Assembler {
@@ -183,11 +191,8 @@ impl Assembler {
         self.close();
         // The wait is short (the last batch and the roots), and this thread has nothing else
         // to do: spin on the result for a while rather than sleep, so that no wake-up (another
-        // cross-CPU interrupt) stands between the result and the caller. Not on one CPU, where
-        // spinning would only keep the assembler from running.
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let spin = if cpus > 1 { SPIN } else { Duration::ZERO };
-        let spin_until = Instant::now() + spin;
+        // cross-CPU interrupt) stands between the result and the caller.
+        let spin_until = Instant::now() + self.spin;
         while Instant::now() < spin_until {
             match self.result.try_recv() {
                 Ok(assembled) => return assembled,
