@@ -381,28 +381,50 @@ pub fn exec(
         chain.block(&txs)?;
     }
 
-    // Commit cost (state changes + state root) as the number of accounts grows.
+    // Commit cost (state changes + state root) as state grows: the same kind of block, 1000
+    // transfers to new accounts, at state sizes doubling to 64k accounts, beside what hashing
+    // the whole state from scratch costs at that size (the store's full recomputation).
     let mut growth = Vec::new();
     let payer = &senders[0];
-    for step in 0..5 {
-        let fresh: Vec<Arc<StoredTx>> = (0..2000)
+    let mut fresh_id = 0u64;
+    let mut fresh = |n: u64, nonces: &mut [u64]| -> Vec<Arc<StoredTx>> {
+        (0..n)
             .map(|_| {
-                let n = next(0, &mut nonces);
+                fresh_id += 1;
+                let to = Address::from_word(alloy_primitives::keccak256(fresh_id.to_be_bytes()));
                 sign(
                     payer,
-                    n,
-                    TxKind::Call(PrivateKeySigner::random().address()),
+                    next(0, nonces),
+                    TxKind::Call(to),
                     Bytes::new(),
                     21_000,
                 )
             })
-            .collect();
-        let (_, commit) = chain.block(&fresh)?;
+            .collect()
+    };
+    for target in [4_000u64, 8_000, 16_000, 32_000, 64_000] {
+        // Filler blocks up to 1000 short of the target, not measured.
+        loop {
+            let missing = target.saturating_sub(chain.store.account_count()? + 1000);
+            if missing == 0 {
+                break;
+            }
+            chain.block(&fresh(missing.min(8000), &mut nonces))?;
+        }
+        let (_, commit) = chain.block(&fresh(1000, &mut nonces))?;
+        let t = Instant::now();
+        let (computed, stored) = chain.store.verify_state_root()?;
+        let full = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            computed == stored,
+            "state root {stored} != recomputed {computed}"
+        );
         growth.push(json!({
-            "step": step,
             "accounts": chain.store.account_count()?,
-            "block_txs": fresh.len(),
+            "block_txs": 1000,
             "commit_ms": commit * 1e3,
+            "full_rehash_ms": full * 1e3,
+            "ratio_commit_over_full_rehash": commit / full,
         }));
     }
     out.insert("commit_vs_state_size".into(), json!(growth));

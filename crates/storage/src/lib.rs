@@ -3,10 +3,10 @@
 //! # Layout
 //! Plain state (`accounts`, `storage`, `code`) serves the EVM's point reads. Beside it, hashed
 //! state (`hashed_accounts`, `hashed_storage`) is kept in Merkle-Patricia key order so that the
-//! state root is a single ordered scan fed to `alloy_trie::HashBuilder`; each account row caches
-//! its storage root, so a block only rehashes the storage of the accounts it touched. The
-//! account trie itself is rehashed from the ordered scan every block: cost grows with the number
-//! of accounts, not with storage (measured in docs/benchmarks.md).
+//! tries' leaves are ordered scans for `alloy_trie::HashBuilder`. Each account row caches its
+//! storage root. The branch nodes of the account trie and of every storage trie are stored too
+//! (`trie_branches`), so a block's state root is computed from what the block changed: unchanged
+//! subtrees go in as their stored hashes ([`trie`], measured in docs/benchmarks.md).
 //!
 //! # Atomicity
 //! A block is committed by [`Store::commit_block`] in one write transaction: state changes,
@@ -23,6 +23,7 @@ mod error;
 mod models;
 mod state;
 mod store;
+mod trie;
 
 pub use error::StoreError;
 pub use state::{AccountInfoChange, AccountRecord, StateChanges, StateView};

@@ -1,0 +1,492 @@
+//! Incremental Merkle-Patricia roots: the state root at a cost that grows with what a block
+//! changes, not with the whole state.
+//!
+//! Leaves live in ordered tables (`hashed_accounts`, `hashed_storage`). Beside them, the
+//! `trie_branches` table keeps every branch node of each trie as alloy's `HashBuilder` reports
+//! it (its children, and the hashes of the children that are themselves branches), keyed by
+//! the trie (`namespace`) and the node's path, one byte per nibble.
+//!
+//! A new root is computed by walking the stored branches from the top, guided by the sorted
+//! keys the block changed, and feeding the builder in key order:
+//! - a child with no changed key under it that is itself a branch goes in as its stored hash
+//!   (`add_branch`): the builder never looks below it;
+//! - any other unchanged child (a leaf, or an extension over a deeper branch) is read as its
+//!   one leaf, or walked down to that deeper branch;
+//! - under a changed child the walk goes on into the stored branch below it, and the leaves
+//!   that lie outside every stored branch (new keys) are read from the leaf table.
+//!
+//! A branch below a changed key's path is rebuilt by the builder, which reports it again; the
+//! stored branches the walk went through are dropped first, so one that disappeared (its keys
+//! deleted) does not linger. Everything is written in the block's write transaction, so the
+//! branches always describe the committed leaves. A namespace with no stored branches (a new
+//! trie, or a store written before this table existed) is walked as one region: every leaf is
+//! read and every branch is stored, which is also how the table is first filled.
+//!
+//! Why this is correct: the builder is given, in key order, every leaf outside the subtrees it
+//! receives as hashes, and each hash it receives is the unchanged hash of a branch at its own
+//! path. Where a branch's parent changed shape, the builder adds the extension above it.
+
+use std::ops::Bound;
+
+use alloy_primitives::B256;
+use alloy_trie::{BranchNodeCompact, HashBuilder, Nibbles, TrieMask};
+use redb::{ReadableTable, Table};
+
+use crate::StoreError;
+
+/// Where a trie's leaves live: rows keyed by 32-byte trie keys, in key order.
+pub(crate) trait Leaves {
+    /// Calls `f` on each leaf with a key in `range`, in key order.
+    fn each(
+        &self,
+        range: (Bound<[u8; 32]>, Bound<[u8; 32]>),
+        f: &mut dyn FnMut(&[u8; 32], &[u8]),
+    ) -> Result<(), StoreError>;
+}
+
+/// A stored branch: which children exist, which have stored branches below them, which are
+/// branches themselves, and those branches' hashes (`HashBuilder`'s masks).
+struct Branch {
+    state_mask: TrieMask,
+    /// A hint only: a clear bit lets the walk read an unchanged child's leaf without looking
+    /// for a branch below it. Both ways give the same root.
+    tree_mask: TrieMask,
+    hash_mask: TrieMask,
+    hashes: Vec<B256>,
+}
+
+impl Branch {
+    fn encode(node: &BranchNodeCompact) -> Vec<u8> {
+        let mut out = Vec::with_capacity(6 + 32 * node.hashes.len());
+        out.extend_from_slice(&node.state_mask.get().to_be_bytes());
+        out.extend_from_slice(&node.tree_mask.get().to_be_bytes());
+        out.extend_from_slice(&node.hash_mask.get().to_be_bytes());
+        for h in node.hashes.iter() {
+            out.extend_from_slice(h.as_slice());
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, StoreError> {
+        let bad = || StoreError::Corrupt(format!("trie branch row of {} bytes", b.len()));
+        if b.len() < 6 || !(b.len() - 6).is_multiple_of(32) {
+            return Err(bad());
+        }
+        let mask = |i: usize| TrieMask::new(u16::from_be_bytes([b[i], b[i + 1]]));
+        let (state_mask, tree_mask, hash_mask) = (mask(0), mask(2), mask(4));
+        let hashes: Vec<B256> = b[6..].chunks_exact(32).map(B256::from_slice).collect();
+        if hashes.len() != hash_mask.count_ones() as usize || !hash_mask.is_subset_of(state_mask) {
+            return Err(bad());
+        }
+        Ok(Self {
+            state_mask,
+            tree_mask,
+            hash_mask,
+            hashes,
+        })
+    }
+
+    fn hash_of(&self, nibble: u8) -> B256 {
+        let below = self.hash_mask.get() & ((1u16 << nibble) - 1);
+        self.hashes[below.count_ones() as usize]
+    }
+}
+
+/// The namespace of the account trie in `trie_branches`.
+pub(crate) const ACCOUNT_TRIE: &[u8] = &[0];
+
+/// The namespace of `address`'s storage trie in `trie_branches`.
+pub(crate) fn storage_trie(address: &[u8; 20]) -> [u8; 21] {
+    let mut ns = [1u8; 21];
+    ns[1..].copy_from_slice(address);
+    ns
+}
+
+/// Computes the root of the trie `namespace` whose leaves are `leaves`, after a block changed
+/// (wrote or removed) the leaves at `changed` (sorted, without duplicates), and brings its
+/// stored branches up to date in `branches`.
+pub(crate) fn update_root(
+    branches: &mut Table<&'static [u8], &'static [u8]>,
+    namespace: &[u8],
+    leaves: &impl Leaves,
+    changed: &[[u8; 32]],
+) -> Result<B256, StoreError> {
+    debug_assert!(changed.is_sorted(), "changed keys must be sorted");
+    let mut walk = Walk {
+        branches: &*branches,
+        namespace,
+        leaves,
+        changed,
+        builder: HashBuilder::default()
+            .with_updates(true)
+            .with_all_branch_nodes(true),
+        visited: Vec::new(),
+    };
+    walk.region(&[])?;
+    let Walk {
+        mut builder,
+        visited,
+        ..
+    } = walk;
+    let root = builder.root();
+    let (_, updates) = builder.split();
+    for key in &visited {
+        // A branch rebuilt at the same path is overwritten below.
+        let path = Nibbles::from_nibbles_unchecked(&key[namespace.len()..]);
+        if !updates.contains_key(&path) {
+            branches.remove(key.as_slice())?;
+        }
+    }
+    let mut key = Vec::with_capacity(namespace.len() + 64);
+    for (path, node) in updates {
+        key.clear();
+        key.extend_from_slice(namespace);
+        key.extend(path.iter());
+        branches.insert(key.as_slice(), Branch::encode(&node).as_slice())?;
+    }
+    Ok(root)
+}
+
+/// Drops every stored branch of the trie `namespace` (its leaves were all deleted).
+pub(crate) fn clear(
+    branches: &mut Table<&'static [u8], &'static [u8]>,
+    namespace: &[u8],
+) -> Result<(), StoreError> {
+    let mut end = namespace.to_vec();
+    // Paths are nibbles (0..=15), so every key of the namespace sorts below `namespace ++ 16`.
+    end.push(16);
+    branches.retain_in(namespace..end.as_slice(), |_, _| false)?;
+    Ok(())
+}
+
+struct Walk<'a, B, L> {
+    branches: &'a B,
+    namespace: &'a [u8],
+    leaves: &'a L,
+    changed: &'a [[u8; 32]],
+    builder: HashBuilder,
+    /// Stored branches on changed paths: rebuilt (and reported again) or gone.
+    visited: Vec<Vec<u8>>,
+}
+
+impl<B, L> Walk<'_, B, L>
+where
+    B: ReadableTable<&'static [u8], &'static [u8]>,
+    L: Leaves,
+{
+    /// Feeds the builder everything under `path`.
+    fn region(&mut self, path: &[u8]) -> Result<(), StoreError> {
+        let (lo, hi) = bounds(path);
+        let Some((top, branch)) = self.first_branch_under(path)? else {
+            // No stored branch: at most one old leaf here, plus any new ones.
+            return self.leaves_in((Bound::Included(lo), Bound::Included(hi)));
+        };
+        if !self.changed_under(path) {
+            return self.branch(&top, &branch, false);
+        }
+        // Every old leaf under `path` is under `top` (two old leaves outside it would have
+        // had a stored branch above it), so what lies beside `top` is new.
+        let (top_lo, top_hi) = bounds(&top);
+        self.leaves_in((Bound::Included(lo), Bound::Excluded(top_lo)))?;
+        self.branch(&top, &branch, true)?;
+        self.leaves_in((Bound::Excluded(top_hi), Bound::Included(hi)))
+    }
+
+    /// Feeds the builder the children of the stored branch at `path`.
+    fn branch(&mut self, path: &[u8], branch: &Branch, changed: bool) -> Result<(), StoreError> {
+        if changed {
+            let mut key = self.namespace.to_vec();
+            key.extend_from_slice(path);
+            self.visited.push(key);
+        }
+        let mut child = path.to_vec();
+        child.push(0);
+        for nibble in 0..16u8 {
+            *child.last_mut().expect("pushed above") = nibble;
+            let child_changed = changed && self.changed_under(&child);
+            if !child_changed {
+                if !branch.state_mask.is_bit_set(nibble) {
+                    continue;
+                }
+                if branch.hash_mask.is_bit_set(nibble) {
+                    let hash = branch.hash_of(nibble);
+                    self.builder
+                        .add_branch(Nibbles::from_nibbles_unchecked(&child), hash, true);
+                    continue;
+                }
+                if !branch.tree_mask.is_bit_set(nibble) {
+                    // No stored branch below: an unchanged leaf.
+                    let (lo, hi) = bounds(&child);
+                    self.leaves_in((Bound::Included(lo), Bound::Included(hi)))?;
+                    continue;
+                }
+            }
+            self.region(&child)?;
+        }
+        Ok(())
+    }
+
+    fn leaves_in(&mut self, range: (Bound<[u8; 32]>, Bound<[u8; 32]>)) -> Result<(), StoreError> {
+        if is_empty(&range) {
+            return Ok(());
+        }
+        let builder = &mut self.builder;
+        self.leaves.each(range, &mut |key, value| {
+            builder.add_leaf(Nibbles::unpack(key), value);
+        })
+    }
+
+    /// The first stored branch at or below `path` in key order: the top of the subtree that
+    /// holds every leaf under `path`, when there are two or more.
+    fn first_branch_under(&self, path: &[u8]) -> Result<Option<(Vec<u8>, Branch)>, StoreError> {
+        let mut start = self.namespace.to_vec();
+        start.extend_from_slice(path);
+        let Some(row) = self.branches.range(start.as_slice()..)?.next() else {
+            return Ok(None);
+        };
+        let (k, v) = row?;
+        let k = k.value();
+        if !k.starts_with(&start) {
+            return Ok(None);
+        }
+        Ok(Some((
+            k[self.namespace.len()..].to_vec(),
+            Branch::decode(v.value())?,
+        )))
+    }
+
+    fn changed_under(&self, path: &[u8]) -> bool {
+        let (lo, hi) = bounds(path);
+        let i = self.changed.partition_point(|k| *k < lo);
+        i < self.changed.len() && self.changed[i] <= hi
+    }
+}
+
+/// Whether no key lies in `range` (a range store iterators would reject as inverted).
+fn is_empty(range: &(Bound<[u8; 32]>, Bound<[u8; 32]>)) -> bool {
+    match range {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
+        _ => false,
+    }
+}
+
+/// The smallest and largest 32-byte keys under a nibble path.
+fn bounds(path: &[u8]) -> ([u8; 32], [u8; 32]) {
+    let mut lo = [0u8; 32];
+    let mut hi = [0xffu8; 32];
+    for (i, &n) in path.iter().enumerate() {
+        let byte = i / 2;
+        if i % 2 == 0 {
+            lo[byte] = n << 4;
+            hi[byte] = (n << 4) | 0x0f;
+        } else {
+            lo[byte] |= n;
+            hi[byte] = (hi[byte] & 0xf0) | n;
+        }
+    }
+    (lo, hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::keccak256;
+    use redb::{Database, ReadableDatabase, TableDefinition};
+
+    const LEAVES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("leaves");
+    const BRANCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("branches");
+
+    /// The leaf table, counting the leaves read.
+    struct Rows<'a>(
+        &'a Table<'a, &'static [u8; 32], &'static [u8]>,
+        std::cell::Cell<usize>,
+    );
+
+    impl<'a> Rows<'a> {
+        fn new(t: &'a Table<'a, &'static [u8; 32], &'static [u8]>) -> Self {
+            Self(t, Default::default())
+        }
+    }
+
+    impl Leaves for Rows<'_> {
+        fn each(
+            &self,
+            range: (Bound<[u8; 32]>, Bound<[u8; 32]>),
+            f: &mut dyn FnMut(&[u8; 32], &[u8]),
+        ) -> Result<(), StoreError> {
+            let (lo, hi) = range;
+            for row in self.0.range::<&[u8; 32]>((lo.as_ref(), hi.as_ref()))? {
+                let (k, v) = row?;
+                self.1.set(self.1.get() + 1);
+                f(k.value(), v.value());
+            }
+            Ok(())
+        }
+    }
+
+    /// The root from every leaf, as the store computed it before this module.
+    fn full_root(leaves: &Table<&'static [u8; 32], &'static [u8]>) -> B256 {
+        let mut b = HashBuilder::default();
+        for row in leaves.iter().unwrap() {
+            let (k, v) = row.unwrap();
+            b.add_leaf(Nibbles::unpack(k.value()), v.value());
+        }
+        b.root()
+    }
+
+    /// A small deterministic generator, so a failing case can be replayed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// Blocks of random writes and deletes, each root checked against the full computation;
+    /// `universe` keys, so keys come and go and share long prefixes at small sizes.
+    fn run(seed: u64, universe: u64, blocks: usize, per_block: u64, short_values: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let mut rng = Rng(seed);
+        for block in 0..blocks {
+            let tx = db.begin_write().unwrap();
+            {
+                let mut leaves = tx.open_table(LEAVES).unwrap();
+                let mut branches = tx.open_table(BRANCHES).unwrap();
+                let mut changed = Vec::new();
+                let n = 1 + rng.next() % per_block;
+                for _ in 0..n {
+                    let id = rng.next() % universe;
+                    let key = keccak256(id.to_be_bytes()).0;
+                    if rng.next().is_multiple_of(4) {
+                        leaves.remove(&key).unwrap();
+                    } else {
+                        let len = if short_values {
+                            1 + rng.next() % 40
+                        } else {
+                            60 + rng.next() % 60
+                        };
+                        let value: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                        leaves.insert(&key, value.as_slice()).unwrap();
+                    }
+                    changed.push(key);
+                }
+                changed.sort_unstable();
+                changed.dedup();
+                let root = update_root(&mut branches, ACCOUNT_TRIE, &Rows::new(&leaves), &changed)
+                    .unwrap();
+                assert_eq!(root, full_root(&leaves), "seed {seed}, block {block}");
+            }
+            tx.commit().unwrap();
+        }
+        // The stored branches are exactly the ones a rebuild from nothing stores.
+        let tx = db.begin_write().unwrap();
+        {
+            let leaves = tx.open_table(LEAVES).unwrap();
+            let branches = tx.open_table(BRANCHES).unwrap();
+            let kept: Vec<(Vec<u8>, Vec<u8>)> = branches
+                .iter()
+                .unwrap()
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.value().to_vec(), v.value().to_vec())
+                })
+                .collect();
+            drop(branches);
+            tx.delete_table(BRANCHES).unwrap();
+            let mut fresh = tx.open_table(BRANCHES).unwrap();
+            update_root(&mut fresh, ACCOUNT_TRIE, &Rows::new(&leaves), &[]).unwrap();
+            let rebuilt: Vec<(Vec<u8>, Vec<u8>)> = fresh
+                .iter()
+                .unwrap()
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.value().to_vec(), v.value().to_vec())
+                })
+                .collect();
+            assert_eq!(kept, rebuilt, "seed {seed}: stored branches drifted");
+        }
+        tx.commit().unwrap();
+        let _ = db.begin_read().unwrap();
+    }
+
+    #[test]
+    fn roots_match_a_full_rebuild_from_empty_through_growth_and_deletes() {
+        // Tiny tries: 0, 1, 2 leaves, a root that turns from branch to leaf and back.
+        for seed in 1..=20 {
+            run(seed, 4, 30, 3, false);
+        }
+        // Hundreds of keys with shared prefixes, blocks of up to 40 changes.
+        for seed in 21..=24 {
+            run(seed, 600, 40, 40, false);
+        }
+    }
+
+    #[test]
+    fn roots_match_with_leaves_short_enough_to_be_embedded() {
+        // Storage-trie-like values (1 to 40 bytes): some leaf nodes, and branches over them,
+        // are shorter than a hash and embedded in their parent.
+        for seed in 31..=34 {
+            run(seed, 300, 30, 30, true);
+        }
+    }
+
+    #[test]
+    fn a_small_change_to_a_large_trie_reads_few_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        let mut leaves = tx.open_table(LEAVES).unwrap();
+        let mut branches = tx.open_table(BRANCHES).unwrap();
+        let key = |i: u64| keccak256(i.to_be_bytes()).0;
+        for i in 0..20_000u64 {
+            leaves.insert(&key(i), [i as u8; 70].as_slice()).unwrap();
+        }
+        // The first root reads everything and stores the branches.
+        let rows = Rows::new(&leaves);
+        let root = update_root(&mut branches, ACCOUNT_TRIE, &rows, &[]).unwrap();
+        assert_eq!(rows.1.get(), 20_000);
+        assert_eq!(root, full_root(&leaves));
+        let mut rng = Rng(7);
+        for round in 0..20 {
+            // Change, add and delete a few keys.
+            let mut changed = Vec::new();
+            for j in 0..3 {
+                let k = key(rng.next() % 20_000);
+                leaves.insert(&k, [round as u8; 80].as_slice()).unwrap();
+                changed.push(k);
+                let gone = key(rng.next() % 20_000);
+                leaves.remove(&gone).unwrap();
+                changed.push(gone);
+                let new = key(1_000_000 + round * 10 + j);
+                leaves.insert(&new, [1; 75].as_slice()).unwrap();
+                changed.push(new);
+            }
+            changed.sort_unstable();
+            changed.dedup();
+            let rows = Rows::new(&leaves);
+            let root = update_root(&mut branches, ACCOUNT_TRIE, &rows, &changed).unwrap();
+            assert_eq!(root, full_root(&leaves), "round {round}");
+            // Per changed key, the leaves beside it under its lowest branch (about
+            // 20 000 / 16^3 ≈ 5), not the 20 000 of a full scan.
+            assert!(
+                rows.1.get() <= 20 * changed.len(),
+                "read {} leaves",
+                rows.1.get()
+            );
+        }
+    }
+
+    #[test]
+    fn bounds_cover_exactly_the_keys_under_a_path() {
+        assert_eq!(bounds(&[]), ([0; 32], [0xff; 32]));
+        let (lo, hi) = bounds(&[0xa, 0xb, 0xc]);
+        assert_eq!(&lo[..3], &[0xab, 0xc0, 0]);
+        assert_eq!(&hi[..3], &[0xab, 0xcf, 0xff]);
+    }
+}
