@@ -27,4 +27,4 @@ mod trie;
 
 pub use error::StoreError;
 pub use state::{AccountInfoChange, AccountRecord, StateChanges, StateView};
-pub use store::{STATE_HISTORY, Store, genesis_state_root};
+pub use store::{CommitTimings, STATE_HISTORY, Store, genesis_state_root};
