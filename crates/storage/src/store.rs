@@ -44,6 +44,10 @@ const TRIE_BRANCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trie_
 const POOL: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pool");
 
 const HEAD_KEY: &str = "head";
+/// The head block `trie_branches` describes, written with it. A store another writer
+/// committed to without updating the branches (an older binary, say) has a different head;
+/// its branches are then dropped and rebuilt from the leaves.
+const TRIE_HEAD_KEY: &str = "trie_branches_head";
 
 /// Handle to the node's database. Cheap to share behind an `Arc`; redb serialises writers and
 /// lets readers run beside them on snapshots.
@@ -233,10 +237,13 @@ impl Store {
         tx.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
         let mut timings = CommitTimings::default();
+        trie_branches_current(&tx)?;
         let root = apply_and_root(&tx, changes, &mut timings)?;
         let started = std::time::Instant::now();
         let block = seal(root)?;
         write_block(&tx, &block)?;
+        tx.open_table(META)?
+            .insert(TRIE_HEAD_KEY, block.number().to_be_bytes().as_slice())?;
         timings.block_us = started.elapsed().as_micros() as u64;
         let started = std::time::Instant::now();
         tx.commit()?;
@@ -524,6 +531,10 @@ fn apply_and_root(
         ));
     }
     for (address, mut keys) in merged {
+        if updated.iter().any(|(a, r)| *a == address && r.is_none()) {
+            // Deleted in this block: its storage and storage trie go below.
+            continue;
+        }
         keys.sort_unstable();
         keys.dedup();
         let leaves = StorageLeaves {
@@ -589,6 +600,31 @@ fn apply_and_root(
     )?;
     timings.account_trie_us = started.elapsed().as_micros() as u64;
     Ok(root)
+}
+
+/// Drops the stored trie branches unless they describe the head the block builds on, so that
+/// the next root is computed from the leaves (and the branches stored again).
+fn trie_branches_current(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let (head, described) = {
+        let meta = tx.open_table(META)?;
+        let number = |key: &str| -> Result<Option<u64>, StoreError> {
+            meta.get(key)?
+                .map(|v| <[u8; 8]>::try_from(v.value()).map(u64::from_be_bytes))
+                .transpose()
+                .map_err(|_| StoreError::Corrupt(format!("meta {key}")))
+        };
+        (number(HEAD_KEY)?, number(TRIE_HEAD_KEY)?)
+    };
+    if head.is_some() && described != head {
+        tracing::warn!(
+            target: "pipe::storage",
+            ?head,
+            ?described,
+            "stored trie branches are not for the head: rebuilding them from the state"
+        );
+        tx.open_table(TRIE_BRANCHES)?.retain(|_, _| false)?;
+    }
+    Ok(())
 }
 
 /// The account trie's leaves: `hashed_accounts` rows.
@@ -810,6 +846,8 @@ mod tests {
                         changes.wiped_storage.push(address);
                         changes.accounts.push((address, None));
                     }
+                    // EIP-161: a touched empty account removed, no wipe.
+                    9 => changes.accounts.push((address, None)),
                     roll => {
                         if roll == 1 {
                             changes.wiped_storage.push(address);
@@ -846,5 +884,56 @@ mod tests {
             assert_eq!(computed, stored, "block {number}");
             assert_eq!(store.account_root_from_scratch().unwrap(), stored);
         }
+    }
+
+    /// Trie branches that do not describe the head (another writer committed without them) are
+    /// dropped and rebuilt, not trusted: here they are garbage and the marker is gone.
+    #[test]
+    fn branches_for_another_head_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let seal = |number: u64| {
+            move |root: B256| {
+                let header = Header {
+                    number,
+                    state_root: root,
+                    ..Default::default()
+                };
+                SealedBlock::new(header, vec![], vec![])
+            }
+        };
+        let account = |i: u8| {
+            (
+                Address::with_last_byte(i),
+                Some(AccountInfoChange {
+                    nonce: 1,
+                    balance: U256::from(i),
+                    code_hash: KECCAK256_EMPTY,
+                }),
+            )
+        };
+        let genesis = StateChanges {
+            accounts: (0..50).map(account).collect(),
+            ..Default::default()
+        };
+        store.commit_block(&genesis, seal(0)).unwrap();
+        {
+            let tx = store.db.begin_write().unwrap();
+            tx.open_table(META).unwrap().remove(TRIE_HEAD_KEY).unwrap();
+            let mut branches = tx.open_table(TRIE_BRANCHES).unwrap();
+            let junk = [0u8; 6];
+            for row in [&[0u8][..], &[0, 1], &[0, 2, 3]] {
+                branches.insert(row, junk.as_slice()).unwrap();
+            }
+            drop(branches);
+            tx.commit().unwrap();
+        }
+        let next = StateChanges {
+            accounts: vec![account(60)],
+            ..Default::default()
+        };
+        store.commit_block(&next, seal(1)).unwrap();
+        let (computed, stored) = store.verify_state_root().unwrap();
+        assert_eq!(computed, stored);
     }
 }

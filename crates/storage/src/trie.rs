@@ -48,8 +48,9 @@ pub(crate) trait Leaves {
 /// branches themselves, and those branches' hashes (`HashBuilder`'s masks).
 struct Branch {
     state_mask: TrieMask,
-    /// A hint only: a clear bit lets the walk read an unchanged child's leaf without looking
-    /// for a branch below it. Both ways give the same root.
+    /// A hint, used only for unchanged children (so no row below one can go stale): a clear
+    /// bit lets the walk read the child's leaf without looking for a branch below it. Both
+    /// ways give the same root.
     tree_mask: TrieMask,
     hash_mask: TrieMask,
     hashes: Vec<B256>,
@@ -75,7 +76,10 @@ impl Branch {
         let mask = |i: usize| TrieMask::new(u16::from_be_bytes([b[i], b[i + 1]]));
         let (state_mask, tree_mask, hash_mask) = (mask(0), mask(2), mask(4));
         let hashes: Vec<B256> = b[6..].chunks_exact(32).map(B256::from_slice).collect();
-        if hashes.len() != hash_mask.count_ones() as usize || !hash_mask.is_subset_of(state_mask) {
+        if hashes.len() != hash_mask.count_ones() as usize
+            || !hash_mask.is_subset_of(state_mask)
+            || !tree_mask.is_subset_of(state_mask)
+        {
             return Err(bad());
         }
         Ok(Self {
@@ -349,7 +353,14 @@ mod tests {
 
     /// Blocks of random writes and deletes, each root checked against the full computation;
     /// `universe` keys, so keys come and go and share long prefixes at small sizes.
-    fn run(seed: u64, universe: u64, blocks: usize, per_block: u64, short_values: bool) {
+    fn run(
+        seed: u64,
+        universe: u64,
+        blocks: usize,
+        per_block: u64,
+        short_values: bool,
+        key_of: fn(u64) -> [u8; 32],
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("t.redb")).unwrap();
         let mut rng = Rng(seed);
@@ -362,7 +373,7 @@ mod tests {
                 let n = 1 + rng.next() % per_block;
                 for _ in 0..n {
                     let id = rng.next() % universe;
-                    let key = keccak256(id.to_be_bytes()).0;
+                    let key = key_of(id);
                     if rng.next().is_multiple_of(4) {
                         leaves.remove(&key).unwrap();
                     } else {
@@ -415,24 +426,41 @@ mod tests {
         let _ = db.begin_read().unwrap();
     }
 
+    /// Keys as the tries have them: hashes, spread evenly.
+    fn hashed(id: u64) -> [u8; 32] {
+        keccak256(id.to_be_bytes()).0
+    }
+
+    /// Keys sharing 56 leading zero nibbles: long extensions, deep branches.
+    fn plain(id: u64) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        k[24..].copy_from_slice(&id.to_be_bytes());
+        k
+    }
+
     #[test]
     fn roots_match_a_full_rebuild_from_empty_through_growth_and_deletes() {
         // Tiny tries: 0, 1, 2 leaves, a root that turns from branch to leaf and back.
         for seed in 1..=20 {
-            run(seed, 4, 30, 3, false);
+            run(seed, 4, 30, 3, false, hashed);
         }
         // Hundreds of keys with shared prefixes, blocks of up to 40 changes.
         for seed in 21..=24 {
-            run(seed, 600, 40, 40, false);
+            run(seed, 600, 40, 40, false, hashed);
         }
     }
 
     #[test]
-    fn roots_match_with_leaves_short_enough_to_be_embedded() {
-        // Storage-trie-like values (1 to 40 bytes): some leaf nodes, and branches over them,
-        // are shorter than a hash and embedded in their parent.
-        for seed in 31..=34 {
-            run(seed, 300, 30, 30, true);
+    fn roots_match_with_long_extensions_and_embedded_nodes() {
+        // Keys that share 56 nibbles, with 1-40 byte values: leaf nodes near the bottom are
+        // shorter than a hash and embedded in their parent branch, and so are some branches.
+        for seed in 31..=38 {
+            run(seed, 300, 30, 30, true, plain);
+            run(seed, 20, 30, 5, true, plain);
+        }
+        for seed in 41..=44 {
+            run(seed, 300, 30, 30, false, plain);
+            run(seed, 300, 30, 30, true, hashed);
         }
     }
 
