@@ -400,30 +400,29 @@ mod tests {
         {
             let leaves = tx.open_table(LEAVES).unwrap();
             let branches = tx.open_table(BRANCHES).unwrap();
-            let kept: Vec<(Vec<u8>, Vec<u8>)> = branches
-                .iter()
-                .unwrap()
-                .map(|r| {
-                    let (k, v) = r.unwrap();
-                    (k.value().to_vec(), v.value().to_vec())
-                })
-                .collect();
+            let kept = rows_of(&branches);
             drop(branches);
             tx.delete_table(BRANCHES).unwrap();
             let mut fresh = tx.open_table(BRANCHES).unwrap();
             update_root(&mut fresh, ACCOUNT_TRIE, &Rows::new(&leaves), &[]).unwrap();
-            let rebuilt: Vec<(Vec<u8>, Vec<u8>)> = fresh
-                .iter()
-                .unwrap()
-                .map(|r| {
-                    let (k, v) = r.unwrap();
-                    (k.value().to_vec(), v.value().to_vec())
-                })
-                .collect();
-            assert_eq!(kept, rebuilt, "seed {seed}: stored branches drifted");
+            assert_eq!(
+                kept,
+                rows_of(&fresh),
+                "seed {seed}: stored branches drifted"
+            );
         }
         tx.commit().unwrap();
         let _ = db.begin_read().unwrap();
+    }
+
+    fn rows_of(t: &Table<&'static [u8], &'static [u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        t.iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            })
+            .collect()
     }
 
     /// Keys as the tries have them: hashes, spread evenly.
