@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy_consensus::{Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxType};
+use alloy_consensus::{Eip658Value, Receipt, ReceiptEnvelope, TxType};
 use alloy_eips::Encodable2718;
 use alloy_primitives::{B256, Bloom, Log};
 use pipe_primitives::{BlockTx, StoredTx};
@@ -44,23 +44,15 @@ pub(crate) struct Kept {
 impl Kept {
     /// The receipt, bloom included.
     fn receipt(self) -> (Arc<dyn BlockTx>, ReceiptEnvelope) {
-        let logs_bloom = logs_bloom_of(&self.logs);
-        let receipt = ReceiptWithBloom {
-            receipt: Receipt {
-                status: Eip658Value::Eip658(self.success),
-                cumulative_gas_used: self.cumulative_gas_used,
-                logs: self.logs,
-            },
-            logs_bloom,
+        let receipt = Receipt {
+            status: Eip658Value::Eip658(self.success),
+            cumulative_gas_used: self.cumulative_gas_used,
+            logs: self.logs,
         };
-        let envelope = match self.tx_type {
-            TxType::Legacy => ReceiptEnvelope::Legacy(receipt),
-            TxType::Eip2930 => ReceiptEnvelope::Eip2930(receipt),
-            TxType::Eip1559 => ReceiptEnvelope::Eip1559(receipt),
-            TxType::Eip4844 => ReceiptEnvelope::Eip4844(receipt),
-            TxType::Eip7702 => ReceiptEnvelope::Eip7702(receipt),
-        };
-        (self.tx, envelope)
+        (
+            self.tx,
+            ReceiptEnvelope::from_typed(self.tx_type, receipt.with_bloom()),
+        )
     }
 }
 
@@ -262,14 +254,6 @@ fn assemble(rx: mpsc::Receiver<Batch>, capacity: usize) -> Assembled {
         receipts_root: receipt_trie.root(),
         logs_bloom,
     }
-}
-
-fn logs_bloom_of(logs: &[Log]) -> Bloom {
-    let mut bloom = Bloom::ZERO;
-    for log in logs {
-        bloom.accrue_log(log);
-    }
-    bloom
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The store: opening, genesis, block commits and block/receipt/transaction reads.
 
-use std::{ops::Bound, path::Path};
+use std::{collections::BTreeMap, ops::Bound, path::Path};
 
 use alloy_consensus::Header;
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
@@ -123,15 +123,7 @@ impl Store {
     }
 
     pub(crate) fn head_in(tx: &ReadTransaction) -> Result<Option<u64>, StoreError> {
-        let meta = tx.open_table(META)?;
-        let head = meta.get(HEAD_KEY)?;
-        head.map(|v| {
-            v.value()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt("head pointer".into()))
-        })
-        .transpose()
+        meta_number(&tx.open_table(META)?, HEAD_KEY)
     }
 
     /// Number of the newest committed block, `None` before genesis.
@@ -477,17 +469,17 @@ fn apply_and_root(
 
     // Storage first: account rows need the new storage roots. Per account, the hashed slots
     // written or deleted: what its storage root is recomputed from.
-    let mut dirty: Vec<(Address, Vec<[u8; 32]>)> = Vec::new();
+    let mut dirty: BTreeMap<Address, Vec<[u8; 32]>> = BTreeMap::new();
     for address in &changes.wiped_storage {
         let (lo, hi) = storage_range(address);
         storage.retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
         hashed_storage.retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
         // With no stored branches left, the next root reads every remaining slot.
         trie::clear(&mut branches, &trie::storage_trie(&address.0.0))?;
-        dirty.push((*address, Vec::new()));
+        dirty.entry(*address).or_default();
     }
     for (address, slots) in &changes.storage {
-        let mut keys = Vec::with_capacity(slots.len());
+        let keys = dirty.entry(*address).or_default();
         for (slot, value) in slots {
             let plain = storage_key(address, slot);
             let hashed_slot = keccak256(slot);
@@ -500,16 +492,6 @@ fn apply_and_root(
                 hashed_storage.insert(hashed.as_slice(), alloy_rlp::encode(value).as_slice())?;
             }
             keys.push(hashed_slot.0);
-        }
-        dirty.push((*address, keys));
-    }
-    dirty.sort_unstable_by_key(|(a, _)| *a);
-    // One entry per address, its keys merged.
-    let mut merged: Vec<(Address, Vec<[u8; 32]>)> = Vec::with_capacity(dirty.len());
-    for (address, keys) in dirty {
-        match merged.last_mut() {
-            Some((last, all)) if *last == address => all.extend(keys),
-            _ => merged.push((address, keys)),
         }
     }
 
@@ -530,8 +512,9 @@ fn apply_and_root(
             }),
         ));
     }
-    for (address, mut keys) in merged {
-        if updated.iter().any(|(a, r)| *a == address && r.is_none()) {
+    for (address, mut keys) in dirty {
+        let row = updated.iter().position(|(a, _)| *a == address);
+        if row.is_some_and(|i| updated[i].1.is_none()) {
             // Deleted in this block: its storage and storage trie go below.
             continue;
         }
@@ -547,9 +530,12 @@ fn apply_and_root(
             &leaves,
             &keys,
         )?;
-        match updated.iter_mut().find(|(a, _)| *a == address) {
-            Some((_, Some(record))) => record.storage_root = root,
-            Some((_, None)) => {}
+        match row {
+            Some(i) => {
+                if let Some(record) = &mut updated[i].1 {
+                    record.storage_root = root;
+                }
+            }
             None => {
                 // Storage changed but the account row did not: refresh only its root.
                 if let Some(v) = accounts.get(&address.0.0)? {
@@ -602,18 +588,26 @@ fn apply_and_root(
     Ok(root)
 }
 
+/// A block number kept in the `meta` table under `key`.
+fn meta_number(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<u64>, StoreError> {
+    meta.get(key)?
+        .map(|v| <[u8; 8]>::try_from(v.value()).map(u64::from_be_bytes))
+        .transpose()
+        .map_err(|_| StoreError::Corrupt(format!("meta {key}")))
+}
+
 /// Drops the stored trie branches unless they describe the head the block builds on, so that
 /// the next root is computed from the leaves (and the branches stored again).
 fn trie_branches_current(tx: &WriteTransaction) -> Result<(), StoreError> {
     let (head, described) = {
         let meta = tx.open_table(META)?;
-        let number = |key: &str| -> Result<Option<u64>, StoreError> {
-            meta.get(key)?
-                .map(|v| <[u8; 8]>::try_from(v.value()).map(u64::from_be_bytes))
-                .transpose()
-                .map_err(|_| StoreError::Corrupt(format!("meta {key}")))
-        };
-        (number(HEAD_KEY)?, number(TRIE_HEAD_KEY)?)
+        (
+            meta_number(&meta, HEAD_KEY)?,
+            meta_number(&meta, TRIE_HEAD_KEY)?,
+        )
     };
     if head.is_some() && described != head {
         tracing::warn!(

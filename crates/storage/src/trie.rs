@@ -44,56 +44,40 @@ pub(crate) trait Leaves {
     ) -> Result<(), StoreError>;
 }
 
-/// A stored branch: which children exist, which have stored branches below them, which are
-/// branches themselves, and those branches' hashes (`HashBuilder`'s masks).
-struct Branch {
-    state_mask: TrieMask,
-    /// A hint, used only for unchanged children (so no row below one can go stale): a clear
-    /// bit lets the walk read the child's leaf without looking for a branch below it. Both
-    /// ways give the same root.
-    tree_mask: TrieMask,
-    hash_mask: TrieMask,
-    hashes: Vec<B256>,
+/// A stored branch as the builder reports it: which children exist (`state_mask`), which have
+/// stored branches below them (`tree_mask`), which are branches themselves (`hash_mask`), and
+/// those branches' hashes. The tree mask is a hint, used only for unchanged children (so no row
+/// below one can go stale): a clear bit lets the walk read the child's leaf without looking for
+/// a branch below it; both ways give the same root.
+fn encode_branch(node: &BranchNodeCompact) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + 32 * node.hashes.len());
+    out.extend_from_slice(&node.state_mask.get().to_be_bytes());
+    out.extend_from_slice(&node.tree_mask.get().to_be_bytes());
+    out.extend_from_slice(&node.hash_mask.get().to_be_bytes());
+    for h in node.hashes.iter() {
+        out.extend_from_slice(h.as_slice());
+    }
+    out
 }
 
-impl Branch {
-    fn encode(node: &BranchNodeCompact) -> Vec<u8> {
-        let mut out = Vec::with_capacity(6 + 32 * node.hashes.len());
-        out.extend_from_slice(&node.state_mask.get().to_be_bytes());
-        out.extend_from_slice(&node.tree_mask.get().to_be_bytes());
-        out.extend_from_slice(&node.hash_mask.get().to_be_bytes());
-        for h in node.hashes.iter() {
-            out.extend_from_slice(h.as_slice());
-        }
-        out
+fn decode_branch(b: &[u8]) -> Result<BranchNodeCompact, StoreError> {
+    let bad = || StoreError::Corrupt(format!("trie branch row of {} bytes", b.len()));
+    if b.len() < 6 || !(b.len() - 6).is_multiple_of(32) {
+        return Err(bad());
     }
-
-    fn decode(b: &[u8]) -> Result<Self, StoreError> {
-        let bad = || StoreError::Corrupt(format!("trie branch row of {} bytes", b.len()));
-        if b.len() < 6 || !(b.len() - 6).is_multiple_of(32) {
-            return Err(bad());
-        }
-        let mask = |i: usize| TrieMask::new(u16::from_be_bytes([b[i], b[i + 1]]));
-        let (state_mask, tree_mask, hash_mask) = (mask(0), mask(2), mask(4));
-        let hashes: Vec<B256> = b[6..].chunks_exact(32).map(B256::from_slice).collect();
-        if hashes.len() != hash_mask.count_ones() as usize
-            || !hash_mask.is_subset_of(state_mask)
-            || !tree_mask.is_subset_of(state_mask)
-        {
-            return Err(bad());
-        }
-        Ok(Self {
-            state_mask,
-            tree_mask,
-            hash_mask,
-            hashes,
-        })
+    let mask = |i: usize| TrieMask::new(u16::from_be_bytes([b[i], b[i + 1]]));
+    let (state_mask, tree_mask, hash_mask) = (mask(0), mask(2), mask(4));
+    let hashes: Vec<B256> = b[6..].chunks_exact(32).map(B256::from_slice).collect();
+    // `BranchNodeCompact::new` asserts these; a corrupt row is an error, not a panic.
+    if hashes.len() != hash_mask.count_ones() as usize
+        || !hash_mask.is_subset_of(state_mask)
+        || !tree_mask.is_subset_of(state_mask)
+    {
+        return Err(bad());
     }
-
-    fn hash_of(&self, nibble: u8) -> B256 {
-        let below = self.hash_mask.get() & ((1u16 << nibble) - 1);
-        self.hashes[below.count_ones() as usize]
-    }
+    Ok(BranchNodeCompact::new(
+        state_mask, tree_mask, hash_mask, hashes, None,
+    ))
 }
 
 /// The namespace of the account trie in `trie_branches`.
@@ -146,7 +130,7 @@ pub(crate) fn update_root(
         key.clear();
         key.extend_from_slice(namespace);
         key.extend(path.iter());
-        branches.insert(key.as_slice(), Branch::encode(&node).as_slice())?;
+        branches.insert(key.as_slice(), encode_branch(&node).as_slice())?;
     }
     Ok(root)
 }
@@ -197,7 +181,12 @@ where
     }
 
     /// Feeds the builder the children of the stored branch at `path`.
-    fn branch(&mut self, path: &[u8], branch: &Branch, changed: bool) -> Result<(), StoreError> {
+    fn branch(
+        &mut self,
+        path: &[u8],
+        branch: &BranchNodeCompact,
+        changed: bool,
+    ) -> Result<(), StoreError> {
         if changed {
             let mut key = self.namespace.to_vec();
             key.extend_from_slice(path);
@@ -213,7 +202,7 @@ where
                     continue;
                 }
                 if branch.hash_mask.is_bit_set(nibble) {
-                    let hash = branch.hash_of(nibble);
+                    let hash = branch.hash_for_nibble(nibble);
                     self.builder
                         .add_branch(Nibbles::from_nibbles_unchecked(&child), hash, true);
                     continue;
@@ -242,7 +231,10 @@ where
 
     /// The first stored branch at or below `path` in key order: the top of the subtree that
     /// holds every leaf under `path`, when there are two or more.
-    fn first_branch_under(&self, path: &[u8]) -> Result<Option<(Vec<u8>, Branch)>, StoreError> {
+    fn first_branch_under(
+        &self,
+        path: &[u8],
+    ) -> Result<Option<(Vec<u8>, BranchNodeCompact)>, StoreError> {
         let mut start = self.namespace.to_vec();
         start.extend_from_slice(path);
         let Some(row) = self.branches.range(start.as_slice()..)?.next() else {
@@ -255,7 +247,7 @@ where
         }
         Ok(Some((
             k[self.namespace.len()..].to_vec(),
-            Branch::decode(v.value())?,
+            decode_branch(v.value())?,
         )))
     }
 
