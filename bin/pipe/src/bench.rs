@@ -164,8 +164,8 @@ impl Chain {
         }
         let chain = Arc::new(chain);
         let store = Arc::new(Store::open(&dir.path().join("chain.redb"))?);
-        let genesis = store.init_genesis(&crate::node::genesis_changes(&chain), |root| {
-            crate::node::genesis_block(&chain, root)
+        let genesis = store.init_genesis(&pipe_chain::genesis::changes(&chain), |root| {
+            pipe_chain::genesis::block(&chain, root)
         })?;
         Ok(Self {
             store,

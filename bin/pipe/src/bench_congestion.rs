@@ -632,7 +632,7 @@ async fn run_point(
             .collect(),
     };
     let history: Vec<_> = node
-        .producer
+        .chain
         .history()
         .into_iter()
         .filter(|(_, s)| s.considered > 0)

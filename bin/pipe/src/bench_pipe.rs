@@ -27,7 +27,6 @@ use alloy_primitives::{Bytes, TxKind};
 use alloy_sol_types::SolCall;
 use anyhow::Context as _;
 use futures::{StreamExt, stream::FuturesUnordered};
-use pipe_builder::BlockProducer;
 use pipe_dispatcher::Worker;
 use pipe_executor::{
     InferenceProvider,
@@ -191,7 +190,7 @@ impl Bench {
     fn builds(&self) -> (f64, f64, usize) {
         let h: Vec<_> = self
             .node
-            .producer
+            .chain
             .history()
             .into_iter()
             .filter(|(_, s)| s.considered > 0)
@@ -246,14 +245,18 @@ impl Bench {
     /// Times one build of the `ready` transactions the pool holds (execution, sealing and the
     /// commit to redb).
     async fn timed_build(&self, ready: usize) -> anyhow::Result<Timed> {
-        let producer = self.node.producer.clone();
+        let sealer = self
+            .node
+            .sealer
+            .clone()
+            .context("a builder node has a sealer")?;
         let (elapsed, included) = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let out = producer.produce(u64::MAX);
+            let out = sealer.seal(u64::MAX);
             (t.elapsed(), out)
         })
         .await?;
-        let pipe_builder::BuildOutcome::Sealed { block, stats } = included?;
+        let pipe_chain::Sealed { block, stats } = included?;
         anyhow::ensure!(
             block.transactions.len() == ready,
             "built {} of {ready} ready transactions: {stats:?}",

@@ -1,12 +1,13 @@
 //! `pipe node --follow URL`: a follower. It builds no blocks and runs no model; it fetches
 //! each block from the leader over JSON-RPC (`pipe_getBlockWithSidecar`) and imports it only
-//! if replay from the block alone verifies ([`crate::replay::import_block`]): the sidecar
-//! root, every TEE attestation, every receipt and the state root. It serves the same
+//! if replay from the block alone verifies ([`pipe_chain::Chain::import`]: verify, then
+//! finalize): the sidecar root, every TEE attestation, every receipt and the state root. It serves the same
 //! read-only RPC as the leader; transactions are refused with a pointer to the leader.
 //!
 //! A block that does not verify is not imported: the follower stays at its parent, reports
 //! why ([`Follower::status`], and a warning in the log), and asks again on the next round, so
-//! it moves on if the leader's block changes (it never skips a block).
+//! it moves on if the leader's block changes (it never skips a block). A block stamped too
+//! far ahead of the follower's clock is not yet verifiable and is asked for again.
 //!
 //! Models the leader stores and the follower lacks are fetched before each round's blocks
 //! (`pipe_listModels`, then `pipe_getModelFile`, checked against the id and stored with the
@@ -17,15 +18,14 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use parking_lot::Mutex;
-use pipe_executor::{Executor, InferenceProvider};
-use pipe_primitives::{Clock, SealedBlock};
+use pipe_chain::Chain;
+use pipe_primitives::Clock;
 use pipe_rpc::{ModelRegistry, UploadOptions, WireBlock};
-use pipe_storage::Store;
 use serde::{Deserialize, de::DeserializeOwned};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::{models::NodeModels, replay::import_block};
+use crate::models::NodeModels;
 
 /// Most blocks fetched per round, so a far-behind follower still publishes progress.
 const MAX_BLOCKS_PER_ROUND: u64 = 256;
@@ -44,10 +44,10 @@ pub struct FollowStatus {
 pub struct Follower {
     leader: String,
     client: reqwest::Client,
-    store: Arc<Store>,
-    executor: Executor,
+    chain: Arc<Chain>,
     models: Arc<NodeModels>,
-    head: watch::Sender<Arc<SealedBlock>>,
+    /// The follower's clock, for the future-timestamp bound.
+    clock: Arc<dyn Clock>,
     status: Mutex<FollowStatus>,
 }
 
@@ -60,20 +60,18 @@ struct RpcAnswer<T> {
 impl Follower {
     pub fn new(
         leader: String,
-        store: Arc<Store>,
-        executor: Executor,
+        chain: Arc<Chain>,
         models: Arc<NodeModels>,
-        head: watch::Sender<Arc<SealedBlock>>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             leader,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
-            store,
-            executor,
+            chain,
             models,
-            head,
+            clock,
             status: Mutex::default(),
         })
     }
@@ -107,7 +105,10 @@ impl Follower {
 
     /// Fails unless the leader's genesis is ours: a follower of another chain would reject
     /// every block.
-    pub async fn check_genesis(&self, genesis: &SealedBlock) -> anyhow::Result<()> {
+    pub async fn check_genesis(
+        &self,
+        genesis: &pipe_primitives::SealedBlock,
+    ) -> anyhow::Result<()> {
         let block: serde_json::Value = self
             .rpc("eth_getBlockByNumber", serde_json::json!(["0x0", false]))
             .await?
@@ -169,16 +170,11 @@ impl Follower {
             .context("eth_blockNumber answered nothing")?;
         let leader_head: u64 = leader_head.to();
         self.status.lock().leader_head = leader_head;
-        let ours = self.store.head()?.unwrap_or_default();
+        let ours = self.chain.head().number();
         if leader_head <= ours {
             return Ok(0);
         }
         self.sync_models().await?;
-        let mut parent = Arc::new(
-            self.store
-                .block(ours)?
-                .with_context(|| format!("our head block {ours} is missing"))?,
-        );
         let mut imported = 0;
         for number in ours + 1..=leader_head.min(ours + MAX_BLOCKS_PER_ROUND) {
             let wire: WireBlock = self
@@ -191,20 +187,10 @@ impl Follower {
             let block = wire
                 .into_block()
                 .with_context(|| format!("block {number} from the leader"))?;
-            let (executor, store, models, on) = (
-                self.executor.clone(),
-                self.store.clone(),
-                self.models.clone() as Arc<dyn InferenceProvider>,
-                parent.clone(),
-            );
-            let sealed = Arc::new(
-                tokio::task::spawn_blocking(move || {
-                    import_block(&executor, &store, &on, &block, models)
-                })
-                .await??,
-            );
-            self.head.send_replace(sealed.clone());
-            parent = sealed;
+            let (chain, now) = (self.chain.clone(), self.clock.now_ms());
+            tokio::task::spawn_blocking(move || chain.import(block, now))
+                .await?
+                .with_context(|| format!("block {number}"))?;
             imported += 1;
             self.status.lock().imported += 1;
         }
@@ -212,17 +198,12 @@ impl Follower {
     }
 
     /// Follows until `shutdown` flips, one round every `interval` (on the node's clock).
-    pub async fn run(
-        self: Arc<Self>,
-        clock: Arc<dyn Clock>,
-        interval: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn run(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
         loop {
             match self.sync_once().await {
                 Ok(n) => {
                     if n > 0 {
-                        info!(target: "pipe::follow", imported = n, head = self.store.head().ok().flatten().unwrap_or_default(), "blocks imported");
+                        info!(target: "pipe::follow", imported = n, head = self.chain.head().number(), "blocks imported");
                     }
                     self.status.lock().last_error = None;
                 }
@@ -231,9 +212,9 @@ impl Follower {
                     self.status.lock().last_error = Some(format!("{e:#}"));
                 }
             }
-            let wake = clock.now_ms() + interval.as_millis() as u64;
+            let wake = self.clock.now_ms() + interval.as_millis() as u64;
             tokio::select! {
-                _ = clock.sleep_until(wake) => {}
+                _ = self.clock.sleep_until(wake) => {}
                 _ = shutdown.changed() => return,
             }
         }

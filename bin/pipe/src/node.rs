@@ -2,18 +2,18 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, TxEnvelope};
-use alloy_eips::{Decodable2718, eip7685::EMPTY_REQUESTS_HASH};
-use alloy_primitives::{B256, Bytes, KECCAK256_EMPTY, U256, keccak256};
-use alloy_trie::EMPTY_ROOT_HASH;
+use alloy_consensus::TxEnvelope;
+use alloy_eips::Decodable2718;
+use alloy_primitives::{B256, Bytes, U256};
 use anyhow::Context;
 use jsonrpsee::server::ServerHandle;
-use pipe_builder::{BlockProducer, DevSealer, PayloadBuilder, SealMode};
+use pipe_builder::{BuildStats, InferenceGate, PayloadBuilder};
+use pipe_chain::{Chain, ChainListener, DevSealer, SealMode};
 use pipe_executor::Executor;
 use pipe_mempool::{Pool, PoolConfig, SenderState};
 use pipe_primitives::{ChainConfig, Clock, SealedBlock};
 use pipe_rpc::{NodeHandle, RpcConfig};
-use pipe_storage::{AccountInfoChange, StateChanges, Store};
+use pipe_storage::Store;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -37,7 +37,10 @@ pub struct RunningNode {
     pub pool: Arc<Pool>,
     pub executor: Executor,
     pub models: Arc<NodeModels>,
-    pub producer: Arc<PayloadBuilder>,
+    /// The chain: propose / verify / finalize, the one writer of blocks.
+    pub chain: Arc<Chain>,
+    /// The dev chain's driver; `None` on a follower.
+    pub sealer: Option<Arc<DevSealer>>,
     pub head: watch::Receiver<Arc<SealedBlock>>,
     pub dev_keys: Vec<alloy_signer_local::PrivateKeySigner>,
     /// The inference mempool; `None` in inline mode.
@@ -48,7 +51,7 @@ pub struct RunningNode {
     pub follower: Option<Arc<Follower>>,
     shutdown: watch::Sender<bool>,
     rpc: ServerHandle,
-    sealer: Option<JoinHandle<()>>,
+    sealing: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     persister: Option<std::thread::JoinHandle<()>>,
 }
@@ -62,7 +65,7 @@ impl RunningNode {
     /// Stops sealing, RPC and persistence, waiting for each to finish.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        if let Some(s) = self.sealer.take() {
+        if let Some(s) = self.sealing.take() {
             let _ = s.await;
         }
         for t in self.tasks.drain(..) {
@@ -133,68 +136,6 @@ pub fn chain_config(config: &NodeConfig) -> anyhow::Result<ChainConfig> {
     Ok(chain)
 }
 
-/// Genesis alloc as a change set.
-pub(crate) fn genesis_changes(chain: &ChainConfig) -> StateChanges {
-    let mut changes = StateChanges::default();
-    for (address, account) in &chain.genesis.alloc {
-        let code_hash = match &account.code {
-            Some(code) if !code.is_empty() => {
-                let h = keccak256(code);
-                changes.code.push((h, code.clone()));
-                h
-            }
-            _ => KECCAK256_EMPTY,
-        };
-        changes.accounts.push((
-            *address,
-            Some(AccountInfoChange {
-                nonce: account.nonce.unwrap_or_default(),
-                balance: account.balance,
-                code_hash,
-            }),
-        ));
-        if let Some(storage) = &account.storage {
-            changes.storage.push((
-                *address,
-                storage
-                    .iter()
-                    .map(|(k, v)| (*k, U256::from_be_bytes(v.0)))
-                    .collect(),
-            ));
-        }
-    }
-    changes
-}
-
-pub(crate) fn genesis_block(chain: &ChainConfig, state_root: B256) -> SealedBlock {
-    let g = &chain.genesis;
-    let header = Header {
-        parent_hash: B256::ZERO,
-        ommers_hash: EMPTY_OMMER_ROOT_HASH,
-        beneficiary: g.coinbase,
-        state_root,
-        transactions_root: EMPTY_ROOT_HASH,
-        receipts_root: EMPTY_ROOT_HASH,
-        logs_bloom: Default::default(),
-        difficulty: g.difficulty,
-        number: 0,
-        gas_limit: chain.gas_limit,
-        gas_used: 0,
-        timestamp: g.timestamp,
-        extra_data: g.extra_data.clone(),
-        mix_hash: g.mix_hash,
-        nonce: g.nonce.into(),
-        base_fee_per_gas: Some(chain.genesis_base_fee()),
-        withdrawals_root: Some(EMPTY_ROOT_HASH),
-        blob_gas_used: Some(0),
-        excess_blob_gas: Some(0),
-        parent_beacon_block_root: Some(B256::ZERO),
-        requests_hash: Some(EMPTY_REQUESTS_HASH),
-        ..Default::default()
-    };
-    SealedBlock::new(header, Vec::new(), Vec::new())
-}
-
 /// Opens the store (creating genesis on first start), restores pending transactions, starts
 /// RPC, persistence and the sealer.
 pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningNode> {
@@ -204,15 +145,8 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let db_path = config.datadir.join("chain.redb");
     let store =
         Arc::new(Store::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?);
-    let changes = genesis_changes(&chain);
-    let genesis = store
-        .init_genesis(&changes, |root| genesis_block(&chain, root))
-        .context("initialising genesis")?;
-    let head_number = store.head()?.unwrap_or_default();
-    let head_block = store
-        .block(head_number)?
-        .context("head block missing from store")?;
-    info!(target: "pipe::node", genesis = %genesis.hash, head = head_number, "chain opened");
+    let genesis = pipe_chain::genesis::init(&store, &chain).context("initialising genesis")?;
+    info!(target: "pipe::node", genesis = %genesis.hash, head = store.head()?.unwrap_or_default(), "chain opened");
 
     let models = Arc::new(
         NodeModels::open(store.clone(), config.inference_timeout)?
@@ -228,7 +162,14 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let executor = Executor::new(chain.clone())
         .with_inference(models.clone(), pipe_executor::InferenceGas::default());
     let pool = Arc::new(Pool::new(PoolConfig::new(chain.chain_id, chain.gas_limit)));
-    let (head_tx, head_rx) = watch::channel(Arc::new(head_block.clone()));
+    let mut ledger = Chain::new(
+        store.clone(),
+        executor.clone(),
+        models.clone() as Arc<dyn pipe_executor::InferenceProvider>,
+    )?
+    .with_pool(pool.clone());
+    let head_rx = ledger.subscribe();
+    let head_block = ledger.head();
     let mut workers = LocalWorker::pool(config.workers, &models, config.worker_capacity);
     for url in &config.remote_workers {
         let remote = RemoteWorker::connect(url).await?;
@@ -257,14 +198,17 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         )),
         InferenceMode::Inline => None,
     };
+    if let Some(p) = &pipe {
+        ledger = ledger.with_listener(Arc::new(PipeListener(p.clone())));
+    }
+    let ledger = Arc::new(ledger);
     let follower = match &config.follow {
         Some(leader) => {
             let f = Arc::new(Follower::new(
                 leader.clone(),
-                store.clone(),
-                executor.clone(),
+                ledger.clone(),
                 models.clone(),
-                head_tx.clone(),
+                clock.clone(),
             )?);
             f.check_genesis(&genesis).await?;
             Some(f)
@@ -275,17 +219,10 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         }
     };
 
-    let mut producer = PayloadBuilder::new(
-        store.clone(),
-        pool.clone(),
-        executor.clone(),
-        clock.clone(),
-        head_tx,
-    );
+    let mut builder = PayloadBuilder::new(pool.clone(), executor.clone(), clock.clone());
     if let Some(p) = &pipe {
-        producer = producer.with_gate(p.clone());
+        builder = builder.with_gate(p.clone());
     }
-    let producer = Arc::new(producer);
 
     // Accepted transactions are persisted in batches by one thread, off the RPC path.
     let (persist_tx, persist_rx) = mpsc::unbounded_channel();
@@ -331,17 +268,16 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             min_gap: Duration::from_millis(0),
         },
     };
-    let clock_for_follower = clock.clone();
-    let mut sealer = DevSealer::new(
-        producer.clone() as Arc<dyn BlockProducer>,
+    let sealer = Arc::new(DevSealer::new(
+        ledger.clone(),
+        builder,
         pool.clone(),
         clock,
         mode,
-    );
+    ));
     let mut tasks = Vec::new();
     let mut metrics_addr = None;
     if let Some(p) = &pipe {
-        sealer = sealer.with_gate(p.clone());
         tasks.extend(p.spawn(shutdown_rx.clone()));
         if let Some(addr) = config.metrics_addr {
             let (bound, task) = crate::metrics_server::serve(addr, p.clone(), shutdown_rx.clone())
@@ -352,16 +288,17 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             tasks.push(task);
         }
     }
-    let sealer = match &follower {
+    let (sealer, sealing) = match &follower {
         Some(f) => {
-            tasks.push(tokio::spawn(f.clone().run(
-                clock_for_follower,
-                config.follow_interval,
-                shutdown_rx,
-            )));
-            None
+            tasks.push(tokio::spawn(
+                f.clone().run(config.follow_interval, shutdown_rx),
+            ));
+            (None, None)
         }
-        None => Some(tokio::spawn(sealer.run(shutdown_rx))),
+        None => (
+            Some(sealer.clone()),
+            Some(tokio::spawn(sealer.run(shutdown_rx))),
+        ),
     };
 
     if config.print_banner && !signers.is_empty() {
@@ -390,14 +327,15 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         pool,
         executor,
         models,
-        producer,
+        chain: ledger,
+        sealer,
         head: head_rx,
         dev_keys: signers,
         pipe,
         metrics_addr,
         shutdown,
         rpc,
-        sealer,
+        sealing,
         follower,
         tasks,
         persister: Some(persister),
@@ -471,5 +409,15 @@ struct Lifecycle(Arc<Pipe>);
 impl pipe_rpc::TxLifecycle for Lifecycle {
     fn status(&self, hash: &B256) -> Option<TxStatus> {
         self.0.status(hash)
+    }
+}
+
+/// PIPE hears of finalized blocks.
+struct PipeListener(Arc<Pipe>);
+
+impl ChainListener for PipeListener {
+    fn on_finalized(&self, block: &Arc<SealedBlock>, stats: Option<&BuildStats>) {
+        self.0
+            .on_finalized(block, &stats.copied().unwrap_or_default());
     }
 }

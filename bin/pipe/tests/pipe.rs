@@ -1339,15 +1339,17 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
 /// Carry-over keeps results. Blocks fit one inference transaction (gas limit), three are
 /// ready at once: each block includes the best-paying one left, the others stay `ready` with
 /// the reason that they were carried over, and each request is computed exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ready_transactions_a_block_leaves_out_keep_their_results_for_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(SystemClock.now_ms());
-    let mut config = common::test_config(dir.path());
+/// A PIPE node with two workers whose blocks are sealed one per second of `clock`, and three
+/// one-inference transactions from three senders (tips 1, 2 and 3 gwei), all ready.
+async fn three_ready(
+    datadir: &std::path::Path,
+    clock: &ManualClock,
+    gas_limit: Option<u64>,
+) -> (pipe_node::node::RunningNode, Vec<String>) {
+    let mut config = common::test_config(datadir);
     config.block_time = BlockTime::Interval(Duration::from_secs(1));
     config.workers = 2;
-    // A 300 000-gas transaction fits; after it (about 60 000 used) a second does not.
-    config.gas_limit = Some(330_000);
+    config.gas_limit = gas_limit;
     let node = launch(config, Arc::new(clock.clone())).await.unwrap();
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
@@ -1367,6 +1369,16 @@ async fn ready_transactions_a_block_leaves_out_keep_their_results_for_the_next()
     for h in &hashes {
         wait_status(&url, h, &["ready"]).await;
     }
+    (node, hashes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_transactions_a_block_leaves_out_keep_their_results_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    // A 300 000-gas transaction fits; after it (about 60 000 used) a second does not.
+    let (node, hashes) = three_ready(dir.path(), &clock, Some(330_000)).await;
+    let url = node.rpc_url();
     let pipe = node.pipe.clone().unwrap();
     let completed = || {
         sum(
@@ -1406,5 +1418,68 @@ async fn ready_transactions_a_block_leaves_out_keep_their_results_for_the_next()
         .map(|b| b.deferred)
         .collect();
     assert_eq!(deferred, vec![2, 1, 0]);
+    node.shutdown().await;
+}
+
+/// A block proposed with PIPE's results and never finalized changes nothing: every
+/// transaction is still ready with its results, nothing was computed again, the pool and the
+/// store are as they were; the block the sealer then finalizes includes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_never_finalized_leaves_pipe_the_pool_and_the_store_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let (node, hashes) = three_ready(dir.path(), &clock, None).await;
+    let url = node.rpc_url();
+    let pipe = node.pipe.clone().unwrap();
+    let completed = || {
+        sum(
+            &metrics(&pipe.render_metrics()),
+            "pipe_worker_completed_total",
+        )
+    };
+    assert_eq!(completed(), 3.0);
+
+    let builder = pipe_builder::PayloadBuilder::new(
+        node.pool.clone(),
+        node.executor.clone(),
+        Arc::new(clock.clone()),
+    )
+    .with_gate(pipe.clone());
+    let chain = node.chain.clone();
+    let proposal = tokio::task::spawn_blocking(move || {
+        let parent = chain.head();
+        let attrs = pipe_chain::ProposeAttributes {
+            timestamp: parent.header.timestamp + 1,
+            beneficiary: Address::ZERO,
+        };
+        chain.propose(
+            &builder,
+            parent.hash,
+            attrs,
+            u64::MAX,
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(proposal.block.transactions.len(), 3);
+    assert_eq!(proposal.block.sidecar.len(), 3);
+    drop(proposal);
+
+    assert_eq!(node.store.head().unwrap(), Some(0));
+    assert_eq!(node.pool.len(), 3);
+    for h in &hashes {
+        let s = status(&url, h).await;
+        assert_eq!(s["status"], "ready", "{s}");
+        assert_eq!(s["outstanding"], 0, "{s}");
+    }
+    assert_eq!(completed(), 3.0);
+
+    // The sealer's block, proposed and finalized, includes them with the same results.
+    seal_block(&clock, &url, 1).await;
+    let receipts = common::receipts(&url, &hashes).await;
+    assert!(receipts.iter().all(|r| r.is_some()));
+    assert_eq!(completed(), 3.0, "nothing was computed twice");
     node.shutdown().await;
 }

@@ -1,24 +1,23 @@
-//! Block production.
+//! The payload job and block replay: the two ways a block is executed.
 //!
-//! - [`BlockProducer`] is the seam consensus drives: "build and commit the next block by this
-//!   deadline". The dev chain drives it from [`DevSealer`] on a slot timer or on demand; a BFT
-//!   engine will drive the same trait (propose = produce, then validators replay).
-//! - [`PayloadBuilder`] is the producer: it takes the pool's best transactions in priority
-//!   order, executes each on top of the block so far, checks the deadline before every
-//!   transaction, and returns a [`BuildOutcome`]. It never waits on anything but execution.
-//! - Every time source is the [`pipe_primitives::Clock`], so slot timing and deadlines are
-//!   tested on a manual clock.
+//! - [`PayloadBuilder`] is the payload job: it takes the pool's best transactions in priority
+//!   order and executes each on top of a parent state (finalized, or an overlay of unfinalized
+//!   blocks), checking the deadline and a cancel flag before every transaction. It returns a
+//!   [`Payload`]: the executed block and what it learned about the transactions it left out.
+//!   It commits nothing and changes nothing: the chain (`pipe-chain`) turns a payload into a
+//!   proposal, and a driver decides what to finalize and what to do with the left-out ones.
+//! - Every time source is the [`pipe_primitives::Clock`], so deadlines are tested on a manual
+//!   clock.
 //! - [`InferenceGate`] is how PIPE steers the builder: only transactions it calls ready are
 //!   built, inference is answered from its results (never computed here, so the builder never
-//!   waits for a model), a transaction that asks for a result the gate lacks is left out as
-//!   stale and handed back, and every sealed block is reported. Without a gate the builder
-//!   runs inference inline (the baseline mode).
+//!   waits for a model), a transaction that asks for a result the gate lacks is reported as
+//!   stale, and every finalized block is reported. Without a gate the builder runs inference
+//!   inline (the baseline mode).
 //! - [`replay`] re-executes a block from the block alone (its sidecar answers inference), as a
-//!   follower or validator does.
+//!   validator or follower does before it accepts a block.
 
 mod payload;
 pub mod replay;
-mod sealer;
 
 use std::sync::Arc;
 
@@ -27,14 +26,7 @@ use pipe_executor::{InferenceCall, InferenceProvider};
 use pipe_mempool::PoolTx;
 use pipe_primitives::SealedBlock;
 
-pub use payload::{BuildError, BuildOutcome, BuildStats, PayloadBuilder};
-pub use sealer::{DevSealer, SealMode};
-
-/// Builds and commits the next block. Implementations must return by `deadline_ms` (on the
-/// producer's clock), with whatever fitted.
-pub trait BlockProducer: Send + Sync + 'static {
-    fn produce(&self, deadline_ms: u64) -> Result<BuildOutcome, BuildError>;
-}
+pub use payload::{BuildError, BuildStats, Payload, PayloadBuilder};
 
 /// PIPE's hold on block building. Implemented by the inference mempool; a test double decides
 /// readiness and results from a table.
@@ -43,11 +35,13 @@ pub trait InferenceGate: Send + Sync + 'static {
     fn is_ready(&self, tx: &PoolTx) -> bool;
     /// What answers the precompile while building: results already computed, nothing else.
     fn results(&self) -> Arc<dyn InferenceProvider>;
-    /// `tx` asked for `call`, which has no result: it was left out of the block.
+    /// `tx` asked for `call`, which has no result: it was left out of a block that is being
+    /// kept.
     fn on_stale(&self, tx: &PoolTx, call: &InferenceCall);
-    /// A block was sealed and committed (the pool has already dropped its transactions).
-    fn on_sealed(&self, block: &Arc<SealedBlock>, stats: &BuildStats);
-    /// Transactions the builder dropped from the pool as invalid.
+    /// A block was finalized (the pool has already dropped its transactions), with the stats
+    /// of its build when this node built it (all zero for a block verified from elsewhere).
+    fn on_finalized(&self, block: &Arc<SealedBlock>, stats: &BuildStats);
+    /// Transactions a driver dropped from the pool as invalid.
     fn on_dropped(&self, hashes: &[B256], reason: &str);
     /// Whether any transaction is ready (the on-demand sealer's trigger).
     fn has_ready(&self) -> bool;

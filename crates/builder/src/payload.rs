@@ -1,16 +1,18 @@
 //! The payload job: one block from the pool's best transactions.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
-use alloy_primitives::{Address, B256};
-use pipe_executor::{BlockAttributes, Executor, TxRejected};
-use pipe_mempool::Pool;
-use pipe_primitives::{Clock, SealedBlock};
-use pipe_storage::Store;
-use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use alloy_primitives::B256;
+use pipe_executor::{BlockAttributes, ExecutedBlock, Executor, InferenceCall, TxRejected};
+use pipe_mempool::{Pool, PoolTx};
+use pipe_primitives::Clock;
+use pipe_storage::StateView;
+use tracing::debug;
 
-use crate::{BlockProducer, InferenceGate};
+use crate::InferenceGate;
 
 /// Why a block could not be produced at all.
 #[derive(Debug, thiserror::Error)]
@@ -36,49 +38,48 @@ pub struct BuildStats {
     pub not_ready: usize,
     /// Left out because they asked for a result the block did not have (stale).
     pub stale: usize,
+    /// Skipped because an unfinalized ancestor of the block already included them.
+    pub already_included: usize,
     /// Distinct inference results the block used.
     pub results: usize,
     /// The deadline stopped the build with transactions still waiting.
     pub hit_deadline: bool,
-    /// Milliseconds spent executing and committing, on the producer's clock.
+    /// Milliseconds spent executing, on the builder's clock.
     pub build_ms: u64,
     /// Microseconds from the start to the executed block (transactions, receipts, roots but
     /// the state root), measured on the machine's monotonic clock: where a builder that
     /// waited for inference would show it.
     pub execute_us: u64,
-    /// Microseconds committing it: applying the state changes, the state root, the durable
-    /// write. Its cost follows the machine's memory and disk, not the transactions' models.
+    /// Microseconds from the executed block to its durable commit: the state root (computed
+    /// when proposed, without writing) and the commit at finalization. Filled by the chain.
+    /// Its cost follows the machine's memory and disk, not the transactions' models.
     pub commit_us: u64,
 }
 
-/// What a build produced.
+/// What the payload job made of the pool: an executed block (no state root yet, nothing
+/// committed), and what it learned about transactions it left out. Nothing here has been
+/// acted on: the caller (a driver) decides whether a left-out transaction leaves the pool or
+/// goes back to PIPE, so a proposal that is never finalized changes nothing.
 #[derive(Debug)]
-pub enum BuildOutcome {
-    /// A block was sealed and committed.
-    Sealed {
-        block: Arc<SealedBlock>,
-        stats: BuildStats,
-    },
+pub struct Payload {
+    pub executed: ExecutedBlock,
+    pub stats: BuildStats,
+    /// Transactions invalid against the parent state (bad nonce, no funds...), with the reason.
+    pub invalid: Vec<(B256, String)>,
+    /// Transactions that asked for an inference result the gate did not have (stale), with the
+    /// request.
+    pub stale: Vec<(Arc<PoolTx>, InferenceCall)>,
 }
 
-/// Builds blocks on the store's head from the pool.
+/// The payload job: executes the pool's best transactions on a parent state. It owns nothing
+/// but its seams (pool, executor, clock, PIPE's gate) and writes nowhere.
 pub struct PayloadBuilder {
-    store: Arc<Store>,
     pool: Arc<Pool>,
     executor: Executor,
     clock: Arc<dyn Clock>,
-    /// Fee recipient of produced blocks.
-    beneficiary: Address,
-    /// Published after every commit, so RPC subscribers and the sealer see the new head.
-    head: watch::Sender<Arc<SealedBlock>>,
     /// PIPE; `None` runs inference inline.
     gate: Option<Arc<dyn InferenceGate>>,
-    /// The last builds' numbers and stats, newest last, for benchmarks and tools.
-    history: parking_lot::Mutex<std::collections::VecDeque<(u64, BuildStats)>>,
 }
-
-/// Builds remembered by [`PayloadBuilder::history`].
-const HISTORY: usize = 4096;
 
 impl std::fmt::Debug for PayloadBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,28 +88,13 @@ impl std::fmt::Debug for PayloadBuilder {
 }
 
 impl PayloadBuilder {
-    pub fn new(
-        store: Arc<Store>,
-        pool: Arc<Pool>,
-        executor: Executor,
-        clock: Arc<dyn Clock>,
-        head: watch::Sender<Arc<SealedBlock>>,
-    ) -> Self {
+    pub fn new(pool: Arc<Pool>, executor: Executor, clock: Arc<dyn Clock>) -> Self {
         Self {
-            store,
             pool,
             executor,
             clock,
-            beneficiary: Address::ZERO,
-            head,
             gate: None,
-            history: Default::default(),
         }
-    }
-
-    /// Block numbers and stats of the most recent builds, oldest first.
-    pub fn history(&self) -> Vec<(u64, BuildStats)> {
-        self.history.lock().iter().copied().collect()
     }
 
     /// Builds under PIPE: only ready transactions, inference from the gate's results.
@@ -117,40 +103,63 @@ impl PayloadBuilder {
         self
     }
 
-    /// Attributes of the block after `parent`, at the producer's clock.
-    pub fn next_attributes(&self, parent: &SealedBlock) -> BlockAttributes {
-        self.executor
-            .next_attributes(parent, self.clock.now_ms(), self.beneficiary)
+    pub fn gate(&self) -> Option<&Arc<dyn InferenceGate>> {
+        self.gate.as_ref()
     }
 
-    fn build(&self, deadline_ms: u64) -> Result<BuildOutcome, BuildError> {
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// Executes the best transactions on `parent` (the parent's post-state, finalized or an
+    /// overlay of unfinalized blocks) into a block with `attrs`, until the pool runs dry, the
+    /// block is full, `deadline_ms` passes on the builder's clock or `cancel` is set. Never
+    /// waits for anything but execution.
+    pub fn build(
+        &self,
+        parent: StateView,
+        attrs: BlockAttributes,
+        deadline_ms: u64,
+        cancel: &AtomicBool,
+    ) -> Result<Payload, BuildError> {
         let started = self.clock.now_ms();
         // Phase times for metrics and benchmarks only; nothing decides on them.
         let timer = std::time::Instant::now();
-        let parent = self.head.borrow().clone();
-        let attrs = self.next_attributes(&parent);
-        let view = self.store.state()?;
-        if view.head != parent.number() {
-            return Err(BuildError::Aborted(format!(
-                "store head {} is not the published head {}",
-                view.head,
-                parent.number()
-            )));
-        }
         let base_fee = attrs.base_fee;
+        let parent = Arc::new(parent);
+        // On an unfinalized parent the pool still holds what the parent's ancestors included
+        // (it forgets transactions at finalization): those are skipped, not invalid.
+        let overlay = parent.head != parent.finalized();
         let mut block = match &self.gate {
-            Some(gate) => self
-                .executor
-                .build_block_with(view, attrs, Some(gate.results()))?,
-            None => self.executor.build_block(view, attrs)?,
+            Some(gate) => {
+                self.executor
+                    .build_block_with(parent.clone(), attrs, Some(gate.results()))?
+            }
+            None => self.executor.build_block_with(
+                parent.clone(),
+                attrs,
+                self.executor.inference_provider(),
+            )?,
         };
         let mut stats = BuildStats::default();
-        let mut dropped: Vec<B256> = Vec::new();
+        let mut invalid = Vec::new();
+        let mut stale = Vec::new();
         let mut best = self.pool.best_transactions(base_fee);
         while let Some(tx) = best.next() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(BuildError::Aborted("cancelled".into()));
+            }
             if self.clock.now_ms() >= deadline_ms {
                 stats.hit_deadline = true;
                 break;
+            }
+            if overlay
+                && parent
+                    .account(&tx.sender())?
+                    .is_some_and(|a| tx.nonce() < a.nonce)
+            {
+                stats.already_included += 1;
+                continue;
             }
             stats.considered += 1;
             if let Some(gate) = &self.gate
@@ -169,9 +178,7 @@ impl PayloadBuilder {
                 ) => {
                     stats.stale += 1;
                     best.mark_invalid(&tx);
-                    if let Some(gate) = &self.gate {
-                        gate.on_stale(&tx, &call);
-                    }
+                    stale.push((tx.clone(), *call));
                 }
                 Err(TxRejected::BlockFull { .. }) => {
                     stats.skipped_full += 1;
@@ -181,65 +188,23 @@ impl PayloadBuilder {
                     }
                 }
                 Err(TxRejected::Invalid { hash, reason }) => {
-                    warn!(target: "pipe::builder", %hash, %reason, "dropping invalid transaction");
+                    debug!(target: "pipe::builder", %hash, %reason, "invalid transaction left out");
                     stats.invalid += 1;
                     best.mark_invalid(&tx);
-                    let removed = self.pool.remove_invalid(&hash);
-                    if let Some(gate) = &self.gate {
-                        gate.on_dropped(&removed, &reason);
-                    }
-                    dropped.extend(removed);
+                    invalid.push((hash, reason));
                 }
                 Err(TxRejected::Internal(e)) => return Err(BuildError::Aborted(e)),
             }
         }
-        let mut executed = block.finish()?;
+        let executed = block.finish()?;
         stats.execute_us = timer.elapsed().as_micros() as u64;
         stats.results = executed.sidecar.len();
-        let changes = std::mem::take(&mut executed.changes);
-        let sealed = self
-            .store
-            .commit_block(&changes, |root| executed.seal(root))?;
-        let sealed = Arc::new(sealed);
-        stats.commit_us = (timer.elapsed().as_micros() as u64).saturating_sub(stats.execute_us);
-        dropped.extend(self.pool.on_block(&sealed.transactions));
-        if !dropped.is_empty() {
-            self.store.remove_pending(&dropped)?;
-        }
         stats.build_ms = self.clock.now_ms().saturating_sub(started);
-        self.head.send_replace(sealed.clone());
-        if let Some(gate) = &self.gate {
-            gate.on_sealed(&sealed, &stats);
-        }
-        {
-            let mut history = self.history.lock();
-            history.push_back((sealed.number(), stats));
-            while history.len() > HISTORY {
-                history.pop_front();
-            }
-        }
-        if sealed.transactions.is_empty() {
-            debug!(target: "pipe::builder", number = sealed.number(), "sealed empty block");
-        } else {
-            info!(
-                target: "pipe::builder",
-                number = sealed.number(),
-                hash = %sealed.hash,
-                txs = sealed.transactions.len(),
-                gas_used = sealed.header.gas_used,
-                build_ms = stats.build_ms,
-                "sealed block"
-            );
-        }
-        Ok(BuildOutcome::Sealed {
-            block: sealed,
+        Ok(Payload {
+            executed,
             stats,
+            invalid,
+            stale,
         })
-    }
-}
-
-impl BlockProducer for PayloadBuilder {
-    fn produce(&self, deadline_ms: u64) -> Result<BuildOutcome, BuildError> {
-        self.build(deadline_ms)
     }
 }

@@ -1074,7 +1074,7 @@ impl InferenceGate for Pipe {
         self.discover.notify_one();
     }
 
-    fn on_sealed(&self, block: &Arc<SealedBlock>, stats: &BuildStats) {
+    fn on_finalized(&self, block: &Arc<SealedBlock>, stats: &BuildStats) {
         self.metrics.blocks.inc();
         self.metrics
             .block_build

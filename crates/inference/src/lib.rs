@@ -15,7 +15,7 @@
 //! tract runs single-threaded here and picks kernels by CPU features, so a model gives the
 //! same bits on every run and at every thread count of the node on one machine, but not
 //! necessarily across CPU kinds. That is why blocks carry inference results and replay uses
-//! them (see `PIPE.md`); this crate is what computes them.
+//! them (see `docs/spec.md`); this crate is what computes them.
 //!
 //! # Cost units
 //! `cost_units = 1000 + ⌈parameters / 10⌉`, where parameters counts every element of the

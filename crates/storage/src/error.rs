@@ -23,6 +23,9 @@ pub enum StoreError {
         header: alloy_primitives::B256,
         computed: alloy_primitives::B256,
     },
+    /// The finalized head moved while an unfinalized state was being computed on it.
+    #[error("finalized head is {head:?}, not the expected {expected}")]
+    HeadMoved { expected: u64, head: Option<u64> },
 }
 
 macro_rules! from_redb {

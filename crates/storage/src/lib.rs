@@ -8,8 +8,17 @@
 //! (`trie_branches`), so a block's state root is computed from what the block changed: unchanged
 //! subtrees go in as their stored hashes ([`trie`], measured in docs/benchmarks.md).
 //!
+//! # Unfinalized state
+//! The store holds finalized blocks only. Blocks that are executed but not final keep their
+//! change sets as [`ChangeLayer`]s, which a [`StateView`] stacks on its snapshot
+//! ([`StateView::with_layers`]); their state root is computed by applying the layers in a write
+//! transaction that is then aborted ([`Store::state_root_after`]), so a block that is never
+//! finalized leaves no trace here.
+//!
 //! # Atomicity
-//! A block is committed by [`Store::commit_block`] in one write transaction: state changes,
+//! A block is committed by [`Store::commit_verified`] (the chain's finalization; it refuses a
+//! block whose state root its changes do not give) or [`Store::commit_block`] (genesis, and
+//! tools that seal with the root they are given) in one write transaction: state changes,
 //! the roots computed from them, header, body, receipts, transaction index, removal of the
 //! included transactions from the pending table, and the head pointer. redb commits are
 //! all-or-nothing and `Durability::Immediate` fsyncs before returning, so after a crash the
@@ -21,10 +30,12 @@
 mod codec;
 mod error;
 mod models;
+mod overlay;
 mod state;
 mod store;
 mod trie;
 
 pub use error::StoreError;
+pub use overlay::ChangeLayer;
 pub use state::{AccountInfoChange, AccountRecord, StateChanges, StateView};
 pub use store::{CommitTimings, STATE_HISTORY, Store, genesis_state_root};

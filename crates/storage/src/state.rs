@@ -1,5 +1,7 @@
 //! State as the store keeps it, the changes a block makes to it, and a consistent read view.
 
+use std::sync::Arc;
+
 use alloy_primitives::{Address, B256, Bytes, KECCAK256_EMPTY, U256};
 use alloy_trie::EMPTY_ROOT_HASH;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
@@ -7,6 +9,7 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
 use crate::{
     StoreError,
     codec::{decode_account, storage_key},
+    overlay::{ChangeLayer, Layered},
     store::{ACCOUNTS, CODE, HEADERS, STORAGE, Store},
 };
 
@@ -53,11 +56,18 @@ pub struct AccountInfoChange {
     pub code_hash: B256,
 }
 
-/// A consistent snapshot of state and headers at the moment it was opened: blocks committed
-/// afterwards are invisible to it. Cheap to open (a redb read transaction).
+/// A consistent snapshot of state and headers: the finalized state at the moment it was opened
+/// (blocks committed afterwards are invisible to it), optionally with the change sets of
+/// unfinalized blocks stacked on top ([`StateView::with_layers`]). Cheap to open (a redb read
+/// transaction).
 pub struct StateView {
-    /// Head block number when the view was opened.
+    /// The block whose post-state this view reads: the finalized head when the view was opened,
+    /// or the newest unfinalized layer.
     pub head: u64,
+    /// The finalized head the snapshot was taken at.
+    finalized: u64,
+    /// Unfinalized blocks on top of the snapshot, oldest first, numbered `finalized + 1 ..`.
+    layers: Vec<Arc<ChangeLayer>>,
     accounts: ReadOnlyTable<&'static [u8; 20], &'static [u8]>,
     storage: ReadOnlyTable<&'static [u8], &'static [u8; 32]>,
     code: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
@@ -68,6 +78,7 @@ impl std::fmt::Debug for StateView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateView")
             .field("head", &self.head)
+            .field("finalized", &self.finalized)
             .finish()
     }
 }
@@ -78,6 +89,8 @@ impl StateView {
         let head = Store::head_in(&tx)?.ok_or(StoreError::Uninitialised)?;
         Ok(Self {
             head,
+            finalized: head,
+            layers: Vec::new(),
             accounts: tx.open_table(ACCOUNTS)?,
             storage: tx.open_table(STORAGE)?,
             code: tx.open_table(CODE)?,
@@ -85,14 +98,56 @@ impl StateView {
         })
     }
 
-    pub fn account(&self, address: &Address) -> Result<Option<AccountRecord>, StoreError> {
+    /// This view with `layers` (unfinalized blocks, oldest first) on top: the state after the
+    /// newest of them. The first must be the block after this view's head and each the block
+    /// after the one before; anything else is refused, since it would read a state no chain
+    /// has.
+    pub fn with_layers(mut self, layers: Vec<Arc<ChangeLayer>>) -> Result<Self, StoreError> {
+        for (i, layer) in layers.iter().enumerate() {
+            let expected = self.head + 1 + i as u64;
+            if layer.number() != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "unfinalized layer {} stacked where block {expected} belongs",
+                    layer.number()
+                )));
+            }
+        }
+        self.head += layers.len() as u64;
+        self.layers.extend(layers);
+        Ok(self)
+    }
+
+    /// The finalized head under any unfinalized layers.
+    pub fn finalized(&self) -> u64 {
+        self.finalized
+    }
+
+    /// An account's EVM-visible fields (its storage root is the store's business).
+    pub fn account(&self, address: &Address) -> Result<Option<AccountInfoChange>, StoreError> {
+        for layer in self.layers.iter().rev() {
+            if let Layered::Known(a) = layer.account(address) {
+                return Ok(a);
+            }
+        }
         match self.accounts.get(&address.0.0)? {
-            Some(row) => Ok(Some(decode_account(row.value())?)),
+            Some(row) => {
+                let r = decode_account(row.value())?;
+                Ok(Some(AccountInfoChange {
+                    nonce: r.nonce,
+                    balance: r.balance,
+                    code_hash: r.code_hash,
+                }))
+            }
             None => Ok(None),
         }
     }
 
     pub fn storage(&self, address: &Address, slot: &B256) -> Result<U256, StoreError> {
+        for layer in self.layers.iter().rev() {
+            if let Layered::Known(v) = layer.storage(address, slot) {
+                return Ok(v);
+            }
+        }
         Ok(self
             .storage
             .get(storage_key(address, slot).as_slice())?
@@ -101,6 +156,10 @@ impl StateView {
     }
 
     pub fn code(&self, code_hash: &B256) -> Result<Option<Bytes>, StoreError> {
+        // Code is content-addressed: any layer that has it has the same bytes.
+        if let Some(code) = self.layers.iter().rev().find_map(|l| l.code(code_hash)) {
+            return Ok(Some(code.clone()));
+        }
         Ok(self
             .code
             .get(&code_hash.0)?
@@ -112,9 +171,25 @@ impl StateView {
         if number > self.head {
             return Ok(None);
         }
+        if number > self.finalized {
+            return Ok(Some(
+                self.layers[(number - self.finalized - 1) as usize].hash(),
+            ));
+        }
         Ok(self
             .headers
             .get(number)?
             .map(|h| alloy_primitives::keccak256(h.value())))
+    }
+}
+
+impl Default for AccountInfoChange {
+    /// An account that does not exist yet.
+    fn default() -> Self {
+        Self {
+            nonce: 0,
+            balance: U256::ZERO,
+            code_hash: KECCAK256_EMPTY,
+        }
     }
 }

@@ -218,6 +218,38 @@ impl Store {
         })
     }
 
+    /// The state root after applying `layers` in order (the change sets of unfinalized blocks,
+    /// oldest first) on the finalized state at block `finalized`. Computed inside a write
+    /// transaction that is then dropped, so nothing is written: this is how a proposal or a
+    /// block under verification gets its root before anyone has decided to keep it. Fails if
+    /// the finalized head is no longer `finalized` (the layers would land on the wrong state).
+    pub fn state_root_after(
+        &self,
+        finalized: u64,
+        layers: &[&StateChanges],
+    ) -> Result<B256, StoreError> {
+        let tx = self.db.begin_write()?;
+        let head = meta_number(&tx.open_table(META)?, HEAD_KEY)?;
+        if head != Some(finalized) {
+            return Err(StoreError::HeadMoved {
+                expected: finalized,
+                head,
+            });
+        }
+        trie_branches_current(&tx)?;
+        let mut root = None;
+        let mut timings = CommitTimings::default();
+        for changes in layers {
+            root = Some(apply_and_root(&tx, changes, &mut timings)?);
+        }
+        // Dropping the transaction aborts it: not a page of the above reaches the file.
+        tx.abort()?;
+        match root {
+            Some(r) => Ok(r),
+            None => Err(StoreError::Corrupt("state root of no change set".into())),
+        }
+    }
+
     /// One durable write transaction: apply `changes`, hand the root to `seal`, store what it
     /// returns. When `seal` fails the transaction is dropped, which aborts it.
     fn commit_with(

@@ -4,8 +4,9 @@ use std::{sync::Arc, time::Duration};
 
 use alloy_consensus::Header;
 use alloy_primitives::U256;
-use pipe_builder::{BlockProducer, DevSealer, PayloadBuilder, SealMode};
-use pipe_executor::Executor;
+use pipe_builder::PayloadBuilder;
+use pipe_chain::{Chain, DevSealer, SealMode};
+use pipe_executor::{Executor, InferenceProvider};
 use pipe_mempool::{Pool, PoolConfig};
 use pipe_primitives::{ChainConfig, Clock, ManualClock, SealedBlock};
 use pipe_storage::{AccountInfoChange, StateChanges, Store};
@@ -27,7 +28,7 @@ async fn interval_sealer_seals_once_per_slot_of_manual_time() {
         )],
         ..Default::default()
     };
-    let genesis = store
+    store
         .init_genesis(&alloc, |root| {
             let header = Header {
                 state_root: root,
@@ -40,21 +41,26 @@ async fn interval_sealer_seals_once_per_slot_of_manual_time() {
         .unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
     let pool = Arc::new(Pool::new(PoolConfig::new(chain.chain_id, chain.gas_limit)));
-    let (head_tx, mut head) = watch::channel(Arc::new(genesis));
-    let producer = Arc::new(PayloadBuilder::new(
-        store.clone(),
+    let executor = Executor::new(chain);
+    let chain = Arc::new(
+        Chain::new(store.clone(), executor.clone(), Arc::new(NoModels))
+            .unwrap()
+            .with_pool(pool.clone()),
+    );
+    let mut head = chain.subscribe();
+    let builder = PayloadBuilder::new(
         pool.clone(),
-        Executor::new(chain),
+        executor,
         Arc::new(clock.clone()) as Arc<dyn Clock>,
-        head_tx,
-    ));
+    );
     let (stop, stop_rx) = watch::channel(false);
-    let sealer = DevSealer::new(
-        producer as Arc<dyn BlockProducer>,
+    let sealer = Arc::new(DevSealer::new(
+        chain,
+        builder,
         pool,
         Arc::new(clock.clone()),
         SealMode::Interval(Duration::from_secs(2)),
-    );
+    ));
     let task = tokio::spawn(sealer.run(stop_rx));
 
     // Short of the slot: nothing is sealed, however long real time passes.
@@ -76,4 +82,21 @@ async fn interval_sealer_seals_once_per_slot_of_manual_time() {
     }
     stop.send(true).unwrap();
     task.await.unwrap();
+}
+
+/// No models: these blocks make no inference calls.
+#[derive(Debug)]
+struct NoModels;
+
+impl InferenceProvider for NoModels {
+    fn model(&self, _: &pipe_primitives::ModelId) -> Option<pipe_primitives::ModelMeta> {
+        None
+    }
+    fn infer(
+        &self,
+        _: &pipe_executor::InferenceCall,
+        _: pipe_executor::Purpose,
+    ) -> Option<pipe_primitives::InferenceResult> {
+        None
+    }
 }

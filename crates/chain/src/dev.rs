@@ -1,13 +1,20 @@
-//! The dev chain's "consensus": seal a block every slot, or as soon as transactions arrive.
+//! The dev chain's driver: at each slot (or as soon as transactions are ready) it proposes a
+//! block on the finalized head and finalizes it at once. There is one node, so its word is
+//! final; this is the whole of the dev chain's "consensus".
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
+use alloy_primitives::{Address, B256};
+use pipe_builder::{BuildStats, InferenceGate, PayloadBuilder};
 use pipe_mempool::Pool;
-use pipe_primitives::Clock;
+use pipe_primitives::{Clock, SealedBlock};
 use tokio::sync::watch;
-use tracing::error;
+use tracing::{error, warn};
 
-use crate::{BlockProducer, BuildOutcome, InferenceGate};
+use crate::{Chain, ChainError, ProposeAttributes};
 
 /// When the dev chain seals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,17 +26,17 @@ pub enum SealMode {
     OnDemand { min_gap: Duration },
 }
 
-/// Drives a [`BlockProducer`] on the dev chain's schedule until shutdown.
+/// Proposes and finalizes the dev chain's blocks on its schedule until shutdown.
 pub struct DevSealer {
-    producer: Arc<dyn BlockProducer>,
+    chain: Arc<Chain>,
+    builder: PayloadBuilder,
     pool: Arc<Pool>,
     clock: Arc<dyn Clock>,
     mode: SealMode,
+    beneficiary: Address,
     /// Slots count from when the sealer was created, not from when its task first runs, so
     /// slot times do not depend on task scheduling.
     start_ms: u64,
-    /// Under PIPE, readiness is the gate's, not the pool's.
-    gate: Option<Arc<dyn InferenceGate>>,
 }
 
 impl std::fmt::Debug for DevSealer {
@@ -43,32 +50,40 @@ impl std::fmt::Debug for DevSealer {
 /// How much of a slot the builder may use: it must leave time to commit and publish.
 const BUILD_SHARE: f64 = 0.5;
 
+/// A block the dev chain sealed.
+#[derive(Debug)]
+pub struct Sealed {
+    pub block: Arc<SealedBlock>,
+    pub stats: BuildStats,
+}
+
 impl DevSealer {
+    /// Seals with `builder` (whose gate, under PIPE, decides readiness) on `chain`.
     pub fn new(
-        producer: Arc<dyn BlockProducer>,
+        chain: Arc<Chain>,
+        builder: PayloadBuilder,
         pool: Arc<Pool>,
         clock: Arc<dyn Clock>,
         mode: SealMode,
     ) -> Self {
         let start_ms = clock.now_ms();
         Self {
-            producer,
+            chain,
+            builder,
             pool,
             clock,
             mode,
+            beneficiary: Address::ZERO,
             start_ms,
-            gate: None,
         }
     }
 
-    /// On demand, seal when the gate has ready transactions.
-    pub fn with_gate(mut self, gate: Arc<dyn InferenceGate>) -> Self {
-        self.gate = Some(gate);
-        self
+    fn gate(&self) -> Option<&Arc<dyn InferenceGate>> {
+        self.builder.gate()
     }
 
     fn has_ready(&self) -> bool {
-        match &self.gate {
+        match self.gate() {
             Some(g) => g.has_ready(),
             None => self.pool.has_ready(),
         }
@@ -76,7 +91,7 @@ impl DevSealer {
 
     /// Resolves when something may have changed readiness: an arrival, or the gate's signal.
     async fn changed(&self) {
-        match &self.gate {
+        match self.gate() {
             Some(g) => tokio::select! {
                 _ = self.pool.subscribe() => {}
                 _ = g.ready_changed() => {}
@@ -85,8 +100,46 @@ impl DevSealer {
         }
     }
 
+    /// One block now: proposed on the finalized head with what is ready by `deadline_ms`,
+    /// then finalized. What the payload job left out is acted on once the block is certain to
+    /// be kept: stale transactions go back to PIPE, invalid ones leave the pool with their
+    /// reason (before the chain event, so PIPE hears the reason rather than "gone").
+    pub fn seal(&self, deadline_ms: u64) -> Result<Sealed, ChainError> {
+        let parent = self.chain.head();
+        let chosen = ProposeAttributes {
+            timestamp: (self.clock.now_ms() / 1000).max(parent.header.timestamp + 1),
+            beneficiary: self.beneficiary,
+        };
+        let never = AtomicBool::new(false);
+        let proposal =
+            self.chain
+                .propose(&self.builder, parent.hash, chosen, deadline_ms, &never)?;
+        if let Some(gate) = self.gate() {
+            for (tx, call) in &proposal.stale {
+                gate.on_stale(tx, call);
+            }
+        }
+        let mut dropped: Vec<B256> = Vec::new();
+        for (hash, reason) in &proposal.invalid {
+            warn!(target: "pipe::builder", %hash, %reason, "dropping invalid transaction");
+            let removed = self.pool.remove_invalid(hash);
+            if let Some(gate) = self.gate() {
+                gate.on_dropped(&removed, reason);
+            }
+            dropped.extend(removed);
+        }
+        let timer = std::time::Instant::now();
+        let block = self.chain.finalize(proposal.block.hash)?;
+        let mut stats = proposal.stats;
+        stats.commit_us += timer.elapsed().as_micros() as u64;
+        if !dropped.is_empty() {
+            self.chain.store().remove_pending(&dropped)?;
+        }
+        Ok(Sealed { block, stats })
+    }
+
     /// Runs until `shutdown` flips to true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut next_slot = self.start_ms;
         // After a block that included nothing (everything ready was stale or blocked), wait
         // for a change before building again instead of sealing empty blocks in a loop.
@@ -122,12 +175,10 @@ impl DevSealer {
                 return;
             }
             let deadline = self.clock.now_ms() + budget_ms;
-            let producer = self.producer.clone();
+            let sealer = self.clone();
             // Execution is CPU work: keep it off the async workers.
-            match tokio::task::spawn_blocking(move || producer.produce(deadline)).await {
-                Ok(Ok(BuildOutcome::Sealed { block, .. })) => {
-                    last_empty = block.transactions.is_empty();
-                }
+            match tokio::task::spawn_blocking(move || sealer.seal(deadline)).await {
+                Ok(Ok(sealed)) => last_empty = sealed.block.transactions.is_empty(),
                 Ok(Err(e)) => {
                     error!(target: "pipe::builder", error = %e, "block production failed")
                 }

@@ -1,0 +1,221 @@
+//! The shared test kit (feature `test-utils`): a chain on a temporary store with genesis and
+//! funded signers, a signed-transaction factory, and a model provider that knows no models.
+//! Other crates' tests take it as a dev-dependency with the feature on.
+
+use std::{path::PathBuf, sync::Arc};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::Encodable2718;
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use pipe_executor::{Executor, InferenceCall, InferenceProvider, Purpose};
+use pipe_mempool::{Pool, PoolConfig, SenderState};
+use pipe_primitives::{ChainConfig, InferenceResult, ModelId, ModelMeta, SealedBlock};
+use pipe_storage::Store;
+
+use crate::Chain;
+
+/// Each test signer's balance: 1000 ETH.
+pub const TEST_BALANCE: u128 = 1_000 * 10u128.pow(18);
+
+/// A dev chain on a store in a temporary directory, with `signers` funded at genesis.
+pub struct TestChain {
+    pub dir: tempfile::TempDir,
+    pub config: Arc<ChainConfig>,
+    pub store: Arc<Store>,
+    pub executor: Executor,
+    pub signers: Vec<PrivateKeySigner>,
+    pub genesis: SealedBlock,
+}
+
+/// Test signer `i`: a fixed key, so two test chains fund the same accounts.
+pub fn signer(i: usize) -> PrivateKeySigner {
+    PrivateKeySigner::from_bytes(&B256::from(U256::from(i as u64 + 1))).expect("valid key")
+}
+
+impl TestChain {
+    /// A fresh chain with `accounts` funded signers. Two chains made with the same number of
+    /// accounts have the same genesis.
+    pub fn new(accounts: usize) -> Self {
+        let signers: Vec<_> = (0..accounts).map(signer).collect();
+        let config = Arc::new(ChainConfig::dev(
+            signers.iter().map(|s| s.address()),
+            U256::from(TEST_BALANCE),
+        ));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(Store::open(&Self::db_path(&dir)).expect("store opens"));
+        let genesis = crate::genesis::init(&store, &config).expect("genesis");
+        Self {
+            dir,
+            executor: Executor::new(config.clone()),
+            config,
+            store,
+            signers,
+            genesis,
+        }
+    }
+
+    fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("chain.redb")
+    }
+
+    /// The chain over this store (the store's head taken as finalized), without a pool.
+    pub fn chain(&self) -> Chain {
+        Chain::new(
+            self.store.clone(),
+            self.executor.clone(),
+            Arc::new(NoModels),
+        )
+        .expect("chain opens")
+    }
+
+    /// Drops this process's handle on the store and opens it again, as a restart after a
+    /// crash would: whatever was only in memory is gone. Every other holder of the old
+    /// handle (a [`Chain`] made from it) must have been dropped first.
+    pub fn reopen(&mut self) {
+        let path = Self::db_path(&self.dir);
+        let old = std::mem::replace(
+            &mut self.store,
+            Arc::new(Store::open(&self.dir.path().join("scratch.redb")).expect("scratch")),
+        );
+        assert_eq!(
+            Arc::strong_count(&old),
+            1,
+            "the store is still held elsewhere"
+        );
+        drop(old);
+        self.store = Arc::new(Store::open(&path).expect("store reopens"));
+    }
+
+    /// A pool for this chain.
+    pub fn pool(&self) -> Arc<Pool> {
+        Arc::new(Pool::new(PoolConfig::new(
+            self.config.chain_id,
+            self.config.gas_limit,
+        )))
+    }
+
+    /// A transaction factory for signer `i`, starting at nonce 0.
+    pub fn factory(&self, i: usize) -> TxFactory {
+        TxFactory {
+            signer: self.signers[i].clone(),
+            chain_id: self.config.chain_id,
+            nonce: 0,
+        }
+    }
+}
+
+/// Adds `tx` to `pool`, validated against the finalized state in `store`.
+pub fn add_to_pool(pool: &Pool, store: &Store, tx: TxEnvelope) -> B256 {
+    let raw = tx.encoded_2718();
+    let sender = pool
+        .check_stateless(&tx, raw.len())
+        .expect("stateless checks pass");
+    let account = store
+        .account(&sender)
+        .expect("account read")
+        .unwrap_or_default();
+    let state = SenderState {
+        nonce: account.nonce,
+        balance: account.balance,
+    };
+    let hash = *tx.tx_hash();
+    // The factory's fee cap (100 gwei) is far above any base fee these tests reach.
+    pool.add(tx, sender, state, 0).expect("the pool accepts it");
+    hash
+}
+
+/// Signs EIP-1559 transactions for one signer, counting nonces.
+#[derive(Clone, Debug)]
+pub struct TxFactory {
+    pub signer: PrivateKeySigner,
+    pub chain_id: u64,
+    pub nonce: u64,
+}
+
+/// Gas limit of the factory's transactions: enough for a small deployment.
+pub const TX_GAS: u64 = 300_000;
+
+impl TxFactory {
+    pub fn address(&self) -> Address {
+        self.signer.address()
+    }
+
+    /// A transaction to `to` (a creation when `None`) with `value` and `input`, at the next
+    /// nonce.
+    pub fn tx(&mut self, to: Option<Address>, value: U256, input: Bytes) -> TxEnvelope {
+        let tx = TxEip1559 {
+            chain_id: self.chain_id,
+            nonce: self.nonce,
+            gas_limit: TX_GAS,
+            max_fee_per_gas: 100_000_000_000,
+            max_priority_fee_per_gas: 1_000_000_000,
+            to: to.map_or(TxKind::Create, TxKind::Call),
+            value,
+            access_list: Default::default(),
+            input,
+        };
+        self.nonce += 1;
+        let sig = self
+            .signer
+            .sign_hash_sync(&tx.signature_hash())
+            .expect("signs");
+        TxEnvelope::Eip1559(tx.into_signed(sig))
+    }
+
+    pub fn transfer(&mut self, to: Address, value: U256) -> TxEnvelope {
+        self.tx(Some(to), value, Bytes::new())
+    }
+
+    /// Deploys `runtime` with a minimal constructor that returns it; also returns the new
+    /// contract's address.
+    pub fn deploy(&mut self, runtime: &[u8]) -> (TxEnvelope, Address) {
+        let address = self.address().create(self.nonce);
+        (self.tx(None, U256::ZERO, init_code(runtime)), address)
+    }
+}
+
+/// A constructor that returns `runtime` as the contract's code.
+pub fn init_code(runtime: &[u8]) -> Bytes {
+    let len = u8::try_from(runtime.len()).expect("runtime under 256 bytes");
+    // PUSH1 len PUSH1 12 PUSH1 0 CODECOPY PUSH1 len PUSH1 0 RETURN, then the runtime.
+    let mut code = vec![
+        0x60, len, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, len, 0x60, 0x00, 0xf3,
+    ];
+    code.extend_from_slice(runtime);
+    code.into()
+}
+
+/// Runtime of a contract that stores calldata word 1 at the slot in calldata word 0 (zero
+/// deletes the slot).
+pub const STORE_RUNTIME: &[u8] = &[0x60, 0x20, 0x35, 0x60, 0x00, 0x35, 0x55, 0x00];
+
+/// Runtime of a contract that stores `blockhash(number - 1)` in slot 0: what makes a block's
+/// state depend on its parent's hash.
+pub const BLOCKHASH_RUNTIME: &[u8] = &[0x43, 0x60, 0x01, 0x90, 0x03, 0x40, 0x60, 0x00, 0x55, 0x00];
+
+/// Init code that self-destructs to the caller: with a value, an account created and deleted
+/// in one transaction (EIP-6780).
+pub const SELFDESTRUCT_INIT: &[u8] = &[0x33, 0xff];
+
+/// Calldata for [`STORE_RUNTIME`]: write `value` at `slot`.
+pub fn store_call(slot: u64, value: U256) -> Bytes {
+    let mut data = B256::from(U256::from(slot)).to_vec();
+    data.extend_from_slice(B256::from(value).as_slice());
+    data.into()
+}
+
+/// Knows no models: for chains whose blocks make no inference calls.
+#[derive(Debug)]
+pub struct NoModels;
+
+impl InferenceProvider for NoModels {
+    fn model(&self, _: &ModelId) -> Option<ModelMeta> {
+        None
+    }
+
+    fn infer(&self, _: &InferenceCall, _: Purpose) -> Option<InferenceResult> {
+        None
+    }
+}
