@@ -74,6 +74,17 @@ pub enum ReplayError {
     },
     #[error("execution: {0}")]
     Exec(#[from] pipe_executor::ExecError),
+    /// Replay could not run to the end for a local reason (a storage fault under the EVM or
+    /// under the attestation check): says nothing about the block.
+    #[error("block {number}: replay failed locally: {reason}")]
+    Local { number: u64, reason: String },
+}
+
+impl ReplayError {
+    /// Whether the block is invalid on every honest node; false for local faults.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::Exec(_) | Self::Local { .. })
+    }
 }
 
 /// Answers inference from one block's sidecar.
@@ -181,6 +192,11 @@ pub fn replay_block(
                     key: call.key,
                 });
             }
+            Err(TxRejected::Unattested {
+                reason: pipe_executor::attest::AttestError::Storage(reason),
+                ..
+            }) => return Err(ReplayError::Local { number, reason }),
+            Err(TxRejected::Internal(reason)) => return Err(ReplayError::Local { number, reason }),
             Err(TxRejected::Unattested { hash, call, reason }) => {
                 return Err(ReplayError::Unattested {
                     number,

@@ -37,6 +37,9 @@ pub struct DevSealer {
     /// Slots count from when the sealer was created, not from when its task first runs, so
     /// slot times do not depend on task scheduling.
     start_ms: u64,
+    /// One seal at a time (the slot loop and a benchmark may both call [`DevSealer::seal`]):
+    /// what a proposal left out is acted on only for the block that is finalized.
+    sealing: parking_lot::Mutex<()>,
 }
 
 impl std::fmt::Debug for DevSealer {
@@ -75,6 +78,7 @@ impl DevSealer {
             mode,
             beneficiary: Address::ZERO,
             start_ms,
+            sealing: parking_lot::Mutex::new(()),
         }
     }
 
@@ -105,6 +109,7 @@ impl DevSealer {
     /// be kept: stale transactions go back to PIPE, invalid ones leave the pool with their
     /// reason (before the chain event, so PIPE hears the reason rather than "gone").
     pub fn seal(&self, deadline_ms: u64) -> Result<Sealed, ChainError> {
+        let _one = self.sealing.lock();
         let parent = self.chain.head();
         let chosen = ProposeAttributes {
             timestamp: (self.clock.now_ms() / 1000).max(parent.header.timestamp + 1),
@@ -128,13 +133,13 @@ impl DevSealer {
             }
             dropped.extend(removed);
         }
+        if !dropped.is_empty() {
+            self.chain.store().remove_pending(&dropped)?;
+        }
         let timer = std::time::Instant::now();
         let block = self.chain.finalize(proposal.block.hash)?;
         let mut stats = proposal.stats;
         stats.commit_us += timer.elapsed().as_micros() as u64;
-        if !dropped.is_empty() {
-            self.chain.store().remove_pending(&dropped)?;
-        }
         Ok(Sealed { block, stats })
     }
 

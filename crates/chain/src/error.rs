@@ -55,8 +55,8 @@ impl VerifyError {
     pub fn is_final(&self) -> bool {
         match self {
             Self::Invalid(_) => true,
-            // A storage fault while replaying says nothing about the block.
-            Self::Replay(e) => !matches!(e, pipe_builder::replay::ReplayError::Exec(_)),
+            // A local fault while replaying says nothing about the block.
+            Self::Replay(e) => e.is_final(),
             _ => false,
         }
     }

@@ -62,7 +62,8 @@ pub use dev::{DevSealer, SealMode, Sealed};
 pub use error::{ChainError, VerifyError};
 pub use tree::{MAX_PENDING_BLOCKS, PendingBlock};
 
-/// Hears of every finalized block, in order, before [`Chain::finalize`] returns.
+/// Hears of every finalized block, in order, before [`Chain::finalize`] returns. It runs under
+/// the chain's finalization lock: it must not call back into the [`Chain`].
 pub trait ChainListener: Send + Sync + 'static {
     /// `block` is final; `stats` of its build when this node proposed it.
     fn on_finalized(&self, block: &Arc<SealedBlock>, stats: Option<&BuildStats>);
@@ -218,7 +219,13 @@ impl Chain {
             let _f = self.finalizing.lock();
             (self.head(), self.store.state()?)
         };
-        debug_assert_eq!(view.head, head.number());
+        if view.head != head.number() {
+            // Only a finalization that committed and then failed to publish leaves them apart.
+            return Err(ChainError::Storage(pipe_storage::StoreError::HeadMoved {
+                expected: head.number(),
+                head: Some(view.head),
+            }));
+        }
         if hash == head.hash {
             return Ok((head, view, Vec::new()));
         }
@@ -322,6 +329,12 @@ impl Chain {
             return Ok(head);
         }
         if number <= head.number() {
+            // A late copy of a block already final is that block, not a conflict.
+            if let Some(n) = self.store.block_number(&block.hash)?
+                && let Some(stored) = self.store.block(n)?
+            {
+                return Ok(Arc::new(stored));
+            }
             return Err(VerifyError::Invalid(format!(
                 "block {number} conflicts with finalized block {}",
                 head.number()
@@ -406,7 +419,7 @@ impl Chain {
                 s.commit_us += timer.elapsed().as_micros() as u64;
                 s
             });
-            self.emit(&block, stats.as_ref())?;
+            self.emit(&block, stats.as_ref());
         }
         let head = self.head();
         self.tree.lock().prune(&head);
@@ -414,12 +427,16 @@ impl Chain {
     }
 
     /// The chain event of one finalized block.
-    fn emit(&self, block: &Arc<SealedBlock>, stats: Option<&BuildStats>) -> Result<(), ChainError> {
+    /// The block is durable by now, so nothing here may stop the event half-way: a failure to
+    /// tidy the persisted pending set is logged (a restart re-validates what is left there).
+    fn emit(&self, block: &Arc<SealedBlock>, stats: Option<&BuildStats>) {
         if let Some(pool) = &self.pool {
             // Later nonces of the block's senders that another transaction used: gone for good.
             let superseded = pool.on_block(&block.transactions);
-            if !superseded.is_empty() {
-                self.store.remove_pending(&superseded)?;
+            if !superseded.is_empty()
+                && let Err(e) = self.store.remove_pending(&superseded)
+            {
+                warn!(target: "pipe::chain", error = %e, "removing superseded pending transactions");
             }
         }
         self.head.send_replace(block.clone());
@@ -445,7 +462,6 @@ impl Chain {
                 "finalized block"
             );
         }
-        Ok(())
     }
 
     /// Verifies then finalizes `block`: what a follower and `pipe replay` do with each block

@@ -501,3 +501,28 @@ fn a_cancelled_proposal_keeps_nothing() {
     assert_eq!(chain.pending_blocks(), 0);
     assert_eq!(pool.len(), 1);
 }
+
+#[test]
+fn a_late_copy_of_a_final_block_is_that_block_and_the_store_refuses_a_non_child() {
+    let proposer = TestChain::new(1);
+    let blocks = proposed_chain(&proposer, 2);
+    let verifier = TestChain::new(1);
+    let chain = verifier.chain();
+    chain.import(blocks[0].clone(), u64::MAX).unwrap();
+    chain.import(blocks[1].clone(), u64::MAX).unwrap();
+    // Block 1 again, after block 2 is final: the same block, not a conflict.
+    assert_eq!(
+        chain.verify(blocks[0].clone(), u64::MAX).unwrap().hash,
+        blocks[0].hash
+    );
+    // A block that does not extend the stored head is never written, whatever its root.
+    let err = verifier
+        .store
+        .commit_verified(&Default::default(), blocks[0].clone())
+        .unwrap_err();
+    assert!(
+        matches!(err, pipe_storage::StoreError::NotChild { .. }),
+        "{err}"
+    );
+    assert_eq!(verifier.store.head().unwrap(), Some(2));
+}

@@ -23,6 +23,13 @@ pub enum StoreError {
         header: alloy_primitives::B256,
         computed: alloy_primitives::B256,
     },
+    /// A block given to be committed does not extend the stored head.
+    #[error("block {number} (parent {parent}) does not extend the stored head {head:?}")]
+    NotChild {
+        number: u64,
+        parent: alloy_primitives::B256,
+        head: Option<u64>,
+    },
     /// The finalized head moved while an unfinalized state was being computed on it.
     #[error("finalized head is {head:?}, not the expected {expected}")]
     HeadMoved { expected: u64, head: Option<u64> },

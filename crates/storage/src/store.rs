@@ -195,7 +195,7 @@ impl Store {
         changes: &StateChanges,
         build: impl FnOnce(B256) -> SealedBlock,
     ) -> Result<SealedBlock, StoreError> {
-        self.commit_with(changes, |root| Ok(build(root)))
+        self.commit_with(changes, None, |root| Ok(build(root)))
     }
 
     /// Commits a block received from elsewhere (replay, a follower): applies `changes` and
@@ -206,7 +206,8 @@ impl Store {
         changes: &StateChanges,
         block: SealedBlock,
     ) -> Result<SealedBlock, StoreError> {
-        self.commit_with(changes, |root| {
+        let linked = Some((block.number(), block.header.parent_hash));
+        self.commit_with(changes, linked, |root| {
             if root == block.header.state_root {
                 Ok(block)
             } else {
@@ -252,14 +253,20 @@ impl Store {
 
     /// One durable write transaction: apply `changes`, hand the root to `seal`, store what it
     /// returns. When `seal` fails the transaction is dropped, which aborts it.
+    /// With `linked` (a number and parent hash), the block must be the child of the stored
+    /// head; checked before anything is applied.
     fn commit_with(
         &self,
         changes: &StateChanges,
+        linked: Option<(u64, B256)>,
         seal: impl FnOnce(B256) -> Result<SealedBlock, StoreError>,
     ) -> Result<SealedBlock, StoreError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
+        if let Some((number, parent)) = linked {
+            check_parent(&tx, number, parent)?;
+        }
         let mut timings = CommitTimings::default();
         trie_branches_current(&tx)?;
         let root = apply_and_root(&tx, changes, &mut timings)?;
@@ -273,7 +280,10 @@ impl Store {
         tx.commit()?;
         timings.sync_us = started.elapsed().as_micros() as u64;
         *self.last_commit.lock() = timings;
-        self.remember_state()?;
+        // The block is durable: failing to keep a snapshot of it only costs `eth_call` at it.
+        if let Err(e) = self.remember_state() {
+            tracing::warn!(target: "pipe::storage", error = %e, "keeping the new state's snapshot");
+        }
         Ok(block)
     }
 
@@ -450,6 +460,27 @@ impl Store {
     pub fn account_count(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read()?;
         Ok(tx.open_table(ACCOUNTS)?.len()?)
+    }
+}
+
+/// Fails unless block `number` with `parent_hash` is the child of the head `tx` sees: a block
+/// written anywhere else would overwrite a number or break the chain's links.
+fn check_parent(tx: &WriteTransaction, number: u64, parent_hash: B256) -> Result<(), StoreError> {
+    let head = meta_number(&tx.open_table(META)?, HEAD_KEY)?;
+    let parent = match head {
+        Some(n) => tx
+            .open_table(HEADERS)?
+            .get(n)?
+            .map(|h| (n, keccak256(h.value()))),
+        None => None,
+    };
+    match parent {
+        Some((n, hash)) if number == n + 1 && parent_hash == hash => Ok(()),
+        _ => Err(StoreError::NotChild {
+            number,
+            parent: parent_hash,
+            head,
+        }),
     }
 }
 
