@@ -1339,6 +1339,14 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
 /// Carry-over keeps results. Blocks fit one inference transaction (gas limit), three are
 /// ready at once: each block includes the best-paying one left, the others stay `ready` with
 /// the reason that they were carried over, and each request is computed exactly once.
+/// Model runs PIPE's workers have completed.
+fn model_runs(pipe: &pipe_dispatcher::Pipe) -> f64 {
+    sum(
+        &metrics(&pipe.render_metrics()),
+        "pipe_worker_completed_total",
+    )
+}
+
 /// A PIPE node with two workers whose blocks are sealed one per second of `clock`, and three
 /// one-inference transactions from three senders (tips 1, 2 and 3 gwei), all ready.
 async fn three_ready(
@@ -1380,12 +1388,7 @@ async fn ready_transactions_a_block_leaves_out_keep_their_results_for_the_next()
     let (node, hashes) = three_ready(dir.path(), &clock, Some(330_000)).await;
     let url = node.rpc_url();
     let pipe = node.pipe.clone().unwrap();
-    let completed = || {
-        sum(
-            &metrics(&pipe.render_metrics()),
-            "pipe_worker_completed_total",
-        )
-    };
+    let completed = || model_runs(&pipe);
     assert_eq!(completed(), 3.0);
 
     // Best tip first, one per block; the others carried over with their results.
@@ -1431,12 +1434,7 @@ async fn a_proposal_never_finalized_leaves_pipe_the_pool_and_the_store_as_they_w
     let (node, hashes) = three_ready(dir.path(), &clock, None).await;
     let url = node.rpc_url();
     let pipe = node.pipe.clone().unwrap();
-    let completed = || {
-        sum(
-            &metrics(&pipe.render_metrics()),
-            "pipe_worker_completed_total",
-        )
-    };
+    let completed = || model_runs(&pipe);
     assert_eq!(completed(), 3.0);
 
     let builder = pipe_builder::PayloadBuilder::new(

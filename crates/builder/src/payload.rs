@@ -107,10 +107,6 @@ impl PayloadBuilder {
         self.gate.as_ref()
     }
 
-    pub fn executor(&self) -> &Executor {
-        &self.executor
-    }
-
     /// Executes the best transactions on `parent` (the parent's post-state, finalized or an
     /// overlay of unfinalized blocks) into a block with `attrs`, until the pool runs dry, the
     /// block is full, `deadline_ms` passes on the builder's clock or `cancel` is set. Never
@@ -135,11 +131,7 @@ impl PayloadBuilder {
                 self.executor
                     .build_block_with(parent.clone(), attrs, Some(gate.results()))?
             }
-            None => self.executor.build_block_with(
-                parent.clone(),
-                attrs,
-                self.executor.inference_provider(),
-            )?,
+            None => self.executor.build_block(parent.clone(), attrs)?,
         };
         let mut stats = BuildStats::default();
         let mut invalid = Vec::new();

@@ -12,7 +12,7 @@
 //! - transactions root, receipts root, logs bloom, gas used and inference units equal the
 //!   header's, and
 //! - the state root the caller's store computes equals the header's
-//!   ([`pipe_storage::Store::commit_verified`]).
+//!   ([`pipe_storage::Store::state_root_after`], which the chain's verify compares).
 //!
 //! Because replay executes with the committed bytes, it is bit-exact on any CPU, whatever the
 //! ONNX runtime would compute there.
@@ -137,7 +137,8 @@ fn attributes(
 ) -> Result<(BlockAttributes, InferenceFields), ReplayError> {
     let h = &block.header;
     let n = h.number;
-    let expected = executor.next_attributes(parent, h.timestamp * 1000, h.beneficiary);
+    let expected =
+        executor.next_attributes(parent, h.timestamp.saturating_mul(1000), h.beneficiary);
     expect_eq(n, "number", n, expected.number)?;
     expect_eq(n, "parent hash", h.parent_hash, expected.parent_hash)?;
     expect_eq(n, "timestamp", h.timestamp, expected.timestamp)?;
@@ -159,9 +160,8 @@ fn attributes(
     Ok((expected, claimed))
 }
 
-/// Re-executes `block` on `view` (the state after `parent`). Returns the executed block for
-/// the caller to commit with [`pipe_storage::Store::commit_verified`], which checks the state
-/// root.
+/// Re-executes `block` on `view` (the state after `parent`). Returns the executed block; the
+/// caller (the chain's verify) computes its state root and compares it with the header's.
 pub fn replay_block(
     executor: &Executor,
     view: impl Into<Arc<StateView>>,

@@ -15,7 +15,9 @@
 //!   invalid for good.
 //! - [`Chain::finalize`]: the one path that writes a block. It commits every unfinalized
 //!   block from the finalized head up to the given one, each durably and atomically
-//!   ([`pipe_storage::Store::commit_verified`], which checks the state root again), then
+//!   ([`pipe_storage::Store::commit_prepared`]: the tries are written as the proposal or the
+//!   verification computed them, not hashed a second time; the block must extend the stored
+//!   head), then
 //!   emits the chain event: the pool forgets what the block included (and their senders'
 //!   used nonces, removed from the persisted pending set too), the new head is published to
 //!   RPC, and listeners (PIPE) hear of it. Then siblings and their descendants are pruned.
@@ -28,7 +30,8 @@
 //! an unfinalized parent reads a [`pipe_storage::StateView`] of the finalized state with the
 //! layers of the parent's unfinalized ancestors stacked on it (block hashes included, for
 //! `BLOCKHASH` and EIP-2935); the state root is computed by applying the layers in a redb
-//! write transaction that is then aborted ([`pipe_storage::Store::state_root_after`]).
+//! write transaction that is then aborted ([`pipe_storage::Store::state_root_after`]), which
+//! also records what the block's changes wrote to the tries, for its commit.
 //!
 //! # Drivers
 //! Whoever decides which blocks are final drives the verbs: the dev chain's [`DevSealer`]
@@ -54,7 +57,7 @@ use pipe_builder::{BuildStats, PayloadBuilder, replay::replay_block};
 use pipe_executor::{BlockAttributes, Executor, InferenceCall, InferenceProvider};
 use pipe_mempool::{Pool, PoolTx};
 use pipe_primitives::SealedBlock;
-use pipe_storage::{ChangeLayer, StateView, Store};
+use pipe_storage::{ChangeLayer, StateView, Store, TrieUpdates};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -180,10 +183,6 @@ impl Chain {
         &self.store
     }
 
-    pub fn executor(&self) -> &Executor {
-        &self.executor
-    }
-
     /// The finalized head.
     pub fn head(&self) -> Arc<SealedBlock> {
         self.head.borrow().clone()
@@ -247,17 +246,21 @@ impl Chain {
 
     /// The full attributes of a block on `parent` with what the proposer chose.
     pub fn attributes(&self, parent: &SealedBlock, chosen: ProposeAttributes) -> BlockAttributes {
-        self.executor
-            .next_attributes(parent, chosen.timestamp * 1000, chosen.beneficiary)
+        self.executor.next_attributes(
+            parent,
+            chosen.timestamp.saturating_mul(1000),
+            chosen.beneficiary,
+        )
     }
 
-    /// The state root after `changes` on top of `path` (unfinalized ancestors, oldest first).
+    /// The state root after `changes` on top of `path` (unfinalized ancestors, oldest first),
+    /// with what `changes` did to the tries.
     fn root_on(
         &self,
         path: &[Arc<PendingBlock>],
         finalized: u64,
         changes: &pipe_storage::StateChanges,
-    ) -> Result<B256, ChainError> {
+    ) -> Result<TrieUpdates, ChainError> {
         let mut layers: Vec<&pipe_storage::StateChanges> =
             path.iter().map(|b| b.layer.changes()).collect();
         layers.push(changes);
@@ -289,13 +292,14 @@ impl Chain {
         let timer = std::time::Instant::now();
         let mut executed = payload.executed;
         let changes = std::mem::take(&mut executed.changes);
-        let root = self.root_on(&path, finalized, &changes)?;
-        let block = Arc::new(executed.seal(root));
+        let tries = self.root_on(&path, finalized, &changes)?;
+        let block = Arc::new(executed.seal(tries.root()));
         let mut stats = payload.stats;
         stats.commit_us = timer.elapsed().as_micros() as u64;
         self.keep(PendingBlock {
             layer: Arc::new(ChangeLayer::new(block.number(), block.hash, changes)),
             block: block.clone(),
+            tries,
             stats: Some(stats),
         })?;
         debug!(target: "pipe::chain", number = block.number(), hash = %block.hash, txs = block.transactions.len(), "proposed");
@@ -370,7 +374,8 @@ impl Chain {
         let mut executed =
             replay_block(&self.executor, view, &parent, &block, self.models.clone())?;
         let changes = std::mem::take(&mut executed.changes);
-        let root = self.root_on(&path, finalized, &changes)?;
+        let tries = self.root_on(&path, finalized, &changes)?;
+        let root = tries.root();
         if root != block.header.state_root {
             return Err(VerifyError::Invalid(format!(
                 "block {number}: state root {} in the header, {root} by replay",
@@ -389,6 +394,7 @@ impl Chain {
         self.keep(PendingBlock {
             layer: Arc::new(ChangeLayer::new(number, sealed.hash, changes)),
             block: sealed.clone(),
+            tries,
             stats: None,
         })?;
         debug!(target: "pipe::chain", number, hash = %sealed.hash, "verified");
@@ -411,10 +417,11 @@ impl Chain {
             .ok_or(ChainError::UnknownBlock(hash))?;
         for pending in &path {
             let timer = std::time::Instant::now();
-            let block = Arc::new(
-                self.store
-                    .commit_verified(pending.layer.changes(), (*pending.block).clone())?,
-            );
+            let block = Arc::new(self.store.commit_prepared(
+                pending.layer.changes(),
+                &pending.tries,
+                (*pending.block).clone(),
+            )?);
             let stats = pending.stats.map(|mut s| {
                 s.commit_us += timer.elapsed().as_micros() as u64;
                 s

@@ -8,13 +8,16 @@ use std::{
 use alloy_primitives::B256;
 use pipe_builder::BuildStats;
 use pipe_primitives::SealedBlock;
-use pipe_storage::ChangeLayer;
+use pipe_storage::{ChangeLayer, TrieUpdates};
 
 /// One unfinalized block: the sealed block and the state changes it makes to its parent.
 #[derive(Debug)]
 pub struct PendingBlock {
     pub block: Arc<SealedBlock>,
     pub layer: Arc<ChangeLayer>,
+    /// What its changes did to the tries on its parent's state: its commit writes them
+    /// instead of hashing again.
+    pub tries: TrieUpdates,
     /// How it was built, when this node proposed it.
     pub stats: Option<BuildStats>,
 }

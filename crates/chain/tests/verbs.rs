@@ -158,6 +158,10 @@ fn executing_on_unfinalized_parents_equals_committing_them_first() {
             assert_eq!(pa.block.hash, pb.block.hash, "seed {seed} block {i}");
             assert_eq!(pa.block.receipts, pb.block.receipts);
             chain_b.finalize(pb.block.hash).unwrap();
+            // B's commits write the tries as the proposal recorded them; each next root is
+            // computed from those stored branches, and must still be the from-scratch root.
+            let (computed, stored) = b.store.verify_state_root().unwrap();
+            assert_eq!(computed, stored, "seed {seed} block {i}");
             tip_a = pa.block.hash;
             // Nothing of A's proposals reached its store.
             assert_eq!(a.store.head().unwrap(), Some(0));
@@ -518,7 +522,7 @@ fn a_late_copy_of_a_final_block_is_that_block_and_the_store_refuses_a_non_child(
     // A block that does not extend the stored head is never written, whatever its root.
     let err = verifier
         .store
-        .commit_verified(&Default::default(), blocks[0].clone())
+        .commit_prepared(&Default::default(), &Default::default(), blocks[0].clone())
         .unwrap_err();
     assert!(
         matches!(err, pipe_storage::StoreError::NotChild { .. }),

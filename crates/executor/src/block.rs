@@ -108,7 +108,7 @@ impl Executor {
         BlockAttributes {
             parent_hash: parent.hash,
             number: p.number + 1,
-            timestamp: (now_ms / 1000).max(p.timestamp + 1),
+            timestamp: (now_ms / 1000).max(p.timestamp.saturating_add(1)),
             beneficiary,
             gas_limit: self.config.gas_limit,
             base_fee,
@@ -128,7 +128,7 @@ impl Executor {
     /// inference inline from the executor's own provider.
     pub fn build_block(
         &self,
-        view: StateView,
+        view: impl Into<Arc<StateView>>,
         attrs: BlockAttributes,
     ) -> Result<BlockBuilder, ExecError> {
         self.build_block_with(view, attrs, self.inference.clone())

@@ -109,11 +109,6 @@ impl Executor {
         self
     }
 
-    /// What answers the precompile inline (the baseline mode), if anything does.
-    pub fn inference_provider(&self) -> Option<Arc<dyn InferenceProvider>> {
-        self.inference.clone()
-    }
-
     /// The precompile's gas schedule in a block with `attrs`.
     pub fn inference_gas(&self, attrs: &BlockAttributes) -> InferenceGas {
         InferenceGas {

@@ -16,9 +16,11 @@
 //! finalized leaves no trace here.
 //!
 //! # Atomicity
-//! A block is committed by [`Store::commit_verified`] (the chain's finalization; it refuses a
-//! block whose state root its changes do not give) or [`Store::commit_block`] (genesis, and
-//! tools that seal with the root they are given) in one write transaction: state changes,
+//! A block is committed by [`Store::commit_prepared`] (the chain's finalization: it refuses a
+//! block that does not extend the head or whose root is not the recorded one, and writes the
+//! tries as [`Store::state_root_after`] recorded them on the parent instead of hashing them
+//! again) or [`Store::commit_block`] (genesis, and tools that seal with the root they compute)
+//! in one write transaction: state changes,
 //! the roots computed from them, header, body, receipts, transaction index, removal of the
 //! included transactions from the pending table, and the head pointer. redb commits are
 //! all-or-nothing and `Durability::Immediate` fsyncs before returning, so after a crash the
@@ -38,4 +40,4 @@ mod trie;
 pub use error::StoreError;
 pub use overlay::ChangeLayer;
 pub use state::{AccountInfoChange, AccountRecord, StateChanges, StateView};
-pub use store::{CommitTimings, STATE_HISTORY, Store, genesis_state_root};
+pub use store::{CommitTimings, STATE_HISTORY, Store, TrieUpdates, genesis_state_root};

@@ -195,19 +195,54 @@ impl Store {
         changes: &StateChanges,
         build: impl FnOnce(B256) -> SealedBlock,
     ) -> Result<SealedBlock, StoreError> {
-        self.commit_with(changes, None, |root| Ok(build(root)))
+        self.commit_with(changes, None, Tries::Compute, |root| Ok(build(root)))
     }
 
-    /// Commits a block received from elsewhere (replay, a follower): applies `changes` and
-    /// commits `block` only if the state root they give is the one its header claims;
-    /// otherwise nothing is written.
-    pub fn commit_verified(
+    /// The state root after applying `layers` in order (the change sets of unfinalized blocks,
+    /// oldest first) on the finalized state at block `finalized`, with what the last layer did
+    /// to the tries (for [`Store::commit_prepared`]). Computed inside a write transaction that
+    /// is then dropped, so nothing is written: this is how a proposal or a block under
+    /// verification gets its root before anyone has decided to keep it. Fails if the
+    /// finalized head is no longer `finalized` (the layers would land on the wrong state).
+    pub fn state_root_after(
+        &self,
+        finalized: u64,
+        layers: &[&StateChanges],
+    ) -> Result<TrieUpdates, StoreError> {
+        let Some((last, earlier)) = layers.split_last() else {
+            return Err(StoreError::Corrupt("state root of no change set".into()));
+        };
+        let tx = self.db.begin_write()?;
+        let head = meta_number(&tx.open_table(META)?, HEAD_KEY)?;
+        if head != Some(finalized) {
+            return Err(StoreError::HeadMoved {
+                expected: finalized,
+                head,
+            });
+        }
+        trie_branches_current(&tx)?;
+        let mut timings = CommitTimings::default();
+        for changes in earlier {
+            apply_and_root(&tx, changes, &mut timings, Tries::Compute)?;
+        }
+        let mut updates = TrieUpdates::default();
+        apply_and_root(&tx, last, &mut timings, Tries::Record(&mut updates))?;
+        // Dropping the transaction aborts it: not a page of the above reaches the file.
+        tx.abort()?;
+        Ok(updates)
+    }
+
+    /// Commits `block` with `changes`, writing the tries as `updates` (recorded by
+    /// [`Store::state_root_after`] on the block's parent) says instead of hashing them again.
+    /// The block must extend the stored head and its header must carry the recorded root.
+    pub fn commit_prepared(
         &self,
         changes: &StateChanges,
+        updates: &TrieUpdates,
         block: SealedBlock,
     ) -> Result<SealedBlock, StoreError> {
         let linked = Some((block.number(), block.header.parent_hash));
-        self.commit_with(changes, linked, |root| {
+        self.commit_with(changes, linked, Tries::Replay(updates), |root| {
             if root == block.header.state_root {
                 Ok(block)
             } else {
@@ -219,38 +254,6 @@ impl Store {
         })
     }
 
-    /// The state root after applying `layers` in order (the change sets of unfinalized blocks,
-    /// oldest first) on the finalized state at block `finalized`. Computed inside a write
-    /// transaction that is then dropped, so nothing is written: this is how a proposal or a
-    /// block under verification gets its root before anyone has decided to keep it. Fails if
-    /// the finalized head is no longer `finalized` (the layers would land on the wrong state).
-    pub fn state_root_after(
-        &self,
-        finalized: u64,
-        layers: &[&StateChanges],
-    ) -> Result<B256, StoreError> {
-        let tx = self.db.begin_write()?;
-        let head = meta_number(&tx.open_table(META)?, HEAD_KEY)?;
-        if head != Some(finalized) {
-            return Err(StoreError::HeadMoved {
-                expected: finalized,
-                head,
-            });
-        }
-        trie_branches_current(&tx)?;
-        let mut root = None;
-        let mut timings = CommitTimings::default();
-        for changes in layers {
-            root = Some(apply_and_root(&tx, changes, &mut timings)?);
-        }
-        // Dropping the transaction aborts it: not a page of the above reaches the file.
-        tx.abort()?;
-        match root {
-            Some(r) => Ok(r),
-            None => Err(StoreError::Corrupt("state root of no change set".into())),
-        }
-    }
-
     /// One durable write transaction: apply `changes`, hand the root to `seal`, store what it
     /// returns. When `seal` fails the transaction is dropped, which aborts it.
     /// With `linked` (a number and parent hash), the block must be the child of the stored
@@ -259,6 +262,7 @@ impl Store {
         &self,
         changes: &StateChanges,
         linked: Option<(u64, B256)>,
+        tries: Tries<'_>,
         seal: impl FnOnce(B256) -> Result<SealedBlock, StoreError>,
     ) -> Result<SealedBlock, StoreError> {
         let mut tx = self.db.begin_write()?;
@@ -269,7 +273,7 @@ impl Store {
         }
         let mut timings = CommitTimings::default();
         trie_branches_current(&tx)?;
-        let root = apply_and_root(&tx, changes, &mut timings)?;
+        let root = apply_and_root(&tx, changes, &mut timings, tries)?;
         let started = std::time::Instant::now();
         let block = seal(root)?;
         write_block(&tx, &block)?;
@@ -512,11 +516,40 @@ fn write_block(tx: &WriteTransaction, block: &SealedBlock) -> Result<(), StoreEr
     Ok(())
 }
 
+/// What a change set did to the stored trie branches and the roots it gave. Computed once, when
+/// the block is proposed or verified ([`Store::state_root_after`]), and replayed when it is
+/// committed ([`Store::commit_prepared`]), so a block's tries are hashed once, not twice. Valid
+/// only on the state it was computed on: the block's parent, which the commit checks.
+#[derive(Clone, Debug, Default)]
+pub struct TrieUpdates {
+    ops: Vec<trie::BranchOp>,
+    storage_roots: std::collections::HashMap<Address, B256>,
+    root: B256,
+}
+
+impl TrieUpdates {
+    /// The state root the change set gave.
+    pub fn root(&self) -> B256 {
+        self.root
+    }
+}
+
+/// How [`apply_and_root`] treats the tries.
+enum Tries<'a> {
+    /// Hash them from the stored branches.
+    Compute,
+    /// Hash them and record what that wrote.
+    Record(&'a mut TrieUpdates),
+    /// Write what an earlier computation on the same state recorded; hash nothing.
+    Replay(&'a TrieUpdates),
+}
+
 /// Applies `changes` to plain and hashed state and returns the new state root.
 fn apply_and_root(
     tx: &WriteTransaction,
     changes: &StateChanges,
     timings: &mut CommitTimings,
+    mut tries: Tries<'_>,
 ) -> Result<B256, StoreError> {
     let started = std::time::Instant::now();
     let mut accounts = tx.open_table(ACCOUNTS)?;
@@ -538,7 +571,15 @@ fn apply_and_root(
         storage.retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
         hashed_storage.retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
         // With no stored branches left, the next root reads every remaining slot.
-        trie::clear(&mut branches, &trie::storage_trie(&address.0.0))?;
+        match &mut tries {
+            Tries::Compute => trie::clear(&mut branches, &trie::storage_trie(&address.0.0), None)?,
+            Tries::Record(u) => trie::clear(
+                &mut branches,
+                &trie::storage_trie(&address.0.0),
+                Some(&mut u.ops),
+            )?,
+            Tries::Replay(_) => {}
+        }
         dirty.entry(*address).or_default();
     }
     for (address, slots) in &changes.storage {
@@ -587,12 +628,19 @@ fn apply_and_root(
             table: &hashed_storage,
             address,
         };
-        let root = trie::update_root(
-            &mut branches,
-            &trie::storage_trie(&address.0.0),
-            &leaves,
-            &keys,
-        )?;
+        let namespace = trie::storage_trie(&address.0.0);
+        let root = match &mut tries {
+            Tries::Compute => trie::update_root(&mut branches, &namespace, &leaves, &keys, None)?,
+            Tries::Record(u) => {
+                let root =
+                    trie::update_root(&mut branches, &namespace, &leaves, &keys, Some(&mut u.ops))?;
+                u.storage_roots.insert(address, root);
+                root
+            }
+            Tries::Replay(u) => *u.storage_roots.get(&address).ok_or_else(|| {
+                StoreError::Corrupt(format!("no recorded storage root for {address}"))
+            })?,
+        };
         match row {
             Some(i) => {
                 if let Some(record) = &mut updated[i].1 {
@@ -631,7 +679,12 @@ fn apply_and_root(
                 let (lo, hi) = storage_range(&address);
                 storage.retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
                 hashed_storage.retain_in(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
-                trie::clear(&mut branches, &trie::storage_trie(&address.0.0))?;
+                let namespace = trie::storage_trie(&address.0.0);
+                match &mut tries {
+                    Tries::Compute => trie::clear(&mut branches, &namespace, None)?,
+                    Tries::Record(u) => trie::clear(&mut branches, &namespace, Some(&mut u.ops))?,
+                    Tries::Replay(_) => {}
+                }
             }
         }
     }
@@ -641,12 +694,26 @@ fn apply_and_root(
     timings.state_us = started.elapsed().as_micros() as u64;
     // The account trie, from the stored branches and the accounts this block changed.
     let started = std::time::Instant::now();
-    let root = trie::update_root(
-        &mut branches,
-        trie::ACCOUNT_TRIE,
-        &AccountLeaves(&hashed_accounts),
-        &changed,
-    )?;
+    let leaves = AccountLeaves(&hashed_accounts);
+    let root = match tries {
+        Tries::Compute => {
+            trie::update_root(&mut branches, trie::ACCOUNT_TRIE, &leaves, &changed, None)?
+        }
+        Tries::Record(u) => {
+            u.root = trie::update_root(
+                &mut branches,
+                trie::ACCOUNT_TRIE,
+                &leaves,
+                &changed,
+                Some(&mut u.ops),
+            )?;
+            u.root
+        }
+        Tries::Replay(u) => {
+            trie::replay(&mut branches, &u.ops)?;
+            u.root
+        }
+    };
     timings.account_trie_us = started.elapsed().as_micros() as u64;
     Ok(root)
 }

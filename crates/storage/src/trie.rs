@@ -90,14 +90,44 @@ pub(crate) fn storage_trie(address: &[u8; 20]) -> [u8; 21] {
     ns
 }
 
+/// One write to `trie_branches`, as recorded to be replayed in a later transaction on the same
+/// state ([`crate::TrieUpdates`]).
+#[derive(Clone, Debug)]
+pub(crate) enum BranchOp {
+    Put(Vec<u8>, Vec<u8>),
+    Remove(Vec<u8>),
+    /// Every branch of a namespace ([`clear`]).
+    Clear(Vec<u8>),
+}
+
+/// Applies recorded writes, in order.
+pub(crate) fn replay(
+    branches: &mut Table<&'static [u8], &'static [u8]>,
+    ops: &[BranchOp],
+) -> Result<(), StoreError> {
+    for op in ops {
+        match op {
+            BranchOp::Put(k, v) => {
+                branches.insert(k.as_slice(), v.as_slice())?;
+            }
+            BranchOp::Remove(k) => {
+                branches.remove(k.as_slice())?;
+            }
+            BranchOp::Clear(ns) => clear(branches, ns, None)?,
+        }
+    }
+    Ok(())
+}
+
 /// Computes the root of the trie `namespace` whose leaves are `leaves`, after a block changed
 /// (wrote or removed) the leaves at `changed` (sorted, without duplicates), and brings its
-/// stored branches up to date in `branches`.
+/// stored branches up to date in `branches`, appending each write to `log` if given.
 pub(crate) fn update_root(
     branches: &mut Table<&'static [u8], &'static [u8]>,
     namespace: &[u8],
     leaves: &impl Leaves,
     changed: &[[u8; 32]],
+    mut log: Option<&mut Vec<BranchOp>>,
 ) -> Result<B256, StoreError> {
     debug_assert!(changed.is_sorted(), "changed keys must be sorted");
     let mut walk = Walk {
@@ -123,6 +153,9 @@ pub(crate) fn update_root(
         let path = Nibbles::from_nibbles_unchecked(&key[namespace.len()..]);
         if !updates.contains_key(&path) {
             branches.remove(key.as_slice())?;
+            if let Some(log) = log.as_deref_mut() {
+                log.push(BranchOp::Remove(key.clone()));
+            }
         }
     }
     let mut key = Vec::with_capacity(namespace.len() + 64);
@@ -130,16 +163,25 @@ pub(crate) fn update_root(
         key.clear();
         key.extend_from_slice(namespace);
         key.extend(path.iter());
-        branches.insert(key.as_slice(), encode_branch(&node).as_slice())?;
+        let encoded = encode_branch(&node);
+        branches.insert(key.as_slice(), encoded.as_slice())?;
+        if let Some(log) = log.as_deref_mut() {
+            log.push(BranchOp::Put(key.clone(), encoded));
+        }
     }
     Ok(root)
 }
 
-/// Drops every stored branch of the trie `namespace` (its leaves were all deleted).
+/// Drops every stored branch of the trie `namespace` (its leaves were all deleted), appending
+/// the write to `log` if given.
 pub(crate) fn clear(
     branches: &mut Table<&'static [u8], &'static [u8]>,
     namespace: &[u8],
+    log: Option<&mut Vec<BranchOp>>,
 ) -> Result<(), StoreError> {
+    if let Some(log) = log {
+        log.push(BranchOp::Clear(namespace.to_vec()));
+    }
     let mut end = namespace.to_vec();
     // Paths are nibbles (0..=15), so every key of the namespace sorts below `namespace ++ 16`.
     end.push(16);
@@ -381,8 +423,14 @@ mod tests {
                 }
                 changed.sort_unstable();
                 changed.dedup();
-                let root = update_root(&mut branches, ACCOUNT_TRIE, &Rows::new(&leaves), &changed)
-                    .unwrap();
+                let root = update_root(
+                    &mut branches,
+                    ACCOUNT_TRIE,
+                    &Rows::new(&leaves),
+                    &changed,
+                    None,
+                )
+                .unwrap();
                 assert_eq!(root, full_root(&leaves), "seed {seed}, block {block}");
             }
             tx.commit().unwrap();
@@ -396,7 +444,7 @@ mod tests {
             drop(branches);
             tx.delete_table(BRANCHES).unwrap();
             let mut fresh = tx.open_table(BRANCHES).unwrap();
-            update_root(&mut fresh, ACCOUNT_TRIE, &Rows::new(&leaves), &[]).unwrap();
+            update_root(&mut fresh, ACCOUNT_TRIE, &Rows::new(&leaves), &[], None).unwrap();
             assert_eq!(
                 kept,
                 rows_of(&fresh),
@@ -468,7 +516,7 @@ mod tests {
         }
         // The first root reads everything and stores the branches.
         let rows = Rows::new(&leaves);
-        let root = update_root(&mut branches, ACCOUNT_TRIE, &rows, &[]).unwrap();
+        let root = update_root(&mut branches, ACCOUNT_TRIE, &rows, &[], None).unwrap();
         assert_eq!(rows.1.get(), 20_000);
         assert_eq!(root, full_root(&leaves));
         let mut rng = Rng(7);
@@ -489,7 +537,7 @@ mod tests {
             changed.sort_unstable();
             changed.dedup();
             let rows = Rows::new(&leaves);
-            let root = update_root(&mut branches, ACCOUNT_TRIE, &rows, &changed).unwrap();
+            let root = update_root(&mut branches, ACCOUNT_TRIE, &rows, &changed, None).unwrap();
             assert_eq!(root, full_root(&leaves), "round {round}");
             // Per changed key, the leaves beside it under its lowest branch (about
             // 20 000 / 16^3 ≈ 5), not the 20 000 of a full scan.
