@@ -1481,3 +1481,75 @@ async fn a_proposal_never_finalized_leaves_pipe_the_pool_and_the_store_as_they_w
     assert_eq!(completed(), 3.0, "nothing was computed twice");
     node.shutdown().await;
 }
+
+/// A transaction waiting for its result is simulated again on every block while its sender's
+/// next nonce waits behind it; those re-runs are not its doing and never reject it: with the
+/// model slower than 40 blocks, both transactions are included once the result is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_slow_result_across_many_blocks_is_not_held_against_a_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let mut config = common::test_config(dir.path());
+    config.block_time = BlockTime::Interval(Duration::from_secs(1));
+    config.workers = 1;
+    config.model_latency = Duration::from_secs(6);
+    let node = launch(config, Arc::new(clock.clone())).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = model_id(&url, "linreg").await;
+    let raws: Vec<Bytes> = (0..2)
+        .map(|n| {
+            inference_raw(
+                &node.dev_keys[0],
+                chain_id,
+                n,
+                linreg_request(&linreg, [n as i128, 2, 3]),
+                GWEI,
+            )
+        })
+        .collect();
+    let hashes = common::send_raw_batch(&url, &raws).await;
+    wait_status(&url, &hashes[0], &["awaiting_inference"]).await;
+    // 40 blocks while the model runs, each followed by a discovery pass over the sender (its
+    // second transaction is pending), each stopping again at the first one's request.
+    let mut seen = status(&url, &hashes[0]).await["simulations"]
+        .as_u64()
+        .unwrap();
+    for block in 1..=40u64 {
+        seal_block(&clock, &url, block).await;
+        let waiting = |s: &Value| {
+            ["awaiting_inference", "simulating", "pending"]
+                .iter()
+                .any(|w| s["status"] == *w)
+        };
+        for _ in 0..2000 {
+            let s = status(&url, &hashes[0]).await;
+            if !waiting(&s) {
+                break;
+            }
+            let n = s["simulations"].as_u64().unwrap();
+            if n > seen {
+                seen = n;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let s = status(&url, &hashes[0]).await;
+        assert_ne!(s["status"], "rejected", "block {block}: {s}");
+        assert!(
+            waiting(&s),
+            "the 6 s model answered before 40 blocks went by: {s}"
+        );
+    }
+    assert!(
+        seen > 33,
+        "the waiting transaction was re-simulated {seen} times"
+    );
+    for h in &hashes {
+        wait_status(&url, h, &["ready"]).await;
+    }
+    seal_block(&clock, &url, 41).await;
+    let receipts = common::receipts(&url, &hashes).await;
+    assert!(receipts.iter().all(|r| r.is_some()), "{receipts:?}");
+    node.shutdown().await;
+}

@@ -33,8 +33,11 @@ use crate::{
 pub struct PipeConfig {
     /// Most distinct inference requests one transaction may make.
     pub max_requests_per_tx: usize,
-    /// Most simulations one transaction may take (a request per round, plus re-simulations
-    /// after results went stale).
+    /// Most discovery rounds that may stop at one transaction at a request it had not made
+    /// before. Simulations in which it ran through, or stopped again at a request still being
+    /// computed (re-run on the way to its sender's later nonces, or after another sender's
+    /// block), are not its doing and do not count: an honest transaction waiting for capacity
+    /// ends only by expiry.
     pub max_simulations: u32,
     /// How long the dispatcher waits for a worker before retrying elsewhere.
     pub worker_timeout_ms: u64,
@@ -91,7 +94,11 @@ struct TxEntry {
     phase: Phase,
     /// Distinct requests discovered, in discovery order.
     keys: Vec<B256>,
+    /// Simulations it took part in (shown by the status RPC).
     simulations: u32,
+    /// Simulations that stopped at it at a request it had not made before: what
+    /// `max_simulations` bounds.
+    rounds: u32,
     stale: u32,
     /// Why it was last left out of a block, until it is ready again (stale) or included
     /// (carried over while ready).
@@ -468,6 +475,7 @@ impl Pipe {
                 phase: Phase::Pending,
                 keys: Vec::new(),
                 simulations: 0,
+                rounds: 0,
                 stale: 0,
                 deferred: None,
                 arrived_at: self.head.borrow().number(),
@@ -620,6 +628,12 @@ impl Pipe {
                         ));
                     }
                     SimOutcome::Missing(call) => {
+                        // Stopping again at a request it already made is the network's pace,
+                        // not its doing (its sender's later nonces, another sender's block,
+                        // re-ran the simulation): only a new request counts.
+                        if !entry.keys.contains(&call.key) {
+                            entry.rounds += 1;
+                        }
                         if let Err(reason) = load.admit(entry, call, &self.config) {
                             rejected.push((hash, reason));
                             continue;
@@ -673,9 +687,11 @@ impl Pipe {
             ));
         }
         if let Some(max) = max_simulations
-            && e.simulations >= max
+            && e.rounds > max
         {
-            return Err(format!("transaction needed more than {max} simulations"));
+            return Err(format!(
+                "transaction stopped at a missing inference result more than {max} times"
+            ));
         }
         if call.mode == InferenceMode::Tee && !self.tee_workers {
             return Err(
@@ -1245,6 +1261,7 @@ mod tests {
             phase: Phase::Pending,
             keys: Vec::new(),
             simulations: 0,
+            rounds: 0,
             stale: 0,
             deferred: None,
             arrived_at: 0,

@@ -9,8 +9,9 @@
 //!    runs through is *ready*. At the first request without a result the simulation stops,
 //!    nothing is kept, and the request is queued; the transaction *awaits inference*. Several
 //!    and dependent requests take several rounds. A transaction may make at most
-//!    [`PipeConfig::max_requests_per_tx`] requests and take at most
-//!    [`PipeConfig::max_simulations`] simulations, or it is rejected with the reason.
+//!    [`PipeConfig::max_requests_per_tx`] requests and stop at most
+//!    [`PipeConfig::max_simulations`] times at a request it had not made before, or it is
+//!    rejected with the reason (re-runs that others cause do not count against it).
 //! 3. **Dispatch.** Queued requests go to [`Worker`]s in priority order (the best effective
 //!    tip among the waiting transactions, then arrival), each to the least loaded worker with
 //!    a free slot. Equal keys are one request however many transactions wait for it. A run
