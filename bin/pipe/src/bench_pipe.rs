@@ -97,7 +97,8 @@ async fn start(
     })
 }
 
-fn request(cid: &str, salt: i128) -> ModelInferenceRequest {
+/// A linreg request with `salt` as its first input: distinct salts, distinct work.
+pub(crate) fn request(cid: &str, salt: i128) -> ModelInferenceRequest {
     ModelInferenceRequest {
         mode: 0,
         modelCID: cid.into(),

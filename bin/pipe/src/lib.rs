@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_congestion;
 pub mod bench_inference;
 pub mod bench_pipe;
+pub mod bench_scale;
 pub mod config;
 pub mod dev;
 pub mod follow;

@@ -117,6 +117,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 250)]
         block_time_ms: u64,
     },
+    /// How PIPE's cost grows with the work: discovery per transaction, memory per pending
+    /// transaction, dispatch throughput against the slots' capacity, block build time, for
+    /// each pending count and number of worker slots.
+    Scale {
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000")]
+        pending: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "4,64,256")]
+        slots: Vec<usize>,
+        /// Artificial latency of every model run, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+    },
     /// Congestion: PIPE, inline and a two-transaction oracle under the same loads, from half to
     /// ten times the inference network's capacity. Writes congestion.json and SVG charts.
     Congestion {
@@ -507,6 +519,19 @@ async fn main() -> anyhow::Result<()> {
                 latency: Duration::from_millis(latency_ms),
                 workers,
                 block_time: Duration::from_millis(block_time_ms.max(1)),
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Command::Bench(BenchCommand::Scale {
+            pending,
+            slots,
+            latency_ms,
+        }) => {
+            let out = pipe_node::bench_scale::run(pipe_node::bench_scale::ScaleBench {
+                pending,
+                slots,
+                latency: Duration::from_millis(latency_ms.max(1)),
             })
             .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
