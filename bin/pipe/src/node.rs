@@ -2,8 +2,6 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use alloy_consensus::TxEnvelope;
-use alloy_eips::Decodable2718;
 use alloy_primitives::{B256, Bytes, U256};
 use anyhow::Context;
 use jsonrpsee::server::ServerHandle;
@@ -357,22 +355,18 @@ fn restore_pending(
     let mut stale = Vec::new();
     let mut restored = 0usize;
     for raw in store.pending()? {
-        let Ok(tx) = TxEnvelope::decode_2718_exact(raw.as_ref()) else {
-            warn!(target: "pipe::node", "undecodable pending transaction dropped");
-            continue;
-        };
-        let hash = *tx.tx_hash();
-        let added = pool.check_stateless(&tx, raw.len()).and_then(|sender| {
-            let account = state.account(&sender).ok().flatten().unwrap_or_default();
-            let s = SenderState {
+        let admitted = pool.admit(raw.as_ref(), base_fee, |sender| {
+            let account = state.account(sender)?.unwrap_or_default();
+            Ok::<_, pipe_storage::StoreError>(SenderState {
                 nonce: account.nonce,
                 balance: account.balance,
-            };
-            pool.add(tx, sender, s, base_fee)
+            })
         });
-        match added {
+        match admitted {
             Ok(_) => restored += 1,
             Err(e) => {
+                // Its hash, from the bytes themselves (they may not even decode).
+                let hash = alloy_primitives::keccak256(&raw);
                 warn!(target: "pipe::node", %hash, reason = %e, "pending transaction dropped on restart");
                 stale.push(hash);
             }

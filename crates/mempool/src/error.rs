@@ -53,3 +53,15 @@ pub struct PoolError {
     pub hash: B256,
     pub kind: PoolErrorKind,
 }
+
+/// Why [`crate::Pool::admit`] did not admit a transaction: its bytes, the pool's rules, or the
+/// caller's reading of the sender's state (`E`).
+#[derive(Debug, Error)]
+pub enum AdmitError<E> {
+    #[error("failed to decode signed transaction: {0}")]
+    Undecodable(alloy_eips::eip2718::Eip2718Error),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("reading the sender's state: {0}")]
+    State(E),
+}

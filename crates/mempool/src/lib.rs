@@ -1,7 +1,9 @@
 //! The pending-transaction pool.
 //!
 //! # Design
-//! A transaction enters through [`Pool::add`], which runs the stateless checks (size, type,
+//! A transaction enters through [`Pool::admit`], the one admission path for RPC and for a
+//! restart alike: decode the EIP-2718 bytes, the stateless checks, the sender's state read by
+//! the caller, then [`Pool::add`], which runs the stateless checks (size, type,
 //! chain id, signature, gas against the block and the EIP-7825 cap, intrinsic gas, fee fields)
 //! and the stateful ones against the head state the caller passes in ([`SenderState`]: nonce
 //! and balance). geth's error texts are used, because clients match on them.
@@ -28,5 +30,5 @@
 mod error;
 mod pool;
 
-pub use error::{PoolError, PoolErrorKind};
+pub use error::{AdmitError, PoolError, PoolErrorKind};
 pub use pool::{BestTransactions, Pool, PoolConfig, PoolTx, SenderState};

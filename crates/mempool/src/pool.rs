@@ -6,13 +6,13 @@ use std::{
 };
 
 use alloy_consensus::{Transaction, TxEnvelope, transaction::SignerRecoverable};
-use alloy_eips::Encodable2718;
+use alloy_eips::{Decodable2718, Encodable2718};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use parking_lot::RwLock;
 use pipe_primitives::{BlockTx, StoredTx};
 use tokio::sync::Notify;
 
-use crate::{PoolError, PoolErrorKind};
+use crate::{AdmitError, PoolError, PoolErrorKind};
 
 /// Pool limits. Defaults are generous enough for load tests from a few senders and small
 /// enough that a flood cannot exhaust memory.
@@ -331,6 +331,24 @@ impl Pool {
         self.arrivals.notified().await
     }
 
+    /// Admits a transaction from its EIP-2718 bytes: decodes it, runs the stateless checks,
+    /// reads its sender's state with `state_of` (nonce and balance at the head) and adds it
+    /// for a block with `base_fee`. Returns its hash. RPC and the restart of persisted
+    /// transactions both come in here, so both apply the same rules.
+    pub fn admit<E>(
+        &self,
+        raw: &[u8],
+        base_fee: u64,
+        state_of: impl FnOnce(&Address) -> Result<SenderState, E>,
+    ) -> Result<B256, AdmitError<E>> {
+        let tx = TxEnvelope::decode_2718_exact(raw).map_err(AdmitError::Undecodable)?;
+        let sender = self.check_stateless(&tx, raw.len())?;
+        let state = state_of(&sender).map_err(AdmitError::State)?;
+        let hash = *tx.tx_hash();
+        self.add(tx, sender, state, base_fee)?;
+        Ok(hash)
+    }
+
     pub fn get(&self, hash: &B256) -> Option<Arc<PoolTx>> {
         self.inner.read().by_hash.get(hash).cloned()
     }
@@ -574,6 +592,40 @@ mod tests {
     fn add(pool: &Pool, tx: TxEnvelope, state: SenderState) -> Result<Option<B256>, PoolError> {
         let sender = pool.check_stateless(&tx, tx.encode_2718_len())?;
         pool.add(tx, sender, state, 1)
+    }
+
+    #[test]
+    fn admit_decodes_checks_reads_the_sender_and_adds() {
+        let key = PrivateKeySigner::random();
+        let p = pool();
+        let tx = signed(&key, 0, 5, 100);
+        let raw = tx.encoded_2718();
+        let mut asked = None;
+        let hash = p
+            .admit(&raw, 1, |sender| {
+                asked = Some(*sender);
+                Ok::<_, String>(rich())
+            })
+            .unwrap();
+        assert_eq!(hash, *tx.tx_hash());
+        assert_eq!(asked, Some(key.address()));
+        assert!(p.get(&hash).is_some());
+        // The same bytes again: the pool's own rule, with geth's text.
+        let again = p.admit(&raw, 1, |_| Ok::<_, String>(rich())).unwrap_err();
+        assert!(matches!(&again, AdmitError::Pool(e) if e.kind == PoolErrorKind::AlreadyKnown));
+        // Junk never reaches the state read; a failed read is the caller's error, not the pool's.
+        let junk = p
+            .admit(&[0x02, 0xc0], 1, |_| -> Result<SenderState, String> {
+                panic!("no state read for junk")
+            })
+            .unwrap_err();
+        assert!(matches!(junk, AdmitError::Undecodable(_)));
+        let other = signed(&PrivateKeySigner::random(), 0, 5, 100).encoded_2718();
+        let failed = p
+            .admit(&other, 1, |_| Err("disk gone".to_string()))
+            .unwrap_err();
+        assert!(matches!(failed, AdmitError::State(e) if e == "disk gone"));
+        assert_eq!(p.len(), 1);
     }
 
     #[test]

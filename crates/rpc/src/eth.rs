@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use alloy_consensus::{Transaction as _, TxEnvelope};
-use alloy_eips::{BlockId, BlockNumberOrTag, Decodable2718, eip1559::calc_next_block_base_fee};
+use alloy_consensus::Transaction as _;
+use alloy_eips::{BlockId, BlockNumberOrTag, eip1559::calc_next_block_base_fee};
 use alloy_primitives::{Address, B256, Bytes, U64, U256};
 use alloy_rpc_types_eth::{
     Block, FeeHistory, Filter, FilterBlockOption, Log, Transaction, TransactionRequest,
@@ -15,7 +15,7 @@ use jsonrpsee::{
     proc_macros::rpc,
 };
 use pipe_executor::{BlockAttributes, CallRequest};
-use pipe_mempool::SenderState;
+use pipe_mempool::{AdmitError, SenderState};
 use pipe_primitives::SealedBlock;
 use pipe_storage::StateView;
 
@@ -411,26 +411,24 @@ impl EthApiServer for Api {
             ))
             .into());
         }
-        let tx = TxEnvelope::decode_2718_exact(raw.as_ref()).map_err(|e| {
-            RpcError::InvalidParams(format!("failed to decode signed transaction: {e}"))
-        })?;
-        let pool = &self.node.pool;
-        let sender = pool
-            .check_stateless(&tx, raw.len())
-            .map_err(RpcError::from)?;
-        let account = self
+        let store = &self.node.store;
+        let hash = self
             .node
-            .store
-            .account(&sender)
-            .map_err(RpcError::from)?
-            .unwrap_or_default();
-        let hash = *tx.tx_hash();
-        let state = SenderState {
-            nonce: account.nonce,
-            balance: account.balance,
-        };
-        pool.add(tx, sender, state, self.next_base_fee())
-            .map_err(RpcError::from)?;
+            .pool
+            .admit(raw.as_ref(), self.next_base_fee(), |sender| {
+                let account = store.account(sender)?.unwrap_or_default();
+                Ok::<_, pipe_storage::StoreError>(SenderState {
+                    nonce: account.nonce,
+                    balance: account.balance,
+                })
+            })
+            .map_err(|e| match e {
+                AdmitError::Undecodable(e) => {
+                    RpcError::InvalidParams(format!("failed to decode signed transaction: {e}"))
+                }
+                AdmitError::Pool(e) => RpcError::from(e),
+                AdmitError::State(e) => RpcError::from(e),
+            })?;
         // Persistence is batched by the node; a closed channel means it is shutting down.
         let _ = self.node.persist.send((hash, raw));
         Ok(hash)
