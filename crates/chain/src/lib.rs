@@ -19,8 +19,8 @@
 //!   verification computed them, not hashed a second time; the block must extend the stored
 //!   head), then
 //!   emits the chain event: the pool forgets what the block included (and their senders'
-//!   used nonces, removed from the persisted pending set too), the new head is published to
-//!   RPC, and listeners (PIPE) hear of it. Then siblings and their descendants are pruned.
+//!   used nonces, removed from the persisted pending set too), listeners (PIPE) hear of it,
+//!   and last the new head is published to RPC. Then siblings and their descendants are pruned.
 //!
 //! The chain event is delivered synchronously, before `finalize` returns, on purpose: the
 //! next proposal must never see a pool that still holds what the last block included.
@@ -167,7 +167,7 @@ impl Chain {
         self
     }
 
-    /// `listener` hears of every finalized block, after the pool and the published head.
+    /// `listener` hears of every finalized block, after the pool and before the head moves.
     pub fn with_listener(mut self, listener: Arc<dyn ChainListener>) -> Self {
         self.listeners.push(listener);
         self
@@ -446,10 +446,12 @@ impl Chain {
                 warn!(target: "pipe::chain", error = %e, "removing superseded pending transactions");
             }
         }
-        self.head.send_replace(block.clone());
         for l in &self.listeners {
             l.on_finalized(block, stats);
         }
+        // The head moves last: whoever sees it (RPC, subscriptions, a driver) sees the pool
+        // and PIPE already at this block, never a new head with the previous block's statuses.
+        self.head.send_replace(block.clone());
         if let Some(stats) = stats {
             let mut history = self.history.lock();
             history.push_back((block.number(), *stats));
