@@ -98,7 +98,7 @@ async fn start(
 }
 
 /// A linreg request with `salt` as its first input: distinct salts, distinct work.
-pub(crate) fn request(cid: &str, salt: i128) -> ModelInferenceRequest {
+fn request(cid: &str, salt: i128) -> ModelInferenceRequest {
     ModelInferenceRequest {
         mode: 0,
         modelCID: cid.into(),
@@ -116,30 +116,43 @@ pub(crate) fn request(cid: &str, salt: i128) -> ModelInferenceRequest {
     }
 }
 
+/// `count` signed calls to the precompile, each with its own request on model `cid` (inputs
+/// from `salt` on), spread round-robin over `node`'s dev accounts from their next `nonces`,
+/// tips 1-20 gwei; (hash, raw).
+pub(crate) fn inference_load(
+    node: &RunningNode,
+    cid: &str,
+    nonces: &mut [u64],
+    count: usize,
+    salt: i128,
+) -> Vec<(String, Bytes)> {
+    let chain_id = node.executor.config().chain_id;
+    (0..count)
+        .map(|i| {
+            let s = i % node.dev_keys.len();
+            let nonce = nonces[s];
+            nonces[s] += 1;
+            let data = runModelInferenceCall {
+                request: request(cid, salt + i as i128),
+            }
+            .abi_encode();
+            crate::bench::sign_raw(
+                &node.dev_keys[s],
+                chain_id,
+                nonce,
+                TxKind::Call(INFERENCE_PRECOMPILE),
+                data.into(),
+                300_000,
+                (1 + (i % 20) as u128) * GWEI,
+            )
+        })
+        .collect()
+}
+
 impl Bench {
     /// `count` transactions with distinct requests, spread over the senders; (hash, raw).
     fn load(&mut self, count: usize, salt: i128) -> Vec<(String, Bytes)> {
-        let chain_id = self.node.executor.config().chain_id;
-        (0..count)
-            .map(|i| {
-                let s = i % self.node.dev_keys.len();
-                let nonce = self.nonces[s];
-                self.nonces[s] += 1;
-                let data = runModelInferenceCall {
-                    request: request(&self.cid, salt + i as i128),
-                }
-                .abi_encode();
-                crate::bench::sign_raw(
-                    &self.node.dev_keys[s],
-                    chain_id,
-                    nonce,
-                    TxKind::Call(INFERENCE_PRECOMPILE),
-                    data.into(),
-                    300_000,
-                    (1 + (i % 20) as u128) * GWEI,
-                )
-            })
-            .collect()
+        inference_load(&self.node, &self.cid, &mut self.nonces, count, salt)
     }
 
     async fn send(&self, txs: &[(String, Bytes)]) -> anyhow::Result<()> {

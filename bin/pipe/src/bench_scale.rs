@@ -22,16 +22,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy_primitives::{B256, Bytes, TxKind};
-use alloy_sol_types::SolCall;
+use alloy_primitives::B256;
 use anyhow::Context as _;
-use pipe_executor::inference::{INFERENCE_PRECOMPILE, runModelInferenceCall};
 use pipe_primitives::{InferencePricing, SystemClock, status::Lifecycle};
 use serde_json::{Value, json};
 
 use crate::{config::InferenceMode, node::launch};
 
-const GWEI: u128 = 1_000_000_000;
 /// Most transactions per sender: under PIPE's per-sender cap (64 live inference transactions).
 const PER_SENDER: usize = 40;
 /// Fewest senders. A sender's next transaction is simulated on top of the one before, so it is
@@ -151,28 +148,8 @@ async fn one(pending: usize, slots: usize, latency: Duration) -> anyhow::Result<
         .find(|m| m.name == "linreg")
         .map(|m| m.id.to_string())
         .context("linreg example model")?;
-    let chain_id = node.executor.config().chain_id;
     let mut nonces = vec![0u64; node.dev_keys.len()];
-    let txs: Vec<(String, Bytes)> = (0..pending)
-        .map(|i| {
-            let s = i % node.dev_keys.len();
-            let nonce = nonces[s];
-            nonces[s] += 1;
-            let data = runModelInferenceCall {
-                request: crate::bench_pipe::request(&cid, i as i128),
-            }
-            .abi_encode();
-            crate::bench::sign_raw(
-                &node.dev_keys[s],
-                chain_id,
-                nonce,
-                TxKind::Call(INFERENCE_PRECOMPILE),
-                data.into(),
-                300_000,
-                (1 + (i % 20) as u128) * GWEI,
-            )
-        })
-        .collect();
+    let txs = crate::bench_pipe::inference_load(&node, &cid, &mut nonces, pending, 0);
     let hashes: Vec<B256> = txs
         .iter()
         .map(|(h, _)| h.parse())
