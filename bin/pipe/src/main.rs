@@ -36,10 +36,14 @@ enum Command {
     /// header, state root and receipt (what a follower does); prints a JSON report.
     Replay(NodeArgs),
     /// Run a remote inference worker; nodes reach it with `--worker-url`.
-    Worker(WorkerArgs),
-    /// Benchmarks; each prints one JSON object.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    Worker(pipe_worker::cli::WorkerArgs),
+    /// Benchmarks; each prints one JSON object (runs `pipe-bench`, built beside `pipe`).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// `pipe-bench`'s arguments (`pipe bench --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,142 +70,6 @@ enum ModelCommand {
         #[arg(long, default_value = "http://127.0.0.1:8545")]
         rpc: String,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum BenchCommand {
-    /// Block execution: node executor vs a bare revm loop (transfers, ERC-20), and commit cost.
-    Exec {
-        #[arg(long, default_value_t = 2000)]
-        txs: usize,
-        #[arg(long, default_value_t = 7)]
-        rounds: usize,
-        /// Compiled TestToken artifact (from tools/js/compile.js).
-        #[arg(long, default_value = "contracts/out/TestToken.json")]
-        token: PathBuf,
-    },
-    /// Per-inference latency, tract vs onnxruntime, on the fixture models; precompile overhead.
-    Inference {
-        #[arg(long, default_value = "fixtures/models")]
-        dir: PathBuf,
-        #[arg(long, default_value_t = 2000)]
-        iterations: usize,
-        #[arg(long, default_value_t = 200)]
-        warmup: usize,
-        /// Python with onnxruntime (scripts/fixtures.sh makes tools/py/.venv/bin/python): the
-        /// Python baseline, and where the in-process baseline's library is found.
-        #[arg(long)]
-        python: Option<PathBuf>,
-        /// onnxruntime's C library for the in-process baseline (default: the one in
-        /// `--python`'s onnxruntime package).
-        #[arg(long)]
-        onnxruntime_lib: Option<PathBuf>,
-    },
-    /// PIPE: build time with ready inference transactions (slow vs zero-cost model),
-    /// throughput vs the workers' standalone capacity, PIPE vs inline on the same load.
-    Pipe {
-        /// Transactions per load (throughput, PIPE vs inline).
-        #[arg(long, default_value_t = 200)]
-        txs: usize,
-        /// Ready transactions per timed build.
-        #[arg(long, default_value_t = 200)]
-        ready: usize,
-        /// Timed builds per model latency.
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// Artificial latency of every model run, in milliseconds.
-        #[arg(long, default_value_t = 100)]
-        latency_ms: u64,
-        #[arg(long, default_value_t = 4)]
-        workers: usize,
-        #[arg(long, default_value_t = 250)]
-        block_time_ms: u64,
-    },
-    /// How PIPE's cost grows with the work: discovery per transaction, memory per pending
-    /// transaction, dispatch throughput against the slots' capacity, block build time, for
-    /// each pending count and number of worker slots.
-    Scale {
-        #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000")]
-        pending: Vec<usize>,
-        #[arg(long, value_delimiter = ',', default_value = "4,64,256")]
-        slots: Vec<usize>,
-        /// Artificial latency of every model run, in milliseconds.
-        #[arg(long, default_value_t = 20)]
-        latency_ms: u64,
-    },
-    /// Congestion: PIPE, inline and a two-transaction oracle under the same loads, from half to
-    /// ten times the inference network's capacity. Writes congestion.json and SVG charts.
-    Congestion {
-        /// Offered loads, as multiples of the measured capacity.
-        #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,5,10")]
-        loads: Vec<f64>,
-        /// Send window per load, in seconds.
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        /// Seconds at the start of each window left out of goodput.
-        #[arg(long, default_value_t = 2.0)]
-        warmup: f64,
-        /// Artificial latency of every model run, in milliseconds.
-        #[arg(long, default_value_t = 100)]
-        latency_ms: u64,
-        #[arg(long, default_value_t = 4)]
-        workers: usize,
-        /// Block interval (the dev chain's default).
-        #[arg(long, default_value_t = 1000)]
-        block_time_ms: u64,
-        /// PIPE's transaction TTL in blocks, and every system's drain after the window.
-        #[arg(long, default_value_t = 20)]
-        ttl_blocks: u64,
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "pipe,inline,oracle"
-        )]
-        systems: Vec<pipe_node::bench_congestion::System>,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Directory for congestion.json and the charts.
-        #[arg(long, default_value = "target/congestion")]
-        out: PathBuf,
-    },
-    /// eth_sendRawTransaction ingestion and end-to-end rates, pipe vs anvil, same load.
-    Ingest {
-        #[arg(long, default_value_t = 4000)]
-        txs: usize,
-        /// Slot length for both nodes; 0 seals on demand (pipe --on-demand, anvil automine).
-        #[arg(long, default_value_t = 1000)]
-        block_time_ms: u64,
-        /// anvil binary to compare against (e.g. tools/js/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil).
-        #[arg(long)]
-        anvil: Option<PathBuf>,
-    },
-}
-
-#[derive(Args, Debug)]
-struct WorkerArgs {
-    /// JSON-RPC URL of the node models are fetched from.
-    #[arg(long, default_value = "http://127.0.0.1:8545")]
-    node: String,
-    /// Address to listen on (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:9100")]
-    listen: std::net::SocketAddr,
-    /// Requests run at once.
-    #[arg(long, default_value_t = 1)]
-    capacity: usize,
-    /// Name in the node's logs and metrics (default: worker-PORT).
-    #[arg(long)]
-    name: Option<String>,
-    /// Hex private key TEE results are signed with; its address must be registered in the
-    /// chain's worker registry.
-    #[arg(long, value_name = "HEX", conflicts_with = "dev_key")]
-    key: Option<String>,
-    /// Sign TEE results with the dev chain's worker key (registered at dev genesis).
-    #[arg(long)]
-    dev_key: bool,
-    /// Artificial extra latency of every model run, in milliseconds.
-    #[arg(long, value_name = "MS")]
-    model_latency_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -390,10 +258,26 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     Ok(c)
 }
 
-fn parse_key(hex: &str) -> anyhow::Result<alloy_signer_local::PrivateKeySigner> {
-    hex.trim()
-        .parse()
-        .map_err(|e| anyhow::anyhow!("not a hex secp256k1 private key: {e}"))
+use pipe_worker::cli::parse_key;
+
+/// `pipe bench …` runs `pipe-bench …`, the benchmarks' own binary beside this one, so the node
+/// does not link the benchmarks' dependencies. Its exit status becomes ours.
+fn forward_to_bench(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    let me = std::env::current_exe().context("locating the pipe binary")?;
+    let bench = me.with_file_name("pipe-bench");
+    anyhow::ensure!(
+        bench.exists(),
+        "{} is not built: cargo build --release -p pipe-bench",
+        bench.display()
+    );
+    let status = std::process::Command::new(&bench)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", bench.display()))?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -421,42 +305,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(target: "pipe::node", "shutting down");
             node.shutdown().await;
         }
-        Command::Worker(args) => {
-            let key = match (&args.key, args.dev_key) {
-                (Some(hex), _) => Some(parse_key(hex)?),
-                (None, true) => Some(pipe_node::dev::dev_worker_signer()),
-                (None, false) => None,
-            };
-            let options = pipe_node::worker_server::WorkerOptions {
-                name: args
-                    .name
-                    .unwrap_or_else(|| format!("worker-{}", args.listen.port())),
-                node: args.node,
-                listen: args.listen,
-                capacity: args.capacity.max(1),
-                key,
-                latency: Duration::from_millis(args.model_latency_ms.unwrap_or(0)),
-            };
-            let signer = options.key.as_ref().map(|k| k.address());
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let (addr, server) = pipe_node::worker_server::serve(options, async move {
-                let _ = stop_rx.await;
-            })
-            .await?;
-            // Tests and scripts read the address from this line.
-            println!("Listening on {addr}");
-            if let Some(a) = signer {
-                println!("Signing TEE results as {a}");
-            }
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            let _ = stop_tx.send(());
-            let _ = server.await;
-        }
+        Command::Worker(args) => pipe_worker::cli::run(args).await?,
         Command::Replay(args) => {
             let config = node_config(args)?;
             let report =
@@ -487,101 +336,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}\n", pipe_node::models::describe_meta(&meta));
             }
         }
-        Command::Bench(BenchCommand::Inference {
-            dir,
-            iterations,
-            warmup,
-            python,
-            onnxruntime_lib,
-        }) => {
-            let out = tokio::task::spawn_blocking(move || {
-                let baselines = pipe_node::bench_inference::Baselines {
-                    python: python.as_deref(),
-                    onnxruntime_lib: onnxruntime_lib.as_deref(),
-                };
-                pipe_node::bench_inference::run(&dir, iterations, warmup, baselines)
-            })
-            .await??;
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
-        Command::Bench(BenchCommand::Pipe {
-            txs,
-            ready,
-            rounds,
-            latency_ms,
-            workers,
-            block_time_ms,
-        }) => {
-            let out = pipe_node::bench_pipe::run(pipe_node::bench_pipe::PipeBench {
-                txs,
-                ready,
-                rounds,
-                latency: Duration::from_millis(latency_ms),
-                workers,
-                block_time: Duration::from_millis(block_time_ms.max(1)),
-            })
-            .await?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
-        Command::Bench(BenchCommand::Scale {
-            pending,
-            slots,
-            latency_ms,
-        }) => {
-            let out = pipe_node::bench_scale::run(pipe_node::bench_scale::ScaleBench {
-                pending,
-                slots,
-                latency: Duration::from_millis(latency_ms.max(1)),
-            })
-            .await?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
-        Command::Bench(BenchCommand::Congestion {
-            loads,
-            seconds,
-            warmup,
-            latency_ms,
-            workers,
-            block_time_ms,
-            ttl_blocks,
-            systems,
-            seed,
-            out,
-        }) => {
-            anyhow::ensure!(
-                loads.iter().all(|l| *l > 0.0) && seconds > warmup && workers > 0,
-                "loads must be positive, --seconds above --warmup, --workers at least 1"
-            );
-            let out =
-                pipe_node::bench_congestion::run(pipe_node::bench_congestion::CongestionBench {
-                    loads,
-                    seconds,
-                    warmup,
-                    latency: Duration::from_millis(latency_ms),
-                    workers,
-                    block_time: Duration::from_millis(block_time_ms.max(1)),
-                    ttl_blocks,
-                    systems,
-                    seed,
-                    out,
-                })
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
-        Command::Bench(BenchCommand::Exec { txs, rounds, token }) => {
-            let out =
-                tokio::task::spawn_blocking(move || pipe_node::bench::exec(txs, rounds, token))
-                    .await??;
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
-        Command::Bench(BenchCommand::Ingest {
-            txs,
-            block_time_ms,
-            anvil,
-        }) => {
-            let out = pipe_node::bench::ingest(txs, block_time_ms, anvil).await?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
+        Command::Bench { args } => forward_to_bench(&args)?,
     }
     Ok(())
 }

@@ -1340,7 +1340,7 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
 /// ready at once: each block includes the best-paying one left, the others stay `ready` with
 /// the reason that they were carried over, and each request is computed exactly once.
 /// Model runs PIPE's workers have completed.
-fn model_runs(pipe: &pipe_dispatcher::Pipe) -> f64 {
+fn model_runs(pipe: &pipe_inference_pool::Pipe) -> f64 {
     sum(
         &metrics(&pipe.render_metrics()),
         "pipe_worker_completed_total",

@@ -45,22 +45,25 @@ use alloy_sol_types::{SolCall, SolEvent, SolValue, sol};
 use anyhow::Context as _;
 use futures::{StreamExt, stream::FuturesUnordered};
 use parking_lot::Mutex;
-use pipe_dispatcher::Worker;
 use pipe_executor::inference::{
     INFERENCE_PRECOMPILE, ModelInferenceRequest, ModelInput, MultiDimensionalNumberTensor, Number,
     decode_request, runModelInferenceCall,
 };
+use pipe_inference_pool::Worker;
 use pipe_primitives::{ModelMeta, SystemClock, inference::DType};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Exp, LogNormal};
 use serde_json::{Value, json};
 
-use crate::{
-    bench::{batch, node_config, quantity, rpc, sign_raw},
+use pipe_node::{
     config::InferenceMode,
     node::{RunningNode, launch},
-    plots::{Chart, Series, line_chart},
     workers::LocalWorker,
+};
+
+use crate::{
+    bench::{batch, node_config, quantity, rpc, sign_raw},
+    plots::{Chart, Series, line_chart},
 };
 
 const GWEI: u128 = 1_000_000_000;
@@ -319,7 +322,7 @@ struct Relayer {
     oracle: Address,
     key: alloy_signer_local::PrivateKeySigner,
     chain_id: u64,
-    node: Arc<crate::models::NodeModels>,
+    node: Arc<pipe_node::models::NodeModels>,
     workers: Vec<Arc<dyn Worker>>,
     /// Request transaction → its tip.
     tips: HashMap<B256, u128>,

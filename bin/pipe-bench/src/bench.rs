@@ -25,7 +25,7 @@ use revm::{
 };
 use serde_json::{Value, json};
 
-use crate::config::{BlockTime, InferenceMode, NodeConfig};
+use pipe_node::config::{BlockTime, InferenceMode, NodeConfig};
 
 const GWEI: u128 = 1_000_000_000;
 
@@ -152,9 +152,9 @@ struct Chain {
 impl Chain {
     fn new(funded: &[Address]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut config = crate::config::NodeConfig::dev(dir.path().to_path_buf());
+        let mut config = pipe_node::config::NodeConfig::dev(dir.path().to_path_buf());
         config.dev_accounts = 1;
-        let mut chain: ChainConfig = crate::node::chain_config(&config)?;
+        let mut chain: ChainConfig = pipe_node::node::chain_config(&config)?;
         let rich = U256::from(10u128.pow(24));
         for a in funded {
             chain.genesis.alloc.insert(
@@ -541,7 +541,7 @@ pub async fn ingest(
     block_time_ms: u64,
     anvil: Option<PathBuf>,
 ) -> anyhow::Result<serde_json::Value> {
-    let keys = crate::dev::dev_signers(10)?;
+    let keys = pipe_node::dev::dev_signers(10)?;
     let per = total.div_ceil(keys.len());
     let groups: Vec<Vec<(String, String)>> = keys
         .iter()

@@ -1,29 +1,4 @@
-//! `pipe worker`: a remote inference worker, and the protocol a node speaks to it.
-//!
-//! # Protocol (HTTP/1.1, JSON bodies, hex bytes)
-//! - `GET /v1/info` → [`WorkerInfo`]: `{"name", "capacity", "signer", "version"}`. `signer`
-//!   is the address TEE results are signed with, or `null` (the worker serves VANILLA only).
-//!   The node asks once, at start, and sends at most `capacity` requests at once.
-//! - `POST /v1/infer` with [`InferRequest`] `{"request": "0x…"}`, the ABI encoding of the
-//!   `ModelInferenceRequest` (`abi.encode(request)`, whose keccak256 is the request key) →
-//!   `200` with the result, `{"key", "status", "payload", "signature"}`
-//!   ([`pipe_primitives::InferenceResult`]). A model failing on its inputs is a `200` with
-//!   status 1: a failure is a fact about the request and is committed. `400`: the request is
-//!   malformed or does not fit the model. `503`: the model cannot be had (the node lacks it,
-//!   or its bytes do not hash to its id). The node treats anything but a `200` carrying the
-//!   right key as the worker's failure and retries elsewhere.
-//!
-//! # Models
-//! A worker stores nothing. It fetches a model the first time a request names it, from the
-//! node given with `--node` (`pipe_getModel` for the metadata, `pipe_getModelFile` for the
-//! ONNX bytes), checks that the bytes hash to the id (the id *is* the content hash), compiles
-//! it once and keeps it in memory. Concurrent requests for a model being fetched wait for the
-//! one fetch; a failed fetch is not remembered, so the next request tries again.
-//!
-//! # TEE
-//! With `--key` (or `--dev-key`), results of TEE requests are signed over
-//! [`pipe_primitives::InferenceResult::signing_hash`]; the key's address must be registered in
-//! the chain's worker registry for the chain to accept them ([`pipe_executor::attest`]).
+//! The worker's HTTP server: serves [`crate::protocol`] until told to stop.
 
 use std::{
     collections::HashMap,
@@ -32,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy_primitives::{Address, Bytes};
+use alloy_primitives::Bytes;
 use alloy_signer_local::PrivateKeySigner;
 use axum::{
     Router,
@@ -43,33 +18,20 @@ use axum::{
     routing::{get, post},
 };
 use parking_lot::Mutex;
-use pipe_executor::inference::{decode_encoded_request, requested_model};
+use pipe_abi::{decode_encoded_request, requested_model};
 use pipe_inference::Model;
 use pipe_primitives::inference::{ModelId, ModelMeta};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::{info, warn};
 
-use crate::models::run_call;
+use crate::{
+    protocol::{InferRequest, WorkerInfo},
+    run::run_call,
+};
 
 /// Largest request body accepted: a request the precompile accepts is at most 1 MiB.
 const MAX_BODY: usize = 2 << 20;
-
-/// `GET /v1/info`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerInfo {
-    pub name: String,
-    pub capacity: usize,
-    pub signer: Option<Address>,
-    pub version: String,
-}
-
-/// `POST /v1/infer`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InferRequest {
-    /// `abi.encode(ModelInferenceRequest)`.
-    pub request: Bytes,
-}
 
 /// How `pipe worker` runs.
 #[derive(Debug, Clone)]

@@ -3,22 +3,21 @@
 //! - [`LocalWorker`]: in-process workers, the default, so one command runs everything. Each
 //!   runs a request on the blocking pool with the node's model runtime.
 //! - [`RemoteWorker`]: a `pipe worker` process reached over HTTP (the protocol is documented
-//!   in [`crate::worker_server`]). Any failure to get a result (connection refused or reset,
+//!   in `pipe_worker`). Any failure to get a result (connection refused or reset,
 //!   a non-200 answer, an unreadable body) is a [`WorkerError`], so the dispatcher retries the
 //!   request on another worker and benches one that keeps failing.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use alloy_primitives::Address;
 use futures::future::BoxFuture;
-use pipe_dispatcher::{Worker, WorkerError};
 use pipe_executor::InferenceCall;
+use pipe_inference_pool::{Worker, WorkerError};
 use pipe_primitives::InferenceResult;
 
-use crate::{
-    models::NodeModels,
-    worker_server::{InferRequest, WorkerInfo},
-};
+use pipe_worker::{ClientError, WorkerClient};
+
+use crate::models::NodeModels;
 
 /// One in-process worker.
 #[derive(Debug)]
@@ -75,39 +74,21 @@ impl Worker for LocalWorker {
     }
 }
 
-/// A remote `pipe worker`.
+/// A remote `pipe worker`, through the worker protocol's client.
 #[derive(Debug, Clone)]
 pub struct RemoteWorker {
     name: String,
-    /// Base URL, without a trailing slash.
-    url: String,
     capacity: usize,
-    signer: Option<Address>,
-    client: reqwest::Client,
+    client: WorkerClient,
 }
 
 impl RemoteWorker {
     /// Asks the worker at `url` what it is (`GET /v1/info`).
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let url = url.trim_end_matches('/').to_string();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
-        let info: WorkerInfo = client
-            .get(format!("{url}/v1/info"))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| anyhow::anyhow!("cannot reach the inference worker at {url}: {e}"))?
-            .json()
-            .await
-            .map_err(|e| anyhow::anyhow!("inference worker at {url}: bad /v1/info: {e}"))?;
+        let client = WorkerClient::connect(url).await?;
         Ok(Self {
-            name: format!("{}@{url}", info.name),
-            url,
-            capacity: info.capacity.max(1),
-            signer: info.signer,
+            name: format!("{}@{}", client.info().name, client.url()),
+            capacity: client.info().capacity.max(1),
             client,
         })
     }
@@ -123,33 +104,19 @@ impl Worker for RemoteWorker {
     }
 
     fn signer(&self) -> Option<Address> {
-        self.signer
+        self.client.signer()
     }
 
     fn run(
         &self,
         call: Arc<InferenceCall>,
     ) -> BoxFuture<'static, Result<InferenceResult, WorkerError>> {
-        let request = self
-            .client
-            .post(format!("{}/v1/infer", self.url))
-            .json(&InferRequest {
-                request: call.request.clone(),
-            });
+        let result = self.client.infer(call.request.clone());
         Box::pin(async move {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| WorkerError::Unreachable(e.to_string()))?;
-            let status = response.status();
-            if !status.is_success() {
-                let body = response.text().await.unwrap_or_default();
-                return Err(WorkerError::Failed(format!("HTTP {status}: {body}")));
-            }
-            response
-                .json::<InferenceResult>()
-                .await
-                .map_err(|e| WorkerError::Failed(format!("unreadable result: {e}")))
+            result.await.map_err(|e| match e {
+                ClientError::Unreachable(m) => WorkerError::Unreachable(m),
+                ClientError::Failed(m) => WorkerError::Failed(m),
+            })
         })
     }
 }

@@ -27,7 +27,6 @@ use alloy_primitives::{Bytes, TxKind};
 use alloy_sol_types::SolCall;
 use anyhow::Context as _;
 use futures::{StreamExt, stream::FuturesUnordered};
-use pipe_dispatcher::Worker;
 use pipe_executor::{
     InferenceProvider,
     inference::{
@@ -35,10 +34,11 @@ use pipe_executor::{
         Number, decode_request, runModelInferenceCall,
     },
 };
+use pipe_inference_pool::Worker;
 use pipe_primitives::{SystemClock, status::Lifecycle};
 use serde_json::{Value, json};
 
-use crate::{
+use pipe_node::{
     config::InferenceMode,
     models::NodeModels,
     node::{RunningNode, launch},
@@ -374,7 +374,7 @@ async fn tagged(
     call: Arc<pipe_executor::InferenceCall>,
 ) -> (
     usize,
-    Result<pipe_primitives::InferenceResult, pipe_dispatcher::WorkerError>,
+    Result<pipe_primitives::InferenceResult, pipe_inference_pool::WorkerError>,
 ) {
     (w, worker.run(call).await)
 }

@@ -27,7 +27,7 @@ use anyhow::Context as _;
 use pipe_primitives::{InferencePricing, SystemClock, status::Lifecycle};
 use serde_json::{Value, json};
 
-use crate::{config::InferenceMode, node::launch};
+use pipe_node::{config::InferenceMode, node::launch};
 
 /// Most transactions per sender: under PIPE's per-sender cap (64 live inference transactions).
 const PER_SENDER: usize = 40;
@@ -70,7 +70,7 @@ fn metric(text: &str, name: &str) -> f64 {
 /// Waits until every hash has reached `done` or ended without inclusion (rejected, expired),
 /// which counts as arrived: the load is measured as it fares. Seconds since `since`.
 async fn until(
-    pipe: &pipe_dispatcher::Pipe,
+    pipe: &pipe_inference_pool::Pipe,
     hashes: &[B256],
     since: Instant,
     limit: Duration,
@@ -98,7 +98,7 @@ async fn until(
 }
 
 /// Transactions that ended without inclusion, and the reasons given (each once, with a count).
-fn not_included(pipe: &pipe_dispatcher::Pipe, hashes: &[B256]) -> (usize, Value) {
+fn not_included(pipe: &pipe_inference_pool::Pipe, hashes: &[B256]) -> (usize, Value) {
     let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
     let mut count = 0;
     for h in hashes {

@@ -1,4 +1,4 @@
-//! The node's model store and inline inference: what answers the precompile (as the executor's
+//! The node's model service: its model store and inline inference: what answers the precompile (as the executor's
 //! [`InferenceProvider`]) and the `pipe_` RPC namespace (as its [`ModelRegistry`]).
 //!
 //! Files and metadata live in redb beside the chain ([`Store::put_model`]); metadata is also
@@ -19,19 +19,19 @@ use std::{
     time::Duration,
 };
 
-use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use parking_lot::RwLock;
 use pipe_executor::{
     InferenceCall, InferenceFailure, InferenceProvider, Purpose, failure_result, output_result,
 };
-use pipe_inference::{InferenceError, Model, ModelCache};
+use pipe_inference::{Model, ModelCache};
 use pipe_primitives::{
     InferenceResult,
     inference::{MAX_OUTPUT_DECIMALS, ModelId, ModelMeta},
 };
 use pipe_rpc::{ModelRegistry, UploadError, UploadOptions};
 use pipe_storage::Store;
+use pipe_worker::run::{failure, run_call};
 
 /// Compiled models kept in memory.
 const CACHE_MODELS: usize = 64;
@@ -144,41 +144,6 @@ impl NodeModels {
             .get_or_load(id, || self.store.model_bytes(id).ok().flatten())
             .map_err(|e| InferenceFailure::Unavailable(e.to_string()))?
             .ok_or_else(|| InferenceFailure::Unavailable(format!("model {id} is not stored")))
-    }
-}
-
-/// Runs `call` on `model` (after `latency`, the heavy-model stand-in) into the result to
-/// commit; a TEE result is signed by `signer` ([`pipe_executor::attest`]). In-process and
-/// remote workers both run requests this way.
-pub fn run_call(
-    model: &Model,
-    call: &InferenceCall,
-    latency: Duration,
-    signer: Option<&PrivateKeySigner>,
-) -> InferenceResult {
-    if !latency.is_zero() {
-        std::thread::sleep(latency);
-    }
-    let mut result = match model.run(&call.inputs) {
-        Ok(outputs) => output_result(call.key, &outputs, call.model.decimals),
-        Err(e) => failure_result(call.key, &failure(e)),
-    };
-    if call.mode == pipe_primitives::inference::InferenceMode::Tee
-        && let Some(signer) = signer
-    {
-        // A local key cannot fail to sign; if it did, the result stays unsigned and the
-        // dispatcher's attestation check sends the request elsewhere.
-        if let Ok(signature) = signer.sign_hash_sync(&result.signing_hash()) {
-            result.signature = signature.as_bytes().to_vec().into();
-        }
-    }
-    result
-}
-
-fn failure(e: InferenceError) -> InferenceFailure {
-    match e {
-        InferenceError::BadInput(m) => InferenceFailure::BadInput(m),
-        other => InferenceFailure::Model(other.to_string()),
     }
 }
 

@@ -9,8 +9,8 @@ use alloy_consensus::Header;
 use alloy_primitives::{B256, Bytes, U256};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use pipe_dispatcher::{Pipe, PipeConfig, Priority, Worker, WorkerError};
 use pipe_executor::{Executor, InferenceCall, InferenceProvider, Purpose};
+use pipe_inference_pool::{Pipe, PipeConfig, Priority, Worker, WorkerError};
 use pipe_mempool::{Pool, PoolConfig};
 use pipe_primitives::{
     ChainConfig, Clock, InferenceResult, ManualClock, ModelId, ModelMeta, SealedBlock,

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
-use pipe_dispatcher::Pipe;
+use pipe_inference_pool::Pipe;
 use tokio::sync::watch;
 
 /// Serves until `shutdown` flips; returns the bound address.

@@ -25,7 +25,7 @@ use crate::{
     models::NodeModels,
     workers::{LocalWorker, RemoteWorker},
 };
-use pipe_dispatcher::{Pipe, PipeConfig, Worker};
+use pipe_inference_pool::{Pipe, PipeConfig, Worker};
 use pipe_primitives::status::TxStatus;
 
 /// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].

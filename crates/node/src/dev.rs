@@ -50,13 +50,7 @@ pub fn addresses(signers: &[PrivateKeySigner]) -> Vec<Address> {
     signers.iter().map(|s| s.address()).collect()
 }
 
-/// The key of the dev chain's inference worker: in-process workers (and `pipe worker
-/// --dev-key`) sign TEE results with it, and the dev genesis registers its address in the
-/// worker registry. It is public, like the dev accounts' keys: for dev chains only.
-pub fn dev_worker_signer() -> PrivateKeySigner {
-    PrivateKeySigner::from_bytes(&alloy_primitives::keccak256(b"pipe dev inference worker"))
-        .expect("a keccak hash is a valid secp256k1 key")
-}
+pub use pipe_worker::dev_worker_signer;
 
 /// The worker registry contract at genesis: owned by `owner`, with `workers` registered.
 pub fn registry_account(owner: Address, workers: &[Address]) -> alloy_genesis::GenesisAccount {

@@ -1,0 +1,240 @@
+//! `pipe-bench`: pipe's benchmarks, each printing one JSON object (`pipe bench …` forwards
+//! here).
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// The node's allocator, so `bench exec` measures what the node runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pipe-bench",
+    version,
+    about = "pipe's benchmarks; each prints one JSON object"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Block execution: node executor vs a bare revm loop (transfers, ERC-20), and commit cost.
+    Exec {
+        #[arg(long, default_value_t = 2000)]
+        txs: usize,
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Compiled TestToken artifact (from tools/js/compile.js).
+        #[arg(long, default_value = "contracts/out/TestToken.json")]
+        token: PathBuf,
+    },
+    /// Per-inference latency, tract vs onnxruntime, on the fixture models; precompile overhead.
+    Inference {
+        #[arg(long, default_value = "fixtures/models")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Python with onnxruntime (scripts/fixtures.sh makes tools/py/.venv/bin/python): the
+        /// Python baseline, and where the in-process baseline's library is found.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// onnxruntime's C library for the in-process baseline (default: the one in
+        /// `--python`'s onnxruntime package).
+        #[arg(long)]
+        onnxruntime_lib: Option<PathBuf>,
+    },
+    /// PIPE: build time with ready inference transactions (slow vs zero-cost model),
+    /// throughput vs the workers' standalone capacity, PIPE vs inline on the same load.
+    Pipe {
+        /// Transactions per load (throughput, PIPE vs inline).
+        #[arg(long, default_value_t = 200)]
+        txs: usize,
+        /// Ready transactions per timed build.
+        #[arg(long, default_value_t = 200)]
+        ready: usize,
+        /// Timed builds per model latency.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Artificial latency of every model run, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value_t = 250)]
+        block_time_ms: u64,
+    },
+    /// How PIPE's cost grows with the work: discovery per transaction, memory per pending
+    /// transaction, dispatch throughput against the slots' capacity, block build time, for
+    /// each pending count and number of worker slots.
+    Scale {
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000")]
+        pending: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "4,64,256")]
+        slots: Vec<usize>,
+        /// Artificial latency of every model run, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+    },
+    /// Congestion: PIPE, inline and a two-transaction oracle under the same loads, from half to
+    /// ten times the inference network's capacity. Writes congestion.json and SVG charts.
+    Congestion {
+        /// Offered loads, as multiples of the measured capacity.
+        #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,5,10")]
+        loads: Vec<f64>,
+        /// Send window per load, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds at the start of each window left out of goodput.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Artificial latency of every model run, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Block interval (the dev chain's default).
+        #[arg(long, default_value_t = 1000)]
+        block_time_ms: u64,
+        /// PIPE's transaction TTL in blocks, and every system's drain after the window.
+        #[arg(long, default_value_t = 20)]
+        ttl_blocks: u64,
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "pipe,inline,oracle"
+        )]
+        systems: Vec<pipe_bench::bench_congestion::System>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Directory for congestion.json and the charts.
+        #[arg(long, default_value = "target/congestion")]
+        out: PathBuf,
+    },
+    /// eth_sendRawTransaction ingestion and end-to-end rates, pipe vs anvil, same load.
+    Ingest {
+        #[arg(long, default_value_t = 4000)]
+        txs: usize,
+        /// Slot length for both nodes; 0 seals on demand (pipe --on-demand, anvil automine).
+        #[arg(long, default_value_t = 1000)]
+        block_time_ms: u64,
+        /// anvil binary to compare against (e.g. tools/js/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil).
+        #[arg(long)]
+        anvil: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        BenchCommand::Inference {
+            dir,
+            iterations,
+            warmup,
+            python,
+            onnxruntime_lib,
+        } => {
+            let out = tokio::task::spawn_blocking(move || {
+                let baselines = pipe_bench::bench_inference::Baselines {
+                    python: python.as_deref(),
+                    onnxruntime_lib: onnxruntime_lib.as_deref(),
+                };
+                pipe_bench::bench_inference::run(&dir, iterations, warmup, baselines)
+            })
+            .await??;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Pipe {
+            txs,
+            ready,
+            rounds,
+            latency_ms,
+            workers,
+            block_time_ms,
+        } => {
+            let out = pipe_bench::bench_pipe::run(pipe_bench::bench_pipe::PipeBench {
+                txs,
+                ready,
+                rounds,
+                latency: Duration::from_millis(latency_ms),
+                workers,
+                block_time: Duration::from_millis(block_time_ms.max(1)),
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Scale {
+            pending,
+            slots,
+            latency_ms,
+        } => {
+            let out = pipe_bench::bench_scale::run(pipe_bench::bench_scale::ScaleBench {
+                pending,
+                slots,
+                latency: Duration::from_millis(latency_ms.max(1)),
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Congestion {
+            loads,
+            seconds,
+            warmup,
+            latency_ms,
+            workers,
+            block_time_ms,
+            ttl_blocks,
+            systems,
+            seed,
+            out,
+        } => {
+            anyhow::ensure!(
+                loads.iter().all(|l| *l > 0.0) && seconds > warmup && workers > 0,
+                "loads must be positive, --seconds above --warmup, --workers at least 1"
+            );
+            let out =
+                pipe_bench::bench_congestion::run(pipe_bench::bench_congestion::CongestionBench {
+                    loads,
+                    seconds,
+                    warmup,
+                    latency: Duration::from_millis(latency_ms),
+                    workers,
+                    block_time: Duration::from_millis(block_time_ms.max(1)),
+                    ttl_blocks,
+                    systems,
+                    seed,
+                    out,
+                })
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Exec { txs, rounds, token } => {
+            let out =
+                tokio::task::spawn_blocking(move || pipe_bench::bench::exec(txs, rounds, token))
+                    .await??;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Ingest {
+            txs,
+            block_time_ms,
+            anvil,
+        } => {
+            let out = pipe_bench::bench::ingest(txs, block_time_ms, anvil).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+    }
+    Ok(())
+}

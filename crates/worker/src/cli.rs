@@ -1,0 +1,78 @@
+//! The worker's command line, shared by `pipe worker` and the standalone `pipe-worker`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Args;
+
+use crate::{WorkerOptions, dev_worker_signer, serve};
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// JSON-RPC URL of the node models are fetched from.
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    pub node: String,
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub listen: SocketAddr,
+    /// Requests run at once.
+    #[arg(long, default_value_t = 1)]
+    pub capacity: usize,
+    /// Name in the node's logs and metrics (default: worker-PORT).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Hex private key TEE results are signed with; its address must be registered in the
+    /// chain's worker registry.
+    #[arg(long, value_name = "HEX", conflicts_with = "dev_key")]
+    pub key: Option<String>,
+    /// Sign TEE results with the dev chain's worker key (registered at dev genesis).
+    #[arg(long)]
+    pub dev_key: bool,
+    /// Artificial extra latency of every model run, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub model_latency_ms: Option<u64>,
+}
+
+/// A hex secp256k1 private key.
+pub fn parse_key(hex: &str) -> anyhow::Result<alloy_signer_local::PrivateKeySigner> {
+    hex.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("not a hex secp256k1 private key: {e}"))
+}
+
+/// Serves until Ctrl-C or SIGTERM, then stops accepting and waits for the server to end.
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let key = match (&args.key, args.dev_key) {
+        (Some(hex), _) => Some(parse_key(hex)?),
+        (None, true) => Some(dev_worker_signer()),
+        (None, false) => None,
+    };
+    let options = WorkerOptions {
+        name: args
+            .name
+            .unwrap_or_else(|| format!("worker-{}", args.listen.port())),
+        node: args.node,
+        listen: args.listen,
+        capacity: args.capacity.max(1),
+        key,
+        latency: Duration::from_millis(args.model_latency_ms.unwrap_or(0)),
+    };
+    let signer = options.key.as_ref().map(|k| k.address());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, server) = serve(options, async move {
+        let _ = stop_rx.await;
+    })
+    .await?;
+    // Tests and scripts read the address from this line.
+    println!("Listening on {addr}");
+    if let Some(a) = signer {
+        println!("Signing TEE results as {a}");
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    Ok(())
+}

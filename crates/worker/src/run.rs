@@ -1,0 +1,55 @@
+//! One request on one model: what an in-process worker, a remote worker and inline inference
+//! all do, so a result is the same wherever it was computed.
+
+use std::time::Duration;
+
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use pipe_abi::{InferenceCall, InferenceFailure, failure_result, output_result};
+use pipe_inference::{InferenceError, Model};
+use pipe_primitives::{InferenceResult, inference::InferenceMode};
+
+/// Runs `call` on `model` (after `latency`, the heavy-model stand-in) into the result to
+/// commit; a TEE result is signed by `signer` over
+/// [`InferenceResult::signing_hash`], which the chain checks against its worker registry.
+pub fn run_call(
+    model: &Model,
+    call: &InferenceCall,
+    latency: Duration,
+    signer: Option<&PrivateKeySigner>,
+) -> InferenceResult {
+    if !latency.is_zero() {
+        std::thread::sleep(latency);
+    }
+    let mut result = match model.run(&call.inputs) {
+        Ok(outputs) => output_result(call.key, &outputs, call.model.decimals),
+        Err(e) => failure_result(call.key, &failure(e)),
+    };
+    if call.mode == InferenceMode::Tee
+        && let Some(signer) = signer
+    {
+        // A local key cannot fail to sign; if it did, the result stays unsigned and the
+        // node's attestation check sends the request elsewhere.
+        if let Ok(signature) = signer.sign_hash_sync(&result.signing_hash()) {
+            result.signature = signature.as_bytes().to_vec().into();
+        }
+    }
+    result
+}
+
+/// A runtime error as the precompile's failure: bad inputs are the caller's, the rest the
+/// model's.
+pub fn failure(e: InferenceError) -> InferenceFailure {
+    match e {
+        InferenceError::BadInput(m) => InferenceFailure::BadInput(m),
+        other => InferenceFailure::Model(other.to_string()),
+    }
+}
+
+/// The key of the dev chain's inference worker: in-process workers (and `pipe worker
+/// --dev-key`) sign TEE results with it, and the dev genesis registers its address in the
+/// worker registry. It is public, like the dev accounts' keys: for dev chains only.
+pub fn dev_worker_signer() -> PrivateKeySigner {
+    PrivateKeySigner::from_bytes(&alloy_primitives::keccak256(b"pipe dev inference worker"))
+        .expect("a keccak hash is a valid secp256k1 key")
+}
