@@ -576,7 +576,8 @@ pub async fn ingest(
     };
     targets.push(Target {
         name: "pipe",
-        child: std::process::Command::new(std::env::current_exe()?)
+        // The node binary built beside this one (`pipe-bench` lives next to `pipe`).
+        child: std::process::Command::new(std::env::current_exe()?.with_file_name("pipe"))
             .args(["node", "--dev", "--http.port", &port.to_string()])
             .args(&pipe_sealing)
             .arg("--datadir")

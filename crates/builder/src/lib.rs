@@ -21,7 +21,6 @@ pub mod replay;
 
 use std::sync::Arc;
 
-use alloy_primitives::B256;
 use pipe_executor::{InferenceCall, InferenceProvider};
 use pipe_mempool::PoolTx;
 use pipe_primitives::SealedBlock;
@@ -41,8 +40,6 @@ pub trait InferenceGate: Send + Sync + 'static {
     /// A block was finalized (the pool has already dropped its transactions), with the stats
     /// of its build when this node built it (all zero for a block verified from elsewhere).
     fn on_finalized(&self, block: &Arc<SealedBlock>, stats: &BuildStats);
-    /// Transactions a driver dropped from the pool as invalid.
-    fn on_dropped(&self, hashes: &[B256], reason: &str);
     /// Whether any transaction is ready (the on-demand sealer's trigger).
     fn has_ready(&self) -> bool;
     /// Resolves after a transaction may have become ready.

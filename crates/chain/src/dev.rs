@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use alloy_primitives::{Address, B256};
+use alloy_primitives::Address;
 use pipe_builder::{BuildStats, InferenceGate, PayloadBuilder};
 use pipe_mempool::Pool;
 use pipe_primitives::{Clock, SealedBlock};
@@ -124,17 +124,10 @@ impl DevSealer {
                 gate.on_stale(tx, call);
             }
         }
-        let mut dropped: Vec<B256> = Vec::new();
+        // The pool tells PIPE (and forgets them) through its events.
         for (hash, reason) in &proposal.invalid {
             warn!(target: "pipe::builder", %hash, %reason, "dropping invalid transaction");
-            let removed = self.pool.remove_invalid(hash);
-            if let Some(gate) = self.gate() {
-                gate.on_dropped(&removed, reason);
-            }
-            dropped.extend(removed);
-        }
-        if !dropped.is_empty() {
-            self.chain.store().remove_pending(&dropped)?;
+            self.pool.remove(hash, reason);
         }
         let timer = std::time::Instant::now();
         let block = self.chain.finalize(proposal.block.hash)?;

@@ -438,13 +438,9 @@ impl Chain {
     /// tidy the persisted pending set is logged (a restart re-validates what is left there).
     fn emit(&self, block: &Arc<SealedBlock>, stats: Option<&BuildStats>) {
         if let Some(pool) = &self.pool {
-            // Later nonces of the block's senders that another transaction used: gone for good.
-            let superseded = pool.on_block(&block.transactions);
-            if !superseded.is_empty()
-                && let Err(e) = self.store.remove_pending(&superseded)
-            {
-                warn!(target: "pipe::chain", error = %e, "removing superseded pending transactions");
-            }
+            // Included transactions leave the pool, and later nonces of the block's senders
+            // that another transaction used are gone for good (the pool forgets them).
+            pool.on_block(block.number(), &block.transactions);
         }
         for l in &self.listeners {
             l.on_finalized(block, stats);

@@ -12,14 +12,14 @@ use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered}
 use parking_lot::Mutex;
 use pipe_builder::{BuildStats, InferenceGate};
 use pipe_executor::{Executor, InferenceCall, InferenceProvider, SimOutcome, attest};
-use pipe_mempool::{Pool, PoolTx};
+use pipe_mempool::{Pool, PoolEvent, PoolListener, PoolTx, RemovalReason};
 use pipe_primitives::{
     Clock, InferenceResult, ModelId, SealedBlock, StoredTx,
     inference::InferenceMode,
     status::{Lifecycle, RequestState, RequestStatus, TxStatus},
 };
 use pipe_storage::Store;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -325,14 +325,30 @@ pub struct Pipe {
     dispatch: Notify,
     /// Signals that a transaction became ready (the on-demand sealer waits on it).
     ready: Notify,
-    /// Transactions added to the pool, in order.
-    arrivals: Mutex<Option<mpsc::UnboundedReceiver<Arc<PoolTx>>>>,
+    /// The pool's events, in the pool's order: PIPE follows the pool through them.
+    events: Arc<EventQueue>,
     pub metrics: Arc<Metrics>,
     /// Whether any worker signs TEE results (without one, TEE requests are rejected).
     tee_workers: bool,
     /// Deferrals and expiries of the last [`BLOCK_HISTORY`] blocks, for benchmarks and
     /// operators who want per-block numbers rather than the metrics' histograms.
     blocks: Mutex<VecDeque<BlockCongestion>>,
+}
+
+/// The pool's events waiting for PIPE. The pool calls [`PoolListener::on_event`] under its
+/// lock, so this only queues and wakes; PIPE applies the events at the top of each discovery
+/// round and before it handles a finalized block, never calling the pool while it holds this.
+#[derive(Default)]
+struct EventQueue {
+    events: Mutex<Vec<PoolEvent>>,
+    wake: Notify,
+}
+
+impl PoolListener for EventQueue {
+    fn on_event(&self, event: &PoolEvent) {
+        self.events.lock().push(event.clone());
+        self.wake.notify_one();
+    }
 }
 
 /// Blocks whose congestion numbers [`Pipe::block_history`] keeps.
@@ -378,7 +394,8 @@ impl Pipe {
                 .get_or_create(&label("worker", w.name()))
                 .set(w.capacity() as i64);
         }
-        let arrivals = pool.listen();
+        let events = Arc::new(EventQueue::default());
+        pool.add_listener(events.clone());
         let tee_workers = workers.iter().any(|w| w.signer().is_some());
         Arc::new(Self {
             tee_workers,
@@ -398,7 +415,7 @@ impl Pipe {
             discover: Notify::new(),
             dispatch: Notify::new(),
             ready: Notify::new(),
-            arrivals: Mutex::new(Some(arrivals)),
+            events,
             metrics,
         })
     }
@@ -408,14 +425,10 @@ impl Pipe {
         self: &Arc<Self>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        let arrivals = self.arrivals.lock().take();
-        let mut handles = vec![tokio::spawn(self.clone().dispatch_loop(shutdown.clone()))];
-        if let Some(arrivals) = arrivals {
-            handles.push(tokio::spawn(
-                self.clone().discovery_loop(arrivals, shutdown),
-            ));
-        }
-        handles
+        vec![
+            tokio::spawn(self.clone().dispatch_loop(shutdown.clone())),
+            tokio::spawn(self.clone().discovery_loop(shutdown)),
+        ]
     }
 
     /// Queues `call` on behalf of `waiter` as discovery would. For tests and tools that drive
@@ -450,22 +463,9 @@ impl Pipe {
             arrival: tx.arrival,
         };
         let (hash, sender, nonce) = (tx.hash(), tx.sender(), tx.nonce());
+        // A transaction it replaced was ended by the pool's `Replaced` event, queued before
+        // this one's `Added`.
         let mut st = self.state.lock();
-        let replaced = st
-            .by_sender
-            .get(&sender)
-            .and_then(|m| m.get(&nonce))
-            .copied()
-            .filter(|old| *old != hash);
-        if let Some(old) = replaced {
-            let status = final_status(
-                old,
-                Lifecycle::Rejected,
-                None,
-                Some(format!("replaced by {hash}")),
-            );
-            st.finish(old, status, self.config.finished_capacity);
-        }
         st.txs.insert(
             hash,
             TxEntry {
@@ -487,23 +487,50 @@ impl Pipe {
         st.dirty.insert(sender);
     }
 
-    async fn discovery_loop(
-        self: Arc<Self>,
-        mut arrivals: mpsc::UnboundedReceiver<Arc<PoolTx>>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    /// Applies the pool's queued events: additions are tracked, and a transaction that left
+    /// the pool ends here with the pool's reason (included, replaced, its nonce used, dropped
+    /// by a driver). PIPE's own endings ([`Pipe::end`]) were recorded when it made them.
+    pub fn apply_pool_events(&self) {
+        let events = std::mem::take(&mut *self.events.events.lock());
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            match event {
+                PoolEvent::Added { tx, .. } => self.track(&tx),
+                PoolEvent::Removed { hash, reason } => {
+                    let mut st = self.state.lock();
+                    if !st.txs.contains_key(&hash) {
+                        continue;
+                    }
+                    let status = match &reason {
+                        RemovalReason::Included { block } => {
+                            final_status(hash, Lifecycle::Included, Some(*block), None)
+                        }
+                        other => {
+                            if matches!(
+                                other,
+                                RemovalReason::Dropped { .. } | RemovalReason::DependsOn { .. }
+                            ) {
+                                self.metrics.rejected.inc();
+                            }
+                            final_status(hash, Lifecycle::Rejected, None, Some(other.describe()))
+                        }
+                    };
+                    st.finish(hash, status, self.config.finished_capacity);
+                }
+            }
+        }
+    }
+
+    async fn discovery_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
-                tx = arrivals.recv() => match tx {
-                    Some(tx) => self.track(&tx),
-                    None => return,
-                },
+                _ = self.events.wake.notified() => {}
                 _ = self.discover.notified() => {}
                 _ = shutdown.changed() => return,
             }
-            while let Ok(tx) = arrivals.try_recv() {
-                self.track(&tx);
-            }
+            self.apply_pool_events();
             let this = self.clone();
             // Simulation is CPU work: off the async workers.
             if let Err(e) = tokio::task::spawn_blocking(move || this.discovery_pass()).await {
@@ -722,10 +749,9 @@ impl Pipe {
     /// Returns how many transactions ended.
     fn end(&self, hash: B256, how: Lifecycle, reason: &str) -> usize {
         info!(target: "pipe::discovery", %hash, reason, status = how.as_str(), "transaction ended");
-        let removed = self.pool.remove_invalid(&hash);
-        if let Err(e) = self.store.remove_pending(&removed) {
-            warn!(target: "pipe::discovery", error = %e, "forgetting ended transactions failed");
-        }
+        // The pool forgets them and tells its listeners; PIPE records its own reasons below
+        // (its queued copies of these events find nothing left to end).
+        let removed = self.pool.remove(&hash, reason);
         let verb = if how == Lifecycle::Expired {
             "expired"
         } else {
@@ -1098,42 +1124,14 @@ impl InferenceGate for Pipe {
         self.metrics
             .block_transactions
             .observe(block.transactions.len() as f64);
+        // The pool has already handled the block: its events end the included transactions
+        // and those whose nonce the block used, before anything else here looks at them.
+        self.apply_pool_events();
         let number = block.number();
         let expired: Vec<(B256, u64)>;
         let mut deferred = 0u64;
         let live: Vec<B256> = {
             let mut st = self.state.lock();
-            for tx in &block.transactions {
-                if st.txs.contains_key(&tx.hash) {
-                    st.finish(
-                        tx.hash,
-                        final_status(tx.hash, Lifecycle::Included, Some(number), None),
-                        self.config.finished_capacity,
-                    );
-                }
-            }
-            // Whatever the pool dropped with this block lost its nonce to another transaction.
-            let gone: Vec<B256> = st
-                .txs
-                .keys()
-                .filter(|h| self.pool.get(h).is_none())
-                .copied()
-                .collect();
-            for h in gone {
-                st.finish(
-                    h,
-                    final_status(
-                        h,
-                        Lifecycle::Rejected,
-                        None,
-                        Some(
-                            "removed from the pool: its nonce was used by another transaction"
-                                .into(),
-                        ),
-                    ),
-                    self.config.finished_capacity,
-                );
-            }
             // Expiry: not included in the `tx_ttl_blocks` blocks since it arrived. Per
             // sender only the lowest such nonce is ended; its later ones go with it.
             let ttl = self.config.tx_ttl_blocks;
@@ -1214,18 +1212,6 @@ impl InferenceGate for Pipe {
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(self.ready.notified())
-    }
-
-    fn on_dropped(&self, hashes: &[B256], reason: &str) {
-        let mut st = self.state.lock();
-        for h in hashes {
-            self.metrics.rejected.inc();
-            st.finish(
-                *h,
-                final_status(*h, Lifecycle::Rejected, None, Some(reason.to_string())),
-                self.config.finished_capacity,
-            );
-        }
     }
 }
 

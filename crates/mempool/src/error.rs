@@ -64,4 +64,7 @@ pub enum AdmitError<E> {
     Pool(#[from] PoolError),
     #[error("reading the sender's state: {0}")]
     State(E),
+    /// Valid, but it could not be made durable, so it was not accepted.
+    #[error("{0}")]
+    Persist(crate::PersistError),
 }

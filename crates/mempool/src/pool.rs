@@ -12,7 +12,11 @@ use parking_lot::RwLock;
 use pipe_primitives::{BlockTx, StoredTx};
 use tokio::sync::Notify;
 
-use crate::{AdmitError, PoolError, PoolErrorKind};
+use crate::{
+    AdmitError, PoolError, PoolErrorKind,
+    events::{PoolEvent, PoolListener, RemovalReason},
+    journal::{Journal, PersistError, PoolStore},
+};
 
 /// Pool limits. Defaults are generous enough for load tests from a few senders and small
 /// enough that a flood cannot exhaust memory.
@@ -108,8 +112,18 @@ pub struct Pool {
     config: PoolConfig,
     inner: RwLock<Inner>,
     arrivals: Notify,
-    /// Where every added transaction is also sent (PIPE's discovery), if anyone listens.
-    listener: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Arc<PoolTx>>>>,
+    /// Hear every event, under the pool's lock (PIPE, subscriptions).
+    listeners: RwLock<Vec<Arc<dyn PoolListener>>>,
+    /// Persistence; `None` for a pool in memory only (tests, scratch chains).
+    journal: Option<Journal>,
+}
+
+/// What [`Pool::restore`] did with the persisted transactions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub restored: usize,
+    /// No longer valid (nonce used, funds gone, undecodable): forgotten.
+    pub dropped: usize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -119,12 +133,31 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
+    /// A pool in memory only: nothing survives a restart.
     pub fn new(config: PoolConfig) -> Self {
         Self {
             config,
             inner: RwLock::default(),
             arrivals: Notify::new(),
-            listener: parking_lot::Mutex::new(None),
+            listeners: RwLock::default(),
+            journal: None,
+        }
+    }
+
+    /// A pool that persists what it accepts in `store` before acknowledging it
+    /// ([`Pool::submit`]) and forgets what leaves; [`Pool::restore`] reads it back. Starts the
+    /// journal's writer thread; [`Pool::close`] stops it.
+    pub fn with_store(config: PoolConfig, store: Arc<dyn PoolStore>) -> std::io::Result<Self> {
+        Ok(Self {
+            journal: Some(Journal::start(store)?),
+            ..Self::new(config)
+        })
+    }
+
+    /// Writes what the journal has queued and stops it; later submissions fail.
+    pub fn close(&self) {
+        if let Some(j) = &self.journal {
+            j.close();
         }
     }
 
@@ -132,12 +165,25 @@ impl Pool {
         &self.config
     }
 
-    /// From now on every transaction added (including replacements) is also sent here, in
-    /// the order they were added. One listener at a time; a new one replaces the old.
-    pub fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<Arc<PoolTx>> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        *self.listener.lock() = Some(tx);
-        rx
+    /// From now on `listener` hears every [`PoolEvent`], in the pool's order.
+    pub fn add_listener(&self, listener: Arc<dyn PoolListener>) {
+        // Under the pool's lock, so no event falls between two listeners' views.
+        let _inner = self.inner.write();
+        self.listeners.write().push(listener);
+    }
+
+    /// Tells every listener; called with the pool's write lock held.
+    fn emit(&self, event: PoolEvent) {
+        for l in self.listeners.read().iter() {
+            l.on_event(&event);
+        }
+    }
+
+    /// Forgets `hashes` in the journal (no fsync of its own, nobody waits).
+    fn forget(&self, hashes: Vec<B256>) {
+        if let Some(j) = &self.journal {
+            j.delete(hashes);
+        }
     }
 
     /// A sender's ready transactions: the consecutive run from its on-chain nonce.
@@ -216,6 +262,60 @@ impl Pool {
         base_fee: u64,
     ) -> Result<Option<B256>, PoolError> {
         let hash = *tx.tx_hash();
+        let mut inner = self.inner.write();
+        let replaced = self.check_in(&inner, &tx, sender, state, base_fee)?;
+        let encoded = Bytes::from(tx.encoded_2718());
+        let nonce = tx.nonce();
+        let arrival = inner.next_arrival;
+        inner.next_arrival += 1;
+        let pooled = Arc::new(PoolTx {
+            stored: StoredTx { hash, sender, tx },
+            encoded,
+            arrival,
+        });
+        if let Some(old) = &replaced {
+            inner.by_hash.remove(&old.hash());
+        }
+        inner.by_hash.insert(hash, pooled.clone());
+        inner
+            .by_sender
+            .entry(sender)
+            .or_default()
+            .insert(nonce, pooled.clone());
+        // Under the pool's lock, so listeners see events in pool order.
+        let replaced = replaced.map(|r| r.hash());
+        if let Some(old) = replaced {
+            self.emit(PoolEvent::Removed {
+                hash: old,
+                reason: RemovalReason::Replaced { by: hash },
+            });
+            self.forget(vec![old]);
+        }
+        self.emit(PoolEvent::Added {
+            tx: pooled,
+            replaced,
+        });
+        // Never move a sender's known nonce backwards: `state` may predate a block that
+        // committed while this transaction was being validated.
+        let known = inner.state_nonce.entry(sender).or_default();
+        *known = (*known).max(state.nonce);
+        drop(inner);
+        self.arrivals.notify_waiters();
+        self.arrivals.notify_one();
+        Ok(replaced)
+    }
+
+    /// The stateful checks of [`Pool::add`] against the pool as it is, without adding:
+    /// what would be refused, and which transaction would be replaced.
+    fn check_in(
+        &self,
+        inner: &Inner,
+        tx: &TxEnvelope,
+        sender: Address,
+        state: SenderState,
+        base_fee: u64,
+    ) -> Result<Option<Arc<PoolTx>>, PoolError> {
+        let hash = *tx.tx_hash();
         let err = |kind| PoolError { hash, kind };
         let nonce = tx.nonce();
         if nonce < state.nonce {
@@ -237,16 +337,13 @@ impl Pool {
                 base_fee,
             }));
         }
-        let cost = worst_case_cost(&tx);
+        let cost = worst_case_cost(tx);
         if cost > state.balance {
             return Err(err(PoolErrorKind::InsufficientFunds {
                 balance: state.balance.to_string(),
                 cost: cost.to_string(),
             }));
         }
-
-        let encoded = Bytes::from(tx.encoded_2718());
-        let mut inner = self.inner.write();
         if inner.by_hash.contains_key(&hash) {
             return Err(err(PoolErrorKind::AlreadyKnown));
         }
@@ -294,35 +391,7 @@ impl Pool {
                 return Err(err(PoolErrorKind::PoolFull));
             }
         }
-
-        let arrival = inner.next_arrival;
-        inner.next_arrival += 1;
-        let pooled = Arc::new(PoolTx {
-            stored: StoredTx { hash, sender, tx },
-            encoded,
-            arrival,
-        });
-        if let Some(old) = &replaced {
-            inner.by_hash.remove(&old.hash());
-        }
-        inner.by_hash.insert(hash, pooled.clone());
-        inner
-            .by_sender
-            .entry(sender)
-            .or_default()
-            .insert(nonce, pooled.clone());
-        if let Some(listener) = &*self.listener.lock() {
-            // Sent under the pool's lock, so listeners see additions in pool order.
-            let _ = listener.send(pooled);
-        }
-        // Never move a sender's known nonce backwards: `state` may predate a block that
-        // committed while this transaction was being validated.
-        let known = inner.state_nonce.entry(sender).or_default();
-        *known = (*known).max(state.nonce);
-        drop(inner);
-        self.arrivals.notify_waiters();
-        self.arrivals.notify_one();
-        Ok(replaced.map(|r| r.hash()))
+        Ok(replaced)
     }
 
     /// Resolves when a transaction arrives after the call (or one arrived since the last
@@ -347,6 +416,85 @@ impl Pool {
         let hash = *tx.tx_hash();
         self.add(tx, sender, state, base_fee)?;
         Ok(hash)
+    }
+
+    /// [`Pool::admit`] for a transaction that is to be acknowledged: on a pool with a journal
+    /// it is checked, written durably (a batch of submissions shares one fsync), and only
+    /// then added, so an acknowledged transaction survives a crash and nothing not durable is
+    /// ever built on. `AdmitError::Persist` when it cannot be written.
+    pub async fn submit<E>(
+        &self,
+        raw: &[u8],
+        base_fee: u64,
+        state_of: impl FnOnce(&Address) -> Result<SenderState, E>,
+    ) -> Result<B256, AdmitError<E>> {
+        let Some(journal) = &self.journal else {
+            return self.admit(raw, base_fee, state_of);
+        };
+        let tx = TxEnvelope::decode_2718_exact(raw).map_err(AdmitError::Undecodable)?;
+        let sender = self.check_stateless(&tx, raw.len())?;
+        let state = state_of(&sender).map_err(AdmitError::State)?;
+        let hash = *tx.tx_hash();
+        // Checked before the write so junk never costs an fsync; checked again when added,
+        // as the pool may have changed meanwhile.
+        self.check_in(&self.inner.read(), &tx, sender, state, base_fee)?;
+        journal
+            .put(hash, Bytes::copy_from_slice(raw))
+            .await
+            .map_err(AdmitError::Persist)?;
+        if let Err(e) = self.add(tx, sender, state, base_fee) {
+            // A concurrent submission of the same bytes owns the persisted row.
+            if e.kind != PoolErrorKind::AlreadyKnown {
+                self.forget(vec![hash]);
+            }
+            return Err(e.into());
+        }
+        Ok(hash)
+    }
+
+    /// Puts the persisted transactions back, through the same checks as a submission, against
+    /// the state `state_of` reads; forgets those no longer valid.
+    pub fn restore<E: std::fmt::Display>(
+        &self,
+        base_fee: u64,
+        state_of: impl Fn(&Address) -> Result<SenderState, E>,
+    ) -> Result<Restored, PersistError> {
+        let Some(journal) = &self.journal else {
+            return Ok(Restored::default());
+        };
+        // Lowest nonce first per sender, so no transaction waits behind a gap that is
+        // only a matter of order.
+        let mut txs: Vec<(Bytes, Option<(Address, u64)>)> = journal
+            .store()
+            .load()?
+            .into_iter()
+            .map(|raw| {
+                let key = TxEnvelope::decode_2718_exact(raw.as_ref())
+                    .ok()
+                    .and_then(|tx| Some((tx.recover_signer().ok()?, tx.nonce())));
+                (raw, key)
+            })
+            .collect();
+        txs.sort_by_key(|(_, key)| *key);
+        let mut report = Restored::default();
+        let mut stale = Vec::new();
+        for (raw, _) in txs {
+            match self.admit(raw.as_ref(), base_fee, &state_of) {
+                Ok(_) => report.restored += 1,
+                Err(AdmitError::Pool(e)) if e.kind == PoolErrorKind::AlreadyKnown => {}
+                // Not a fact about the transaction: stop rather than forget it.
+                Err(AdmitError::State(e)) => {
+                    return Err(PersistError(format!("reading a sender's state: {e}")));
+                }
+                Err(e) => {
+                    tracing::debug!(target: "pipe::pool", error = %e, "persisted transaction dropped");
+                    report.dropped += 1;
+                    stale.push(alloy_primitives::keccak256(raw.as_ref()));
+                }
+            }
+        }
+        self.forget(stale);
+        Ok(report)
     }
 
     pub fn get(&self, hash: &B256) -> Option<Arc<PoolTx>> {
@@ -408,7 +556,7 @@ impl Pool {
 
     /// Removes `included` transactions, and every pending transaction of their senders whose
     /// nonce the block used up. Returns the hashes removed besides the included ones.
-    pub fn on_block(&self, included: &[StoredTx]) -> Vec<B256> {
+    pub fn on_block(&self, number: u64, included: &[StoredTx]) -> Vec<B256> {
         let mut inner = self.inner.write();
         let mut next_nonce: HashMap<Address, u64> = HashMap::new();
         for tx in included {
@@ -439,12 +587,32 @@ impl Pool {
         for h in &superseded {
             inner.by_hash.remove(h);
         }
+        for tx in included {
+            self.emit(PoolEvent::Removed {
+                hash: tx.hash,
+                reason: RemovalReason::Included { block: number },
+            });
+        }
+        for h in &superseded {
+            self.emit(PoolEvent::Removed {
+                hash: *h,
+                reason: RemovalReason::NonceUsed,
+            });
+        }
+        self.forget(
+            included
+                .iter()
+                .map(|t| t.hash)
+                .chain(superseded.iter().copied())
+                .collect(),
+        );
         superseded
     }
 
-    /// Drops a transaction that can never be included (and the sender's later ones, which
-    /// depend on it). Returns every hash removed.
-    pub fn remove_invalid(&self, hash: &B256) -> Vec<B256> {
+    /// Drops a transaction that will never be included (invalid, rejected, expired: `reason`
+    /// says which), and the sender's later ones, which depend on it. Returns every hash
+    /// removed, `hash` first.
+    pub fn remove(&self, hash: &B256, reason: &str) -> Vec<B256> {
         let mut inner = self.inner.write();
         let Some(tx) = inner.by_hash.get(hash).cloned() else {
             return Vec::new();
@@ -459,7 +627,16 @@ impl Pool {
         }
         for h in &removed {
             inner.by_hash.remove(h);
+            let reason = if h == hash {
+                RemovalReason::Dropped {
+                    reason: reason.to_string(),
+                }
+            } else {
+                RemovalReason::DependsOn { hash: *hash }
+            };
+            self.emit(PoolEvent::Removed { hash: *h, reason });
         }
+        self.forget(removed.clone());
         removed
     }
 }
@@ -760,7 +937,7 @@ mod tests {
             sender: a.address(),
             tx: t0,
         };
-        assert!(p.on_block(&[included]).is_empty());
+        assert!(p.on_block(1, &[included]).is_empty());
         assert_eq!(p.len(), 1);
         let best: Vec<_> = p.best_transactions(1).map(|t| t.nonce()).collect();
         assert_eq!(best, vec![1]);

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use alloy_primitives::{B256, Bytes, U256};
+use alloy_primitives::{B256, U256};
 use anyhow::Context;
 use jsonrpsee::server::ServerHandle;
 use pipe_builder::{BuildStats, InferenceGate, PayloadBuilder};
@@ -11,11 +11,8 @@ use pipe_executor::Executor;
 use pipe_mempool::{Pool, PoolConfig, SenderState};
 use pipe_primitives::{ChainConfig, Clock, SealedBlock};
 use pipe_rpc::{NodeHandle, RpcConfig};
-use pipe_storage::Store;
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
+use pipe_storage::{PendingStore, Store};
+use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
 use crate::{
@@ -51,7 +48,6 @@ pub struct RunningNode {
     rpc: ServerHandle,
     sealing: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
-    persister: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -71,10 +67,9 @@ impl RunningNode {
         }
         let _ = self.rpc.stop();
         self.rpc.clone().stopped().await;
-        // The RPC server held the last sender of the persistence channel.
-        if let Some(p) = self.persister.take() {
-            let _ = tokio::task::spawn_blocking(move || p.join()).await;
-        }
+        // Nothing can submit any more: the journal writes what is queued and stops.
+        let pool = self.pool.clone();
+        let _ = tokio::task::spawn_blocking(move || pool.close()).await;
         // The data directory is free once this returns (a restart in the same process, or a
         // tool opening the store, would find it locked otherwise): work already handed to
         // blocking threads (a model run, an RPC read, a discovery pass) may still hold the
@@ -159,7 +154,17 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     };
     let executor = Executor::new(chain.clone())
         .with_inference(models.clone(), pipe_executor::InferenceGas::default());
-    let pool = Arc::new(Pool::new(PoolConfig::new(chain.chain_id, chain.gas_limit)));
+    // The pool owns the persisted pending set: acknowledged means durable.
+    let pending_path = config.datadir.join("pending.redb");
+    let pending = Arc::new(
+        PendingStore::open(&pending_path)
+            .with_context(|| format!("opening {}", pending_path.display()))?,
+    );
+    migrate_legacy_pending(&store, &pending)?;
+    let pool = Arc::new(Pool::with_store(
+        PoolConfig::new(chain.chain_id, chain.gas_limit),
+        pending,
+    )?);
     let mut ledger = Chain::new(
         store.clone(),
         executor.clone(),
@@ -222,15 +227,6 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         builder = builder.with_gate(p.clone());
     }
 
-    // Accepted transactions are persisted in batches by one thread, off the RPC path.
-    let (persist_tx, persist_rx) = mpsc::unbounded_channel();
-    let persister = {
-        let store = store.clone();
-        std::thread::Builder::new()
-            .name("pipe-persist".into())
-            .spawn(move || persist_pending(store, persist_rx))?
-    };
-
     let signers = dev::dev_signers(if config.genesis.is_none() {
         config.dev_accounts
     } else {
@@ -241,7 +237,6 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         pool: pool.clone(),
         executor: executor.clone(),
         head: head_rx.clone(),
-        persist: persist_tx,
         accounts: dev::addresses(&signers),
         client_version: format!(
             "pipe/v{}/{}",
@@ -336,11 +331,26 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         sealing,
         follower,
         tasks,
-        persister: Some(persister),
     })
 }
 
-/// Puts persisted pending transactions back into the pool; drops the ones no longer valid.
+/// Moves pending transactions an older version kept in `chain.redb` into `pending.redb`.
+fn migrate_legacy_pending(store: &Store, pending: &PendingStore) -> anyhow::Result<()> {
+    let legacy = store.legacy_pending()?;
+    if !legacy.is_empty() {
+        let ops: Vec<_> = legacy
+            .into_iter()
+            .map(|raw| (alloy_primitives::keccak256(&raw), Some(raw)))
+            .collect();
+        // Durable in the new file before the old copies go.
+        pending.write(&ops, true)?;
+        store.clear_legacy_pending()?;
+        info!(target: "pipe::node", moved = ops.len(), "pending transactions moved to pending.redb");
+    }
+    Ok(())
+}
+
+/// Puts the pool's persisted transactions back, against the head state.
 fn restore_pending(
     store: &Store,
     pool: &Pool,
@@ -352,49 +362,17 @@ fn restore_pending(
         .next_block_base_fee(chain.base_fee_params())
         .unwrap_or_default();
     let state = store.state()?;
-    let mut stale = Vec::new();
-    let mut restored = 0usize;
-    for raw in store.pending()? {
-        let admitted = pool.admit(raw.as_ref(), base_fee, |sender| {
-            let account = state.account(sender)?.unwrap_or_default();
-            Ok::<_, pipe_storage::StoreError>(SenderState {
-                nonce: account.nonce,
-                balance: account.balance,
-            })
-        });
-        match admitted {
-            Ok(_) => restored += 1,
-            Err(e) => {
-                // Its hash, from the bytes themselves (they may not even decode).
-                let hash = alloy_primitives::keccak256(&raw);
-                warn!(target: "pipe::node", %hash, reason = %e, "pending transaction dropped on restart");
-                stale.push(hash);
-            }
-        }
-    }
-    if !stale.is_empty() {
-        store.remove_pending(&stale)?;
-    }
-    if restored > 0 {
-        info!(target: "pipe::node", restored, "pending transactions restored");
+    let report = pool.restore(base_fee, |sender| {
+        let account = state.account(sender)?.unwrap_or_default();
+        Ok::<_, pipe_storage::StoreError>(SenderState {
+            nonce: account.nonce,
+            balance: account.balance,
+        })
+    })?;
+    if report.restored > 0 || report.dropped > 0 {
+        info!(target: "pipe::node", restored = report.restored, dropped = report.dropped, "pending transactions restored");
     }
     Ok(())
-}
-
-/// Writes accepted transactions to the store, as many per write transaction as are waiting.
-fn persist_pending(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<(B256, Bytes)>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while let Ok(next) = rx.try_recv() {
-            batch.push(next);
-            if batch.len() >= 4096 {
-                break;
-            }
-        }
-        if let Err(e) = store.put_pending(&batch) {
-            warn!(target: "pipe::node", error = %e, "persisting pending transactions failed");
-        }
-    }
 }
 
 /// PIPE's lifecycle as the RPC sees it.

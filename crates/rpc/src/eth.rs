@@ -72,7 +72,7 @@ pub trait EthApi {
         state_overrides: Option<StateOverride>,
     ) -> RpcResult<U64>;
     #[method(name = "sendRawTransaction")]
-    fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256>;
+    async fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256>;
     #[method(name = "getTransactionByHash")]
     fn transaction_by_hash(&self, hash: B256) -> RpcResult<Option<Transaction>>;
     #[method(name = "getTransactionReceipt")]
@@ -404,7 +404,7 @@ impl EthApiServer for Api {
         Ok(U64::from(gas))
     }
 
-    fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256> {
+    async fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256> {
         if let Some(leader) = &self.node.follows {
             return Err(RpcError::Unsupported(format!(
                 "this node follows {leader} and builds no blocks: send transactions to {leader}"
@@ -415,22 +415,24 @@ impl EthApiServer for Api {
         let hash = self
             .node
             .pool
-            .admit(raw.as_ref(), self.next_base_fee(), |sender| {
+            .submit(raw.as_ref(), self.next_base_fee(), |sender| {
                 let account = store.account(sender)?.unwrap_or_default();
                 Ok::<_, pipe_storage::StoreError>(SenderState {
                     nonce: account.nonce,
                     balance: account.balance,
                 })
             })
+            .await
             .map_err(|e| match e {
                 AdmitError::Undecodable(e) => {
                     RpcError::InvalidParams(format!("failed to decode signed transaction: {e}"))
                 }
                 AdmitError::Pool(e) => RpcError::from(e),
                 AdmitError::State(e) => RpcError::from(e),
+                AdmitError::Persist(e) => {
+                    RpcError::Internal(format!("transaction not accepted: {e}"))
+                }
             })?;
-        // Persistence is batched by the node; a closed channel means it is shutting down.
-        let _ = self.node.persist.send((hash, raw));
         Ok(hash)
     }
 

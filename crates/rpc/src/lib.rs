@@ -23,7 +23,7 @@ use pipe_executor::Executor;
 use pipe_mempool::Pool;
 use pipe_primitives::SealedBlock;
 use pipe_storage::Store;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub use error::RpcError;
 pub use eth::{EthApiServer, NetApiServer, Web3ApiServer};
@@ -68,8 +68,6 @@ pub struct NodeHandle {
     pub executor: Executor,
     /// The newest sealed block, published by the builder.
     pub head: watch::Receiver<Arc<SealedBlock>>,
-    /// Accepted transactions go here to be persisted (batched) by the node.
-    pub persist: mpsc::UnboundedSender<(alloy_primitives::B256, alloy_primitives::Bytes)>,
     /// Addresses `eth_accounts` reports (the dev accounts).
     pub accounts: Vec<alloy_primitives::Address>,
     pub client_version: String,

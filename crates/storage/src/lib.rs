@@ -21,23 +21,25 @@
 //! tries as [`Store::state_root_after`] recorded them on the parent instead of hashing them
 //! again) or [`Store::commit_block`] (genesis, and tools that seal with the root they compute)
 //! in one write transaction: state changes,
-//! the roots computed from them, header, body, receipts, transaction index, removal of the
-//! included transactions from the pending table, and the head pointer. redb commits are
+//! the roots computed from them, header, body, receipts, transaction index and the head
+//! pointer. redb commits are
 //! all-or-nothing and `Durability::Immediate` fsyncs before returning, so after a crash the
 //! store holds exactly the blocks whose commit returned, never half a block. Pending
-//! transactions are written with `Durability::None` (no fsync each): they become durable with
-//! the next block commit, and a crash may lose the ones accepted since; a client that was told
-//! "accepted" but lost its transaction re-sends it, as with any Ethereum node's mempool.
+//! transactions live in a file of their own ([`PendingStore`]), written by the pool's journal:
+//! a batch of acknowledgements per fsync (group commit), so a transaction the node
+//! acknowledged survives a crash; deletions ride along without an fsync of their own.
 
 mod codec;
 mod error;
 mod models;
 mod overlay;
+mod pending;
 mod state;
 mod store;
 mod trie;
 
 pub use error::StoreError;
 pub use overlay::ChangeLayer;
+pub use pending::PendingStore;
 pub use state::{AccountInfoChange, AccountRecord, StateChanges, StateView};
 pub use store::{CommitTimings, STATE_HISTORY, Store, TrieUpdates, genesis_state_root};

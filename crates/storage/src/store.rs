@@ -41,6 +41,7 @@ const HASHED_STORAGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("hash
 /// ([`crate::trie`]): what lets a block's root be computed from what it changed.
 const TRIE_BRANCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trie_branches");
 /// Pending transactions by hash: their EIP-2718 bytes.
+/// Pending transactions, as versions before `PendingStore` kept them; read once and emptied.
 const POOL: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pool");
 
 const HEAD_KEY: &str = "head";
@@ -381,39 +382,9 @@ impl Store {
             .transpose()
     }
 
-    /// Persists pending transactions (EIP-2718 bytes by hash) without an fsync of their own:
-    /// they become durable with the next block commit.
-    pub fn put_pending(&self, txs: &[(B256, Bytes)]) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::None)
-            .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
-        {
-            let mut pool = tx.open_table(POOL)?;
-            for (hash, raw) in txs {
-                pool.insert(&hash.0, raw.as_ref())?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Forgets pending transactions (dropped or replaced).
-    pub fn remove_pending(&self, hashes: &[B256]) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::None)
-            .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
-        {
-            let mut pool = tx.open_table(POOL)?;
-            for hash in hashes {
-                pool.remove(&hash.0)?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Every persisted pending transaction, to refill the mempool on start.
-    pub fn pending(&self) -> Result<Vec<Bytes>, StoreError> {
+    /// The pending transactions an older version kept in this database (they now live in
+    /// [`crate::PendingStore`]).
+    pub fn legacy_pending(&self) -> Result<Vec<Bytes>, StoreError> {
         let tx = self.db.begin_read()?;
         let pool = tx.open_table(POOL)?;
         let mut out = Vec::new();
@@ -422,6 +393,14 @@ impl Store {
             out.push(Bytes::copy_from_slice(v.value()));
         }
         Ok(out)
+    }
+
+    /// Empties the old pending table, once its rows are safe elsewhere.
+    pub fn clear_legacy_pending(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(POOL)?.retain(|_, _| false)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Recomputes the state root from the hashed state alone, re-deriving every storage root
@@ -488,8 +467,7 @@ fn check_parent(tx: &WriteTransaction, number: u64, parent_hash: B256) -> Result
     }
 }
 
-/// Writes block, receipts and indices, drops included transactions from the pending table and
-/// moves the head.
+/// Writes block, receipts and indices, and moves the head.
 fn write_block(tx: &WriteTransaction, block: &SealedBlock) -> Result<(), StoreError> {
     let number = block.number();
     let mut header = Vec::with_capacity(600);
@@ -506,10 +484,8 @@ fn write_block(tx: &WriteTransaction, block: &SealedBlock) -> Result<(), StoreEr
             .insert(number, block.sidecar.encode().as_slice())?;
     }
     let mut lookup = tx.open_table(TX_LOOKUP)?;
-    let mut pool = tx.open_table(POOL)?;
     for (i, t) in block.transactions.iter().enumerate() {
         lookup.insert(&t.hash.0, tx_location(number, i as u32).as_slice())?;
-        pool.remove(&t.hash.0)?;
     }
     tx.open_table(META)?
         .insert(HEAD_KEY, number.to_be_bytes().as_slice())?;
