@@ -142,10 +142,9 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         }
         // Acknowledged means durable: in a block, or in the persisted pending set.
         let persisted: std::collections::HashSet<alloy_primitives::B256> =
-            pipe_storage::PendingStore::open(&dir.path().join("pending.redb"))
+            pipe_storage::PendingLog::open(&dir.path().join("pending.log"))
                 .expect("the pending set reopens after SIGKILL")
                 .load()
-                .unwrap()
                 .iter()
                 .map(alloy_primitives::keccak256)
                 .collect();

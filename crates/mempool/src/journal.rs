@@ -47,7 +47,7 @@ pub trait PoolStore: Send + Sync + fmt::Debug {
     fn load(&self) -> Result<Vec<Bytes>, PersistError>;
 }
 
-impl PoolStore for pipe_storage::PendingStore {
+impl PoolStore for pipe_storage::PendingLog {
     fn write(&self, writes: &[PoolWrite], durable: bool) -> Result<(), PersistError> {
         let ops: Vec<(B256, Option<Bytes>)> = writes
             .iter()
@@ -56,13 +56,12 @@ impl PoolStore for pipe_storage::PendingStore {
                 PoolWrite::Delete(hash) => (*hash, None),
             })
             .collect();
-        pipe_storage::PendingStore::write(self, &ops, durable)
+        pipe_storage::PendingLog::write(self, &ops, durable)
             .map_err(|e| PersistError(format!("cannot persist pending transactions: {e}")))
     }
 
     fn load(&self) -> Result<Vec<Bytes>, PersistError> {
-        pipe_storage::PendingStore::load(self)
-            .map_err(|e| PersistError(format!("cannot read pending transactions: {e}")))
+        Ok(pipe_storage::PendingLog::load(self))
     }
 }
 

@@ -11,7 +11,7 @@ use pipe_executor::Executor;
 use pipe_mempool::{Pool, PoolConfig, SenderState};
 use pipe_primitives::{ChainConfig, Clock, SealedBlock};
 use pipe_rpc::{NodeHandle, RpcConfig};
-use pipe_storage::{PendingStore, Store};
+use pipe_storage::{PendingLog, Store};
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
@@ -155,9 +155,9 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let executor = Executor::new(chain.clone())
         .with_inference(models.clone(), pipe_executor::InferenceGas::default());
     // The pool owns the persisted pending set: acknowledged means durable.
-    let pending_path = config.datadir.join("pending.redb");
+    let pending_path = config.datadir.join("pending.log");
     let pending = Arc::new(
-        PendingStore::open(&pending_path)
+        PendingLog::open(&pending_path)
             .with_context(|| format!("opening {}", pending_path.display()))?,
     );
     migrate_legacy_pending(&store, &pending)?;
@@ -334,8 +334,8 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     })
 }
 
-/// Moves pending transactions an older version kept in `chain.redb` into `pending.redb`.
-fn migrate_legacy_pending(store: &Store, pending: &PendingStore) -> anyhow::Result<()> {
+/// Moves pending transactions an older version kept in `chain.redb` into `pending.log`.
+fn migrate_legacy_pending(store: &Store, pending: &PendingLog) -> anyhow::Result<()> {
     let legacy = store.legacy_pending()?;
     if !legacy.is_empty() {
         let ops: Vec<_> = legacy
@@ -345,7 +345,7 @@ fn migrate_legacy_pending(store: &Store, pending: &PendingStore) -> anyhow::Resu
         // Durable in the new file before the old copies go.
         pending.write(&ops, true)?;
         store.clear_legacy_pending()?;
-        info!(target: "pipe::node", moved = ops.len(), "pending transactions moved to pending.redb");
+        info!(target: "pipe::node", moved = ops.len(), "pending transactions moved to pending.log");
     }
     Ok(())
 }

@@ -5,6 +5,9 @@ use thiserror::Error;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] redb::Error),
+    /// A file outside redb (the pending log) could not be read or written.
+    #[error("i/o: {0}")]
+    Io(String),
     /// Bytes in the store do not decode: the file was damaged or written by another version.
     #[error("corrupt store: {0}")]
     Corrupt(String),

@@ -25,7 +25,7 @@
 //! pointer. redb commits are
 //! all-or-nothing and `Durability::Immediate` fsyncs before returning, so after a crash the
 //! store holds exactly the blocks whose commit returned, never half a block. Pending
-//! transactions live in a file of their own ([`PendingStore`]), written by the pool's journal:
+//! transactions live in a log of their own ([`PendingLog`]), written by the pool's journal:
 //! a batch of acknowledgements per fsync (group commit), so a transaction the node
 //! acknowledged survives a crash; deletions ride along without an fsync of their own.
 
@@ -40,6 +40,6 @@ mod trie;
 
 pub use error::StoreError;
 pub use overlay::ChangeLayer;
-pub use pending::PendingStore;
+pub use pending::PendingLog;
 pub use state::{AccountInfoChange, AccountRecord, StateChanges, StateView};
 pub use store::{CommitTimings, STATE_HISTORY, Store, TrieUpdates, genesis_state_root};

@@ -41,7 +41,7 @@ const HASHED_STORAGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("hash
 /// ([`crate::trie`]): what lets a block's root be computed from what it changed.
 const TRIE_BRANCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trie_branches");
 /// Pending transactions by hash: their EIP-2718 bytes.
-/// Pending transactions, as versions before `PendingStore` kept them; read once and emptied.
+/// Pending transactions, as versions before `PendingLog` kept them; read once and emptied.
 const POOL: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pool");
 
 const HEAD_KEY: &str = "head";
@@ -383,7 +383,7 @@ impl Store {
     }
 
     /// The pending transactions an older version kept in this database (they now live in
-    /// [`crate::PendingStore`]).
+    /// [`crate::PendingLog`]).
     pub fn legacy_pending(&self) -> Result<Vec<Bytes>, StoreError> {
         let tx = self.db.begin_read()?;
         let pool = tx.open_table(POOL)?;
