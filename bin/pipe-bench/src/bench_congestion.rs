@@ -528,7 +528,12 @@ async fn run_point(
             key: relayer_key.clone(),
             chain_id,
             node: node.models.clone(),
-            workers: LocalWorker::pool(cfg.workers, &node.models, 1),
+            workers: LocalWorker::pool(
+                cfg.workers,
+                &node.models,
+                1,
+                &pipe_primitives::Tasks::new(),
+            ),
             tips: fates.iter().map(|f| (f.hash, f.tip)).collect(),
             head: head.clone(),
         };

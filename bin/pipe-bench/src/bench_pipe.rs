@@ -348,7 +348,7 @@ pub(crate) async fn standalone(
                 .map_err(|e| anyhow::anyhow!(e))
         })
         .collect::<Result<_, _>>()?;
-    let workers = LocalWorker::pool(workers, &models, 1);
+    let workers = LocalWorker::pool(workers, &models, 1, &pipe_primitives::Tasks::new());
     let t = Instant::now();
     let mut next = 0;
     let mut running = FuturesUnordered::new();

@@ -10,7 +10,7 @@ use std::{
 use alloy_primitives::Address;
 use pipe_builder::{BuildStats, InferenceGate, PayloadBuilder};
 use pipe_mempool::Pool;
-use pipe_primitives::{Clock, SealedBlock};
+use pipe_primitives::{Clock, SealedBlock, Tasks};
 use tokio::sync::watch;
 use tracing::{error, warn};
 
@@ -137,7 +137,9 @@ impl DevSealer {
     }
 
     /// Runs until `shutdown` flips to true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Seals on its schedule until `shutdown` flips; each seal runs as blocking work of
+    /// `tasks`.
+    pub async fn run(self: Arc<Self>, tasks: Tasks, mut shutdown: watch::Receiver<bool>) {
         let mut next_slot = self.start_ms;
         // After a block that included nothing (everything ready was stale or blocked), wait
         // for a change before building again instead of sealing empty blocks in a loop.
@@ -175,7 +177,7 @@ impl DevSealer {
             let deadline = self.clock.now_ms() + budget_ms;
             let sealer = self.clone();
             // Execution is CPU work: keep it off the async workers.
-            match tokio::task::spawn_blocking(move || sealer.seal(deadline)).await {
+            match tasks.blocking(move || sealer.seal(deadline)).await {
                 Ok(Ok(sealed)) => last_empty = sealed.block.transactions.is_empty(),
                 Ok(Err(e)) => {
                     error!(target: "pipe::builder", error = %e, "block production failed")

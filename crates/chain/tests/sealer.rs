@@ -61,7 +61,7 @@ async fn interval_sealer_seals_once_per_slot_of_manual_time() {
         Arc::new(clock.clone()),
         SealMode::Interval(Duration::from_secs(2)),
     ));
-    let task = tokio::spawn(sealer.run(stop_rx));
+    let task = tokio::spawn(sealer.run(pipe_primitives::Tasks::new(), stop_rx));
 
     // Short of the slot: nothing is sealed, however long real time passes.
     clock.advance(Duration::from_millis(1_999));

@@ -14,7 +14,7 @@ use pipe_builder::{BuildStats, InferenceGate};
 use pipe_executor::{Executor, InferenceCall, InferenceProvider, SimOutcome, attest};
 use pipe_mempool::{Pool, PoolEvent, PoolListener, PoolTx, RemovalReason};
 use pipe_primitives::{
-    Clock, InferenceResult, ModelId, SealedBlock, StoredTx,
+    Clock, InferenceResult, ModelId, SealedBlock, StoredTx, Tasks,
     inference::InferenceMode,
     status::{Lifecycle, RequestState, RequestStatus, TxStatus},
 };
@@ -420,15 +420,11 @@ impl Pipe {
         })
     }
 
-    /// Spawns discovery and dispatch on the current runtime; both stop when `shutdown` flips.
-    pub fn spawn(
-        self: &Arc<Self>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![
-            tokio::spawn(self.clone().dispatch_loop(shutdown.clone())),
-            tokio::spawn(self.clone().discovery_loop(shutdown)),
-        ]
+    /// Spawns discovery and dispatch as tasks of `tasks` (discovery passes run as its
+    /// blocking work); both stop when `shutdown` flips.
+    pub fn spawn(self: &Arc<Self>, tasks: &Tasks, shutdown: watch::Receiver<bool>) {
+        tasks.spawn(self.clone().dispatch_loop(shutdown.clone()));
+        tasks.spawn(self.clone().discovery_loop(tasks.clone(), shutdown));
     }
 
     /// Queues `call` on behalf of `waiter` as discovery would. For tests and tools that drive
@@ -523,7 +519,7 @@ impl Pipe {
         }
     }
 
-    async fn discovery_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    async fn discovery_loop(self: Arc<Self>, tasks: Tasks, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = self.events.wake.notified() => {}
@@ -533,7 +529,7 @@ impl Pipe {
             self.apply_pool_events();
             let this = self.clone();
             // Simulation is CPU work: off the async workers.
-            if let Err(e) = tokio::task::spawn_blocking(move || this.discovery_pass()).await {
+            if let Err(e) = tasks.blocking(move || this.discovery_pass()).await {
                 warn!(target: "pipe::discovery", error = %e, "discovery pass panicked");
             }
         }

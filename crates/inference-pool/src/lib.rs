@@ -41,6 +41,9 @@ mod engine;
 mod metrics;
 mod worker;
 
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
+
 pub use cache::{CachedResults, ResultCache};
 pub use dispatch::Priority;
 pub use engine::{BLOCK_HISTORY, BlockCongestion, Pipe, PipeConfig};

@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use parking_lot::Mutex;
 use pipe_chain::Chain;
-use pipe_primitives::Clock;
+use pipe_primitives::{Clock, Tasks};
 use pipe_rpc::{ModelRegistry, UploadOptions, WireBlock};
 use serde::{Deserialize, de::DeserializeOwned};
 use tokio::sync::watch;
@@ -48,6 +48,8 @@ pub struct Follower {
     models: Arc<NodeModels>,
     /// The follower's clock, for the future-timestamp bound.
     clock: Arc<dyn Clock>,
+    /// Where imports and model uploads run.
+    tasks: Tasks,
     status: Mutex<FollowStatus>,
 }
 
@@ -63,6 +65,7 @@ impl Follower {
         chain: Arc<Chain>,
         models: Arc<NodeModels>,
         clock: Arc<dyn Clock>,
+        tasks: Tasks,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             leader,
@@ -72,6 +75,7 @@ impl Follower {
             chain,
             models,
             clock,
+            tasks,
             status: Mutex::default(),
         })
     }
@@ -146,7 +150,9 @@ impl Follower {
             };
             let models = self.models.clone();
             // The id is recomputed from the bytes, so a wrong file cannot pose as the model.
-            let (stored, _) = tokio::task::spawn_blocking(move || models.upload(&bytes, &options))
+            let (stored, _) = self
+                .tasks
+                .blocking(move || models.upload(&bytes, &options))
                 .await?
                 .map_err(|e| anyhow::anyhow!("model {} from the leader: {e}", meta.id))?;
             anyhow::ensure!(
@@ -188,7 +194,8 @@ impl Follower {
                 .into_block()
                 .with_context(|| format!("block {number} from the leader"))?;
             let (chain, now) = (self.chain.clone(), self.clock.now_ms());
-            tokio::task::spawn_blocking(move || chain.import(block, now))
+            self.tasks
+                .blocking(move || chain.import(block, now))
                 .await?
                 .with_context(|| format!("block {number}"))?;
             imported += 1;

@@ -4,14 +4,16 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
 use pipe_inference_pool::Pipe;
+use pipe_primitives::Tasks;
 use tokio::sync::watch;
 
-/// Serves until `shutdown` flips; returns the bound address.
+/// Serves, as a task of `tasks`, until `shutdown` flips; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     pipe: Arc<Pipe>,
+    tasks: &Tasks,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> anyhow::Result<SocketAddr> {
     let app = Router::new().route(
         "/metrics",
         get(move || {
@@ -30,12 +32,12 @@ pub async fn serve(
     );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let handle = tokio::spawn(async move {
+    tasks.spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.changed().await;
             })
             .await;
     });
-    Ok((bound, handle))
+    Ok(bound)
 }

@@ -9,10 +9,11 @@ use pipe_builder::{BuildStats, InferenceGate, PayloadBuilder};
 use pipe_chain::{Chain, ChainListener, DevSealer, SealMode};
 use pipe_executor::Executor;
 use pipe_mempool::{Pool, PoolConfig, SenderState};
+use pipe_primitives::Tasks;
 use pipe_primitives::{ChainConfig, Clock, SealedBlock};
 use pipe_rpc::{NodeHandle, RpcConfig};
 use pipe_storage::{PendingLog, Store};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{
@@ -46,8 +47,7 @@ pub struct RunningNode {
     pub follower: Option<Arc<Follower>>,
     shutdown: watch::Sender<bool>,
     rpc: ServerHandle,
-    sealing: Option<JoinHandle<()>>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Tasks,
 }
 
 impl RunningNode {
@@ -56,33 +56,30 @@ impl RunningNode {
         format!("http://{}", self.rpc_addr)
     }
 
-    /// Stops sealing, RPC and persistence, waiting for each to finish.
-    pub async fn shutdown(mut self) {
+    /// Stops sealing, PIPE, the follower, RPC and persistence, and returns once every task
+    /// the node started has ended and the store is closed: the data directory is free for a
+    /// restart in the same process, or a tool, the moment this returns.
+    pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        if let Some(s) = self.sealing.take() {
-            let _ = s.await;
-        }
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
-        }
         let _ = self.rpc.stop();
         self.rpc.clone().stopped().await;
+        // Every loop has seen the stop signal or will at its next await; blocking work in
+        // flight (a seal, a model run, a discovery pass, an RPC read) runs to its end.
+        self.tasks.wait().await;
         // Nothing can submit any more: the journal writes what is queued and stops.
         let pool = self.pool.clone();
         let _ = tokio::task::spawn_blocking(move || pool.close()).await;
-        // The data directory is free once this returns (a restart in the same process, or a
-        // tool opening the store, would find it locked otherwise): work already handed to
-        // blocking threads (a model run, an RPC read, a discovery pass) may still hold the
-        // store for a moment after the tasks that started it have ended.
         let store = self.store.clone();
         drop(self);
-        for _ in 0..1000 {
-            if Arc::strong_count(&store) == 1 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        match Arc::try_unwrap(store) {
+            Ok(store) => drop(store),
+            // A bug: something outside the node's tasks kept the store.
+            Err(store) => warn!(
+                target: "pipe::node",
+                holders = Arc::strong_count(&store) - 1,
+                "shut down with the store still held"
+            ),
         }
-        warn!(target: "pipe::node", "shut down with the store still in use after 10 s");
     }
 
     /// Resolves when a stop was requested from outside (Ctrl-C handled by `main`).
@@ -173,7 +170,9 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     .with_pool(pool.clone());
     let head_rx = ledger.subscribe();
     let head_block = ledger.head();
-    let mut workers = LocalWorker::pool(config.workers, &models, config.worker_capacity);
+    // Every task the node starts, so shutdown knows when they have all ended.
+    let tasks = Tasks::new();
+    let mut workers = LocalWorker::pool(config.workers, &models, config.worker_capacity, &tasks);
     for url in &config.remote_workers {
         let remote = RemoteWorker::connect(url).await?;
         info!(target: "pipe::node", worker = remote.name(), capacity = remote.capacity(), signer = ?remote.signer(), "remote inference worker");
@@ -212,6 +211,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
                 ledger.clone(),
                 models.clone(),
                 clock.clone(),
+                tasks.clone(),
             )?);
             f.check_genesis(&genesis).await?;
             Some(f)
@@ -248,6 +248,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             .clone()
             .map(|p| Arc::new(Lifecycle(p)) as Arc<dyn pipe_rpc::TxLifecycle>),
         follows: config.follow.clone(),
+        tasks: tasks.clone(),
     };
     let rpc_config = RpcConfig::new(SocketAddr::new(config.http_addr, config.http_port));
     let (rpc_addr, rpc) = pipe_rpc::start(&rpc_config, node)
@@ -268,30 +269,26 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         clock,
         mode,
     ));
-    let mut tasks = Vec::new();
     let mut metrics_addr = None;
     if let Some(p) = &pipe {
-        tasks.extend(p.spawn(shutdown_rx.clone()));
+        p.spawn(&tasks, shutdown_rx.clone());
         if let Some(addr) = config.metrics_addr {
-            let (bound, task) = crate::metrics_server::serve(addr, p.clone(), shutdown_rx.clone())
+            let bound = crate::metrics_server::serve(addr, p.clone(), &tasks, shutdown_rx.clone())
                 .await
                 .with_context(|| format!("serving metrics on {addr}"))?;
             info!(target: "pipe::node", %bound, "metrics served");
             metrics_addr = Some(bound);
-            tasks.push(task);
         }
     }
-    let (sealer, sealing) = match &follower {
+    let sealer = match &follower {
         Some(f) => {
-            tasks.push(tokio::spawn(
-                f.clone().run(config.follow_interval, shutdown_rx),
-            ));
-            (None, None)
+            tasks.spawn(f.clone().run(config.follow_interval, shutdown_rx));
+            None
         }
-        None => (
-            Some(sealer.clone()),
-            Some(tokio::spawn(sealer.run(shutdown_rx))),
-        ),
+        None => {
+            tasks.spawn(sealer.clone().run(tasks.clone(), shutdown_rx));
+            Some(sealer)
+        }
     };
 
     if config.print_banner && !signers.is_empty() {
@@ -328,7 +325,6 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         metrics_addr,
         shutdown,
         rpc,
-        sealing,
         follower,
         tasks,
     })

@@ -13,7 +13,7 @@ use alloy_primitives::Address;
 use futures::future::BoxFuture;
 use pipe_executor::InferenceCall;
 use pipe_inference_pool::{Worker, WorkerError};
-use pipe_primitives::InferenceResult;
+use pipe_primitives::{InferenceResult, Tasks};
 
 use pipe_worker::{ClientError, WorkerClient};
 
@@ -25,23 +25,35 @@ pub struct LocalWorker {
     name: String,
     models: Arc<NodeModels>,
     capacity: usize,
+    /// Where model runs go: blocking work the node's shutdown waits for.
+    tasks: Tasks,
 }
 
 impl LocalWorker {
-    pub fn new(name: String, models: Arc<NodeModels>, capacity: usize) -> Self {
+    pub fn new(name: String, models: Arc<NodeModels>, capacity: usize, tasks: Tasks) -> Self {
         Self {
             name,
             models,
             capacity: capacity.max(1),
+            tasks,
         }
     }
 
     /// `count` workers named `local-0`, `local-1`, ….
-    pub fn pool(count: usize, models: &Arc<NodeModels>, capacity: usize) -> Vec<Arc<dyn Worker>> {
+    pub fn pool(
+        count: usize,
+        models: &Arc<NodeModels>,
+        capacity: usize,
+        tasks: &Tasks,
+    ) -> Vec<Arc<dyn Worker>> {
         (0..count)
             .map(|i| {
-                Arc::new(Self::new(format!("local-{i}"), models.clone(), capacity))
-                    as Arc<dyn Worker>
+                Arc::new(Self::new(
+                    format!("local-{i}"),
+                    models.clone(),
+                    capacity,
+                    tasks.clone(),
+                )) as Arc<dyn Worker>
             })
             .collect()
     }
@@ -65,9 +77,9 @@ impl Worker for LocalWorker {
         call: Arc<InferenceCall>,
     ) -> BoxFuture<'static, Result<InferenceResult, WorkerError>> {
         let models = self.models.clone();
+        let run = self.tasks.blocking(move || models.compute(&call));
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || models.compute(&call))
-                .await
+            run.await
                 .map_err(|e| WorkerError::Failed(format!("worker task: {e}")))?
                 .map_err(|e| WorkerError::Failed(e.to_string()))
         })

@@ -10,6 +10,7 @@ pub mod header;
 pub mod inference;
 pub mod sidecar;
 pub mod status;
+pub mod tasks;
 
 pub use block::{BlockTx, SealedBlock, StoredTx};
 pub use chain::{ChainConfig, system_contracts};
@@ -17,3 +18,4 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use header::{InferenceFields, InferencePricing};
 pub use inference::{ModelId, ModelMeta};
 pub use sidecar::{InferenceResult, Sidecar, SidecarError};
+pub use tasks::{TaskError, Tasks};

@@ -234,11 +234,14 @@ fn internal(e: impl std::fmt::Display) -> RpcError {
     RpcError::Internal(e.to_string())
 }
 
-/// Runs EVM work off the async workers and maps its error at this edge.
+/// Runs EVM work off the async workers (as a task of the node's, so shutdown waits for it)
+/// and maps its error at this edge.
 async fn blocking<T: Send + 'static, E: Into<RpcError> + Send + 'static>(
+    tasks: &pipe_primitives::Tasks,
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, RpcError> {
-    tokio::task::spawn_blocking(f)
+    tasks
+        .blocking(f)
         .await
         .map_err(internal)?
         .map_err(Into::into)
@@ -387,9 +390,11 @@ impl EthApiServer for Api {
     ) -> RpcResult<Bytes> {
         let (view, attrs, req) = self.call_request(request, block, state_overrides)?;
         let executor = self.node.executor.clone();
-        Ok(blocking(move || executor.call(view, &attrs, req))
-            .await?
-            .output)
+        Ok(
+            blocking(&self.node.tasks, move || executor.call(view, &attrs, req))
+                .await?
+                .output,
+        )
     }
 
     async fn estimate_gas(
@@ -400,7 +405,10 @@ impl EthApiServer for Api {
     ) -> RpcResult<U64> {
         let (view, attrs, req) = self.call_request(request, block, state_overrides)?;
         let executor = self.node.executor.clone();
-        let gas = blocking(move || executor.estimate_gas(view, &attrs, req)).await?;
+        let gas = blocking(&self.node.tasks, move || {
+            executor.estimate_gas(view, &attrs, req)
+        })
+        .await?;
         Ok(U64::from(gas))
     }
 

@@ -77,6 +77,8 @@ pub struct NodeHandle {
     pub lifecycle: Option<Arc<dyn TxLifecycle>>,
     /// A follower's leader: transactions are refused with a pointer to it.
     pub follows: Option<String>,
+    /// Where blocking work (EVM calls, model uploads) runs, so shutdown knows when it ended.
+    pub tasks: pipe_primitives::Tasks,
 }
 
 /// Starts the server. It runs until the handle is stopped.
@@ -101,6 +103,7 @@ pub async fn start(
         store: node.store.clone(),
         pool: node.pool.clone(),
         executor: node.executor.clone(),
+        tasks: node.tasks.clone(),
     };
     let api = eth::Api::new(node);
     let mut module = EthApiServer::into_rpc(api.clone());

@@ -190,6 +190,7 @@ pub(crate) struct PipeRpc {
     pub(crate) pool: Arc<Pool>,
     /// For the next block's inference price.
     pub(crate) executor: pipe_executor::Executor,
+    pub(crate) tasks: pipe_primitives::Tasks,
 }
 
 #[jsonrpsee::core::async_trait]
@@ -201,11 +202,11 @@ impl PipeApiServer for PipeRpc {
     ) -> RpcResult<ModelMeta> {
         let models = self.models.clone();
         // Compiling a model takes milliseconds of CPU: keep it off the RPC reactor.
-        let result = tokio::task::spawn_blocking(move || {
-            models.upload(&bytes, &options.unwrap_or_default())
-        })
-        .await
-        .map_err(|e| RpcError::Internal(e.to_string()))?;
+        let result = self
+            .tasks
+            .blocking(move || models.upload(&bytes, &options.unwrap_or_default()))
+            .await
+            .map_err(|e| RpcError::Internal(e.to_string()))?;
         match result {
             Ok((meta, fresh)) => {
                 if fresh {
