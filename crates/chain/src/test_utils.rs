@@ -1,5 +1,6 @@
 //! The shared test kit (feature `test-utils`): a chain on a temporary store with genesis and
-//! funded signers, a signed-transaction factory, and a model provider that knows no models.
+//! funded signers, a signed-transaction factory, model providers (one that knows no models, one
+//! answering from a table), a table-driven gate standing in for PIPE, and inference calldata.
 //! Other crates' tests take it as a dev-dependency with the feature on.
 
 use std::{path::PathBuf, sync::Arc};
@@ -217,5 +218,167 @@ impl InferenceProvider for NoModels {
 
     fn infer(&self, _: &InferenceCall, _: Purpose) -> Option<InferenceResult> {
         None
+    }
+}
+
+/// A model for inference tests: one float input `x` of shape `[1, 1]`, 4 decimals, 10 cost
+/// units. Only its metadata exists; answers come from a [`TableModels`].
+pub fn test_model() -> ModelMeta {
+    use pipe_primitives::inference::{DType, IoSpec};
+    ModelMeta {
+        id: ModelId::of(b"pipe test model"),
+        name: "test".into(),
+        size_bytes: 15,
+        inputs: vec![IoSpec {
+            name: "x".into(),
+            dtype: DType::Float32,
+            shape: vec![Some(1), Some(1)],
+        }],
+        outputs: vec![],
+        decimals: 4,
+        cost_units: 10,
+        operators: vec![],
+    }
+}
+
+/// Calldata of `runModelInference` on `model` with input `x` (a whole number), and the
+/// request's key: send it to the precompile, directly or from a contract.
+pub fn inference_call(model: &ModelMeta, x: i128) -> (Bytes, B256) {
+    use alloy_sol_types::{SolCall, SolValue};
+    use pipe_executor::inference::{
+        ModelInferenceRequest, ModelInput, MultiDimensionalNumberTensor, Number,
+        runModelInferenceCall,
+    };
+    let request = ModelInferenceRequest {
+        mode: 0,
+        modelCID: model.id.to_string(),
+        input: ModelInput {
+            numbers: vec![MultiDimensionalNumberTensor {
+                name: "x".into(),
+                values: vec![Number {
+                    value: x,
+                    decimals: 0,
+                }],
+                shape: vec![1, 1],
+            }],
+            strings: vec![],
+        },
+    };
+    let key = alloy_primitives::keccak256(request.abi_encode());
+    (runModelInferenceCall { request }.abi_encode().into(), key)
+}
+
+/// The committed result for `key`: an output with one float tensor `y` holding `value`.
+pub fn output(key: B256, value: f32, decimals: u32) -> InferenceResult {
+    use pipe_primitives::inference::{Tensor, TensorData};
+    pipe_executor::output_result(
+        key,
+        &[Tensor {
+            name: "y".into(),
+            shape: vec![1],
+            data: TensorData::Float32(vec![value]),
+        }],
+        decimals,
+    )
+}
+
+/// Inference from a table: the models it knows, the results it holds. It records what it was
+/// asked for and could not answer, and the calls that came with too little gas.
+#[derive(Debug, Default)]
+pub struct TableModels {
+    models: parking_lot::Mutex<std::collections::HashMap<ModelId, ModelMeta>>,
+    results: parking_lot::Mutex<std::collections::HashMap<B256, InferenceResult>>,
+    pub missing: parking_lot::Mutex<Vec<B256>>,
+    pub underpaid: parking_lot::Mutex<Vec<(B256, u64)>>,
+}
+
+impl TableModels {
+    pub fn with_model(meta: ModelMeta) -> Self {
+        let table = Self::default();
+        table.models.lock().insert(meta.id, meta);
+        table
+    }
+
+    /// From now on `key` is answered with `result`.
+    pub fn answer(&self, result: InferenceResult) {
+        self.results.lock().insert(result.key, result);
+    }
+}
+
+impl InferenceProvider for TableModels {
+    fn model(&self, id: &ModelId) -> Option<ModelMeta> {
+        self.models.lock().get(id).cloned()
+    }
+
+    fn infer(&self, call: &InferenceCall, _: Purpose) -> Option<InferenceResult> {
+        let found = self.results.lock().get(&call.key).cloned();
+        if found.is_none() {
+            self.missing.lock().push(call.key);
+        }
+        found
+    }
+
+    fn underpaid(&self, call: &InferenceCall, cost: u64) {
+        self.underpaid.lock().push((call.key, cost));
+    }
+}
+
+/// PIPE's hold on the builder, as a table: which transactions are ready, what answers
+/// inference ([`TableModels`]), and a record of what the builder reported back.
+#[derive(Debug)]
+pub struct TableGate {
+    pub ready: parking_lot::Mutex<std::collections::HashSet<B256>>,
+    pub models: Arc<TableModels>,
+    /// (transaction, key) of every stale report.
+    pub stale: parking_lot::Mutex<Vec<(B256, B256)>>,
+    /// Numbers of the finalized blocks reported.
+    pub finalized: parking_lot::Mutex<Vec<u64>>,
+    changed: tokio::sync::Notify,
+}
+
+impl TableGate {
+    pub fn new(models: Arc<TableModels>) -> Self {
+        Self {
+            ready: Default::default(),
+            models,
+            stale: Default::default(),
+            finalized: Default::default(),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Marks `hash` ready.
+    pub fn make_ready(&self, hash: B256) {
+        self.ready.lock().insert(hash);
+        self.changed.notify_waiters();
+    }
+}
+
+impl pipe_builder::InferenceGate for TableGate {
+    fn is_ready(&self, tx: &pipe_mempool::PoolTx) -> bool {
+        self.ready.lock().contains(&tx.hash())
+    }
+
+    fn results(&self) -> Arc<dyn InferenceProvider> {
+        self.models.clone()
+    }
+
+    fn on_stale(&self, tx: &pipe_mempool::PoolTx, call: &InferenceCall) {
+        self.ready.lock().remove(&tx.hash());
+        self.stale.lock().push((tx.hash(), call.key));
+    }
+
+    fn on_finalized(&self, block: &Arc<SealedBlock>, _: &pipe_builder::BuildStats) {
+        self.finalized.lock().push(block.number());
+    }
+
+    fn has_ready(&self) -> bool {
+        !self.ready.lock().is_empty()
+    }
+
+    fn ready_changed(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.changed.notified())
     }
 }

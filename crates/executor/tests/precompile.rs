@@ -1,0 +1,214 @@
+//! The inference precompile inside real blocks, simulations and calls, on the shared test
+//! chain with inference answered from a table: an answered request is charged before the
+//! model's answer is used and emits OpenGradient's event; a request without a result stops
+//! the transaction with nothing kept; too little gas halts before anything is asked; discovery
+//! stops at the first unknown request.
+
+use std::sync::Arc;
+
+use alloy_consensus::{Transaction, TxEnvelope};
+use alloy_primitives::{Address, Bytes, U256};
+use alloy_sol_types::SolEvent;
+use pipe_chain::test_utils::{
+    TableModels, TestChain, TxFactory, inference_call, output, test_model,
+};
+use pipe_executor::{
+    BlockAttributes, CallRequest, Executor, INFERENCE_PRECOMPILE, InferenceGas, SimOutcome,
+    TxOutcome, TxRejected, inference::ModelInferenceEvent,
+};
+use pipe_primitives::StoredTx;
+
+fn stored(tx: TxEnvelope, from: &TxFactory) -> Arc<StoredTx> {
+    Arc::new(StoredTx {
+        hash: *tx.tx_hash(),
+        sender: from.address(),
+        tx,
+    })
+}
+
+struct Setup {
+    chain: TestChain,
+    models: Arc<TableModels>,
+    executor: Executor,
+    attrs: BlockAttributes,
+}
+
+fn setup() -> Setup {
+    let chain = TestChain::new(2);
+    let models = Arc::new(TableModels::with_model(test_model()));
+    let executor = chain
+        .executor
+        .clone()
+        .with_inference(models.clone(), InferenceGas::default());
+    let attrs = executor.next_attributes(&chain.genesis, 1_700_000_000_000, Address::ZERO);
+    Setup {
+        chain,
+        models,
+        executor,
+        attrs,
+    }
+}
+
+#[test]
+fn an_answered_request_is_charged_and_emits_the_event() {
+    let s = setup();
+    let model = test_model();
+    let (data, key) = inference_call(&model, 7);
+    s.models.answer(output(key, 1.25, model.decimals));
+    let mut f = s.chain.factory(0);
+    let tx = stored(
+        f.tx(Some(INFERENCE_PRECOMPILE), U256::ZERO, data.clone()),
+        &f,
+    );
+    let mut block = s
+        .executor
+        .build_block(s.chain.store.state().unwrap(), s.attrs.clone())
+        .unwrap();
+    let executed = block.execute(tx).unwrap();
+    assert!(matches!(executed.outcome, TxOutcome::Success));
+    // The charge is the schedule's, fixed before the model's answer is used.
+    let gas = InferenceGas {
+        per_unit: s.attrs.inference_gas_price,
+        ..InferenceGas::default()
+    };
+    let inference = gas.cost(model.cost_units, data.len());
+    assert!(
+        executed.gas_used > 21_000 + inference,
+        "{}",
+        executed.gas_used
+    );
+    let done = block.finish().unwrap();
+    assert_eq!(done.sidecar.len(), 1);
+    let logs = done.receipts[0].logs();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].address, INFERENCE_PRECOMPILE);
+    let event = ModelInferenceEvent::decode_log_data(&logs[0].data).unwrap();
+    assert_eq!(event.inferenceID, key.to_string());
+    assert_eq!(event.response.numbers[0].values[0].value, 12_500);
+}
+
+#[test]
+fn a_request_without_a_result_stops_the_transaction_and_keeps_nothing() {
+    let s = setup();
+    let (data, key) = inference_call(&test_model(), 8);
+    let mut f = s.chain.factory(0);
+    let tx = stored(f.tx(Some(INFERENCE_PRECOMPILE), U256::ZERO, data), &f);
+    let mut block = s
+        .executor
+        .build_block(s.chain.store.state().unwrap(), s.attrs.clone())
+        .unwrap();
+    match block.execute(tx) {
+        Err(TxRejected::MissingResult { call, .. }) => assert_eq!(call.key, key),
+        other => panic!("expected a missing result, got {other:?}"),
+    }
+    assert_eq!(block.transaction_count(), 0);
+    assert_eq!(*s.models.missing.lock(), vec![key]);
+    let done = block.finish().unwrap();
+    assert!(done.transactions.is_empty() && done.sidecar.is_empty());
+}
+
+#[test]
+fn too_little_gas_halts_before_the_model_is_asked() {
+    let s = setup();
+    let model = test_model();
+    let (data, key) = inference_call(&model, 9);
+    s.models.answer(output(key, 1.0, model.decimals));
+    let f = s.chain.factory(0);
+    // Enough for the transaction's intrinsic gas and a bit, not for the inference.
+    let tx = {
+        let mut t = alloy_consensus::TxEip1559 {
+            chain_id: f.chain_id,
+            nonce: 0,
+            gas_limit: 40_000,
+            max_fee_per_gas: 100_000_000_000,
+            max_priority_fee_per_gas: 1,
+            to: alloy_primitives::TxKind::Call(INFERENCE_PRECOMPILE),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: data,
+        };
+        let sig = alloy_network::TxSignerSync::sign_transaction_sync(&f.signer, &mut t).unwrap();
+        TxEnvelope::from(alloy_consensus::SignableTransaction::into_signed(t, sig))
+    };
+    let tx = stored(tx, &f);
+    // Discovery says why, so PIPE can reject it before any model runs.
+    let outcomes = s
+        .executor
+        .simulate(
+            Arc::new(s.chain.store.state().unwrap()),
+            &s.attrs,
+            std::slice::from_ref(&*tx),
+            s.models.clone(),
+        )
+        .unwrap();
+    assert!(matches!(&outcomes[0], SimOutcome::Underpaid { call, .. } if call.key == key));
+    // In a block it halts out of gas, all its gas paid, and nothing was asked of the source.
+    let mut block = s
+        .executor
+        .build_block(s.chain.store.state().unwrap(), s.attrs.clone())
+        .unwrap();
+    let executed = block.execute(tx).unwrap();
+    assert!(matches!(executed.outcome, TxOutcome::Halted));
+    assert_eq!(executed.gas_used, 40_000);
+    assert!(s.models.missing.lock().is_empty());
+    assert!(block.finish().unwrap().sidecar.is_empty());
+}
+
+#[test]
+fn discovery_stops_at_the_first_request_without_a_result() {
+    let s = setup();
+    let model = test_model();
+    let (first, first_key) = inference_call(&model, 1);
+    let (second, second_key) = inference_call(&model, 2);
+    s.models.answer(output(first_key, 1.0, model.decimals));
+    let mut f = s.chain.factory(0);
+    let txs: Vec<StoredTx> = [first, second.clone(), second]
+        .into_iter()
+        .map(|d| (*stored(f.tx(Some(INFERENCE_PRECOMPILE), U256::ZERO, d), &f)).clone())
+        .collect();
+    assert_eq!(txs[2].tx.nonce(), 2);
+    let outcomes = s
+        .executor
+        .simulate(
+            Arc::new(s.chain.store.state().unwrap()),
+            &s.attrs,
+            &txs,
+            s.models.clone(),
+        )
+        .unwrap();
+    // The third is not simulated: it would run on state the second never produced.
+    assert_eq!(outcomes.len(), 2);
+    assert!(matches!(&outcomes[0], SimOutcome::Complete { keys } if *keys == vec![first_key]));
+    assert!(matches!(&outcomes[1], SimOutcome::Missing(call) if call.key == second_key));
+}
+
+#[test]
+fn calls_and_estimates_see_the_state_and_a_transfer_costs_21000() {
+    let s = setup();
+    let from = s.chain.factory(0).address();
+    let request = |to: Address, input: Bytes| CallRequest {
+        tx: alloy_rpc_types_eth::TransactionRequest::default()
+            .from(from)
+            .to(to)
+            .input(input.into()),
+        overrides: None,
+    };
+    let view = || Arc::new(s.chain.store.state().unwrap());
+    let gas = s
+        .executor
+        .estimate_gas(
+            view(),
+            &s.attrs,
+            request(Address::repeat_byte(5), Bytes::new()),
+        )
+        .unwrap();
+    assert_eq!(gas, 21_000);
+    // eth_call of a request nobody can answer fails with the reason instead of waiting.
+    let (data, key) = inference_call(&test_model(), 11);
+    let err = s
+        .executor
+        .call(view(), &s.attrs, request(INFERENCE_PRECOMPILE, data))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&key.to_string()), "{err}");
+}
