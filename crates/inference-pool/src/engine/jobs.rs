@@ -1,0 +1,201 @@
+//! Dispatch: queued requests sent to free worker slots by priority, runs in flight polled by
+//! one task, results checked (key, attestation) before they enter the cache.
+
+use super::*;
+
+/// [`attest::verify`] on the head state; a VANILLA result without a signature needs no read.
+pub(super) fn attested_now(
+    store: &Store,
+    enclave: &dyn attest::EnclaveCheck,
+    mode: InferenceMode,
+    result: &InferenceResult,
+) -> Result<(), String> {
+    if mode != InferenceMode::Tee && result.signature.is_empty() {
+        return Ok(());
+    }
+    let view = store
+        .state()
+        .map_err(|e| format!("reading the registry: {e}"))?;
+    attest::verify(mode, result, &view, enclave)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+pub(super) type JobDone = (usize, B256, Result<InferenceResult, WorkerError>, u64);
+
+impl Pipe {
+    pub(super) async fn dispatch_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut running: FuturesUnordered<BoxFuture<'static, JobDone>> = FuturesUnordered::new();
+        loop {
+            let now = self.clock.now_ms();
+            for job in self.assign(now) {
+                running.push(job);
+            }
+            let wake_at = {
+                let st = self.state.lock();
+                if st.requests.queued() > 0 {
+                    st.workers.next_return(now)
+                } else {
+                    None
+                }
+            };
+            let benched = async {
+                match wake_at {
+                    Some(t) => self.clock.sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.dispatch.notified() => {}
+                Some(done) = running.next(), if !running.is_empty() => self.on_result(done),
+                _ = benched => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Fills free worker slots with the best queued requests.
+    pub(super) fn assign(&self, now: u64) -> Vec<BoxFuture<'static, JobDone>> {
+        let mut jobs = Vec::new();
+        let mut st = self.state.lock();
+        let State {
+            requests, workers, ..
+        } = &mut *st;
+        // Best first. A TEE request no free signing worker can take is stepped over, so it
+        // does not hold back the requests behind it; `skipped` counts those left queued.
+        let mut skipped = 0;
+        while workers.pick(now, None, false).is_some() {
+            let Some(key) = requests.queued_desc().nth(skipped) else {
+                break;
+            };
+            let Some(r) = requests.by_key.get(&key) else {
+                break;
+            };
+            let tee = r.call.mode == InferenceMode::Tee;
+            let Some(w) = workers.pick(now, r.avoid, tee) else {
+                skipped += 1;
+                continue;
+            };
+            let Some(call) = requests.start(&key, w) else {
+                break;
+            };
+            let slot = &mut workers.slots[w];
+            slot.in_flight += 1;
+            let worker = slot.worker.clone();
+            self.metrics
+                .worker_in_flight
+                .get_or_create(&label("worker", worker.name()))
+                .set(slot.in_flight as i64);
+            debug!(target: "pipe::dispatch", %key, worker = worker.name(), "dispatched");
+            jobs.push(self.job(w, key, call, worker));
+        }
+        let running = requests.running() as i64;
+        self.metrics.requests_in_flight.set(running);
+        if running > self.metrics.requests_in_flight_peak.get() {
+            self.metrics.requests_in_flight_peak.set(running);
+        }
+        jobs
+    }
+
+    pub(super) fn job(
+        &self,
+        w: usize,
+        key: B256,
+        call: Arc<InferenceCall>,
+        worker: Arc<dyn Worker>,
+    ) -> BoxFuture<'static, JobDone> {
+        let clock = self.clock.clone();
+        let timeout = self.config.worker_timeout_ms;
+        let store = self.store.clone();
+        let enclave = self.executor.enclave_check().clone();
+        async move {
+            let started = clock.now_ms();
+            let mode = call.mode;
+            let run = worker.run(call);
+            let result = tokio::select! {
+                r = run => r,
+                _ = clock.sleep_until(started + timeout) => Err(WorkerError::Timeout(timeout)),
+            };
+            let result = result.and_then(|r| {
+                if r.key == key {
+                    Ok(r)
+                } else {
+                    Err(WorkerError::WrongKey {
+                        want: key,
+                        got: r.key,
+                    })
+                }
+            });
+            // Only attested results are cached: the builder would refuse the others.
+            let result = result.and_then(|r| {
+                attested_now(&store, enclave.as_ref(), mode, &r)
+                    .map_err(WorkerError::Unattested)?;
+                Ok(r)
+            });
+            (w, key, result, started)
+        }
+        .boxed()
+    }
+
+    pub(super) fn on_result(&self, (w, key, result, started): JobDone) {
+        let now = self.clock.now_ms();
+        let block = self.head.borrow().number();
+        let mut st = self.state.lock();
+        let State {
+            txs,
+            requests,
+            workers,
+            dirty,
+            model_ms,
+            ..
+        } = &mut *st;
+        let name = workers.slots[w].worker.name().to_string();
+        let ok = result.is_ok();
+        workers.record(
+            w,
+            ok,
+            now,
+            self.config.worker_max_failures,
+            self.config.worker_backoff_ms,
+        );
+        self.metrics
+            .worker_in_flight
+            .get_or_create(&label("worker", &name))
+            .set(workers.slots[w].in_flight as i64);
+        match result {
+            Ok(r) => {
+                self.metrics
+                    .dispatch_latency
+                    .observe(now.saturating_sub(started) as f64 / 1000.0);
+                self.metrics
+                    .worker_completed
+                    .get_or_create(&label("worker", &name))
+                    .inc();
+                self.cache.insert(r, block);
+                let elapsed = now.saturating_sub(started) as f64;
+                if let Some(req) = requests.finish(&key) {
+                    let ms = model_ms.entry(req.call.model.id).or_insert(elapsed);
+                    *ms = moving_average(*ms, elapsed);
+                    for waiter in req.waiters {
+                        if let Some(e) = txs.get_mut(&waiter)
+                            && e.phase == Phase::Awaiting(key)
+                        {
+                            e.phase = Phase::Pending;
+                            dirty.insert(e.sender);
+                        }
+                    }
+                }
+                self.discover.notify_one();
+            }
+            Err(e) => {
+                warn!(target: "pipe::dispatch", %key, worker = %name, error = %e, "worker failed; retrying elsewhere");
+                self.metrics
+                    .worker_failures
+                    .get_or_create(&label("worker", &name))
+                    .inc();
+                self.metrics.retries.inc();
+                requests.requeue(&key, w);
+            }
+        }
+    }
+}

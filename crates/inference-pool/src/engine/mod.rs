@@ -1,0 +1,404 @@
+//! The engine: PIPE's state and the tasks that move it, one file per piece of state.
+//!
+//! - [`tracker`]: what PIPE knows about each transaction (phase, requests, deferrals, caps)
+//!   and the finished ones' statuses, under the one `State` lock, with the requests and the
+//!   worker table. The lock is never held across a simulation, a model run or an await.
+//! - this file: the [`Pipe`] handle, its configuration, the pool's events feeding the tracker,
+//!   and the read side (statuses, metrics, per-block congestion).
+//! - [`discovery`]: the discovery loop and pass (simulation, requests, rejection, expiry).
+//! - [`jobs`]: the dispatch loop and the runs in flight on workers.
+//! - [`gate`]: what the builder and the chain see ([`InferenceGate`]).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    sync::Arc,
+};
+
+use alloy_primitives::{Address, B256};
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use parking_lot::Mutex;
+use pipe_builder::{BuildStats, InferenceGate};
+use pipe_executor::{Executor, InferenceCall, InferenceProvider, SimOutcome, attest};
+use pipe_mempool::{Pool, PoolEvent, PoolListener, PoolTx, RemovalReason};
+use pipe_primitives::{
+    Clock, InferenceResult, ModelId, SealedBlock, StoredTx, Tasks,
+    inference::InferenceMode,
+    status::{Lifecycle, RequestState, RequestStatus, TxStatus},
+};
+use pipe_storage::Store;
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use crate::{
+    CachedResults, Metrics, ResultCache, Worker, WorkerError,
+    dispatch::{Priority, Requests, Workers},
+    metrics::label,
+};
+
+mod discovery;
+mod gate;
+mod jobs;
+mod tracker;
+
+use jobs::attested_now;
+use tracker::*;
+
+/// PIPE's limits and timings.
+#[derive(Clone, Debug)]
+pub struct PipeConfig {
+    /// Most distinct inference requests one transaction may make.
+    pub max_requests_per_tx: usize,
+    /// Most discovery rounds that may stop at one transaction at a request it had not made
+    /// before. Simulations in which it ran through, or stopped again at a request still being
+    /// computed (re-run on the way to its sender's later nonces, or after another sender's
+    /// block), are not its doing and do not count: an honest transaction waiting for capacity
+    /// ends only by expiry.
+    pub max_simulations: u32,
+    /// How long the dispatcher waits for a worker before retrying elsewhere.
+    pub worker_timeout_ms: u64,
+    /// Failures in a row after which a worker gets no work for `worker_backoff_ms`.
+    pub worker_max_failures: u32,
+    pub worker_backoff_ms: u64,
+    /// Blocks a result stays cached after the last live transaction needing it is gone.
+    pub result_ttl_blocks: u64,
+    /// Final statuses (included, rejected) remembered for the status RPC.
+    pub finished_capacity: usize,
+    /// Blocks a transaction may wait for inclusion: one not included in the `tx_ttl_blocks`
+    /// blocks after it arrived expires, with its sender's later transactions.
+    pub tx_ttl_blocks: u64,
+    /// Most live transactions with inference one sender may have (discovered, not yet
+    /// included): past it the next one is rejected, so one sender cannot fill the queue.
+    pub max_inference_txs_per_sender: usize,
+    /// Most cost units of inference one sender's live transactions may have requested.
+    pub max_inference_units_per_sender: u64,
+}
+
+impl Default for PipeConfig {
+    fn default() -> Self {
+        Self {
+            max_requests_per_tx: 8,
+            max_simulations: 32,
+            worker_timeout_ms: 30_000,
+            worker_max_failures: 3,
+            worker_backoff_ms: 10_000,
+            result_ttl_blocks: 64,
+            finished_capacity: 100_000,
+            tx_ttl_blocks: 64,
+            max_inference_txs_per_sender: 64,
+            max_inference_units_per_sender: 1_000_000,
+        }
+    }
+}
+
+/// The inference mempool. Create with [`Pipe::new`], start its tasks with [`Pipe::spawn`],
+/// and give it to the builder as its [`InferenceGate`].
+pub struct Pipe {
+    config: PipeConfig,
+    pool: Arc<Pool>,
+    store: Arc<Store>,
+    executor: Executor,
+    cache: Arc<ResultCache>,
+    results: Arc<CachedResults>,
+    clock: Arc<dyn Clock>,
+    head: watch::Receiver<Arc<SealedBlock>>,
+    state: Mutex<State>,
+    /// Wakes discovery: new transactions, results in, stale transactions.
+    discover: Notify,
+    /// Wakes dispatch: new requests, failed runs.
+    dispatch: Notify,
+    /// Signals that a transaction became ready (the on-demand sealer waits on it).
+    ready: Notify,
+    /// The pool's events, in the pool's order: PIPE follows the pool through them.
+    events: Arc<EventQueue>,
+    pub metrics: Arc<Metrics>,
+    /// Whether any worker signs TEE results (without one, TEE requests are rejected).
+    tee_workers: bool,
+    /// Deferrals and expiries of the last [`BLOCK_HISTORY`] blocks, for benchmarks and
+    /// operators who want per-block numbers rather than the metrics' histograms.
+    blocks: Mutex<VecDeque<BlockCongestion>>,
+}
+
+/// The pool's events waiting for PIPE. The pool calls [`PoolListener::on_event`] under its
+/// lock, so this only queues and wakes; PIPE applies the events at the top of each discovery
+/// round and before it handles a finalized block, never calling the pool while it holds this.
+#[derive(Default)]
+struct EventQueue {
+    events: Mutex<Vec<PoolEvent>>,
+    wake: Notify,
+}
+
+impl PoolListener for EventQueue {
+    fn on_event(&self, event: &PoolEvent) {
+        self.events.lock().push(event.clone());
+        self.wake.notify_one();
+    }
+}
+
+/// Blocks whose congestion numbers [`Pipe::block_history`] keeps.
+pub const BLOCK_HISTORY: usize = 4096;
+
+/// What one block left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BlockCongestion {
+    pub number: u64,
+    /// Transactions included.
+    pub included: usize,
+    /// Ready transactions carried over to a later block, plus stale ones left out.
+    pub deferred: u64,
+    /// Transactions that expired at this block (with their senders' later ones).
+    pub expired: usize,
+}
+
+impl std::fmt::Debug for Pipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe").finish_non_exhaustive()
+    }
+}
+
+impl Pipe {
+    /// Starts listening to the pool at once, so transactions restored before the tasks run
+    /// are tracked too.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: PipeConfig,
+        pool: Arc<Pool>,
+        store: Arc<Store>,
+        executor: Executor,
+        models: Arc<dyn InferenceProvider>,
+        workers: Vec<Arc<dyn Worker>>,
+        clock: Arc<dyn Clock>,
+        head: watch::Receiver<Arc<SealedBlock>>,
+    ) -> Arc<Self> {
+        let cache = Arc::new(ResultCache::default());
+        let metrics = Arc::new(Metrics::new());
+        for w in &workers {
+            metrics
+                .worker_capacity
+                .get_or_create(&label("worker", w.name()))
+                .set(w.capacity() as i64);
+        }
+        let events = Arc::new(EventQueue::default());
+        pool.add_listener(events.clone());
+        let tee_workers = workers.iter().any(|w| w.signer().is_some());
+        Arc::new(Self {
+            tee_workers,
+            blocks: Mutex::new(VecDeque::new()),
+            results: Arc::new(CachedResults::new(cache.clone(), models)),
+            cache,
+            config,
+            pool,
+            store,
+            executor,
+            clock,
+            head,
+            state: Mutex::new(State {
+                workers: Workers::new(workers),
+                ..Default::default()
+            }),
+            discover: Notify::new(),
+            dispatch: Notify::new(),
+            ready: Notify::new(),
+            events,
+            metrics,
+        })
+    }
+
+    /// Spawns discovery and dispatch as tasks of `tasks` (discovery passes run as its
+    /// blocking work); both stop when `shutdown` flips.
+    pub fn spawn(self: &Arc<Self>, tasks: &Tasks, shutdown: watch::Receiver<bool>) {
+        tasks.spawn(self.clone().dispatch_loop(shutdown.clone()));
+        tasks.spawn(self.clone().discovery_loop(tasks.clone(), shutdown));
+    }
+
+    /// Queues `call` on behalf of `waiter` as discovery would. For tests and tools that drive
+    /// dispatch without a chain; returns whether the request was already outstanding.
+    pub fn enqueue(&self, call: &InferenceCall, waiter: B256, priority: Priority) -> bool {
+        let shared = self.state.lock().requests.wait_for(call, waiter, priority);
+        self.dispatch.notify_one();
+        shared
+    }
+
+    /// Requests the workers not benched now can run at once.
+    pub fn capacity(&self) -> usize {
+        self.state.lock().workers.capacity(self.clock.now_ms())
+    }
+
+    pub fn cache(&self) -> &ResultCache {
+        &self.cache
+    }
+
+    /// Base fee of the next block: what priority (the effective tip) is measured at.
+    fn next_base_fee(&self) -> u64 {
+        let head = self.head.borrow();
+        head.header
+            .next_block_base_fee(self.executor.config().base_fee_params())
+            .unwrap_or_default()
+    }
+
+    /// Starts tracking a transaction the pool accepted.
+    fn track(&self, tx: &PoolTx) {
+        let priority = Priority {
+            tip: tx.effective_tip(self.next_base_fee()),
+            arrival: tx.arrival,
+        };
+        let (hash, sender, nonce) = (tx.hash(), tx.sender(), tx.nonce());
+        // A transaction it replaced was ended by the pool's `Replaced` event, queued before
+        // this one's `Added`.
+        let mut st = self.state.lock();
+        st.txs.insert(
+            hash,
+            TxEntry {
+                sender,
+                nonce,
+                priority,
+                phase: Phase::Pending,
+                keys: Vec::new(),
+                simulations: 0,
+                rounds: 0,
+                stale: 0,
+                deferred: None,
+                arrived_at: self.head.borrow().number(),
+                units: 0,
+                ready_at: None,
+            },
+        );
+        st.by_sender.entry(sender).or_default().insert(nonce, hash);
+        st.dirty.insert(sender);
+    }
+
+    /// Applies the pool's queued events: additions are tracked, and a transaction that left
+    /// the pool ends here with the pool's reason (included, replaced, its nonce used, dropped
+    /// by a driver). PIPE's own endings ([`Pipe::end`]) were recorded when it made them.
+    pub fn apply_pool_events(&self) {
+        let events = std::mem::take(&mut *self.events.events.lock());
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            match event {
+                PoolEvent::Added { tx, .. } => self.track(&tx),
+                PoolEvent::Removed { hash, reason } => {
+                    let mut st = self.state.lock();
+                    if !st.txs.contains_key(&hash) {
+                        continue;
+                    }
+                    let status = match &reason {
+                        RemovalReason::Included { block } => {
+                            final_status(hash, Lifecycle::Included, Some(*block), None)
+                        }
+                        other => {
+                            if matches!(
+                                other,
+                                RemovalReason::Dropped { .. } | RemovalReason::DependsOn { .. }
+                            ) {
+                                self.metrics.rejected.inc();
+                            }
+                            final_status(hash, Lifecycle::Rejected, None, Some(other.describe()))
+                        }
+                    };
+                    st.finish(hash, status, self.config.finished_capacity);
+                }
+            }
+        }
+    }
+}
+
+impl Pipe {
+    /// Deferrals and expiries per block, oldest first (the last [`BLOCK_HISTORY`] blocks).
+    pub fn block_history(&self) -> Vec<BlockCongestion> {
+        self.blocks.lock().iter().copied().collect()
+    }
+
+    /// The lifecycle of `hash`, if PIPE tracks it or remembers how it ended.
+    pub fn status(&self, hash: &B256) -> Option<TxStatus> {
+        let st = self.state.lock();
+        if let Some(done) = st.finished.get(hash) {
+            return Some(done.clone());
+        }
+        let e = st.txs.get(hash)?;
+        let requests: Vec<RequestStatus> = e
+            .keys
+            .iter()
+            .map(|k| RequestStatus {
+                key: *k,
+                state: if self.cache.contains(k) {
+                    RequestState::Done
+                } else if st
+                    .requests
+                    .by_key
+                    .get(k)
+                    .is_some_and(|r| r.running_on.is_some())
+                {
+                    RequestState::Running
+                } else {
+                    RequestState::Queued
+                },
+            })
+            .collect();
+        let status = e.lifecycle();
+        let ahead = match e.phase {
+            Phase::Awaiting(key) => st.requests.queued_desc().position(|k| k == key),
+            _ => None,
+        };
+        // Rounds of the workers' slots before its request runs, times the model's observed
+        // run time. A guide, not a promise: a better-paying request may still go first.
+        let eta_ms = match e.phase {
+            Phase::Awaiting(key) => st.requests.by_key.get(&key).and_then(|r| {
+                let ms = *st.model_ms.get(&r.call.model.id)?;
+                let slots = st.workers.capacity(self.clock.now_ms());
+                Some(eta_ms(ms, ahead.unwrap_or(0), slots))
+            }),
+            _ => None,
+        };
+        Some(TxStatus {
+            hash: *hash,
+            status,
+            block_number: None,
+            reason: e.deferred.map(|d| d.reason()),
+            ahead,
+            outstanding: requests
+                .iter()
+                .filter(|r| r.state != RequestState::Done)
+                .count(),
+            requests,
+            simulations: e.simulations,
+            stale: e.stale,
+            ready_at: e.ready_at,
+            eta_ms,
+        })
+    }
+
+    /// Brings the gauges up to date and renders every metric.
+    pub fn render_metrics(&self) -> String {
+        {
+            let st = self.state.lock();
+            let mut counts: BTreeMap<&str, i64> = [
+                Lifecycle::Pending,
+                Lifecycle::Simulating,
+                Lifecycle::AwaitingInference,
+                Lifecycle::Ready,
+                Lifecycle::Deferred,
+            ]
+            .into_iter()
+            .map(|l| (l.as_str(), 0))
+            .collect();
+            for e in st.txs.values() {
+                *counts.entry(e.lifecycle().as_str()).or_default() += 1;
+            }
+            for (s, n) in counts {
+                self.metrics
+                    .transactions
+                    .get_or_create(&label("state", s))
+                    .set(n);
+            }
+            self.metrics
+                .requests_queued
+                .set(st.requests.queued() as i64);
+            self.metrics
+                .requests_in_flight
+                .set(st.requests.running() as i64);
+        }
+        self.metrics.cached_results.set(self.cache.len() as i64);
+        self.metrics.render()
+    }
+}
