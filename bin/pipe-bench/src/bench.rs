@@ -565,8 +565,16 @@ pub async fn ingest(
         .collect();
     let client = reqwest::Client::new();
     let mut results = serde_json::Map::new();
-    let mut targets = Vec::new();
+    // Declared before the targets, so the nodes are killed before their directory goes.
     let dir = tempfile::tempdir()?;
+    let mut targets = Vec::new();
+    // The node binary built beside this one (`pipe-bench` lives next to `pipe`).
+    let pipe = std::env::current_exe()?.with_file_name("pipe");
+    anyhow::ensure!(
+        pipe.exists(),
+        "{} is not built: cargo build --release -p pipe -p pipe-bench",
+        pipe.display()
+    );
     let port = free_port()?;
     // 0 = seal on demand: pipe's `--on-demand` against anvil's default automine.
     let pipe_sealing = if block_time_ms == 0 {
@@ -576,8 +584,7 @@ pub async fn ingest(
     };
     targets.push(Target {
         name: "pipe",
-        // The node binary built beside this one (`pipe-bench` lives next to `pipe`).
-        child: std::process::Command::new(std::env::current_exe()?.with_file_name("pipe"))
+        child: std::process::Command::new(&pipe)
             .args(["node", "--dev", "--http.port", &port.to_string()])
             .args(&pipe_sealing)
             .arg("--datadir")

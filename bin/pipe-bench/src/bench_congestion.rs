@@ -624,7 +624,9 @@ async fn run_point(
                 let st = &a["result"];
                 f.ready_head = st["readyAt"].as_u64();
                 let status = st["status"].as_str().unwrap_or_default();
-                if (status == "expired" || status == "rejected") && f.ended.is_none() {
+                if matches!(status, "expired" | "rejected" | "replaced" | "evicted")
+                    && f.ended.is_none()
+                {
                     f.ended = Some(status.to_string());
                 }
             }

@@ -80,7 +80,7 @@ async fn until(
     loop {
         left.retain(|h| {
             !pipe.status(h).is_some_and(|s| {
-                done(s.status) || matches!(s.status, Lifecycle::Rejected | Lifecycle::Expired)
+                done(s.status) || (s.status.is_final() && s.status != Lifecycle::Included)
             })
         });
         if left.is_empty() {

@@ -44,6 +44,9 @@ pub enum PoolErrorKind {
     SenderFull(usize),
     #[error("txpool is full")]
     PoolFull,
+    /// Too many future-nonce (gapped) transactions from this sender.
+    #[error("txpool is full: sender has {queued} future-nonce transactions (limit {limit})")]
+    SenderQueueFull { queued: usize, limit: usize },
 }
 
 /// A refused transaction: which one and why.

@@ -27,6 +27,8 @@ pub enum RemovalReason {
     Included { block: u64 },
     /// A transaction with the same sender and nonce, paying more, took its place.
     Replaced { by: B256 },
+    /// The pool was full and `by`, paying more, took its place.
+    Evicted { by: B256 },
     /// A finalized block used its nonce for another transaction of the sender.
     NonceUsed,
     /// Dropped by a driver or by PIPE (invalid, rejected, expired), with the reason.
@@ -41,6 +43,9 @@ impl RemovalReason {
         match self {
             RemovalReason::Included { block } => format!("included in block {block}"),
             RemovalReason::Replaced { by } => format!("replaced by {by}"),
+            RemovalReason::Evicted { by } => {
+                format!("evicted from the full pool by {by}, which pays more")
+            }
             RemovalReason::NonceUsed => {
                 "removed from the pool: its nonce was used by another transaction".into()
             }

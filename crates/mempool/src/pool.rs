@@ -33,6 +33,11 @@ pub struct PoolConfig {
     pub max_tx_size: usize,
     /// How far past the on-chain nonce a transaction may be.
     pub max_nonce_gap: u64,
+    /// Future-nonce transactions (behind a nonce gap, so not executable) one sender may hold.
+    pub max_queued_per_sender: usize,
+    /// Future-nonce transactions in all. Bounded apart from executable ones, and evicted
+    /// first, because nobody pays for them until the gap is filled.
+    pub max_queued_total: usize,
     /// Percent by which a replacement must raise fee cap and tip.
     pub price_bump: u128,
 }
@@ -46,6 +51,8 @@ impl PoolConfig {
             max_total: 50_000,
             max_tx_size: 128 * 1024,
             max_nonce_gap: 4096,
+            max_queued_per_sender: 64,
+            max_queued_total: 1024,
             price_bump: 10,
         }
     }
@@ -104,7 +111,62 @@ struct Inner {
     by_sender: HashMap<Address, BTreeMap<u64, Arc<PoolTx>>>,
     /// Per sender: the on-chain nonce last seen (at validation or after a block).
     state_nonce: HashMap<Address, u64>,
+    /// Per sender: how many of its transactions wait behind a nonce gap.
+    queued: HashMap<Address, usize>,
+    queued_total: usize,
     next_arrival: u64,
+}
+
+impl Inner {
+    /// Length of `sender`'s run of consecutive nonces from its on-chain one: its executable
+    /// transactions.
+    fn ready_len(&self, sender: &Address) -> usize {
+        let Some(queue) = self.by_sender.get(sender) else {
+            return 0;
+        };
+        let nonce = self.state_nonce.get(sender).copied().unwrap_or_default();
+        ready_run(queue, nonce).count()
+    }
+
+    /// Recounts `sender`'s future-nonce transactions after a change to its queue or nonce.
+    fn recount(&mut self, sender: &Address) {
+        let len = self.by_sender.get(sender).map_or(0, |q| q.len());
+        let queued = len - self.ready_len(sender);
+        let old = if queued == 0 {
+            self.queued.remove(sender).unwrap_or(0)
+        } else {
+            self.queued.insert(*sender, queued).unwrap_or(0)
+        };
+        self.queued_total = self.queued_total + queued - old;
+    }
+
+    /// Takes one transaction out (no dependents are touched) and recounts its sender.
+    fn take(&mut self, tx: &PoolTx) {
+        self.by_hash.remove(&tx.hash());
+        let sender = tx.sender();
+        if let Some(queue) = self.by_sender.get_mut(&sender) {
+            queue.remove(&tx.nonce());
+            if queue.is_empty() {
+                self.by_sender.remove(&sender);
+            }
+        }
+        self.recount(&sender);
+    }
+}
+
+/// Executable transactions, or those behind a nonce gap.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ready,
+    Queued,
+}
+
+/// What admitting a transaction takes: the one it replaces, or the one it evicts from a full
+/// pool.
+#[derive(Default)]
+struct Admission {
+    replaced: Option<Arc<PoolTx>>,
+    evicted: Option<Arc<PoolTx>>,
 }
 
 /// The pending-transaction pool. Share it behind an `Arc`.
@@ -116,6 +178,9 @@ pub struct Pool {
     listeners: RwLock<Vec<Arc<dyn PoolListener>>>,
     /// Persistence; `None` for a pool in memory only (tests, scratch chains).
     journal: Option<Journal>,
+    /// Hashes being written by [`Pool::submit`]: a second submission of the same bytes while
+    /// the first is in flight is already known, not written twice.
+    in_flight: parking_lot::Mutex<HashSet<B256>>,
 }
 
 /// What [`Pool::restore`] did with the persisted transactions.
@@ -141,6 +206,7 @@ impl Pool {
             arrivals: Notify::new(),
             listeners: RwLock::default(),
             journal: None,
+            in_flight: Default::default(),
         }
     }
 
@@ -263,7 +329,16 @@ impl Pool {
     ) -> Result<Option<B256>, PoolError> {
         let hash = *tx.tx_hash();
         let mut inner = self.inner.write();
-        let replaced = self.check_in(&inner, &tx, sender, state, base_fee)?;
+        let Admission { replaced, evicted } =
+            self.check_in(&inner, &tx, sender, state, base_fee)?;
+        if let Some(victim) = &evicted {
+            inner.take(victim);
+            self.emit(PoolEvent::Removed {
+                hash: victim.hash(),
+                reason: RemovalReason::Evicted { by: hash },
+            });
+            self.forget(vec![victim.hash()]);
+        }
         let encoded = Bytes::from(tx.encoded_2718());
         let nonce = tx.nonce();
         let arrival = inner.next_arrival;
@@ -299,6 +374,7 @@ impl Pool {
         // committed while this transaction was being validated.
         let known = inner.state_nonce.entry(sender).or_default();
         *known = (*known).max(state.nonce);
+        inner.recount(&sender);
         drop(inner);
         self.arrivals.notify_waiters();
         self.arrivals.notify_one();
@@ -314,10 +390,18 @@ impl Pool {
         sender: Address,
         state: SenderState,
         base_fee: u64,
-    ) -> Result<Option<Arc<PoolTx>>, PoolError> {
+    ) -> Result<Admission, PoolError> {
         let hash = *tx.tx_hash();
         let err = |kind| PoolError { hash, kind };
         let nonce = tx.nonce();
+        // The caller's state may predate a block the pool has already seen (a submission
+        // waits for its fsync while blocks finalize): the newer nonce wins.
+        let state = SenderState {
+            nonce: state
+                .nonce
+                .max(inner.state_nonce.get(&sender).copied().unwrap_or_default()),
+            ..state
+        };
         if nonce < state.nonce {
             return Err(err(PoolErrorKind::NonceTooLow {
                 tx: nonce,
@@ -383,15 +467,100 @@ impl Pool {
                 total: total.to_string(),
             }));
         }
-        if replaced.is_none() {
-            if queue_len >= self.config.max_per_sender {
-                return Err(err(PoolErrorKind::SenderFull(queue_len)));
+        if replaced.is_some() {
+            return Ok(Admission {
+                replaced,
+                evicted: None,
+            });
+        }
+        if queue_len >= self.config.max_per_sender {
+            return Err(err(PoolErrorKind::SenderFull(queue_len)));
+        }
+        // Behind a nonce gap: not executable, so bounded apart and first to go.
+        let known = inner
+            .state_nonce
+            .get(&sender)
+            .copied()
+            .unwrap_or_default()
+            .max(state.nonce);
+        let queued = nonce > known + inner.ready_len(&sender) as u64;
+        let mut evicted = None;
+        if queued {
+            let mine = inner.queued.get(&sender).copied().unwrap_or(0);
+            if mine >= self.config.max_queued_per_sender {
+                return Err(err(PoolErrorKind::SenderQueueFull {
+                    queued: mine,
+                    limit: self.config.max_queued_per_sender,
+                }));
             }
-            if inner.by_hash.len() >= self.config.max_total {
-                return Err(err(PoolErrorKind::PoolFull));
+            if inner.queued_total >= self.config.max_queued_total {
+                let victim = self.victim(inner, tx, sender, base_fee, Kind::Queued, true);
+                evicted = Some(victim.ok_or(err(PoolErrorKind::PoolFull))?);
             }
         }
-        Ok(replaced)
+        if evicted.is_none() && inner.by_hash.len() >= self.config.max_total {
+            // Future-nonce transactions go first: an executable newcomer takes the place of
+            // any of them, a future-nonce one must outbid it. Then an executable newcomer may
+            // push out the cheapest executable transaction nothing depends on, if it pays
+            // more.
+            let victim = self
+                .victim(inner, tx, sender, base_fee, Kind::Queued, queued)
+                .or_else(|| {
+                    if queued {
+                        None
+                    } else {
+                        self.victim(inner, tx, sender, base_fee, Kind::Ready, true)
+                    }
+                });
+            evicted = Some(victim.ok_or(err(PoolErrorKind::PoolFull))?);
+        }
+        Ok(Admission {
+            replaced: None,
+            evicted,
+        })
+    }
+
+    /// The transaction `tx` may evict: among future-nonce transactions the lowest fee cap,
+    /// newest first; among executable ones the last of each sender's run (nothing depends on
+    /// it) with the lowest effective tip at `base_fee`. Never one of `sender`'s own. With
+    /// `outbid`, only if `tx` pays more. Linear in the pool's size; it runs only when the
+    /// pool is full.
+    fn victim(
+        &self,
+        inner: &Inner,
+        tx: &TxEnvelope,
+        sender: Address,
+        base_fee: u64,
+        kind: Kind,
+        outbid: bool,
+    ) -> Option<Arc<PoolTx>> {
+        let queued = kind == Kind::Queued;
+        let price = |t: &TxEnvelope| -> u128 {
+            if queued {
+                t.max_fee_per_gas()
+            } else {
+                t.effective_tip_per_gas(base_fee).unwrap_or_default()
+            }
+        };
+        let candidates = inner
+            .by_sender
+            .iter()
+            .filter(|(s, _)| **s != sender)
+            .flat_map(|(s, q)| {
+                let start = inner.state_nonce.get(s).copied().unwrap_or_default();
+                let ready = ready_run(q, start).count();
+                let picked: Vec<&Arc<PoolTx>> = if queued {
+                    q.values().skip(ready).collect()
+                } else if ready == q.len() && ready > 0 {
+                    q.values().nth(ready - 1).into_iter().collect()
+                } else {
+                    Vec::new()
+                };
+                picked
+            });
+        let victim =
+            candidates.min_by_key(|t| (price(&t.stored.tx), std::cmp::Reverse(t.arrival)))?;
+        (!outbid || price(tx) > price(&victim.stored.tx)).then(|| victim.clone())
     }
 
     /// Resolves when a transaction arrives after the call (or one arrived since the last
@@ -438,17 +607,32 @@ impl Pool {
         // Checked before the write so junk never costs an fsync; checked again when added,
         // as the pool may have changed meanwhile.
         self.check_in(&self.inner.read(), &tx, sender, state, base_fee)?;
-        journal
-            .put(hash, Bytes::copy_from_slice(raw))
-            .await
-            .map_err(AdmitError::Persist)?;
-        if let Err(e) = self.add(tx, sender, state, base_fee) {
-            // A concurrent submission of the same bytes owns the persisted row.
-            if e.kind != PoolErrorKind::AlreadyKnown {
-                self.forget(vec![hash]);
+        if !self.in_flight.lock().insert(hash) {
+            return Err(PoolError {
+                hash,
+                kind: PoolErrorKind::AlreadyKnown,
             }
-            return Err(e.into());
+            .into());
         }
+        // From here the row may be written: if this future is dropped before the
+        // transaction is added (the client went away), the row is forgotten again (the
+        // deletion is queued behind the write, so it wins).
+        let mut guard = Unwritten {
+            pool: self,
+            hash,
+            armed: true,
+        };
+        let written = journal.put(hash, Bytes::copy_from_slice(raw)).await;
+        if let Err(e) = written {
+            guard.armed = false;
+            return Err(AdmitError::Persist(e));
+        }
+        let added = self.add(tx, sender, state, base_fee);
+        // Added: the pool owns the row now. Refused: forget it, unless the same bytes are
+        // pending already (admitted another way), whose row it is.
+        guard.armed = matches!(&added, Err(e) if e.kind != PoolErrorKind::AlreadyKnown);
+        drop(guard);
+        added?;
         Ok(hash)
     }
 
@@ -537,7 +721,12 @@ impl Pool {
         let mut heap = BinaryHeap::new();
         for (sender, queue) in &inner.by_sender {
             let state_nonce = inner.state_nonce.get(sender).copied().unwrap_or_default();
-            let mut run: Vec<_> = ready_run(queue, state_nonce).cloned().collect();
+            // A fee cap below this block's base fee waits (geth's base-fee sub-pool): it and
+            // the sender's later nonces sit this block out and stay pending.
+            let mut run: Vec<_> = ready_run(queue, state_nonce)
+                .take_while(|t| t.stored.tx.max_fee_per_gas() >= base_fee as u128)
+                .cloned()
+                .collect();
             if run.is_empty() {
                 continue;
             }
@@ -568,6 +757,7 @@ impl Pool {
         for (sender, next) in next_nonce {
             inner.state_nonce.insert(sender, next);
             let Some(queue) = inner.by_sender.get_mut(&sender) else {
+                inner.recount(&sender);
                 continue;
             };
             let keep = queue.split_off(&next);
@@ -583,6 +773,8 @@ impl Pool {
                 // still arrive for this sender.
                 inner.by_sender.remove(&sender);
             }
+            // Its next nonce moved: future-nonce transactions may have become executable.
+            inner.recount(&sender);
         }
         for h in &superseded {
             inner.by_hash.remove(h);
@@ -625,6 +817,7 @@ impl Pool {
                 inner.by_sender.remove(&tx.sender());
             }
         }
+        inner.recount(&tx.sender());
         for h in &removed {
             inner.by_hash.remove(h);
             let reason = if h == hash {
@@ -720,6 +913,23 @@ impl Iterator for BestTransactions {
             }
             return Some(best);
         }
+    }
+}
+
+/// A submission between its journal write and its addition. On drop it leaves the in-flight
+/// set and, while armed, forgets the written row.
+struct Unwritten<'a> {
+    pool: &'a Pool,
+    hash: B256,
+    armed: bool,
+}
+
+impl Drop for Unwritten<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.forget(vec![self.hash]);
+        }
+        self.pool.in_flight.lock().remove(&self.hash);
     }
 }
 

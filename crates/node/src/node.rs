@@ -232,6 +232,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     } else {
         0
     })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
     let node = NodeHandle {
         store: store.clone(),
         pool: pool.clone(),
@@ -249,13 +250,13 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             .map(|p| Arc::new(Lifecycle(p)) as Arc<dyn pipe_rpc::TxLifecycle>),
         follows: config.follow.clone(),
         tasks: tasks.clone(),
+        shutdown: shutdown_rx.clone(),
     };
     let rpc_config = RpcConfig::new(SocketAddr::new(config.http_addr, config.http_port));
     let (rpc_addr, rpc) = pipe_rpc::start(&rpc_config, node)
         .await
         .with_context(|| format!("starting RPC on {}", rpc_config.addr))?;
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let mode = match config.block_time {
         BlockTime::Interval(d) => SealMode::Interval(d),
         BlockTime::OnDemand => SealMode::OnDemand {

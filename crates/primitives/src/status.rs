@@ -3,7 +3,8 @@
 //!
 //! `pending → simulating → awaiting_inference → ready → included`, or on the side `deferred`
 //! (left out of a block, with the reason, and back to discovery), `expired` and `rejected`
-//! (with the reason). Included, expired and rejected are final.
+//! (with the reason), `replaced` and `evicted` (with the transaction that took its place).
+//! Included, expired, rejected, replaced and evicted are final.
 
 use alloy_primitives::B256;
 use serde::{Deserialize, Serialize};
@@ -25,9 +26,25 @@ pub enum Lifecycle {
     Included,
     Expired,
     Rejected,
+    /// A transaction with the same sender and nonce, paying more, took its place.
+    Replaced,
+    /// The pool was full and a transaction paying more took its place.
+    Evicted,
 }
 
 impl Lifecycle {
+    /// Whether the transaction's life is over.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Lifecycle::Included
+                | Lifecycle::Expired
+                | Lifecycle::Rejected
+                | Lifecycle::Replaced
+                | Lifecycle::Evicted
+        )
+    }
+
     /// The name the RPC uses (its serde name), for metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -39,6 +56,8 @@ impl Lifecycle {
             Lifecycle::Included => "included",
             Lifecycle::Expired => "expired",
             Lifecycle::Rejected => "rejected",
+            Lifecycle::Replaced => "replaced",
+            Lifecycle::Evicted => "evicted",
         }
     }
 }

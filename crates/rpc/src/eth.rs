@@ -584,23 +584,32 @@ impl EthApiServer for Api {
         }
         let sink = pending.accept().await?;
         let mut head = self.node.head.clone();
+        let mut shutdown = self.node.shutdown.clone();
         head.mark_unchanged();
-        loop {
-            tokio::select! {
-                changed = head.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
+        // A task of the node's own, holding only the head and the sink (not the store), so
+        // shutdown waits for it and it ends at shutdown even if the client stays connected.
+        self.node.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = head.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
                     }
+                    _ = sink.closed() => return,
+                    _ = shutdown.wait_for(|stop| *stop) => return,
                 }
-                _ = sink.closed() => return Ok(()),
+                let block = head.borrow_and_update().clone();
+                let header = convert::block(&block, false).header;
+                let Ok(raw) = serde_json::value::to_raw_value(&header) else {
+                    return;
+                };
+                if sink.send(SubscriptionMessage::from(raw)).await.is_err() {
+                    return;
+                }
             }
-            let block = head.borrow_and_update().clone();
-            let header = convert::block(&block, false).header;
-            let msg = SubscriptionMessage::from(serde_json::value::to_raw_value(&header)?);
-            if sink.send(msg).await.is_err() {
-                return Ok(());
-            }
-        }
+        });
+        Ok(())
     }
 }
 

@@ -77,8 +77,11 @@ pub struct NodeHandle {
     pub lifecycle: Option<Arc<dyn TxLifecycle>>,
     /// A follower's leader: transactions are refused with a pointer to it.
     pub follows: Option<String>,
-    /// Where blocking work (EVM calls, model uploads) runs, so shutdown knows when it ended.
+    /// Where blocking work (EVM calls, model uploads) and subscriptions run, so shutdown
+    /// knows when they ended.
     pub tasks: pipe_primitives::Tasks,
+    /// Flips to `true` at shutdown: subscriptions end.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// Starts the server. It runs until the handle is stopped.

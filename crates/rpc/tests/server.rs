@@ -59,6 +59,7 @@ async fn server() -> Server {
         lifecycle: None,
         follows: None,
         tasks: Tasks::new(),
+        shutdown: tokio::sync::watch::channel(false).1,
     };
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let (bound, handle) = pipe_rpc::start(&RpcConfig::new(addr), node).await.unwrap();

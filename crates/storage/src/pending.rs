@@ -64,21 +64,50 @@ struct Log {
     live: HashMap<B256, Bytes>,
     /// Bytes of the live transactions' records.
     live_bytes: u64,
+    /// No compaction before the log reaches this size (pushed on after one failed, so a
+    /// full disk is not asked for a copy at every write).
+    compact_after: u64,
 }
 
 impl PendingLog {
-    /// Opens (or creates) the log at `path` and compacts it.
+    /// Opens (or creates) the log at `path` and compacts it. When there is no room for the
+    /// compacted copy (a full disk), the log is used as it is, from the end of its last whole
+    /// record, so a node with a full disk still starts.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let live = match File::open(path) {
+        let (live, end) = match File::open(path) {
             Ok(mut f) => {
                 let mut buf = Vec::new();
                 f.read_to_end(&mut buf).map_err(io)?;
                 replay(&buf)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (HashMap::new(), 0),
             Err(e) => return Err(io(e)),
         };
-        let log = rewrite(path, live)?;
+        let log = match rewrite(path, &live) {
+            Ok(log) => log,
+            Err(e) if end > 0 => {
+                tracing::warn!(target: "pipe::storage", error = %e, "cannot compact the pending log; using it as it is");
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(io)?;
+                let allocated = file.metadata().map_err(io)?.len();
+                // Past the last whole record: zeros, or a torn write nobody was told had
+                // succeeded. Cleared, so a later shorter write cannot leave it readable.
+                let _ = file.write_all_at(&vec![0u8; (allocated - end).min(1 << 20) as usize], end);
+                let live_bytes = live.values().map(|raw| record_len(raw.len())).sum();
+                Log {
+                    file,
+                    end,
+                    allocated,
+                    live,
+                    live_bytes,
+                    compact_after: end + CHUNK,
+                }
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Self {
             path: path.to_path_buf(),
             inner: Mutex::new(log),
@@ -104,9 +133,18 @@ impl PendingLog {
             allocate(&log.file, log.allocated, grow_to)?;
             log.allocated = grow_to;
         }
-        log.file.write_all_at(&buf, log.end).map_err(io)?;
-        if durable {
-            log.file.sync_data().map_err(io)?;
+        let written = log.file.write_all_at(&buf, log.end).and_then(|()| {
+            if durable {
+                log.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            // Nobody will be told these records were written: clear them (best effort), so
+            // a later, shorter batch written over them cannot leave whole ones behind.
+            let _ = log.file.write_all_at(&vec![0u8; buf.len()], log.end);
+            return Err(io(e));
         }
         log.end += buf.len() as u64;
         for (hash, raw) in ops {
@@ -121,11 +159,21 @@ impl PendingLog {
                 log.live_bytes -= record_len(old.len());
             }
         }
-        if log.end > COMPACT_AT && log.live_bytes * 4 < log.end {
-            // Only what is already durable may replace the old file: sync first.
-            log.file.sync_data().map_err(io)?;
-            let live = std::mem::take(&mut log.live);
-            *log = rewrite(&self.path, live)?;
+        if log.end > COMPACT_AT.max(log.compact_after) && log.live_bytes * 4 < log.end {
+            // The writes above stand whatever happens here: a compaction that fails (no
+            // room for the copy) leaves the log as it was, valid, to try again later.
+            let compacted = log
+                .file
+                .sync_data()
+                .map_err(io)
+                .and_then(|()| rewrite(&self.path, &log.live));
+            match compacted {
+                Ok(new) => *log = new,
+                Err(e) => {
+                    log.compact_after = log.end + CHUNK;
+                    tracing::warn!(target: "pipe::storage", error = %e, "pending log compaction failed")
+                }
+            }
         }
         Ok(())
     }
@@ -159,8 +207,9 @@ fn encode(buf: &mut Vec<u8>, kind: u8, hash: &B256, payload: &[u8]) {
     buf.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// The live set a log's bytes describe, up to the first record that is not whole.
-fn replay(buf: &[u8]) -> HashMap<B256, Bytes> {
+/// The live set a log's bytes describe, up to the first record that is not whole, and where
+/// that is.
+fn replay(buf: &[u8]) -> (HashMap<B256, Bytes>, u64) {
     let mut live = HashMap::new();
     let mut at = 0usize;
     while buf.len() >= at + HEADER + 4 {
@@ -183,7 +232,7 @@ fn replay(buf: &[u8]) -> HashMap<B256, Bytes> {
         }
         at = body_end + 4;
     }
-    live
+    (live, at as u64)
 }
 
 /// Grows `file` from `from` to `to` bytes of zeros, synced, so later writes there change no
@@ -199,37 +248,47 @@ fn allocate(file: &File, from: u64, to: u64) -> Result<(), StoreError> {
     file.sync_all().map_err(io)
 }
 
-/// Writes `live` to a fresh file that atomically replaces `path`.
-fn rewrite(path: &Path, live: HashMap<B256, Bytes>) -> Result<Log, StoreError> {
+/// Writes `live` to a fresh file that atomically replaces `path`, and opens it. Until the
+/// rename, a failure leaves `path` untouched; after it, the new file is the log whatever
+/// else fails, so it is opened even if syncing the directory did not work.
+fn rewrite(path: &Path, live: &HashMap<B256, Bytes>) -> Result<Log, StoreError> {
     let tmp = path.with_extension("log.new");
     let mut buf = Vec::new();
     let mut live_bytes = 0;
-    for (hash, raw) in &live {
+    for (hash, raw) in live {
         encode(&mut buf, PUT, hash, raw);
         live_bytes += record_len(raw.len());
     }
     let allocated = (buf.len() as u64 + CHUNK).div_ceil(CHUNK) * CHUNK;
-    {
+    let written = (|| {
         let mut f = File::create(&tmp).map_err(io)?;
         f.write_all(&buf).map_err(io)?;
-        allocate(&f, buf.len() as u64, allocated)?;
+        allocate(&f, buf.len() as u64, allocated)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        // The rename is durable once the directory is.
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .map_err(io)?;
+    if let Some(dir) = path.parent() {
+        // The rename is durable once the directory is; until then a crash leaves the old
+        // log, which holds the same live transactions.
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(target: "pipe::storage", error = %e, "syncing the pending log's directory");
+        }
+    }
     Ok(Log {
         file,
         end: buf.len() as u64,
         allocated,
-        live,
+        live: live.clone(),
         live_bytes,
+        compact_after: 0,
     })
 }
 

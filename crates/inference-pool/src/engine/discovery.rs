@@ -243,9 +243,11 @@ impl Pipe {
         } else {
             "was rejected"
         };
+        // Only what this call removed: a transaction already gone left for another reason,
+        // which its queued event records.
         let mut st = self.state.lock();
         let mut ended = 0;
-        for h in std::iter::once(hash).chain(removed.into_iter().filter(|h| *h != hash)) {
+        for h in removed {
             ended += 1;
             let why = if h == hash {
                 reason.to_string()

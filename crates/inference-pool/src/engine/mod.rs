@@ -236,15 +236,15 @@ impl Pipe {
     }
 
     /// Starts tracking a transaction the pool accepted.
-    fn track(&self, tx: &PoolTx) {
+    fn track(&self, st: &mut State, tx: &PoolTx) {
         let priority = Priority {
             tip: tx.effective_tip(self.next_base_fee()),
             arrival: tx.arrival,
         };
         let (hash, sender, nonce) = (tx.hash(), tx.sender(), tx.nonce());
         // A transaction it replaced was ended by the pool's `Replaced` event, queued before
-        // this one's `Added`.
-        let mut st = self.state.lock();
+        // this one's `Added`. The same bytes sent again after they ended are live again.
+        st.finished.remove(&hash);
         st.txs.insert(
             hash,
             TxEntry {
@@ -270,33 +270,41 @@ impl Pipe {
     /// the pool ends here with the pool's reason (included, replaced, its nonce used, dropped
     /// by a driver). PIPE's own endings ([`Pipe::end`]) were recorded when it made them.
     pub fn apply_pool_events(&self) {
+        // The state lock first, then the queue: two callers (discovery, a finalized block)
+        // apply batches one after the other, never interleaved, so events apply in the
+        // pool's order. The pool only ever takes the queue's lock, so this cannot deadlock.
+        let mut st = self.state.lock();
         let events = std::mem::take(&mut *self.events.events.lock());
-        if events.is_empty() {
-            return;
-        }
         for event in events {
             match event {
-                PoolEvent::Added { tx, .. } => self.track(&tx),
+                PoolEvent::Added { tx, .. } => self.track(&mut st, &tx),
                 PoolEvent::Removed { hash, reason } => {
-                    let mut st = self.state.lock();
                     if !st.txs.contains_key(&hash) {
                         continue;
                     }
-                    let status = match &reason {
+                    let (how, block, why) = match &reason {
                         RemovalReason::Included { block } => {
-                            final_status(hash, Lifecycle::Included, Some(*block), None)
+                            (Lifecycle::Included, Some(*block), None)
                         }
-                        other => {
-                            if matches!(
-                                other,
-                                RemovalReason::Dropped { .. } | RemovalReason::DependsOn { .. }
-                            ) {
-                                self.metrics.rejected.inc();
-                            }
-                            final_status(hash, Lifecycle::Rejected, None, Some(other.describe()))
+                        RemovalReason::Replaced { .. } => {
+                            (Lifecycle::Replaced, None, Some(reason.describe()))
+                        }
+                        RemovalReason::Evicted { .. } => {
+                            (Lifecycle::Evicted, None, Some(reason.describe()))
+                        }
+                        RemovalReason::Dropped { .. } | RemovalReason::DependsOn { .. } => {
+                            self.metrics.rejected.inc();
+                            (Lifecycle::Rejected, None, Some(reason.describe()))
+                        }
+                        RemovalReason::NonceUsed => {
+                            (Lifecycle::Rejected, None, Some(reason.describe()))
                         }
                     };
-                    st.finish(hash, status, self.config.finished_capacity);
+                    st.finish(
+                        hash,
+                        final_status(hash, how, block, why),
+                        self.config.finished_capacity,
+                    );
                 }
             }
         }
