@@ -227,3 +227,31 @@ fn under_the_gate_only_ready_transactions_go_in_and_a_missing_result_is_stale() 
     assert_eq!(payload.executed.sidecar.len(), 1);
     assert!(s.pool.get(&waiting).is_some());
 }
+
+#[test]
+fn a_fee_cap_below_the_base_fee_waits_instead_of_being_dropped() {
+    let s = setup(1);
+    // The factory's fee cap is 100 gwei; the base fee rose past it.
+    let hash = add_to_pool(
+        &s.pool,
+        &s.chain.store,
+        s.chain.factory(0).transfer(Address::repeat_byte(9), U256::from(1)),
+    );
+    let mut attrs = s.attrs();
+    attrs.base_fee = 200_000_000_000;
+    let payload = s
+        .builder()
+        .build(
+            s.chain.store.state().unwrap(),
+            attrs,
+            u64::MAX,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    assert!(payload.executed.transactions.is_empty());
+    assert!(payload.invalid.is_empty(), "{:?}", payload.invalid);
+    assert!(s.pool.get(&hash).is_some());
+    // The base fee fell back: it goes in.
+    let payload = s.build(&s.builder(), u64::MAX).unwrap();
+    assert_eq!(payload.executed.transactions[0].hash, hash);
+}
