@@ -235,7 +235,9 @@ fn a_fee_cap_below_the_base_fee_waits_instead_of_being_dropped() {
     let hash = add_to_pool(
         &s.pool,
         &s.chain.store,
-        s.chain.factory(0).transfer(Address::repeat_byte(9), U256::from(1)),
+        s.chain
+            .factory(0)
+            .transfer(Address::repeat_byte(9), U256::from(1)),
     );
     let mut attrs = s.attrs();
     attrs.base_fee = 200_000_000_000;

@@ -1,102 +1,116 @@
-//! The dev sealer on controlled time: a slot passes only when the test moves the clock.
+//! The dev sealer, a driver, on one thread and controlled time: a slot passes only when the
+//! test moves the clock, and everything the sealer does (its loop, its seals as blocking work
+//! through `Tasks::inline`) happens on the test's thread between two of the test's steps.
 
 use std::{sync::Arc, time::Duration};
 
-use alloy_consensus::Header;
-use alloy_primitives::U256;
+use alloy_primitives::{Address, U256};
 use pipe_builder::PayloadBuilder;
-use pipe_chain::{Chain, DevSealer, SealMode};
-use pipe_executor::{Executor, InferenceProvider};
-use pipe_mempool::{Pool, PoolConfig};
-use pipe_primitives::{ChainConfig, Clock, ManualClock, SealedBlock};
-use pipe_storage::{AccountInfoChange, StateChanges, Store};
+use pipe_chain::{
+    DevSealer, SealMode,
+    test_utils::{TestChain, add_to_pool},
+};
+use pipe_primitives::{Clock, ManualClock, Tasks};
 use tokio::sync::watch;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interval_sealer_seals_once_per_slot_of_manual_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let chain = Arc::new(ChainConfig::dev([], U256::ZERO));
-    let store = Arc::new(Store::open(&dir.path().join("db.redb")).unwrap());
-    let alloc = StateChanges {
-        accounts: vec![(
-            alloy_primitives::Address::repeat_byte(1),
-            Some(AccountInfoChange {
-                nonce: 0,
-                balance: U256::from(1),
-                code_hash: alloy_primitives::KECCAK256_EMPTY,
-            }),
-        )],
-        ..Default::default()
-    };
-    store
-        .init_genesis(&alloc, |root| {
-            let header = Header {
-                state_root: root,
-                gas_limit: chain.gas_limit,
-                base_fee_per_gas: Some(chain.genesis_base_fee()),
-                ..Default::default()
-            };
-            SealedBlock::new(header, vec![], vec![])
-        })
-        .unwrap();
-    let clock = ManualClock::new(1_700_000_000_000);
-    let pool = Arc::new(Pool::new(PoolConfig::new(chain.chain_id, chain.gas_limit)));
-    let executor = Executor::new(chain);
-    let chain = Arc::new(
-        Chain::new(store.clone(), executor.clone(), Arc::new(NoModels))
-            .unwrap()
-            .with_pool(pool.clone()),
-    );
-    let mut head = chain.subscribe();
-    let builder = PayloadBuilder::new(
-        pool.clone(),
-        executor,
-        Arc::new(clock.clone()) as Arc<dyn Clock>,
-    );
-    let (stop, stop_rx) = watch::channel(false);
-    let sealer = Arc::new(DevSealer::new(
-        chain,
-        builder,
-        pool,
-        Arc::new(clock.clone()),
-        SealMode::Interval(Duration::from_secs(2)),
-    ));
-    let task = tokio::spawn(sealer.run(pipe_primitives::Tasks::new(), stop_rx));
+const START_MS: u64 = 1_700_000_000_000;
 
-    // Short of the slot: nothing is sealed, however long real time passes.
-    clock.advance(Duration::from_millis(1_999));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(head.borrow().number(), 0);
-
-    // Each slot boundary seals exactly one block, stamped with the manual time.
-    for n in 1..=3u64 {
-        clock.advance(Duration::from_millis(if n == 1 { 1 } else { 2_000 }));
-        tokio::time::timeout(Duration::from_secs(10), head.changed())
-            .await
-            .expect("block sealed after the slot")
-            .unwrap();
-        let block = head.borrow_and_update().clone();
-        assert_eq!(block.number(), n);
-        assert_eq!(block.header.timestamp, clock.now_ms() / 1000);
-        assert_eq!(store.head().unwrap(), Some(n));
+/// Lets every task on this thread run until it waits for something the test controls.
+async fn settle() {
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
     }
-    stop.send(true).unwrap();
-    task.await.unwrap();
 }
 
-/// No models: these blocks make no inference calls.
-#[derive(Debug)]
-struct NoModels;
+struct Driver {
+    test: TestChain,
+    chain: Arc<pipe_chain::Chain>,
+    pool: Arc<pipe_mempool::Pool>,
+    clock: ManualClock,
+    tasks: Tasks,
+    stop: watch::Sender<bool>,
+}
 
-impl InferenceProvider for NoModels {
-    fn model(&self, _: &pipe_primitives::ModelId) -> Option<pipe_primitives::ModelMeta> {
-        None
+fn start(mode: SealMode) -> Driver {
+    let test = TestChain::new(1);
+    let pool = test.pool();
+    let chain = Arc::new(test.chain().with_pool(pool.clone()));
+    let clock = ManualClock::new(START_MS);
+    let builder = PayloadBuilder::new(
+        pool.clone(),
+        test.executor.clone(),
+        Arc::new(clock.clone()) as Arc<dyn Clock>,
+    );
+    let sealer = Arc::new(DevSealer::new(
+        chain.clone(),
+        builder,
+        pool.clone(),
+        Arc::new(clock.clone()),
+        mode,
+    ));
+    let tasks = Tasks::inline();
+    let (stop, stop_rx) = watch::channel(false);
+    tasks.spawn(sealer.run(tasks.clone(), stop_rx));
+    Driver {
+        test,
+        chain,
+        pool,
+        clock,
+        tasks,
+        stop,
     }
-    fn infer(
-        &self,
-        _: &pipe_executor::InferenceCall,
-        _: pipe_executor::Purpose,
-    ) -> Option<pipe_primitives::InferenceResult> {
-        None
+}
+
+impl Driver {
+    fn head(&self) -> u64 {
+        self.chain.head().number()
     }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.tasks.wait().await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn interval_sealer_seals_once_per_slot_of_manual_time() {
+    let d = start(SealMode::Interval(Duration::from_secs(2)));
+    settle().await;
+    // Short of the slot: nothing is sealed.
+    d.clock.advance(Duration::from_millis(1_999));
+    settle().await;
+    assert_eq!(d.head(), 0);
+    // Each slot boundary seals exactly one block, stamped with the manual time.
+    for n in 1..=3u64 {
+        d.clock
+            .advance(Duration::from_millis(if n == 1 { 1 } else { 2_000 }));
+        settle().await;
+        assert_eq!(d.head(), n);
+        assert_eq!(d.chain.head().header.timestamp, d.clock.now_ms() / 1000);
+        assert_eq!(d.test.store.head().unwrap(), Some(n));
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn on_demand_sealer_seals_when_a_transaction_arrives_and_only_then() {
+    let d = start(SealMode::OnDemand {
+        min_gap: Duration::ZERO,
+    });
+    settle().await;
+    d.clock.advance(Duration::from_secs(60));
+    settle().await;
+    assert_eq!(d.head(), 0, "nothing to seal, however long it waits");
+    let hash = add_to_pool(
+        &d.pool,
+        &d.test.store,
+        d.test
+            .factory(0)
+            .transfer(Address::repeat_byte(9), U256::from(1)),
+    );
+    settle().await;
+    assert_eq!(d.head(), 1);
+    assert_eq!(d.chain.head().transactions[0].hash, hash);
+    assert!(d.pool.is_empty());
+    d.stop().await;
 }
