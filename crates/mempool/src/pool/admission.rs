@@ -1,0 +1,457 @@
+//! Admission: the one way into the pool (RPC, restore, tests): the checks, the durable
+//! write, replacement and eviction.
+
+use super::*;
+
+/// Executable transactions, or those behind a nonce gap.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ready,
+    Queued,
+}
+
+/// What admitting a transaction takes: the one it replaces, or the one it evicts from a full
+/// pool.
+#[derive(Default)]
+struct Admission {
+    replaced: Option<Arc<PoolTx>>,
+    evicted: Option<Arc<PoolTx>>,
+}
+
+impl Pool {
+    /// Checks that need no state: decodes nothing, only looks at the envelope. Returns the
+    /// recovered sender.
+    pub fn check_stateless(
+        &self,
+        tx: &TxEnvelope,
+        encoded_len: usize,
+    ) -> Result<Address, PoolError> {
+        let hash = *tx.tx_hash();
+        let err = |kind| PoolError { hash, kind };
+        if encoded_len > self.config.max_tx_size {
+            return Err(err(PoolErrorKind::Oversized {
+                size: encoded_len,
+                limit: self.config.max_tx_size,
+            }));
+        }
+        if tx.is_eip4844() {
+            // This chain carries no blobs.
+            return Err(err(PoolErrorKind::UnsupportedType));
+        }
+        if let Some(id) = tx.chain_id()
+            && id != self.config.chain_id
+        {
+            return Err(err(PoolErrorKind::WrongChainId {
+                have: id,
+                want: self.config.chain_id,
+            }));
+        }
+        if tx.gas_limit() > self.config.block_gas_limit {
+            return Err(err(PoolErrorKind::GasLimitExceedsBlock));
+        }
+        if tx.gas_limit() > pipe_executor::TX_GAS_LIMIT_CAP {
+            return Err(err(PoolErrorKind::GasLimitExceedsCap {
+                tx: tx.gas_limit(),
+                cap: pipe_executor::TX_GAS_LIMIT_CAP,
+            }));
+        }
+        if let Some(tip) = tx.max_priority_fee_per_gas()
+            && tip > tx.max_fee_per_gas()
+        {
+            return Err(err(PoolErrorKind::TipAboveFeeCap));
+        }
+        let sender = tx
+            .recover_signer()
+            .map_err(|e| err(PoolErrorKind::InvalidSignature(e.to_string())))?;
+        let want = pipe_executor::intrinsic_gas(tx, sender);
+        if tx.gas_limit() < want {
+            return Err(err(PoolErrorKind::IntrinsicGasTooLow {
+                have: tx.gas_limit(),
+                want,
+            }));
+        }
+        Ok(sender)
+    }
+
+    /// Validates `tx` (sent by `sender`, already checked by [`Pool::check_stateless`]) against
+    /// the sender's head state and the current base fee, and adds it. Returns the hashes of
+    /// transactions it replaced.
+    pub fn add(
+        &self,
+        tx: TxEnvelope,
+        sender: Address,
+        state: SenderState,
+        base_fee: u64,
+    ) -> Result<Option<B256>, PoolError> {
+        let hash = *tx.tx_hash();
+        let mut inner = self.inner.write();
+        let Admission { replaced, evicted } =
+            self.check_in(&inner, &tx, sender, state, base_fee)?;
+        if let Some(victim) = &evicted {
+            inner.take(victim);
+            self.emit(PoolEvent::Removed {
+                hash: victim.hash(),
+                reason: RemovalReason::Evicted { by: hash },
+            });
+            self.forget(vec![victim.hash()]);
+        }
+        let encoded = Bytes::from(tx.encoded_2718());
+        let nonce = tx.nonce();
+        let arrival = inner.next_arrival;
+        inner.next_arrival += 1;
+        let pooled = Arc::new(PoolTx {
+            stored: StoredTx { hash, sender, tx },
+            encoded,
+            arrival,
+        });
+        if let Some(old) = &replaced {
+            inner.by_hash.remove(&old.hash());
+        }
+        inner.by_hash.insert(hash, pooled.clone());
+        inner
+            .by_sender
+            .entry(sender)
+            .or_default()
+            .insert(nonce, pooled.clone());
+        // Under the pool's lock, so listeners see events in pool order.
+        let replaced = replaced.map(|r| r.hash());
+        if let Some(old) = replaced {
+            self.emit(PoolEvent::Removed {
+                hash: old,
+                reason: RemovalReason::Replaced { by: hash },
+            });
+            self.forget(vec![old]);
+        }
+        self.emit(PoolEvent::Added {
+            tx: pooled,
+            replaced,
+        });
+        // Never move a sender's known nonce backwards: `state` may predate a block that
+        // committed while this transaction was being validated.
+        let known = inner.state_nonce.entry(sender).or_default();
+        *known = (*known).max(state.nonce);
+        inner.recount(&sender);
+        drop(inner);
+        self.arrivals.notify_waiters();
+        self.arrivals.notify_one();
+        Ok(replaced)
+    }
+
+    /// The stateful checks of [`Pool::add`] against the pool as it is, without adding:
+    /// what would be refused, and which transaction would be replaced.
+    fn check_in(
+        &self,
+        inner: &Inner,
+        tx: &TxEnvelope,
+        sender: Address,
+        state: SenderState,
+        base_fee: u64,
+    ) -> Result<Admission, PoolError> {
+        let hash = *tx.tx_hash();
+        let err = |kind| PoolError { hash, kind };
+        let nonce = tx.nonce();
+        // The caller's state may predate a block the pool has already seen (a submission
+        // waits for its fsync while blocks finalize): the newer nonce wins.
+        let state = SenderState {
+            nonce: state
+                .nonce
+                .max(inner.state_nonce.get(&sender).copied().unwrap_or_default()),
+            ..state
+        };
+        if nonce < state.nonce {
+            return Err(err(PoolErrorKind::NonceTooLow {
+                tx: nonce,
+                state: state.nonce,
+            }));
+        }
+        if nonce > state.nonce + self.config.max_nonce_gap {
+            return Err(err(PoolErrorKind::NonceTooHigh {
+                tx: nonce,
+                state: state.nonce,
+                limit: self.config.max_nonce_gap,
+            }));
+        }
+        if tx.max_fee_per_gas() < base_fee as u128 {
+            return Err(err(PoolErrorKind::FeeCapBelowBaseFee {
+                fee_cap: tx.max_fee_per_gas(),
+                base_fee,
+            }));
+        }
+        let cost = worst_case_cost(tx);
+        if cost > state.balance {
+            return Err(err(PoolErrorKind::InsufficientFunds {
+                balance: state.balance.to_string(),
+                cost: cost.to_string(),
+            }));
+        }
+        if inner.by_hash.contains_key(&hash) {
+            return Err(err(PoolErrorKind::AlreadyKnown));
+        }
+        let queue_len = inner.by_sender.get(&sender).map_or(0, |q| q.len());
+        let replaced = inner
+            .by_sender
+            .get(&sender)
+            .and_then(|q| q.get(&nonce))
+            .cloned();
+        if let Some(old) = &replaced {
+            let bump = |old: u128| old + old * self.config.price_bump / 100;
+            let old_tx = &old.stored.tx;
+            let new_tip = tx
+                .max_priority_fee_per_gas()
+                .unwrap_or(tx.max_fee_per_gas());
+            let old_tip = old_tx
+                .max_priority_fee_per_gas()
+                .unwrap_or(old_tx.max_fee_per_gas());
+            if tx.max_fee_per_gas() < bump(old_tx.max_fee_per_gas()) || new_tip < bump(old_tip) {
+                return Err(err(PoolErrorKind::ReplacementUnderpriced));
+            }
+        }
+        // Admission pays the worst case: every pending transaction of the sender using all
+        // its gas at its fee cap (inference gas included) must fit the balance together, so
+        // what the builder will meet is funded and a sender cannot queue work it cannot pay.
+        let others = inner.by_sender.get(&sender).map_or(U256::ZERO, |q| {
+            q.iter()
+                .filter(|(n, _)| **n != nonce)
+                .fold(U256::ZERO, |sum, (_, t)| {
+                    sum.saturating_add(worst_case_cost(&t.stored.tx))
+                })
+        });
+        let total = others.saturating_add(cost);
+        if total > state.balance {
+            return Err(err(PoolErrorKind::Overdraft {
+                balance: state.balance.to_string(),
+                total: total.to_string(),
+            }));
+        }
+        if replaced.is_some() {
+            return Ok(Admission {
+                replaced,
+                evicted: None,
+            });
+        }
+        if queue_len >= self.config.max_per_sender {
+            return Err(err(PoolErrorKind::SenderFull(queue_len)));
+        }
+        // Behind a nonce gap: not executable, so bounded apart and first to go.
+        let known = inner
+            .state_nonce
+            .get(&sender)
+            .copied()
+            .unwrap_or_default()
+            .max(state.nonce);
+        let queued = nonce > known + inner.ready_len(&sender) as u64;
+        let mut evicted = None;
+        if queued {
+            let mine = inner.queued.get(&sender).copied().unwrap_or(0);
+            if mine >= self.config.max_queued_per_sender {
+                return Err(err(PoolErrorKind::SenderQueueFull {
+                    queued: mine,
+                    limit: self.config.max_queued_per_sender,
+                }));
+            }
+            if inner.queued_total >= self.config.max_queued_total {
+                let victim = self.victim(inner, tx, sender, base_fee, Kind::Queued, true);
+                evicted = Some(victim.ok_or(err(PoolErrorKind::PoolFull))?);
+            }
+        }
+        if evicted.is_none() && inner.by_hash.len() >= self.config.max_total {
+            // Future-nonce transactions go first: an executable newcomer takes the place of
+            // any of them, a future-nonce one must outbid it. Then an executable newcomer may
+            // push out the cheapest executable transaction nothing depends on, if it pays
+            // more.
+            let victim = self
+                .victim(inner, tx, sender, base_fee, Kind::Queued, queued)
+                .or_else(|| {
+                    if queued {
+                        None
+                    } else {
+                        self.victim(inner, tx, sender, base_fee, Kind::Ready, true)
+                    }
+                });
+            evicted = Some(victim.ok_or(err(PoolErrorKind::PoolFull))?);
+        }
+        Ok(Admission {
+            replaced: None,
+            evicted,
+        })
+    }
+
+    /// The transaction `tx` may evict: among future-nonce transactions the lowest fee cap,
+    /// newest first; among executable ones the last of each sender's run (nothing depends on
+    /// it) with the lowest effective tip at `base_fee`. Never one of `sender`'s own. With
+    /// `outbid`, only if `tx` pays more. Linear in the pool's size; it runs only when the
+    /// pool is full.
+    fn victim(
+        &self,
+        inner: &Inner,
+        tx: &TxEnvelope,
+        sender: Address,
+        base_fee: u64,
+        kind: Kind,
+        outbid: bool,
+    ) -> Option<Arc<PoolTx>> {
+        let queued = kind == Kind::Queued;
+        let price = |t: &TxEnvelope| -> u128 {
+            if queued {
+                t.max_fee_per_gas()
+            } else {
+                t.effective_tip_per_gas(base_fee).unwrap_or_default()
+            }
+        };
+        let candidates = inner
+            .by_sender
+            .iter()
+            .filter(|(s, _)| **s != sender)
+            .flat_map(|(s, q)| {
+                let start = inner.state_nonce.get(s).copied().unwrap_or_default();
+                let ready = ready_run(q, start).count();
+                let picked: Vec<&Arc<PoolTx>> = if queued {
+                    q.values().skip(ready).collect()
+                } else if ready == q.len() && ready > 0 {
+                    q.values().nth(ready - 1).into_iter().collect()
+                } else {
+                    Vec::new()
+                };
+                picked
+            });
+        let victim =
+            candidates.min_by_key(|t| (price(&t.stored.tx), std::cmp::Reverse(t.arrival)))?;
+        (!outbid || price(tx) > price(&victim.stored.tx)).then(|| victim.clone())
+    }
+
+    /// Admits a transaction from its EIP-2718 bytes: decodes it, runs the stateless checks,
+    /// reads its sender's state with `state_of` (nonce and balance at the head) and adds it
+    /// for a block with `base_fee`. Returns its hash. RPC and the restart of persisted
+    /// transactions both come in here, so both apply the same rules.
+    pub fn admit<E>(
+        &self,
+        raw: &[u8],
+        base_fee: u64,
+        state_of: impl FnOnce(&Address) -> Result<SenderState, E>,
+    ) -> Result<B256, AdmitError<E>> {
+        let tx = TxEnvelope::decode_2718_exact(raw).map_err(AdmitError::Undecodable)?;
+        let sender = self.check_stateless(&tx, raw.len())?;
+        let state = state_of(&sender).map_err(AdmitError::State)?;
+        let hash = *tx.tx_hash();
+        self.add(tx, sender, state, base_fee)?;
+        Ok(hash)
+    }
+
+    /// [`Pool::admit`] for a transaction that is to be acknowledged: on a pool with a journal
+    /// it is checked, written durably (a batch of submissions shares one fsync), and only
+    /// then added, so an acknowledged transaction survives a crash and nothing not durable is
+    /// ever built on. `AdmitError::Persist` when it cannot be written.
+    pub async fn submit<E>(
+        &self,
+        raw: &[u8],
+        base_fee: u64,
+        state_of: impl FnOnce(&Address) -> Result<SenderState, E>,
+    ) -> Result<B256, AdmitError<E>> {
+        let Some(journal) = &self.journal else {
+            return self.admit(raw, base_fee, state_of);
+        };
+        let tx = TxEnvelope::decode_2718_exact(raw).map_err(AdmitError::Undecodable)?;
+        let sender = self.check_stateless(&tx, raw.len())?;
+        let state = state_of(&sender).map_err(AdmitError::State)?;
+        let hash = *tx.tx_hash();
+        // Checked before the write so junk never costs an fsync; checked again when added,
+        // as the pool may have changed meanwhile.
+        self.check_in(&self.inner.read(), &tx, sender, state, base_fee)?;
+        if !self.in_flight.lock().insert(hash) {
+            return Err(PoolError {
+                hash,
+                kind: PoolErrorKind::AlreadyKnown,
+            }
+            .into());
+        }
+        // From here the row may be written: if this future is dropped before the
+        // transaction is added (the client went away), the row is forgotten again (the
+        // deletion is queued behind the write, so it wins).
+        let mut guard = Unwritten {
+            pool: self,
+            hash,
+            armed: true,
+        };
+        let written = journal.put(hash, Bytes::copy_from_slice(raw)).await;
+        if let Err(e) = written {
+            guard.armed = false;
+            return Err(AdmitError::Persist(e));
+        }
+        let added = self.add(tx, sender, state, base_fee);
+        // Added: the pool owns the row now. Refused: forget it, unless the same bytes are
+        // pending already (admitted another way), whose row it is.
+        guard.armed = matches!(&added, Err(e) if e.kind != PoolErrorKind::AlreadyKnown);
+        drop(guard);
+        added?;
+        Ok(hash)
+    }
+
+    /// Puts the persisted transactions back, through the same checks as a submission, against
+    /// the state `state_of` reads; forgets those no longer valid.
+    pub fn restore<E: std::fmt::Display>(
+        &self,
+        base_fee: u64,
+        state_of: impl Fn(&Address) -> Result<SenderState, E>,
+    ) -> Result<Restored, PersistError> {
+        let Some(journal) = &self.journal else {
+            return Ok(Restored::default());
+        };
+        // Lowest nonce first per sender, so no transaction waits behind a gap that is
+        // only a matter of order.
+        let mut txs: Vec<(Bytes, Option<(Address, u64)>)> = journal
+            .store()
+            .load()?
+            .into_iter()
+            .map(|raw| {
+                let key = TxEnvelope::decode_2718_exact(raw.as_ref())
+                    .ok()
+                    .and_then(|tx| Some((tx.recover_signer().ok()?, tx.nonce())));
+                (raw, key)
+            })
+            .collect();
+        txs.sort_by_key(|(_, key)| *key);
+        let mut report = Restored::default();
+        let mut stale = Vec::new();
+        for (raw, _) in txs {
+            match self.admit(raw.as_ref(), base_fee, &state_of) {
+                Ok(_) => report.restored += 1,
+                Err(AdmitError::Pool(e)) if e.kind == PoolErrorKind::AlreadyKnown => {}
+                // Not a fact about the transaction: stop rather than forget it.
+                Err(AdmitError::State(e)) => {
+                    return Err(PersistError(format!("reading a sender's state: {e}")));
+                }
+                Err(e) => {
+                    tracing::debug!(target: "pipe::pool", error = %e, "persisted transaction dropped");
+                    report.dropped += 1;
+                    stale.push(alloy_primitives::keccak256(raw.as_ref()));
+                }
+            }
+        }
+        self.forget(stale);
+        Ok(report)
+    }
+}
+
+/// A submission between its journal write and its addition. On drop it leaves the in-flight
+/// set and, while armed, forgets the written row.
+struct Unwritten<'a> {
+    pool: &'a Pool,
+    hash: B256,
+    armed: bool,
+}
+
+impl Drop for Unwritten<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.forget(vec![self.hash]);
+        }
+        self.pool.in_flight.lock().remove(&self.hash);
+    }
+}
+
+/// What `tx` can cost its sender at most: all its gas at its fee cap, plus its value.
+pub(super) fn worst_case_cost(tx: &TxEnvelope) -> U256 {
+    U256::from(tx.gas_limit())
+        .saturating_mul(U256::from(tx.max_fee_per_gas()))
+        .saturating_add(tx.value())
+}
