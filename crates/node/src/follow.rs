@@ -9,6 +9,10 @@
 //! it moves on if the leader's block changes (it never skips a block). A block stamped too
 //! far ahead of the follower's clock is not yet verifiable and is asked for again.
 //!
+//! A leader that stops producing blocks, or stops answering, is reported: a warning with the
+//! time since the last block arrived, repeated each time that time doubles (from
+//! [`STALL_WARN_MS`]), and [`FollowStatus::since_last_block_ms`].
+//!
 //! Models the leader stores and the follower lacks are fetched before each round's blocks
 //! (`pipe_listModels`, then `pipe_getModelFile`, checked against the id and stored with the
 //! leader's decimals and cost units): replay needs a model's metadata to decode a request and
@@ -29,6 +33,8 @@ use crate::models::NodeModels;
 
 /// Most blocks fetched per round, so a far-behind follower still publishes progress.
 const MAX_BLOCKS_PER_ROUND: u64 = 256;
+/// How long without a new block from the leader before the follower says so.
+pub const STALL_WARN_MS: u64 = 30_000;
 
 /// Where a follower is.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +45,19 @@ pub struct FollowStatus {
     pub imported: u64,
     /// Why the last round stopped early, if it did (cleared by a round that completes).
     pub last_error: Option<String>,
+    /// Milliseconds, on the follower's clock, since a block last arrived from the leader (or
+    /// since the follower started).
+    pub since_last_block_ms: u64,
+    /// Warnings logged that the leader has gone silent.
+    pub stall_warnings: u64,
+}
+
+/// When blocks last arrived, and when the follower last said they had stopped.
+#[derive(Debug, Default)]
+struct Progress {
+    last_block_ms: u64,
+    /// The stall length that triggers the next warning.
+    next_warn_ms: u64,
 }
 
 pub struct Follower {
@@ -51,6 +70,7 @@ pub struct Follower {
     /// Where imports and model uploads run.
     tasks: Tasks,
     status: Mutex<FollowStatus>,
+    progress: Mutex<Progress>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +94,10 @@ impl Follower {
                 .build()?,
             chain,
             models,
+            progress: Mutex::new(Progress {
+                last_block_ms: clock.now_ms(),
+                next_warn_ms: STALL_WARN_MS,
+            }),
             clock,
             tasks,
             status: Mutex::default(),
@@ -81,7 +105,40 @@ impl Follower {
     }
 
     pub fn status(&self) -> FollowStatus {
-        self.status.lock().clone()
+        let mut status = self.status.lock().clone();
+        status.since_last_block_ms = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.progress.lock().last_block_ms);
+        status
+    }
+
+    /// A block arrived.
+    fn note_block(&self) {
+        let mut p = self.progress.lock();
+        p.last_block_ms = self.clock.now_ms();
+        p.next_warn_ms = STALL_WARN_MS;
+    }
+
+    /// After a round: warns when the leader has been silent long enough (then again at
+    /// twice that, and so on).
+    fn check_stall(&self) {
+        let now = self.clock.now_ms();
+        let mut p = self.progress.lock();
+        let silent = now.saturating_sub(p.last_block_ms);
+        if silent >= p.next_warn_ms {
+            p.next_warn_ms = p.next_warn_ms.saturating_mul(2);
+            self.status.lock().stall_warnings += 1;
+            let last_error = self.status.lock().last_error.clone();
+            warn!(
+                target: "pipe::follow",
+                leader = %self.leader,
+                seconds_since_last_block = silent / 1000,
+                head = self.chain.head().number(),
+                last_error = last_error.as_deref().unwrap_or("none"),
+                "no new block from the leader"
+            );
+        }
     }
 
     async fn rpc<T: DeserializeOwned>(
@@ -200,6 +257,7 @@ impl Follower {
                 .with_context(|| format!("block {number}"))?;
             imported += 1;
             self.status.lock().imported += 1;
+            self.note_block();
         }
         Ok(imported)
     }
@@ -219,6 +277,7 @@ impl Follower {
                     self.status.lock().last_error = Some(format!("{e:#}"));
                 }
             }
+            self.check_stall();
             let wake = self.clock.now_ms() + interval.as_millis() as u64;
             tokio::select! {
                 _ = self.clock.sleep_until(wake) => {}
