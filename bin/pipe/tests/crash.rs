@@ -1,4 +1,5 @@
-//! Crash safety: SIGKILL the node at random moments while transactions stream in, restart it,
+//! Crash safety: SIGKILL the node at random moments while transactions stream in (every other
+//! one an inference call through PIPE), restart it,
 //! and check that every block and receipt a client was given survived, every transaction the
 //! node acknowledged is in a block or in the persisted pending set (and is included after the
 //! restarts), the chain links up, the state root recomputed from scratch matches the head,
@@ -64,6 +65,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         // Fast slots so several blocks commit within a round.
         let node = common::NodeProcess::start(dir.path(), port, &["--block-time-ms", "100"]).await;
         let url = node.url.clone();
+        let linreg = common::model_id(&url, "linreg").await;
 
         // Everything told before the crash must still be there after the restart.
         for (hash, (number, block_hash)) in &seen.receipts {
@@ -94,7 +96,22 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let started = std::time::Instant::now();
         while started.elapsed() < run_for {
             let nonce = common::pending_nonce(&url, key.address()).await;
-            let (hash, raw) = transfer(&key, nonce);
+            // Every other transaction runs a model: PIPE discovers, dispatches and builds it.
+            let (hash, raw) = if nonce % 2 == 0 {
+                transfer(&key, nonce)
+            } else {
+                let raw = common::inference_raw(
+                    &key,
+                    31337,
+                    nonce,
+                    common::linreg_request(&linreg, [(nonce % 100) as i128, 1, 2]),
+                    1_000_000_000,
+                );
+                (
+                    alloy_primitives::keccak256(&raw).to_string(),
+                    alloy_primitives::hex::encode_prefixed(&raw),
+                )
+            };
             let r = common::rpc(&url, "eth_sendRawTransaction", json!([raw])).await;
             if r["result"].is_string() {
                 pending.push(hash);

@@ -27,37 +27,6 @@ sol! {
 
 const GWEI: u128 = 1_000_000_000;
 
-fn linreg_request(cid: &str, x: [i128; 3]) -> ModelInferenceRequest {
-    ModelInferenceRequest {
-        mode: 0,
-        modelCID: cid.into(),
-        input: ModelInput {
-            numbers: vec![MultiDimensionalNumberTensor {
-                name: "input".into(),
-                values: x
-                    .iter()
-                    .map(|&value| Number { value, decimals: 0 })
-                    .collect(),
-                shape: vec![1, 3],
-            }],
-            strings: vec![],
-        },
-    }
-}
-
-async fn model_id(url: &str, name: &str) -> String {
-    let list = common::rpc(url, "pipe_listModels", serde_json::json!([])).await;
-    list["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or_else(|| panic!("no example model {name}"))["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 async fn status(url: &str, hash: &str) -> Value {
     common::rpc(url, "pipe_getTransactionStatus", serde_json::json!([hash])).await["result"].clone()
 }
@@ -102,26 +71,6 @@ fn forge_on_disk(datadir: &std::path::Path, number: u64) {
     store
         .replace_sidecar(number, &Sidecar::new(results))
         .unwrap();
-}
-
-/// A call straight to the precompile with `request`, signed by `key`.
-fn inference_raw(
-    key: &alloy_signer_local::PrivateKeySigner,
-    chain_id: u64,
-    nonce: u64,
-    request: ModelInferenceRequest,
-    tip: u128,
-) -> Bytes {
-    common::signed_raw(
-        key,
-        chain_id,
-        nonce,
-        TxKind::Call(INFERENCE_PRECOMPILE),
-        runModelInferenceCall { request }.abi_encode().into(),
-        300_000,
-        tip,
-        100 * GWEI,
-    )
 }
 
 /// Moves the manual clock one slot and waits until block `expect` is sealed.
@@ -174,17 +123,17 @@ async fn five_hundred_inference_transactions_from_fifty_senders() {
     let node = launch(config, Arc::new(SystemClock)).await.unwrap();
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
-    let linreg = model_id(&url, "linreg").await;
+    let linreg = common::model_id(&url, "linreg").await;
 
     let mut raws = Vec::new();
     for (i, key) in node.dev_keys.iter().enumerate() {
         for n in 0..10u64 {
             let v = ((i as u64 * 10 + n) % 100) as i128;
-            raws.push(inference_raw(
+            raws.push(common::inference_raw(
                 key,
                 chain_id,
                 n,
-                linreg_request(&linreg, [v, 1, 2]),
+                common::linreg_request(&linreg, [v, 1, 2]),
                 (i as u128 + 1) * GWEI,
             ));
         }
@@ -383,7 +332,7 @@ async fn a_stale_result_is_resimulated_and_included_with_the_right_one() {
     let node = launch(config, Arc::new(clock.clone())).await.unwrap();
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
-    let linreg = model_id(&url, "linreg").await;
+    let linreg = common::model_id(&url, "linreg").await;
     let keys = &node.dev_keys;
     let seal = |expect: u64| seal_block(&clock, &url, expect);
 
@@ -575,22 +524,22 @@ async fn a_remote_worker_killed_mid_load_loses_nothing() {
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
     let metrics_addr = node.metrics_addr.unwrap();
-    let linreg = model_id(&url, "linreg").await;
+    let linreg = common::model_id(&url, "linreg").await;
 
-    let tx = |key, nonce, request| inference_raw(key, chain_id, nonce, request, GWEI);
+    let tx = |key, nonce, request| common::inference_raw(key, chain_id, nonce, request, GWEI);
     let mut raws = Vec::new();
     for (i, key) in node.dev_keys[..20].iter().enumerate() {
         for n in 0..4u64 {
             raws.push(tx(
                 key,
                 n,
-                linreg_request(&linreg, [i as i128, n as i128, 7]),
+                common::linreg_request(&linreg, [i as i128, n as i128, 7]),
             ));
         }
     }
     let hashes = common::send_raw_batch(&url, &raws).await;
     assert_eq!(hashes.len(), 80);
-    let mut tee_request = linreg_request(&linreg, [1, 2, 3]);
+    let mut tee_request = common::linreg_request(&linreg, [1, 2, 3]);
     tee_request.mode = 2;
     let tee = common::send_raw_batch(&url, &[tx(&node.dev_keys[20], 0, tee_request)])
         .await
@@ -659,7 +608,7 @@ async fn tee_results_are_signed_by_a_registered_worker_and_replay_checks_them() 
     let node = launch(config, Arc::new(SystemClock)).await.unwrap();
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
-    let linreg = model_id(&url, "linreg").await;
+    let linreg = common::model_id(&url, "linreg").await;
     let dev_worker = pipe_node::dev::dev_worker_signer().address();
     let keys = &node.dev_keys;
     let send = |key_index: usize, nonce: u64, to: Address, data: Vec<u8>| {
@@ -691,7 +640,7 @@ async fn tee_results_are_signed_by_a_registered_worker_and_replay_checks_them() 
         }
     };
 
-    let mut request = linreg_request(&linreg, [4, 5, 6]);
+    let mut request = common::linreg_request(&linreg, [4, 5, 6]);
     request.mode = 2;
     let receipt = send(
         1,
@@ -840,17 +789,17 @@ async fn a_follower_replays_every_block_over_rpc_and_rejects_a_tampered_one() {
             strings: vec![],
         },
     };
-    let linreg = model_id(&url, "linreg").await;
+    let linreg = common::model_id(&url, "linreg").await;
     let mut requests = vec![ridge];
     for i in 0..6 {
-        let mut r = linreg_request(&linreg, [i, 2 * i, 3]);
+        let mut r = common::linreg_request(&linreg, [i, 2 * i, 3]);
         r.mode = if i % 2 == 0 { 2 } else { 0 };
         requests.push(r);
     }
     let raws: Vec<Bytes> = requests
         .into_iter()
         .enumerate()
-        .map(|(i, request)| inference_raw(&leader.dev_keys[i], chain_id, 0, request, GWEI))
+        .map(|(i, request)| common::inference_raw(&leader.dev_keys[i], chain_id, 0, request, GWEI))
         .collect();
     let refused = common::rpc(
         &follower.rpc_url(),
@@ -953,14 +902,14 @@ async fn transactions_not_included_within_the_ttl_expire_with_the_reason() {
     let node = launch(config, Arc::new(clock.clone())).await.unwrap();
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
-    let linreg = model_id(&url, "linreg").await;
+    let linreg = common::model_id(&url, "linreg").await;
     let keys = &node.dev_keys;
     let infer = |key: usize, nonce: u64, x: i128| {
-        inference_raw(
+        common::inference_raw(
             &keys[key],
             chain_id,
             nonce,
-            linreg_request(&linreg, [x, x, x]),
+            common::linreg_request(&linreg, [x, x, x]),
             GWEI,
         )
     };
@@ -1041,13 +990,13 @@ async fn a_flood_from_one_sender_does_not_hold_back_others() {
     let node = launch(config, Arc::new(SystemClock)).await.unwrap();
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
-    let linreg = model_id(&url, "linreg").await;
+    let linreg = common::model_id(&url, "linreg").await;
     let infer = |key: usize, nonce: u64, x: i128, tip: u128| {
-        inference_raw(
+        common::inference_raw(
             &node.dev_keys[key],
             chain_id,
             nonce,
-            linreg_request(&linreg, [x, key as i128, 5]),
+            common::linreg_request(&linreg, [x, key as i128, 5]),
             tip * GWEI,
         )
     };
@@ -1101,7 +1050,7 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
     let node = launch(config, Arc::new(clock.clone())).await.unwrap();
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
-    let linreg = model_id(&url, "linreg").await;
+    let linreg = common::model_id(&url, "linreg").await;
     let units = common::rpc(&url, "pipe_getModel", serde_json::json!([linreg])).await["result"]
         ["cost_units"]
         .as_u64()
@@ -1129,7 +1078,7 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
             )
         }
     };
-    let request = linreg_request(&linreg, [1, 2, 3]);
+    let request = common::linreg_request(&linreg, [1, 2, 3]);
     let calldata = Bytes::from(
         runModelInferenceCall {
             request: request.clone(),
@@ -1158,7 +1107,7 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
     let mut gas_used = Vec::new();
     for block in 1..=4u64 {
         let raws: Vec<Bytes> = (0..3)
-            .map(|s| inference_raw(&keys[s], chain_id, block - 1, request.clone(), GWEI))
+            .map(|s| common::inference_raw(&keys[s], chain_id, block - 1, request.clone(), GWEI))
             .collect();
         let hashes = common::send_raw_batch(&url, &raws).await;
         for h in &hashes {
@@ -1291,7 +1240,7 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
         0,
         TxKind::Call(INFERENCE_PRECOMPILE),
         runModelInferenceCall {
-            request: linreg_request(&linreg, [4, 5, 6]),
+            request: common::linreg_request(&linreg, [4, 5, 6]),
         }
         .abi_encode()
         .into(),
@@ -1313,11 +1262,11 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
     // A sender over its cap of two live transactions with inference.
     let raws: Vec<Bytes> = (0..3)
         .map(|n| {
-            inference_raw(
+            common::inference_raw(
                 &keys[6],
                 chain_id,
                 n,
-                linreg_request(&linreg, [7, 8, n as i128]),
+                common::linreg_request(&linreg, [7, 8, n as i128]),
                 GWEI,
             )
         })
@@ -1361,14 +1310,14 @@ async fn three_ready(
     let node = launch(config, Arc::new(clock.clone())).await.unwrap();
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
-    let linreg = model_id(&url, "linreg").await;
+    let linreg = common::model_id(&url, "linreg").await;
     let raws: Vec<Bytes> = (0..3)
         .map(|s| {
-            inference_raw(
+            common::inference_raw(
                 &node.dev_keys[s],
                 chain_id,
                 0,
-                linreg_request(&linreg, [s as i128, 1, 2]),
+                common::linreg_request(&linreg, [s as i128, 1, 2]),
                 (s as u128 + 1) * GWEI,
             )
         })
@@ -1496,14 +1445,14 @@ async fn waiting_for_a_slow_result_across_many_blocks_is_not_held_against_a_tran
     let node = launch(config, Arc::new(clock.clone())).await.unwrap();
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
-    let linreg = model_id(&url, "linreg").await;
+    let linreg = common::model_id(&url, "linreg").await;
     let raws: Vec<Bytes> = (0..2)
         .map(|n| {
-            inference_raw(
+            common::inference_raw(
                 &node.dev_keys[0],
                 chain_id,
                 n,
-                linreg_request(&linreg, [n as i128, 2, 3]),
+                common::linreg_request(&linreg, [n as i128, 2, 3]),
                 GWEI,
             )
         })

@@ -9,6 +9,12 @@ use std::{
     time::Duration,
 };
 
+use alloy_primitives::{Bytes, TxKind};
+use alloy_sol_types::SolCall;
+use pipe_executor::inference::{
+    INFERENCE_PRECOMPILE, ModelInferenceRequest, ModelInput, MultiDimensionalNumberTensor, Number,
+    runModelInferenceCall,
+};
 use pipe_node::{
     config::{BlockTime, NodeConfig},
     node::{RunningNode, launch},
@@ -285,4 +291,57 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A `runModelInference` request on the dev chain's `linreg` example model (id `cid`).
+pub fn linreg_request(cid: &str, x: [i128; 3]) -> ModelInferenceRequest {
+    ModelInferenceRequest {
+        mode: 0,
+        modelCID: cid.into(),
+        input: ModelInput {
+            numbers: vec![MultiDimensionalNumberTensor {
+                name: "input".into(),
+                values: x
+                    .iter()
+                    .map(|&value| Number { value, decimals: 0 })
+                    .collect(),
+                shape: vec![1, 3],
+            }],
+            strings: vec![],
+        },
+    }
+}
+
+/// The id of the dev chain's example model `name`.
+pub async fn model_id(url: &str, name: &str) -> String {
+    let list = rpc(url, "pipe_listModels", serde_json::json!([])).await;
+    list["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no example model {name}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A signed transaction calling the precompile with `request` (300k gas, 100 gwei fee cap).
+pub fn inference_raw(
+    key: &alloy_signer_local::PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    request: ModelInferenceRequest,
+    tip: u128,
+) -> Bytes {
+    signed_raw(
+        key,
+        chain_id,
+        nonce,
+        TxKind::Call(INFERENCE_PRECOMPILE),
+        runModelInferenceCall { request }.abi_encode().into(),
+        300_000,
+        tip,
+        100 * 1_000_000_000,
+    )
 }
