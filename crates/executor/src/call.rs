@@ -47,8 +47,34 @@ impl Executor {
     ) -> Result<CallOutcome, CallError> {
         let (env, tx, db) = self.prepare(view, attrs, request)?;
         let mut evm = self.factory.create_evm(db, env);
-        self.install_inference(evm.precompiles_mut(), attrs, crate::Purpose::Simulation);
-        outcome(evm.transact(tx).map_err(evm_error)?.result)
+        let bound = self.install_bounded(evm.precompiles_mut(), attrs);
+        let result = evm.transact(tx);
+        bound.check()?;
+        outcome(result.map_err(evm_error)?.result)
+    }
+
+    /// The inference precompile for a call, counting distinct requests against
+    /// [`Executor::with_request_limit`].
+    fn install_bounded(
+        &self,
+        precompiles: &mut alloy_evm::precompiles::PrecompilesMap,
+        attrs: &BlockAttributes,
+    ) -> Arc<Bounded> {
+        let bound = Arc::new(Bounded {
+            source: self.inference.clone(),
+            limit: self.request_limit,
+            keys: Default::default(),
+            exceeded: Default::default(),
+        });
+        if self.inference.is_some() {
+            crate::inference::install(
+                precompiles,
+                bound.clone(),
+                self.inference_gas(attrs),
+                crate::Purpose::Simulation,
+            );
+        }
+        bound
     }
 
     /// The smallest gas limit with which `request` succeeds, as `eth_estimateGas` does.
@@ -84,8 +110,10 @@ impl Executor {
         }
         let mut hi = tx.gas_limit;
         let mut evm = self.factory.create_evm(db, env);
-        self.install_inference(evm.precompiles_mut(), attrs, crate::Purpose::Simulation);
-        let first = evm.transact(tx.clone()).map_err(evm_error)?.result;
+        let bound = self.install_bounded(evm.precompiles_mut(), attrs);
+        let first = evm.transact(tx.clone());
+        bound.check()?;
+        let first = first.map_err(evm_error)?.result;
         let used = match first {
             ExecutionResult::Success { .. } => first.tx_gas_used(),
             ExecutionResult::Halt {
@@ -151,6 +179,61 @@ impl Executor {
                 .map_err(|e| CallError::Invalid(e.to_string()))?;
         }
         Ok((env, tx, db))
+    }
+}
+
+/// A call's inference source with the mempool's bound on distinct requests: the request past
+/// the bound gets no answer (which stops the call) and marks the call as over it.
+#[derive(Debug)]
+struct Bounded {
+    source: Option<Arc<dyn crate::InferenceProvider>>,
+    limit: Option<usize>,
+    keys: parking_lot::Mutex<Vec<alloy_primitives::B256>>,
+    exceeded: std::sync::atomic::AtomicBool,
+}
+
+impl Bounded {
+    /// Fails when the call asked for more requests than a transaction may.
+    fn check(&self) -> Result<(), CallError> {
+        match self.limit {
+            Some(limit) if self.exceeded.load(std::sync::atomic::Ordering::Relaxed) => {
+                Err(CallError::Invalid(format!(
+                    "the call makes more than {limit} distinct inference requests; a transaction doing so is rejected by the inference mempool"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl crate::InferenceProvider for Bounded {
+    fn model(&self, id: &pipe_primitives::ModelId) -> Option<pipe_primitives::ModelMeta> {
+        self.source.as_ref()?.model(id)
+    }
+
+    fn infer(
+        &self,
+        call: &crate::InferenceCall,
+        purpose: crate::Purpose,
+    ) -> Option<pipe_primitives::InferenceResult> {
+        if let Some(limit) = self.limit {
+            let mut keys = self.keys.lock();
+            if !keys.contains(&call.key) {
+                if keys.len() >= limit {
+                    self.exceeded
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return None;
+                }
+                keys.push(call.key);
+            }
+        }
+        self.source.as_ref()?.infer(call, purpose)
+    }
+
+    fn underpaid(&self, call: &crate::InferenceCall, cost: u64) {
+        if let Some(s) = &self.source {
+            s.underpaid(call, cost);
+        }
     }
 }
 

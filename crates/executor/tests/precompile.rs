@@ -212,3 +212,37 @@ fn calls_and_estimates_see_the_state_and_a_transfer_costs_21000() {
         .to_string();
     assert!(err.contains(&key.to_string()), "{err}");
 }
+
+#[test]
+fn calls_and_estimates_apply_the_mempools_bound_on_requests() {
+    let s = setup();
+    let model = test_model();
+    let (data, key) = inference_call(&model, 12);
+    s.models.answer(output(key, 2.0, model.decimals));
+    let from = s.chain.factory(0).address();
+    let request = || CallRequest {
+        tx: alloy_rpc_types_eth::TransactionRequest::default()
+            .from(from)
+            .to(INFERENCE_PRECOMPILE)
+            .input(data.clone().into()),
+        overrides: None,
+    };
+    let view = || Arc::new(s.chain.store.state().unwrap());
+    // Within the bound: answered, and estimable.
+    let within = s.executor.clone().with_request_limit(1);
+    within.call(view(), &s.attrs, request()).unwrap();
+    let gas = within.estimate_gas(view(), &s.attrs, request()).unwrap();
+    assert!(gas > 21_000);
+    // Past it (one request where none is allowed): both fail, saying why, as admission would.
+    let over = s.executor.clone().with_request_limit(0);
+    for err in [
+        over.call(view(), &s.attrs, request()).unwrap_err(),
+        over.estimate_gas(view(), &s.attrs, request()).unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            text.contains("more than 0 distinct inference requests"),
+            "{text}"
+        );
+    }
+}

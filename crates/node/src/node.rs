@@ -149,8 +149,20 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     } else {
         Vec::new()
     };
-    let executor = Executor::new(chain.clone())
+    let pipe_config = PipeConfig {
+        worker_timeout_ms: config.worker_timeout.as_millis() as u64,
+        tx_ttl_blocks: config.tx_ttl_blocks,
+        max_inference_txs_per_sender: config.max_inference_txs_per_sender,
+        max_inference_units_per_sender: config.max_inference_units_per_sender,
+        ..PipeConfig::default()
+    };
+    let mut executor = Executor::new(chain.clone())
         .with_inference(models.clone(), pipe_executor::InferenceGas::default());
+    if config.inference_mode == InferenceMode::Pipe {
+        // eth_call and eth_estimateGas apply the bound PIPE applies to transactions, so an
+        // estimate never succeeds for what the mempool then rejects.
+        executor = executor.with_request_limit(pipe_config.max_requests_per_tx);
+    }
     // The pool owns the persisted pending set: acknowledged means durable.
     let pending_path = config.datadir.join("pending.log");
     let pending = Arc::new(
@@ -183,13 +195,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         // A follower builds nothing, so it pre-executes nothing.
         _ if config.follow.is_some() => None,
         InferenceMode::Pipe => Some(Pipe::new(
-            PipeConfig {
-                worker_timeout_ms: config.worker_timeout.as_millis() as u64,
-                tx_ttl_blocks: config.tx_ttl_blocks,
-                max_inference_txs_per_sender: config.max_inference_txs_per_sender,
-                max_inference_units_per_sender: config.max_inference_units_per_sender,
-                ..PipeConfig::default()
-            },
+            pipe_config,
             pool.clone(),
             store.clone(),
             executor.clone(),
