@@ -1,5 +1,6 @@
-//! The node's model service: its model store and inline inference: what answers the precompile (as the executor's
-//! [`InferenceProvider`]) and the `pipe_` RPC namespace (as its [`ModelRegistry`]).
+//! The node's model service: its model store and inline inference, which answer the
+//! precompile (as the executor's [`InferenceProvider`]) and the `pipe_` RPC namespace (as its
+//! [`ModelRegistry`]).
 //!
 //! Files and metadata live in redb beside the chain ([`Store::put_model`]); metadata is also
 //! kept in memory because the precompile looks a model up on every call. Compiled tract plans
@@ -9,6 +10,11 @@
 //! must come out the same on every node, and the model's cost units (charged as gas before it
 //! runs) and the operator allowlist (no loops) bound the work. For `eth_call` and
 //! `eth_estimateGas` the run is bounded by a timeout and reverts when it expires.
+//!
+//! Faults are not facts: only what the model did with these inputs (an output, or its failure
+//! on them) is committed. A model that cannot be had right now (its file unreadable, its plan
+//! not compiled for lack of memory) gives no answer, so the transaction is left out of this
+//! block and tried again in a later one, instead of reverting for good.
 
 use std::{
     collections::HashMap,
@@ -187,20 +193,30 @@ impl NodeModels {
     }
 }
 
-/// Inline inference: every request is answered by running the model now. For blocks a
-/// missing model is committed as a failure (inline mode has nobody to retry with); for
-/// `eth_call` the run is bounded in time.
+/// Inline inference: every request is answered by running the model now. For blocks a model
+/// that cannot be loaded gives no answer (the transaction waits for a later block); for
+/// `eth_call` the run is bounded in time and every failure is the call's revert reason.
 impl InferenceProvider for NodeModels {
     fn model(&self, id: &ModelId) -> Option<ModelMeta> {
         self.metas.read().get(id).cloned()
     }
 
     fn infer(&self, call: &InferenceCall, purpose: Purpose) -> Option<InferenceResult> {
-        let result = match purpose {
-            Purpose::Block => self.compute(call),
-            Purpose::Simulation => self.compute_bounded(call),
-        };
-        Some(result.unwrap_or_else(|e| failure_result(call.key, &e)))
+        match purpose {
+            Purpose::Block => match self.compute(call) {
+                Ok(result) => Some(result),
+                // Not a fact about the request: never committed.
+                Err(InferenceFailure::Unavailable(reason)) => {
+                    tracing::warn!(target: "pipe::models", key = %call.key, %reason, "model unavailable; the transaction waits");
+                    None
+                }
+                Err(e) => Some(failure_result(call.key, &e)),
+            },
+            Purpose::Simulation => Some(
+                self.compute_bounded(call)
+                    .unwrap_or_else(|e| failure_result(call.key, &e)),
+            ),
+        }
     }
 }
 
@@ -328,4 +344,40 @@ pub fn describe_meta(meta: &ModelMeta) -> String {
         meta.cost_units,
         meta.operators.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model whose metadata is known but whose file cannot be had: a block gets no answer
+    /// (the transaction waits), never a committed failure; `eth_call` reverts with the reason.
+    #[test]
+    fn an_unavailable_model_is_not_committed_as_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("chain.redb")).unwrap());
+        let models = NodeModels::open(store, Duration::from_secs(1)).unwrap();
+        let meta = ModelMeta {
+            id: ModelId::of(b"never stored"),
+            name: "ghost".into(),
+            size_bytes: 12,
+            inputs: vec![],
+            outputs: vec![],
+            decimals: 4,
+            cost_units: 1,
+            operators: vec![],
+        };
+        models.metas.write().insert(meta.id, meta.clone());
+        let call = InferenceCall {
+            key: alloy_primitives::B256::repeat_byte(3),
+            request: Default::default(),
+            mode: pipe_primitives::inference::InferenceMode::Vanilla,
+            model: meta,
+            inputs: vec![],
+        };
+        assert!(models.infer(&call, Purpose::Block).is_none());
+        let simulated = models.infer(&call, Purpose::Simulation).unwrap();
+        let reason = simulated.as_result().unwrap_err();
+        assert!(reason.contains("not stored"), "{reason}");
+    }
 }
