@@ -155,6 +155,10 @@ struct NodeArgs {
     /// How long the dispatcher waits for a worker before retrying elsewhere, in milliseconds.
     #[arg(long, value_name = "MS")]
     worker_timeout_ms: Option<u64>,
+    /// Check one VANILLA result in N from remote workers by running it on this node; a worker
+    /// whose result differs is quarantined (0: no checks).
+    #[arg(long, value_name = "N")]
+    audit_one_in: Option<u64>,
     /// Follow the node at this JSON-RPC URL: import its blocks by replaying each from the
     /// block alone (sidecar, attestations, receipts, state root) instead of building blocks.
     #[arg(long, value_name = "URL")]
@@ -237,6 +241,7 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     if let Some(ms) = args.model_latency_ms {
         c.model_latency = Duration::from_millis(ms);
     }
+    c.audit_one_in = args.audit_one_in.unwrap_or(c.audit_one_in);
     if let Some(ms) = args.worker_timeout_ms {
         c.worker_timeout = Duration::from_millis(ms.max(1));
     }

@@ -588,6 +588,102 @@ async fn a_remote_worker_killed_mid_load_loses_nothing() {
     node.shutdown().await;
 }
 
+/// A remote worker that forges its VANILLA results (a valid `ModelOutput`, with 4242.5
+/// where the model gives something else). With every result audited (`--audit-one-in 1`) the
+/// node runs each on its own runtime first, catches the liar at its first result, quarantines
+/// it, and the request runs on the honest local worker: no forged output reaches a block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_remote_worker_is_caught_and_its_results_never_reach_a_block() {
+    use axum::{
+        Router,
+        body::Bytes as Body,
+        http::header,
+        routing::{get, post},
+    };
+    const FORGED: f32 = 4242.5;
+    let app = Router::new()
+        .route(
+            "/v1/info",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"name":"liar","capacity":8,"signer":null,"version":"0"}"#,
+                )
+            }),
+        )
+        .route(
+            "/v1/infer",
+            post(|body: Body| async move {
+                let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let bytes: alloy_primitives::Bytes =
+                    serde_json::from_value(request["request"].clone()).unwrap();
+                let key = alloy_primitives::keccak256(&bytes);
+                let forged = pipe_executor::output_result(
+                    key,
+                    &[pipe_primitives::inference::Tensor {
+                        name: "variable".into(),
+                        shape: vec![1, 1],
+                        data: pipe_primitives::inference::TensorData::Float32(vec![FORGED]),
+                    }],
+                    4,
+                );
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    serde_json::to_vec(&forged).unwrap(),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.block_time = BlockTime::Interval(Duration::from_millis(250));
+    config.workers = 1;
+    config.remote_workers = vec![liar];
+    config.audit_one_in = 1;
+    let node = launch(config, Arc::new(SystemClock)).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = common::model_id(&url, "linreg").await;
+    let raws: Vec<Bytes> = (0..12u64)
+        .map(|n| {
+            common::inference_raw(
+                &node.dev_keys[(n % 4) as usize],
+                chain_id,
+                n / 4,
+                common::linreg_request(&linreg, [n as i128, 2, 3]),
+                GWEI,
+            )
+        })
+        .collect();
+    let hashes = common::send_raw_batch(&url, &raws).await;
+    let receipts = common::wait_receipts(&url, &hashes, 240, Duration::from_millis(250)).await;
+    // The forged number as the event encodes it: 4242.5 at the result's decimals.
+    let forged_word = format!("{:064x}", 42_425_000u64);
+    for (h, r) in hashes.iter().zip(&receipts) {
+        let r = r.as_ref().unwrap_or_else(|| panic!("{h} not included"));
+        assert_eq!(r["status"], "0x1", "{r}");
+        let data = r["logs"][0]["data"].as_str().unwrap();
+        assert!(
+            !data.contains(&forged_word),
+            "{h} carries the forged output"
+        );
+    }
+    let metrics = node.pipe.as_ref().unwrap().render_metrics();
+    let lies: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("pipe_worker_lies_total{worker=\"liar@"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no lie recorded:\n{metrics}"));
+    // Caught at its first result; the others it was already running (capacity 8) were
+    // caught too, and it got no work after that.
+    assert!((1.0..=8.0).contains(&lies), "{lies} lies caught");
+    node.shutdown().await;
+}
+
 sol! {
     function registered(address worker) returns (bool);
     function register(address worker);

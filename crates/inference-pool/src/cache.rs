@@ -13,6 +13,8 @@ struct Cached {
     result: InferenceResult,
     /// The last block at which a live transaction still needed it.
     needed_at: u64,
+    /// The worker (its index in the dispatcher's table) that computed it, if one did.
+    from: Option<usize>,
 }
 
 /// Results by key.
@@ -31,13 +33,34 @@ impl ResultCache {
     }
 
     pub fn insert(&self, result: InferenceResult, block: u64) {
+        self.insert_from(result, block, None);
+    }
+
+    /// Caches `result`, computed by worker `from`.
+    pub fn insert_from(&self, result: InferenceResult, block: u64, from: Option<usize>) {
         self.entries.write().insert(
             result.key,
             Cached {
                 result,
                 needed_at: block,
+                from,
             },
         );
+    }
+
+    /// Drops every result worker `worker` computed (it was caught lying: none of its word
+    /// stands). Returns their keys; transactions that used them go stale and run again.
+    pub fn evict_from(&self, worker: usize) -> Vec<B256> {
+        let mut entries = self.entries.write();
+        let keys: Vec<B256> = entries
+            .iter()
+            .filter(|(_, c)| c.from == Some(worker))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &keys {
+            entries.remove(k);
+        }
+        keys
     }
 
     pub fn remove(&self, key: &B256) -> Option<InferenceResult> {

@@ -150,6 +150,8 @@ pub struct WorkerSlot {
     pub benched_until: u64,
     pub completed: u64,
     pub failed: u64,
+    /// Caught lying by an audit: never given work again.
+    pub quarantined: bool,
 }
 
 impl std::fmt::Debug for WorkerSlot {
@@ -178,6 +180,7 @@ impl Workers {
                     in_flight: 0,
                     failures_in_row: 0,
                     benched_until: 0,
+                    quarantined: false,
                     completed: 0,
                     failed: 0,
                 })
@@ -189,7 +192,7 @@ impl Workers {
     pub fn capacity(&self, now: u64) -> usize {
         self.slots
             .iter()
-            .filter(|s| s.benched_until <= now)
+            .filter(|s| s.benched_until <= now && !s.quarantined)
             .map(|s| s.worker.capacity())
             .sum()
     }
@@ -201,6 +204,7 @@ impl Workers {
         let free = |i: &usize| {
             let s = &self.slots[*i];
             s.benched_until <= now
+                && !s.quarantined
                 && s.in_flight < s.worker.capacity()
                 && (!tee || s.worker.signer().is_some())
         };
@@ -240,10 +244,16 @@ impl Workers {
         }
     }
 
+    /// Takes worker `i` out of service for good (an audit caught it lying).
+    pub fn quarantine(&mut self, i: usize) {
+        self.slots[i].quarantined = true;
+    }
+
     /// The earliest time a benched worker comes back, if any is benched.
     pub fn next_return(&self, now: u64) -> Option<u64> {
         self.slots
             .iter()
+            .filter(|s| !s.quarantined)
             .map(|s| s.benched_until)
             .filter(|&t| t > now)
             .min()

@@ -48,4 +48,4 @@ pub use cache::{CachedResults, ResultCache};
 pub use dispatch::Priority;
 pub use engine::{BLOCK_HISTORY, BlockCongestion, Pipe, PipeConfig};
 pub use metrics::Metrics;
-pub use worker::{Worker, WorkerError};
+pub use worker::{Auditor, Worker, WorkerError};

@@ -38,6 +38,11 @@ pub struct Metrics {
     pub worker_completed: Family<Labels, Counter>,
     /// Per worker: timeouts, errors and disconnects.
     pub worker_failures: Family<Labels, Counter>,
+    /// Per worker: results an audit found to differ from a local run (the worker is then
+    /// quarantined).
+    pub worker_lies: Family<Labels, Counter>,
+    /// Results audited by a local run.
+    pub audits: Counter,
     /// Requests retried after a worker failure.
     pub retries: Counter,
     /// Discovery simulations run.
@@ -84,6 +89,8 @@ impl Metrics {
             worker_capacity: Family::default(),
             worker_completed: Family::default(),
             worker_failures: Family::default(),
+            worker_lies: Family::default(),
+            audits: Counter::default(),
             retries: Counter::default(),
             simulations: Counter::default(),
             stale: Counter::default(),
@@ -147,6 +154,16 @@ impl Metrics {
             "worker_failures",
             "Timeouts, errors and disconnects of a worker",
             m.worker_failures.clone(),
+        );
+        registry.register(
+            "worker_lies",
+            "Results of a worker that an audit found to differ from a local run",
+            m.worker_lies.clone(),
+        );
+        registry.register(
+            "audits",
+            "Worker results checked by running the model locally",
+            m.audits.clone(),
         );
         registry.register(
             "retries",

@@ -32,6 +32,8 @@ pub enum Behaviour {
     Hang,
     /// Fails at once, as an unreachable worker does.
     Fail,
+    /// Answers at once with a forged output (the bytes `forged`).
+    Lie,
 }
 
 /// A worker that does what its script says and records the keys it was asked for.
@@ -74,6 +76,12 @@ impl Worker for ScriptedWorker {
         self.capacity
     }
 
+    /// Scripted workers stand in for remote ones: their word is audited when PIPE has an
+    /// auditor.
+    fn audited(&self) -> bool {
+        true
+    }
+
     fn run(
         &self,
         call: Arc<InferenceCall>,
@@ -85,8 +93,22 @@ impl Worker for ScriptedWorker {
                 Behaviour::Answer => Ok(InferenceResult::output(call.key, Bytes::new())),
                 Behaviour::Hang => std::future::pending().await,
                 Behaviour::Fail => Err(WorkerError::Unreachable("scripted".into())),
+                Behaviour::Lie => Ok(InferenceResult::output(
+                    call.key,
+                    Bytes::from_static(b"forged"),
+                )),
             }
         })
+    }
+}
+
+/// The node's own run, as honest scripted workers answer: an empty output.
+#[derive(Debug, Default)]
+pub struct HonestAuditor;
+
+impl crate::Auditor for HonestAuditor {
+    fn recompute(&self, call: &InferenceCall) -> Result<InferenceResult, String> {
+        Ok(InferenceResult::output(call.key, Bytes::new()))
     }
 }
 

@@ -25,6 +25,19 @@ pub enum WorkerError {
         want: alloy_primitives::B256,
         got: alloy_primitives::B256,
     },
+    /// An audit ran the request locally and got a different result: the worker lied (or
+    /// runs a different model), and is quarantined.
+    #[error("the worker's result differs from a local run: {0}")]
+    Lied(String),
+}
+
+/// Runs a request on the node itself, to check a worker's word (see
+/// [`crate::PipeConfig::audit_one_in`]). The node's model runtime is deterministic: the same
+/// model and inputs give the same bytes on every machine.
+pub trait Auditor: Send + Sync + 'static {
+    /// The result the node computes for `call`; `Err` when it cannot run it (then the worker's
+    /// result is taken unchecked).
+    fn recompute(&self, call: &InferenceCall) -> Result<InferenceResult, String>;
 }
 
 /// One worker: in-process threads, or a remote process.
@@ -36,6 +49,11 @@ pub trait Worker: Send + Sync + 'static {
     /// The address of the key it signs TEE results with; `None`: it serves VANILLA only.
     fn signer(&self) -> Option<alloy_primitives::Address> {
         None
+    }
+    /// Whether its VANILLA results are audited by sampling: true for workers outside the
+    /// node's own process, whose word is not taken on trust.
+    fn audited(&self) -> bool {
+        false
     }
     /// Computes `call`. The dispatcher bounds the time it waits.
     fn run(

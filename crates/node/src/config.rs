@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub model_latency: Duration,
     /// How long the dispatcher waits for a worker before retrying elsewhere.
     pub worker_timeout: Duration,
+    /// One VANILLA result in this many from a remote worker is checked by running it on the
+    /// node (0: none).
+    pub audit_one_in: u64,
     /// Where Prometheus metrics are served (`None`: not served).
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Remote inference workers (`pipe worker`) by URL, used beside the in-process ones.
@@ -96,6 +99,7 @@ impl NodeConfig {
             worker_capacity: 1,
             model_latency: Duration::ZERO,
             worker_timeout: Duration::from_secs(30),
+            audit_one_in: 10,
             metrics_addr: None,
             remote_workers: Vec::new(),
             worker_key: Some(crate::dev::dev_worker_signer()),

@@ -154,6 +154,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         tx_ttl_blocks: config.tx_ttl_blocks,
         max_inference_txs_per_sender: config.max_inference_txs_per_sender,
         max_inference_units_per_sender: config.max_inference_units_per_sender,
+        audit_one_in: config.audit_one_in,
         ..PipeConfig::default()
     };
     let mut executor = Executor::new(chain.clone())
@@ -208,6 +209,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     };
     if let Some(p) = &pipe {
         ledger = ledger.with_listener(Arc::new(PipeListener(p.clone())));
+        p.set_auditor(Arc::new(crate::workers::LocalAuditor(models.clone())));
     }
     let ledger = Arc::new(ledger);
     let follower = match &config.follow {

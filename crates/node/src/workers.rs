@@ -111,6 +111,11 @@ impl Worker for RemoteWorker {
         &self.name
     }
 
+    /// Another machine's word: sampled VANILLA results are run again on the node.
+    fn audited(&self) -> bool {
+        true
+    }
+
     fn capacity(&self) -> usize {
         self.capacity
     }
@@ -130,5 +135,16 @@ impl Worker for RemoteWorker {
                 ClientError::Failed(m) => WorkerError::Failed(m),
             })
         })
+    }
+}
+
+/// Audits remote workers' results by running the request on the node's own runtime (tract
+/// is deterministic: same model and inputs, same bytes).
+#[derive(Debug)]
+pub struct LocalAuditor(pub Arc<NodeModels>);
+
+impl pipe_inference_pool::Auditor for LocalAuditor {
+    fn recompute(&self, call: &InferenceCall) -> Result<InferenceResult, String> {
+        self.0.compute(call).map_err(|e| e.to_string())
     }
 }

@@ -108,6 +108,18 @@ impl Pipe {
         let timeout = self.config.worker_timeout_ms;
         let store = self.store.clone();
         let enclave = self.executor.enclave_check().clone();
+        // A sampled VANILLA result of an audited worker is checked by a local run first.
+        let audit = match (self.auditor.get(), self.tasks.get()) {
+            (Some(auditor), Some(tasks))
+                if call.mode == InferenceMode::Vanilla
+                    && worker.audited()
+                    && self.sampled(&key) =>
+            {
+                Some((auditor.clone(), tasks.clone(), call.clone()))
+            }
+            _ => None,
+        };
+        let metrics = self.metrics.clone();
         async move {
             let started = clock.now_ms();
             let mode = call.mode;
@@ -132,9 +144,48 @@ impl Pipe {
                     .map_err(WorkerError::Unattested)?;
                 Ok(r)
             });
+            let result = match (result, audit) {
+                (Ok(r), Some((auditor, tasks, call))) => {
+                    metrics.audits.inc();
+                    match tasks.blocking(move || auditor.recompute(&call)).await {
+                        Ok(Ok(local)) if local.status != r.status || local.payload != r.payload => {
+                            Err(WorkerError::Lied(format!(
+                                "request {key}: {} bytes from the worker, {} from the node",
+                                r.payload.len(),
+                                local.payload.len()
+                            )))
+                        }
+                        Ok(Ok(_)) => Ok(r),
+                        // The node cannot run it now: the result stands unchecked.
+                        Ok(Err(reason)) => {
+                            debug!(target: "pipe::dispatch", %key, %reason, "audit skipped");
+                            Ok(r)
+                        }
+                        Err(e) => {
+                            debug!(target: "pipe::dispatch", %key, error = %e, "audit failed to run");
+                            Ok(r)
+                        }
+                    }
+                }
+                (result, _) => result,
+            };
             (w, key, result, started)
         }
         .boxed()
+    }
+
+    /// Whether the result for `key` is audited: one in [`PipeConfig::audit_one_in`], chosen by
+    /// a keyed hash a worker cannot predict.
+    pub(super) fn sampled(&self, key: &B256) -> bool {
+        let one_in = self.config.audit_one_in;
+        if one_in == 0 {
+            return false;
+        }
+        let mut salted = [0u8; 40];
+        salted[..8].copy_from_slice(&self.audit_salt.to_le_bytes());
+        salted[8..].copy_from_slice(key.as_slice());
+        let h = alloy_primitives::keccak256(salted);
+        u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) % one_in == 0
     }
 
     pub(super) fn on_result(&self, (w, key, result, started): JobDone) {
@@ -171,7 +222,7 @@ impl Pipe {
                     .worker_completed
                     .get_or_create(&label("worker", &name))
                     .inc();
-                self.cache.insert(r, block);
+                self.cache.insert_from(r, block, Some(w));
                 let elapsed = now.saturating_sub(started) as f64;
                 if let Some(req) = requests.finish(&key) {
                     let ms = model_ms.entry(req.call.model.id).or_insert(elapsed);
@@ -188,6 +239,20 @@ impl Pipe {
                 self.discover.notify_one();
             }
             Err(e) => {
+                if matches!(e, WorkerError::Lied(_)) {
+                    // Its word is worth nothing now: no more work, ever, and none of its
+                    // results stand (a transaction that used one goes stale and runs again).
+                    workers.quarantine(w);
+                    let dropped = self.cache.evict_from(w);
+                    if !dropped.is_empty() {
+                        warn!(target: "pipe::dispatch", worker = %name, dropped = dropped.len(), "results of a quarantined worker dropped");
+                    }
+                    self.metrics
+                        .worker_lies
+                        .get_or_create(&label("worker", &name))
+                        .inc();
+                    error!(target: "pipe::dispatch", %key, worker = %name, error = %e, "worker caught lying by an audit; quarantined");
+                }
                 warn!(target: "pipe::dispatch", %key, worker = %name, error = %e, "worker failed; retrying elsewhere");
                 self.metrics
                     .worker_failures

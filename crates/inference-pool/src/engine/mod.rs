@@ -27,7 +27,7 @@ use pipe_primitives::{
 };
 use pipe_storage::Store;
 use tokio::sync::{Notify, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     CachedResults, Metrics, ResultCache, Worker, WorkerError,
@@ -71,6 +71,15 @@ pub struct PipeConfig {
     pub max_inference_txs_per_sender: usize,
     /// Most cost units of inference one sender's live transactions may have requested.
     pub max_inference_units_per_sender: u64,
+    /// One VANILLA result in this many from an audited (remote) worker is checked by running
+    /// the request on the node ([`crate::Auditor`]) before it is used; a worker whose result
+    /// differs is quarantined and the request runs elsewhere. The sample is keyed by a secret
+    /// salt, so a worker cannot tell which results are checked: a worker that forges every
+    /// result gets on average `audit_one_in - 1` of them used before it is caught. 1 checks
+    /// every result; 0 checks none.
+    pub audit_one_in: u64,
+    /// The sample's salt; `None` draws one at start (tests fix it to be repeatable).
+    pub audit_seed: Option<u64>,
 }
 
 impl Default for PipeConfig {
@@ -86,6 +95,8 @@ impl Default for PipeConfig {
             tx_ttl_blocks: 64,
             max_inference_txs_per_sender: 64,
             max_inference_units_per_sender: 1_000_000,
+            audit_one_in: 10,
+            audit_seed: None,
         }
     }
 }
@@ -113,6 +124,12 @@ pub struct Pipe {
     pub metrics: Arc<Metrics>,
     /// Whether any worker signs TEE results (without one, TEE requests are rejected).
     tee_workers: bool,
+    /// Checks audited workers' results (see [`PipeConfig::audit_one_in`]).
+    auditor: std::sync::OnceLock<Arc<dyn crate::Auditor>>,
+    /// The audit sample's salt.
+    audit_salt: u64,
+    /// Where audits run: PIPE's tasks, known once spawned.
+    tasks: std::sync::OnceLock<Tasks>,
     /// Deferrals and expiries of the last [`BLOCK_HISTORY`] blocks, for benchmarks and
     /// operators who want per-block numbers rather than the metrics' histograms.
     blocks: Mutex<VecDeque<BlockCongestion>>,
@@ -182,6 +199,15 @@ impl Pipe {
         let tee_workers = workers.iter().any(|w| w.signer().is_some());
         Arc::new(Self {
             tee_workers,
+            auditor: Default::default(),
+            audit_salt: config.audit_seed.unwrap_or_else(|| {
+                use std::hash::{BuildHasher, Hasher};
+                // std seeds this from the OS's randomness, per process.
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            }),
+            tasks: Default::default(),
             blocks: Mutex::new(VecDeque::new()),
             results: Arc::new(CachedResults::new(cache.clone(), models)),
             cache,
@@ -206,8 +232,15 @@ impl Pipe {
     /// Spawns discovery and dispatch as tasks of `tasks` (discovery passes run as its
     /// blocking work); both stop when `shutdown` flips.
     pub fn spawn(self: &Arc<Self>, tasks: &Tasks, shutdown: watch::Receiver<bool>) {
+        let _ = self.tasks.set(tasks.clone());
         tasks.spawn(self.clone().dispatch_loop(shutdown.clone()));
         tasks.spawn(self.clone().discovery_loop(tasks.clone(), shutdown));
+    }
+
+    /// Audits results of workers that ask for it with `auditor` (set before [`Pipe::spawn`];
+    /// without one, nothing is audited).
+    pub fn set_auditor(&self, auditor: Arc<dyn crate::Auditor>) {
+        let _ = self.auditor.set(auditor);
     }
 
     /// Queues `call` on behalf of `waiter` as discovery would. For tests and tools that drive
