@@ -51,6 +51,17 @@ pub struct Request {
 }
 
 /// Outstanding requests: queued ones in priority order, plus the ones running.
+/// What became of a request whose run failed.
+#[derive(Debug)]
+pub enum Retry {
+    /// Back in the queue.
+    Queued,
+    /// Nobody waits for it any more: not run again.
+    Dropped,
+    /// It failed too often; the request is out, its waiters are to be ended.
+    GaveUp(Request),
+}
+
 #[derive(Debug, Default)]
 pub struct Requests {
     pub by_key: HashMap<B256, Request>,
@@ -109,13 +120,26 @@ impl Requests {
     }
 
     /// A run failed: back to the queue, avoiding `worker` next time.
-    pub fn requeue(&mut self, key: &B256, worker: usize) {
-        if let Some(r) = self.by_key.get_mut(key) {
-            r.running_on = None;
-            r.attempts += 1;
-            r.avoid = Some(worker);
-            self.queue.insert((r.priority, *key));
+    /// A run on `worker` failed. The request goes back in the queue (avoiding that worker
+    /// next), unless nobody waits for it any more (dropped: no work for nobody), or it has
+    /// failed `max_attempts` times (given up: its waiters end, with the reason).
+    pub fn requeue(&mut self, key: &B256, worker: usize, max_attempts: u32) -> Retry {
+        let Some(r) = self.by_key.get_mut(key) else {
+            return Retry::Dropped;
+        };
+        r.running_on = None;
+        r.attempts += 1;
+        r.avoid = Some(worker);
+        if r.waiters.is_empty() {
+            self.by_key.remove(key);
+            return Retry::Dropped;
         }
+        if max_attempts > 0 && r.attempts >= max_attempts {
+            let r = self.by_key.remove(key).expect("present");
+            return Retry::GaveUp(r);
+        }
+        self.queue.insert((r.priority, *key));
+        Retry::Queued
     }
 
     /// The result is in: the request is done. Returns its waiters.
@@ -343,5 +367,57 @@ mod tests {
             Some(0),
             "VANILLA work still goes out"
         );
+    }
+
+    fn request(key: u8) -> InferenceCall {
+        InferenceCall {
+            key: B256::repeat_byte(key),
+            request: Default::default(),
+            mode: pipe_primitives::inference::InferenceMode::Vanilla,
+            model: pipe_primitives::ModelMeta {
+                id: pipe_primitives::ModelId::of(b"m"),
+                name: "m".into(),
+                size_bytes: 1,
+                inputs: vec![],
+                outputs: vec![],
+                decimals: 0,
+                cost_units: 1,
+                operators: vec![],
+            },
+            inputs: vec![],
+        }
+    }
+
+    #[test]
+    fn a_failed_request_is_retried_given_up_or_dropped() {
+        let mut r = Requests::default();
+        let p = Priority { tip: 1, arrival: 0 };
+        let (k, waiter) = (B256::repeat_byte(1), B256::repeat_byte(0xaa));
+        r.wait_for(&request(1), waiter, p);
+        // Two failures of three allowed: back in the queue each time, avoiding the worker.
+        for attempt in 1..=2 {
+            r.start(&k, 0).unwrap();
+            assert!(matches!(r.requeue(&k, 0, 3), Retry::Queued));
+            assert_eq!(r.by_key[&k].attempts, attempt);
+            assert_eq!(r.by_key[&k].avoid, Some(0));
+            assert_eq!(r.queued(), 1);
+        }
+        // The third: given up, with its waiters, and gone from the queue.
+        r.start(&k, 1).unwrap();
+        match r.requeue(&k, 1, 3) {
+            Retry::GaveUp(req) => {
+                assert_eq!(req.waiters.into_iter().collect::<Vec<_>>(), vec![waiter])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((r.queued(), r.running()), (0, 0));
+
+        // Nobody waits any more (its transaction ended while it ran): not run again.
+        let k2 = B256::repeat_byte(2);
+        r.wait_for(&request(2), waiter, p);
+        r.start(&k2, 0).unwrap();
+        r.forget_waiter(&k2, &waiter);
+        assert!(matches!(r.requeue(&k2, 0, 3), Retry::Dropped));
+        assert_eq!((r.queued(), r.running()), (0, 0));
     }
 }

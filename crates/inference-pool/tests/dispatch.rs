@@ -176,3 +176,27 @@ async fn the_same_scenario_runs_the_same_way_every_time() {
         assert_eq!(scenario().await, first);
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_that_fails_everywhere_is_given_up_after_its_attempts() {
+    let (a, a_runs) = ScriptedWorker::create("a", Behaviour::Fail);
+    let (b, b_runs) = ScriptedWorker::create("b", Behaviour::Hang);
+    let config = PipeConfig {
+        worker_timeout_ms: 1_000,
+        worker_max_failures: 100,
+        max_attempts: 4,
+        ..PipeConfig::default()
+    };
+    let h = Harness::new(vec![a, b], config, Tasks::inline());
+    h.start();
+    h.pipe.enqueue(&call(9), B256::repeat_byte(0xcc), tip(1, 0));
+    for _ in 0..20 {
+        settle().await;
+        h.clock.advance(Duration::from_millis(1_000));
+    }
+    settle().await;
+    // Four runs in all, across both workers, then no more however long time goes on.
+    assert_eq!(a_runs.lock().len() + b_runs.lock().len(), 4);
+    assert!(!h.pipe.cache().contains(&call(9).key));
+    h.stop().await;
+}

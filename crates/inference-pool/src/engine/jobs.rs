@@ -188,7 +188,18 @@ impl Pipe {
         u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) % one_in == 0
     }
 
-    pub(super) fn on_result(&self, (w, key, result, started): JobDone) {
+    pub(super) fn on_result(&self, job: JobDone) {
+        // Transactions to end once the state lock is released (ending takes it again and
+        // tells the pool).
+        if let Some((waiters, reason)) = self.record_result(job) {
+            for hash in waiters {
+                self.reject(hash, &reason);
+            }
+        }
+    }
+
+    /// Applies a finished run; returns the waiters to end when its request was given up.
+    fn record_result(&self, (w, key, result, started): JobDone) -> Option<(Vec<B256>, String)> {
         let now = self.clock.now_ms();
         let block = self.head.borrow().number();
         let mut st = self.state.lock();
@@ -258,9 +269,24 @@ impl Pipe {
                     .worker_failures
                     .get_or_create(&label("worker", &name))
                     .inc();
-                self.metrics.retries.inc();
-                requests.requeue(&key, w);
+                match requests.requeue(&key, w, self.config.max_attempts) {
+                    Retry::Queued => {
+                        self.metrics.retries.inc();
+                    }
+                    Retry::Dropped => {
+                        debug!(target: "pipe::dispatch", %key, "nobody waits for it any more; not retried");
+                    }
+                    Retry::GaveUp(req) => {
+                        let reason = format!(
+                            "inference request {key} failed {} times on the workers (last: {e})",
+                            req.attempts
+                        );
+                        warn!(target: "pipe::dispatch", %key, attempts = req.attempts, "request given up");
+                        return Some((req.waiters.into_iter().collect(), reason));
+                    }
+                }
             }
         }
+        None
     }
 }

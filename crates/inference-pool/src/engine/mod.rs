@@ -31,7 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     CachedResults, Metrics, ResultCache, Worker, WorkerError,
-    dispatch::{Priority, Requests, Workers},
+    dispatch::{Priority, Requests, Retry, Workers},
     metrics::label,
 };
 
@@ -80,6 +80,10 @@ pub struct PipeConfig {
     pub audit_one_in: u64,
     /// The sample's salt; `None` draws one at start (tests fix it to be repeatable).
     pub audit_seed: Option<u64>,
+    /// Failed runs (timeouts, errors, unattested or forged results) after which a request is
+    /// given up and the transactions waiting for it end, rejected with the reason, instead of
+    /// waiting for their TTL. 0: never.
+    pub max_attempts: u32,
 }
 
 impl Default for PipeConfig {
@@ -97,6 +101,7 @@ impl Default for PipeConfig {
             max_inference_units_per_sender: 1_000_000,
             audit_one_in: 10,
             audit_seed: None,
+            max_attempts: 6,
         }
     }
 }
