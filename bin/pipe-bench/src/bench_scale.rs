@@ -69,7 +69,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 /// Waits until every hash has reached `done` or ended without inclusion (rejected, expired),
 /// which counts as arrived: the load is measured as it fares. Seconds since `since`.
-async fn until(
+pub(crate) async fn until(
     pipe: &pipe_inference_pool::Pipe,
     hashes: &[B256],
     since: Instant,

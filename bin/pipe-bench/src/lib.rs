@@ -1,7 +1,8 @@
 //! pipe's benchmarks, each printing one JSON object: block execution against bare revm
 //! ([`bench::exec`]), ingestion against anvil ([`bench::ingest`]), per-inference latency
 //! against onnxruntime ([`bench_inference`]), PIPE against inline inference ([`bench_pipe`]),
-//! how PIPE's cost grows with the work ([`bench_scale`]) and congestion ([`bench_congestion`]).
+//! how PIPE's cost grows with the work ([`bench_scale`]), congestion ([`bench_congestion`]) and
+//! a restart with a full pool ([`bench_restart`]).
 //!
 //! They live in their own crate and binary (`pipe-bench`; `pipe bench …` forwards to it) so
 //! the node does not ship their dependencies: plotters, rand and onnxruntime's bindings.
@@ -10,6 +11,7 @@ pub mod bench;
 pub mod bench_congestion;
 pub mod bench_inference;
 pub mod bench_pipe;
+pub mod bench_restart;
 pub mod bench_scale;
 pub mod onnxruntime;
 pub mod plots;

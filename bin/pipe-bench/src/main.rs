@@ -82,6 +82,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         latency_ms: u64,
     },
+    /// Restart with a full pool of inference transactions: where the start goes, and how long
+    /// until blocks carry transactions again.
+    Restart {
+        #[arg(long, default_value_t = 10_000)]
+        pending: usize,
+        #[arg(long, default_value_t = 64)]
+        slots: usize,
+        /// Artificial latency of every model run, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+    },
     /// Congestion: PIPE, inline and a two-transaction oracle under the same loads, from half to
     /// ten times the inference network's capacity. Writes congestion.json and SVG charts.
     Congestion {
@@ -182,6 +193,19 @@ async fn main() -> anyhow::Result<()> {
             latency_ms,
         } => {
             let out = pipe_bench::bench_scale::run(pipe_bench::bench_scale::ScaleBench {
+                pending,
+                slots,
+                latency: Duration::from_millis(latency_ms.max(1)),
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Restart {
+            pending,
+            slots,
+            latency_ms,
+        } => {
+            let out = pipe_bench::bench_restart::run(pipe_bench::bench_restart::RestartBench {
                 pending,
                 slots,
                 latency: Duration::from_millis(latency_ms.max(1)),

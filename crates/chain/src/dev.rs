@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, B256};
 use pipe_builder::{BuildStats, InferenceGate, PayloadBuilder};
 use pipe_mempool::Pool;
 use pipe_primitives::{Clock, SealedBlock, Tasks};
@@ -40,7 +40,18 @@ pub struct DevSealer {
     /// One seal at a time (the slot loop and a benchmark may both call [`DevSealer::seal`]):
     /// what a proposal left out is acted on only for the block that is finalized.
     sealing: parking_lot::Mutex<()>,
+    /// Inline mode: blocks in a row each transaction was left out of for want of a model
+    /// (PIPE handles stale transactions itself).
+    inline_stale: parking_lot::Mutex<std::collections::HashMap<B256, u32>>,
 }
+
+/// Inline mode: blocks a transaction may be left out of because its model cannot be loaded
+/// before it is dropped with the reason.
+pub const MAX_INLINE_STALE: u32 = 16;
+/// On demand: after a block that included nothing although transactions were ready (their
+/// fee cap below the base fee, say), how long to wait before trying again without a new
+/// arrival. Each empty block lowers the base fee.
+const EMPTY_RETRY_MS: u64 = 1_000;
 
 impl std::fmt::Debug for DevSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,6 +90,7 @@ impl DevSealer {
             beneficiary: Address::ZERO,
             start_ms,
             sealing: parking_lot::Mutex::new(()),
+            inline_stale: Default::default(),
         }
     }
 
@@ -123,6 +135,25 @@ impl DevSealer {
             for (tx, call) in &proposal.stale {
                 gate.on_stale(tx, call);
             }
+        } else {
+            // Inline: a model that could not be loaded. Tried again next block, for a while.
+            let mut counts = self.inline_stale.lock();
+            let stale: std::collections::HashSet<B256> =
+                proposal.stale.iter().map(|(tx, _)| tx.hash()).collect();
+            counts.retain(|h, _| stale.contains(h));
+            for (tx, call) in &proposal.stale {
+                let n = counts.entry(tx.hash()).or_default();
+                *n += 1;
+                if *n >= MAX_INLINE_STALE {
+                    let reason = format!(
+                        "model {} could not be loaded for {MAX_INLINE_STALE} blocks",
+                        call.model.id
+                    );
+                    warn!(target: "pipe::builder", hash = %tx.hash(), %reason, "dropping transaction");
+                    self.pool.remove(&tx.hash(), &reason);
+                    counts.remove(&tx.hash());
+                }
+            }
         }
         // The pool tells PIPE (and forgets them) through its events.
         for (hash, reason) in &proposal.invalid {
@@ -157,9 +188,14 @@ impl DevSealer {
                 SealMode::OnDemand { min_gap } => {
                     let mut must_wait = last_empty;
                     while must_wait || !self.has_ready() {
+                        // After an empty block, also try again after a while: what was ready
+                        // but not includable (a fee cap below the base fee) may be now.
+                        let retry = must_wait;
                         must_wait = false;
+                        let recheck = self.clock.now_ms() + EMPTY_RETRY_MS;
                         tokio::select! {
                             _ = self.changed() => {}
+                            _ = self.clock.sleep_until(recheck), if retry => {}
                             _ = shutdown.changed() => return,
                         }
                     }

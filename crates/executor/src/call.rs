@@ -131,12 +131,12 @@ impl Executor {
         let mut lo = used.saturating_sub(1).max(TRANSFER_GAS - 1);
         // Optimistic first probe: most calls succeed a little above what they used.
         let optimistic = (used + used / 63 + 2_300).min(hi);
-        if optimistic < hi && succeeds(&mut evm, &tx, optimistic)? {
+        if optimistic < hi && succeeds(&mut evm, &tx, optimistic, &bound)? {
             hi = optimistic;
         }
         while lo + 1 < hi {
             let mid = lo + (hi - lo) / 2;
-            if succeeds(&mut evm, &tx, mid)? {
+            if succeeds(&mut evm, &tx, mid, &bound)? {
                 hi = mid;
             } else {
                 lo = mid;
@@ -242,13 +242,16 @@ fn unreachable_gas() -> u64 {
     0
 }
 
-fn succeeds<E>(evm: &mut E, tx: &TxEnv, gas: u64) -> Result<bool, CallError>
+fn succeeds<E>(evm: &mut E, tx: &TxEnv, gas: u64, bound: &Bounded) -> Result<bool, CallError>
 where
     E: Evm<Tx = TxEnv, Error = EVMError<DbError>, HaltReason = HaltReason>,
 {
     let mut t = tx.clone();
     t.gas_limit = gas;
-    match evm.transact(t) {
+    let result = evm.transact(t);
+    // A path taken only with this much gas may ask for more requests than allowed.
+    bound.check()?;
+    match result {
         Ok(r) => Ok(r.result.is_success()),
         // Below intrinsic gas and the like: too little gas, not a failure of the request.
         Err(EVMError::Transaction(_)) => Ok(false),

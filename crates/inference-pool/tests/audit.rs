@@ -104,3 +104,60 @@ async fn without_an_auditor_or_with_audits_off_nothing_is_checked() {
     assert!(!caught);
     assert!(usable > 0, "audits off: the liar's results are used");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn results_a_liar_returns_after_it_is_caught_are_not_used() {
+    // The liar runs four requests at once: when one is caught, the others it was running
+    // come back from a quarantined worker and are not used either.
+    for seed in 0..50 {
+        let (liar, _) = ScriptedWorker::with_capacity("liar", Behaviour::Lie, 4);
+        let (honest, _) = ScriptedWorker::create("honest", Behaviour::Answer);
+        let config = PipeConfig {
+            audit_one_in: 3,
+            audit_seed: Some(seed),
+            ..PipeConfig::default()
+        };
+        let h = Harness::new(vec![liar, honest], config, Tasks::inline());
+        h.pipe.set_auditor(Arc::new(HonestAuditor));
+        let keys: Vec<u8> = (0..24).collect();
+        for (i, n) in keys.iter().enumerate() {
+            let tip = Priority {
+                tip: 1,
+                arrival: i as u64,
+            };
+            h.pipe.enqueue(&call(*n), B256::from(U256::from(i)), tip);
+        }
+        h.start();
+        settle().await;
+        settle().await;
+        let caught = metric(&h.pipe, "pipe_worker_lies_total{worker=\"liar\"}") >= 1.0;
+        assert!(caught, "seed {seed}");
+        assert_eq!(
+            forged(&h.pipe, &keys),
+            0,
+            "seed {seed}: a forged result is cached"
+        );
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn when_every_worker_is_caught_the_waiting_requests_are_given_up() {
+    let (liar, runs) = ScriptedWorker::create("liar", Behaviour::Lie);
+    let config = PipeConfig {
+        audit_one_in: 1,
+        ..PipeConfig::default()
+    };
+    let h = Harness::new(vec![liar], config, Tasks::inline());
+    h.pipe.set_auditor(Arc::new(HonestAuditor));
+    h.start();
+    let tip = Priority { tip: 1, arrival: 0 };
+    h.pipe.enqueue(&call(1), B256::repeat_byte(0xa1), tip);
+    settle().await;
+    assert_eq!(runs.lock().len(), 1);
+    assert_eq!(h.pipe.capacity(), 0, "quarantined");
+    // The request is gone (its waiters were ended), not queued for nobody: asking again
+    // starts a new one.
+    assert!(!h.pipe.enqueue(&call(1), B256::repeat_byte(0xa2), tip));
+    h.stop().await;
+}

@@ -127,7 +127,10 @@ impl Follower {
         let mut p = self.progress.lock();
         let silent = now.saturating_sub(p.last_block_ms);
         if silent >= p.next_warn_ms {
-            p.next_warn_ms = p.next_warn_ms.saturating_mul(2);
+            // Next at twice the silence so far (a long round may have passed several steps).
+            while p.next_warn_ms <= silent {
+                p.next_warn_ms = p.next_warn_ms.saturating_mul(2);
+            }
             self.status.lock().stall_warnings += 1;
             let last_error = self.status.lock().last_error.clone();
             warn!(

@@ -29,6 +29,8 @@ use pipe_primitives::status::TxStatus;
 /// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
 pub struct RunningNode {
     pub rpc_addr: SocketAddr,
+    /// Where the start spent its time.
+    pub startup: Startup,
     pub store: Arc<Store>,
     pub pool: Arc<Pool>,
     pub executor: Executor,
@@ -129,6 +131,8 @@ pub fn chain_config(config: &NodeConfig) -> anyhow::Result<ChainConfig> {
 /// Opens the store (creating genesis on first start), restores pending transactions, starts
 /// RPC, persistence and the sealer.
 pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningNode> {
+    let launched = std::time::Instant::now();
+    let mut startup = Startup::default();
     let chain = Arc::new(chain_config(&config)?);
     std::fs::create_dir_all(&config.datadir)
         .with_context(|| format!("creating data dir {}", config.datadir.display()))?;
@@ -175,6 +179,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         PoolConfig::new(chain.chain_id, chain.gas_limit),
         pending,
     )?);
+    startup.open_ms = launched.elapsed().as_millis() as u64;
     let mut ledger = Chain::new(
         store.clone(),
         executor.clone(),
@@ -182,7 +187,6 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     )?
     .with_pool(pool.clone());
     let head_rx = ledger.subscribe();
-    let head_block = ledger.head();
     // Every task the node starts, so shutdown knows when they have all ended.
     let tasks = Tasks::new();
     let mut workers = LocalWorker::pool(config.workers, &models, config.worker_capacity, &tasks);
@@ -225,7 +229,11 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             Some(f)
         }
         None => {
-            restore_pending(&store, &pool, &head_block, &chain)?;
+            let started = std::time::Instant::now();
+            let report = restore_pending(&store, &pool)?;
+            startup.restored = report.restored;
+            startup.dropped = report.dropped;
+            startup.restore_ms = started.elapsed().as_millis() as u64;
             None
         }
     };
@@ -320,7 +328,9 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         "node started"
     );
 
+    startup.total_ms = launched.elapsed().as_millis() as u64;
     Ok(RunningNode {
+        startup,
         rpc_addr,
         store,
         pool,
@@ -356,18 +366,11 @@ fn migrate_legacy_pending(store: &Store, pending: &PendingLog) -> anyhow::Result
 }
 
 /// Puts the pool's persisted transactions back, against the head state.
-fn restore_pending(
-    store: &Store,
-    pool: &Pool,
-    head: &SealedBlock,
-    chain: &ChainConfig,
-) -> anyhow::Result<()> {
-    let base_fee = head
-        .header
-        .next_block_base_fee(chain.base_fee_params())
-        .unwrap_or_default();
+fn restore_pending(store: &Store, pool: &Pool) -> anyhow::Result<pipe_mempool::Restored> {
+    // A transaction waiting for the base fee to fall was acknowledged and waits again:
+    // restore does not apply admission's fee-cap check.
     let state = store.state()?;
-    let report = pool.restore(base_fee, |sender| {
+    let report = pool.restore(0, |sender| {
         let account = state.account(sender)?.unwrap_or_default();
         Ok::<_, pipe_storage::StoreError>(SenderState {
             nonce: account.nonce,
@@ -377,7 +380,20 @@ fn restore_pending(
     if report.restored > 0 || report.dropped > 0 {
         info!(target: "pipe::node", restored = report.restored, dropped = report.dropped, "pending transactions restored");
     }
-    Ok(())
+    Ok(report)
+}
+
+/// Where a start spent its time, for operators and `bench restart`.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Startup {
+    /// Opening the store and the pending log, genesis, models.
+    pub open_ms: u64,
+    /// Putting the persisted pending transactions back (admission of each).
+    pub restore_ms: u64,
+    pub restored: usize,
+    pub dropped: usize,
+    /// From the start of `launch` to RPC answering.
+    pub total_ms: u64,
 }
 
 /// PIPE's lifecycle as the RPC sees it.

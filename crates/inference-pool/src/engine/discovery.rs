@@ -236,7 +236,10 @@ impl Pipe {
     pub(super) fn end(&self, hash: B256, how: Lifecycle, reason: &str) -> usize {
         info!(target: "pipe::discovery", %hash, reason, status = how.as_str(), "transaction ended");
         // The pool forgets them and tells its listeners; PIPE records its own reasons below
-        // (its queued copies of these events find nothing left to end).
+        // (its queued copies of these events find nothing left to end). The state lock is
+        // held across the removal, so the same bytes sent again in between are not tracked
+        // and then ended here by mistake (the pool only ever takes the event queue's lock).
+        let mut st = self.state.lock();
         let removed = self.pool.remove(&hash, reason);
         let verb = if how == Lifecycle::Expired {
             "expired"
@@ -245,7 +248,6 @@ impl Pipe {
         };
         // Only what this call removed: a transaction already gone left for another reason,
         // which its queued event records.
-        let mut st = self.state.lock();
         let mut ended = 0;
         for h in removed {
             ended += 1;

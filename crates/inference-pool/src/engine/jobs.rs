@@ -212,6 +212,14 @@ impl Pipe {
             ..
         } = &mut *st;
         let name = workers.slots[w].worker.name().to_string();
+        // A run that was already going when its worker was caught lying: its word is worth
+        // nothing either.
+        let result = match result {
+            Ok(_) if workers.slots[w].quarantined => Err(WorkerError::Failed(
+                "the worker was quarantined while this ran".into(),
+            )),
+            other => other,
+        };
         let ok = result.is_ok();
         workers.record(
             w,
@@ -263,6 +271,21 @@ impl Pipe {
                         .get_or_create(&label("worker", &name))
                         .inc();
                     error!(target: "pipe::dispatch", %key, worker = %name, error = %e, "worker caught lying by an audit; quarantined");
+                    if workers.slots.iter().all(|s| s.quarantined) {
+                        // Nobody left to run anything: every waiting transaction ends now,
+                        // with the reason, rather than at its TTL.
+                        let keys: Vec<B256> = requests.by_key.keys().copied().collect();
+                        let mut waiters = Vec::new();
+                        for k in keys {
+                            if let Some(r) = requests.finish(&k) {
+                                waiters.extend(r.waiters);
+                            }
+                        }
+                        return Some((
+                            waiters,
+                            "no inference worker left: every worker was caught returning results that differ from the node's own runs".into(),
+                        ));
+                    }
                 }
                 warn!(target: "pipe::dispatch", %key, worker = %name, error = %e, "worker failed; retrying elsewhere");
                 self.metrics

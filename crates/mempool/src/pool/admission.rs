@@ -305,8 +305,9 @@ impl Pool {
             .flat_map(|(s, q)| {
                 let start = inner.state_nonce.get(s).copied().unwrap_or_default();
                 let ready = ready_run(q, start).count();
+                // A sender's highest nonce only: nothing in the pool depends on it.
                 let picked: Vec<&Arc<PoolTx>> = if queued {
-                    q.values().skip(ready).collect()
+                    q.values().skip(ready).last().into_iter().collect()
                 } else if ready == q.len() && ready > 0 {
                     q.values().nth(ready - 1).into_iter().collect()
                 } else {
@@ -396,32 +397,31 @@ impl Pool {
         let Some(journal) = &self.journal else {
             return Ok(Restored::default());
         };
-        // Lowest nonce first per sender, so no transaction waits behind a gap that is
-        // only a matter of order.
-        let mut txs: Vec<(Bytes, Option<(Address, u64)>)> = journal
-            .store()
-            .load()?
-            .into_iter()
-            .map(|raw| {
-                let key = TxEnvelope::decode_2718_exact(raw.as_ref())
-                    .ok()
-                    .and_then(|tx| Some((tx.recover_signer().ok()?, tx.nonce())));
-                (raw, key)
-            })
-            .collect();
-        txs.sort_by_key(|(_, key)| *key);
+        // The stateless checks (signature recovery above all) once per transaction, on
+        // every core: they are most of a restart's cost.
+        let raws = journal.store().load()?;
+        let mut checked = self.check_all(raws);
+        // Lowest nonce first per sender, so no transaction waits behind a gap that is only a
+        // matter of order.
+        checked.sort_by_key(|(_, c)| c.as_ref().ok().map(|(tx, sender)| (*sender, tx.nonce())));
         let mut report = Restored::default();
         let mut stale = Vec::new();
-        for (raw, _) in txs {
-            match self.admit(raw.as_ref(), base_fee, &state_of) {
-                Ok(_) => report.restored += 1,
-                Err(AdmitError::Pool(e)) if e.kind == PoolErrorKind::AlreadyKnown => {}
+        for (raw, c) in checked {
+            let added = c.and_then(|(tx, sender)| {
+                let state = state_of(&sender)
+                    .map_err(|e| format!("reading a sender's state: {e}"))
+                    .map_err(RestoreFault::State)?;
+                self.add(tx, sender, state, base_fee)
+                    .map(|_| ())
+                    .map_err(RestoreFault::Pool)
+            });
+            match added {
+                Ok(()) => report.restored += 1,
+                Err(RestoreFault::Pool(e)) if e.kind == PoolErrorKind::AlreadyKnown => {}
                 // Not a fact about the transaction: stop rather than forget it.
-                Err(AdmitError::State(e)) => {
-                    return Err(PersistError(format!("reading a sender's state: {e}")));
-                }
+                Err(RestoreFault::State(e)) => return Err(PersistError(e)),
                 Err(e) => {
-                    tracing::debug!(target: "pipe::pool", error = %e, "persisted transaction dropped");
+                    tracing::debug!(target: "pipe::pool", error = %e.describe(), "persisted transaction dropped");
                     report.dropped += 1;
                     stale.push(alloy_primitives::keccak256(raw.as_ref()));
                 }
@@ -429,6 +429,70 @@ impl Pool {
         }
         self.forget(stale);
         Ok(report)
+    }
+}
+
+/// A persisted transaction after the stateless checks: the transaction and its sender.
+type Checked = Result<(TxEnvelope, Address), RestoreFault>;
+
+/// Why a persisted transaction did not come back.
+#[derive(Debug)]
+enum RestoreFault {
+    Undecodable,
+    Stateless(PoolError),
+    State(String),
+    Pool(PoolError),
+}
+
+impl RestoreFault {
+    fn describe(&self) -> String {
+        match self {
+            RestoreFault::Undecodable => "undecodable".into(),
+            RestoreFault::Stateless(e) | RestoreFault::Pool(e) => e.to_string(),
+            RestoreFault::State(e) => e.clone(),
+        }
+    }
+}
+
+impl Pool {
+    /// Decodes and runs the stateless checks on each of `raws`, spread over the machine's
+    /// cores.
+    fn check_all(&self, raws: Vec<Bytes>) -> Vec<(Bytes, Checked)> {
+        let check = |raw: Bytes| {
+            let checked = TxEnvelope::decode_2718_exact(raw.as_ref())
+                .map_err(|_| RestoreFault::Undecodable)
+                .and_then(|tx| {
+                    let sender = self
+                        .check_stateless(&tx, raw.len())
+                        .map_err(RestoreFault::Stateless)?;
+                    Ok((tx, sender))
+                });
+            (raw, checked)
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads < 2 || raws.len() < 256 {
+            return raws.into_iter().map(check).collect();
+        }
+        let per = raws.len().div_ceil(threads);
+        let mut chunks: Vec<Vec<Bytes>> = Vec::new();
+        let mut rest = raws.into_iter();
+        loop {
+            let chunk: Vec<Bytes> = rest.by_ref().take(per).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(chunk);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| scope.spawn(move || chunk.into_iter().map(check).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
     }
 }
 
