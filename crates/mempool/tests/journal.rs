@@ -239,3 +239,31 @@ async fn a_restart_restores_what_is_still_valid_in_nonce_order_and_forgets_the_r
     assert!(!store.contains(&hashes[0].1) && !store.contains(&hashes[1].1));
     assert!(store.contains(&hashes[4].1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bytes_sent_twice_at_once_share_one_outcome() {
+    let (pool, store) = durable_pool();
+    let key = PrivateKeySigner::random();
+    let (hash, bytes) = raw(&key, 0, 10);
+    let twice = |pool: Arc<Pool>, bytes: Vec<u8>| async move {
+        let (a, b) = tokio::join!(
+            pool.submit(&bytes, 1, rich(0)),
+            pool.submit(&bytes, 1, rich(0))
+        );
+        (a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string()))
+    };
+    // The store fails: neither is told "already known" while the other's write fails.
+    store.set_failing(true);
+    let (a, b) = twice(pool.clone(), bytes.clone()).await;
+    assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
+    assert!(!b.unwrap_err().contains("already known"));
+    // It works: the first is acknowledged; the second is too, or (if it came after the first
+    // was done) told "already known" as geth would, which clients take as accepted.
+    store.set_failing(false);
+    let (a, b) = twice(pool.clone(), bytes).await;
+    assert_eq!(a, Ok(hash));
+    assert!(b == Ok(hash) || b == Err("already known".into()), "{b:?}");
+    assert!(store.contains(&hash));
+    assert_eq!(pool.len(), 1);
+    pool.close();
+}

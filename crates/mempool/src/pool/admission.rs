@@ -358,12 +358,25 @@ impl Pool {
         // Checked before the write so junk never costs an fsync; checked again when added,
         // as the pool may have changed meanwhile.
         self.check_in(&self.inner.read(), &tx, sender, state, base_fee)?;
-        if !self.in_flight.lock().insert(hash) {
-            return Err(PoolError {
-                hash,
-                kind: PoolErrorKind::AlreadyKnown,
+        // The same bytes already being written: their outcome is this one's too. Pending
+        // then means acknowledged; if that submission failed, this one tries for itself.
+        loop {
+            let first = {
+                let mut in_flight = self.in_flight.lock();
+                match in_flight.get(&hash) {
+                    Some(done) => Some(done.subscribe()),
+                    None => {
+                        in_flight.insert(hash, tokio::sync::watch::channel(false).0);
+                        None
+                    }
+                }
+            };
+            let Some(mut done) = first else { break };
+            let _ = done.wait_for(|d| *d).await;
+            if self.get(&hash).is_some() {
+                return Ok(hash);
             }
-            .into());
+            self.check_in(&self.inner.read(), &tx, sender, state, base_fee)?;
         }
         // From here the row may be written: if this future is dropped before the
         // transaction is added (the client went away), the row is forgotten again (the
@@ -509,7 +522,9 @@ impl Drop for Unwritten<'_> {
         if self.armed {
             self.pool.forget(vec![self.hash]);
         }
-        self.pool.in_flight.lock().remove(&self.hash);
+        if let Some(done) = self.pool.in_flight.lock().remove(&self.hash) {
+            let _ = done.send(true);
+        }
     }
 }
 

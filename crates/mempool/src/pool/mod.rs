@@ -117,7 +117,9 @@ pub struct Pool {
     journal: Option<Journal>,
     /// Hashes being written by [`Pool::submit`]: a second submission of the same bytes while
     /// the first is in flight is already known, not written twice.
-    in_flight: parking_lot::Mutex<HashSet<B256>>,
+    /// Each flips to `true` when its submission is done, for a second submission of the same
+    /// bytes waiting on it.
+    in_flight: parking_lot::Mutex<HashMap<B256, tokio::sync::watch::Sender<bool>>>,
 }
 
 /// What [`Pool::restore`] did with the persisted transactions.
