@@ -1,5 +1,11 @@
 //! The result cache: computed results by request key, shared by every transaction that asks
 //! the same thing, kept while a live transaction needs them and for a number of blocks after.
+//!
+//! With a [`ResultStore`] the cache is written through to disk (without an fsync: it is a
+//! cache, and a lost entry is only recomputed), so a restart does not run every pending
+//! transaction's requests again. Every result in it passed the checks a fresh one passes
+//! (key, attestation, audit) when it was computed, and a worker caught lying loses its
+//! results from the store too.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -17,10 +23,50 @@ struct Cached {
     from: Option<usize>,
 }
 
+/// Where cached results are kept across restarts.
+pub trait ResultStore: Send + Sync + std::fmt::Debug {
+    fn put(&self, result: &InferenceResult);
+    fn delete(&self, keys: &[B256]);
+    fn load(&self) -> Vec<InferenceResult>;
+}
+
+/// The node's store for results: a keyed log of their JSON.
+impl ResultStore for pipe_storage::PendingLog {
+    fn put(&self, result: &InferenceResult) {
+        match serde_json::to_vec(result) {
+            Ok(bytes) => {
+                if let Err(e) = self.write(&[(result.key, Some(bytes.into()))], false) {
+                    tracing::debug!(target: "pipe::cache", error = %e, "result not persisted");
+                }
+            }
+            Err(e) => tracing::debug!(target: "pipe::cache", error = %e, "result not encoded"),
+        }
+    }
+
+    fn delete(&self, keys: &[B256]) {
+        if keys.is_empty() {
+            return;
+        }
+        let ops: Vec<_> = keys.iter().map(|k| (*k, None)).collect();
+        if let Err(e) = self.write(&ops, false) {
+            tracing::debug!(target: "pipe::cache", error = %e, "results not forgotten");
+        }
+    }
+
+    fn load(&self) -> Vec<InferenceResult> {
+        pipe_storage::PendingLog::load(self)
+            .iter()
+            .filter_map(|bytes| serde_json::from_slice(bytes).ok())
+            .collect()
+    }
+}
+
 /// Results by key.
 #[derive(Debug, Default)]
 pub struct ResultCache {
     entries: RwLock<HashMap<B256, Cached>>,
+    /// Written through when set ([`ResultCache::attach`]).
+    store: std::sync::OnceLock<Arc<dyn ResultStore>>,
 }
 
 impl ResultCache {
@@ -38,6 +84,9 @@ impl ResultCache {
 
     /// Caches `result`, computed by worker `from`.
     pub fn insert_from(&self, result: InferenceResult, block: u64, from: Option<usize>) {
+        if let Some(store) = self.store.get() {
+            store.put(&result);
+        }
         self.entries.write().insert(
             result.key,
             Cached {
@@ -60,10 +109,35 @@ impl ResultCache {
         for k in &keys {
             entries.remove(k);
         }
+        if let Some(store) = self.store.get() {
+            store.delete(&keys);
+        }
         keys
     }
 
+    /// Takes the results `store` holds (as needed at `block`) and writes through to it from
+    /// now on. Returns how many were loaded.
+    pub fn attach(&self, store: Arc<dyn ResultStore>, block: u64) -> usize {
+        let loaded = store.load();
+        let count = loaded.len();
+        {
+            let mut entries = self.entries.write();
+            for result in loaded {
+                entries.entry(result.key).or_insert(Cached {
+                    result,
+                    needed_at: block,
+                    from: None,
+                });
+            }
+        }
+        let _ = self.store.set(store);
+        count
+    }
+
     pub fn remove(&self, key: &B256) -> Option<InferenceResult> {
+        if let Some(store) = self.store.get() {
+            store.delete(&[*key]);
+        }
         self.entries.write().remove(key).map(|c| c.result)
     }
 
@@ -84,9 +158,19 @@ impl ResultCache {
                 c.needed_at = block;
             }
         }
-        let before = entries.len();
-        entries.retain(|_, c| block.saturating_sub(c.needed_at) <= ttl);
-        before - entries.len()
+        let gone: Vec<B256> = entries
+            .iter()
+            .filter(|(_, c)| block.saturating_sub(c.needed_at) > ttl)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &gone {
+            entries.remove(k);
+        }
+        drop(entries);
+        if let Some(store) = self.store.get() {
+            store.delete(&gone);
+        }
+        gone.len()
     }
 }
 
@@ -129,5 +213,41 @@ mod tests {
         assert_eq!(cache.expire(&[], 25, 5), 0);
         assert_eq!(cache.expire(&[], 26, 5), 1);
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn an_attached_store_keeps_results_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.log");
+        let (a, b, c) = (
+            B256::repeat_byte(1),
+            B256::repeat_byte(2),
+            B256::repeat_byte(3),
+        );
+        {
+            let cache = ResultCache::default();
+            let log = Arc::new(pipe_storage::PendingLog::open(&path).unwrap());
+            assert_eq!(cache.attach(log, 1), 0);
+            cache.insert(InferenceResult::failure(a, "kept"), 1);
+            cache.insert(InferenceResult::failure(b, "removed"), 1);
+            cache.insert_from(InferenceResult::failure(c, "a liar's"), 1, Some(4));
+            cache.remove(&b);
+            assert_eq!(cache.evict_from(4), vec![c]);
+        }
+        let cache = ResultCache::default();
+        let log = Arc::new(pipe_storage::PendingLog::open(&path).unwrap());
+        assert_eq!(cache.attach(log, 9), 1);
+        assert_eq!(cache.get(&a), Some(InferenceResult::failure(a, "kept")));
+        // Loaded as needed at the block given: it expires on the usual schedule.
+        assert_eq!(cache.expire(&[], 9 + 64, 64), 0);
+        assert_eq!(cache.expire(&[], 9 + 65, 64), 1);
+        drop(cache);
+        let cache = ResultCache::default();
+        let log = Arc::new(pipe_storage::PendingLog::open(&path).unwrap());
+        assert_eq!(
+            cache.attach(log, 0),
+            0,
+            "expired results are gone from the store too"
+        );
     }
 }

@@ -44,7 +44,7 @@ mod worker;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 
-pub use cache::{CachedResults, ResultCache};
+pub use cache::{CachedResults, ResultCache, ResultStore};
 pub use dispatch::Priority;
 pub use engine::{BLOCK_HISTORY, BlockCongestion, Pipe, PipeConfig};
 pub use metrics::Metrics;

@@ -214,6 +214,15 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     if let Some(p) = &pipe {
         ledger = ledger.with_listener(Arc::new(PipeListener(p.clone())));
         p.set_auditor(Arc::new(crate::workers::LocalAuditor(models.clone())));
+        // Results survive a restart, so restored transactions do not run their requests
+        // again.
+        let results_path = config.datadir.join("results.log");
+        let results = PendingLog::open(&results_path)
+            .with_context(|| format!("opening {}", results_path.display()))?;
+        let loaded = p.persist_results(Arc::new(results));
+        if loaded > 0 {
+            info!(target: "pipe::node", loaded, "inference results restored");
+        }
     }
     let ledger = Arc::new(ledger);
     let follower = match &config.follow {

@@ -242,6 +242,13 @@ impl Pipe {
         tasks.spawn(self.clone().discovery_loop(tasks.clone(), shutdown));
     }
 
+    /// Keeps the result cache in `store` across restarts: loads what it holds now (so the
+    /// transactions restored into the pool find their results) and writes through from now
+    /// on. Returns how many results were loaded.
+    pub fn persist_results(&self, store: Arc<dyn crate::ResultStore>) -> usize {
+        self.cache.attach(store, self.head.borrow().number())
+    }
+
     /// Audits results of workers that ask for it with `auditor` (set before [`Pipe::spawn`];
     /// without one, nothing is audited).
     pub fn set_auditor(&self, auditor: Arc<dyn crate::Auditor>) {
