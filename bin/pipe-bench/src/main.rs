@@ -4,7 +4,6 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// The node's allocator, so `bench exec` measures what the node runs.
 #[global_allocator]
@@ -144,12 +143,7 @@ enum BenchCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    pipe_worker::cli::init_logging();
     match Cli::parse().command {
         BenchCommand::Inference {
             dir,

@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use pipe_node::config::{BlockTime, FileConfig, InferenceMode, NodeConfig};
 use pipe_primitives::SystemClock;
-use tracing_subscriber::EnvFilter;
 
 /// revm allocates per transaction (its state map, journal, memory) and the block assembler per
 /// receipt; mimalloc made block execution of plain transfers about 10% faster than glibc's
@@ -287,12 +286,7 @@ fn forward_to_bench(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    pipe_worker::cli::init_logging();
     let cli = Cli::parse();
     match cli.command {
         Command::Node(args) => {

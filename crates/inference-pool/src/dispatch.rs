@@ -369,31 +369,12 @@ mod tests {
         );
     }
 
-    fn request(key: u8) -> InferenceCall {
-        InferenceCall {
-            key: B256::repeat_byte(key),
-            request: Default::default(),
-            mode: pipe_primitives::inference::InferenceMode::Vanilla,
-            model: pipe_primitives::ModelMeta {
-                id: pipe_primitives::ModelId::of(b"m"),
-                name: "m".into(),
-                size_bytes: 1,
-                inputs: vec![],
-                outputs: vec![],
-                decimals: 0,
-                cost_units: 1,
-                operators: vec![],
-            },
-            inputs: vec![],
-        }
-    }
-
     #[test]
     fn a_failed_request_is_retried_given_up_or_dropped() {
         let mut r = Requests::default();
         let p = Priority { tip: 1, arrival: 0 };
         let (k, waiter) = (B256::repeat_byte(1), B256::repeat_byte(0xaa));
-        r.wait_for(&request(1), waiter, p);
+        r.wait_for(&crate::test_utils::call(1), waiter, p);
         // Two failures of three allowed: back in the queue each time, avoiding the worker.
         for attempt in 1..=2 {
             r.start(&k, 0).unwrap();
@@ -414,7 +395,7 @@ mod tests {
 
         // Nobody waits any more (its transaction ended while it ran): not run again.
         let k2 = B256::repeat_byte(2);
-        r.wait_for(&request(2), waiter, p);
+        r.wait_for(&crate::test_utils::call(2), waiter, p);
         r.start(&k2, 0).unwrap();
         r.forget_waiter(&k2, &waiter);
         assert!(matches!(r.requeue(&k2, 0, 3), Retry::Dropped));

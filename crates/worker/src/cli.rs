@@ -32,6 +32,18 @@ pub struct WorkerArgs {
     pub model_latency_ms: Option<u64>,
 }
 
+/// Logs to stderr at `RUST_LOG`'s levels (`info` when unset): what every pipe binary does
+/// first, so stdout stays for output scripts read.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// A hex secp256k1 private key.
 pub fn parse_key(hex: &str) -> anyhow::Result<alloy_signer_local::PrivateKeySigner> {
     hex.trim()

@@ -2,7 +2,6 @@
 //! in its build). Same flags as `pipe worker`.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -17,11 +16,6 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    pipe_worker::cli::init_logging();
     pipe_worker::cli::run(Cli::parse().args).await
 }
