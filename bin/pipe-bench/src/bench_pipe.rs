@@ -98,7 +98,7 @@ async fn start(
 }
 
 /// A linreg request with `salt` as its first input: distinct salts, distinct work.
-fn request(cid: &str, salt: i128) -> ModelInferenceRequest {
+pub(crate) fn request(cid: &str, salt: i128) -> ModelInferenceRequest {
     ModelInferenceRequest {
         mode: 0,
         modelCID: cid.into(),

@@ -2,13 +2,15 @@
 //! ([`bench::exec`]), ingestion against anvil ([`bench::ingest`]), per-inference latency
 //! against onnxruntime ([`bench_inference`]), PIPE against inline inference ([`bench_pipe`]),
 //! how PIPE's cost grows with the work ([`bench_scale`]), congestion ([`bench_congestion`]) and
-//! a restart with a full pool ([`bench_restart`]).
+//! a restart with a full pool ([`bench_restart`]) and honest latency under free-riding
+//! attackers ([`bench_freeride`]).
 //!
 //! They live in their own crate and binary (`pipe-bench`; `pipe bench …` forwards to it) so
 //! the node does not ship their dependencies: plotters, rand and onnxruntime's bindings.
 
 pub mod bench;
 pub mod bench_congestion;
+pub mod bench_freeride;
 pub mod bench_inference;
 pub mod bench_pipe;
 pub mod bench_restart;

@@ -92,6 +92,34 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         latency_ms: u64,
     },
+    /// Honest users' latency idle and while attackers send transactions making one inference
+    /// request more than allowed (included as paid reverts) from many accounts.
+    Freeride {
+        #[arg(long, default_value_t = 10)]
+        honest: usize,
+        /// Each honest sender sends one transaction per interval.
+        #[arg(long, default_value_t = 2000)]
+        honest_interval_ms: u64,
+        #[arg(long, default_value_t = 2)]
+        attackers: usize,
+        /// Sending accounts per attacker, each keeping one attacking transaction pending.
+        #[arg(long, default_value_t = 8)]
+        accounts: usize,
+        #[arg(long, default_value_t = 9)]
+        attack_requests: usize,
+        /// Measurement window per phase, in seconds.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Artificial latency of every model run, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value_t = 1000)]
+        block_time_ms: u64,
+        #[arg(long, default_value = "contracts/out/ManyInferences.json")]
+        contract: PathBuf,
+    },
     /// Congestion: PIPE, inline and a two-transaction oracle under the same loads, from half to
     /// ten times the inference network's capacity. Writes congestion.json and SVG charts.
     Congestion {
@@ -203,6 +231,33 @@ async fn main() -> anyhow::Result<()> {
                 pending,
                 slots,
                 latency: Duration::from_millis(latency_ms.max(1)),
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Freeride {
+            honest,
+            honest_interval_ms,
+            attackers,
+            accounts,
+            attack_requests,
+            seconds,
+            latency_ms,
+            workers,
+            block_time_ms,
+            contract,
+        } => {
+            let out = pipe_bench::bench_freeride::run(pipe_bench::bench_freeride::FreerideBench {
+                honest,
+                honest_interval: Duration::from_millis(honest_interval_ms.max(1)),
+                attackers,
+                accounts,
+                attack_requests,
+                seconds,
+                latency: Duration::from_millis(latency_ms.max(1)),
+                workers,
+                block_time: Duration::from_millis(block_time_ms.max(1)),
+                contract,
             })
             .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);

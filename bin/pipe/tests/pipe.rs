@@ -1598,3 +1598,186 @@ async fn waiting_for_a_slow_result_across_many_blocks_is_not_held_against_a_tran
     assert!(receipts.iter().all(|r| r.is_some()), "{receipts:?}");
     node.shutdown().await;
 }
+
+mod many {
+    alloy_sol_types::sol! {
+        function run(bytes[] calls) external;
+    }
+}
+
+/// Every model run is paid by the transaction that caused it. A transaction making one
+/// request more than the chain allows is included as a revert that paid for the eight that
+/// ran (it was rejected unpaid after eight runs before); a transaction whose inference was
+/// requested cannot be replaced by one that would not pay for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inference_past_the_request_bound_is_included_as_a_paid_revert_and_pins_the_transaction() {
+    use pipe_executor::inference::{INFERENCE_BASE_GAS, INFERENCE_WORD_GAS, MAX_REQUESTS_PER_TX};
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let mut config = common::test_config(dir.path());
+    config.block_time = BlockTime::Interval(Duration::from_secs(1));
+    let node = launch(config, Arc::new(clock.clone())).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = common::model_id(&url, "linreg").await;
+    let units = common::rpc(&url, "pipe_getModel", serde_json::json!([linreg])).await["result"]
+        ["cost_units"]
+        .as_u64()
+        .unwrap();
+    let keys = &node.dev_keys;
+    let artifact: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join("contracts/out/ManyInferences.json"))
+            .expect("contracts compiled (node tools/js/compile.js)"),
+    )
+    .unwrap();
+    let code = alloy_primitives::hex::decode(artifact["bytecode"].as_str().unwrap()).unwrap();
+    let deploy = common::signed_raw(
+        &keys[0],
+        chain_id,
+        0,
+        TxKind::Create,
+        code.into(),
+        1_000_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let deploy = common::send_raw_batch(&url, &[deploy]).await.remove(0);
+    wait_status(&url, &deploy, &["ready"]).await;
+    seal_block(&clock, &url, 1).await;
+    let contract: Address = common::receipts(&url, std::slice::from_ref(&deploy)).await[0]
+        .as_ref()
+        .expect("deployed")["contractAddress"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let calls: Vec<Bytes> = (0..=MAX_REQUESTS_PER_TX as i128)
+        .map(|x| {
+            runModelInferenceCall {
+                request: common::linreg_request(&linreg, [x, 1, 2]),
+            }
+            .abi_encode()
+            .into()
+        })
+        .collect();
+    let input: Bytes = many::runCall {
+        calls: calls.clone(),
+    }
+    .abi_encode()
+    .into();
+
+    // eth_call and eth_estimateGas say why, as the block will.
+    for method in ["eth_call", "eth_estimateGas"] {
+        let r = common::rpc(
+            &url,
+            method,
+            serde_json::json!([{"from": keys[1].address(), "to": contract, "data": input}]),
+        )
+        .await;
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("at most 8 distinct inference requests")),
+            "{method}: {r}"
+        );
+    }
+
+    let before = common::rpc(
+        &url,
+        "eth_getBalance",
+        serde_json::json!([keys[1].address(), "latest"]),
+    )
+    .await;
+    let raw = common::signed_raw(
+        &keys[1],
+        chain_id,
+        0,
+        TxKind::Call(contract),
+        input.clone(),
+        2_000_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let hash = common::send_raw_batch(&url, &[raw]).await.remove(0);
+    let s = wait_status(&url, &hash, &["ready", "rejected"]).await;
+    assert_eq!(s["status"], "ready", "{s}");
+    assert_eq!(
+        s["requests"].as_array().unwrap().len(),
+        MAX_REQUESTS_PER_TX,
+        "{s}"
+    );
+
+    // Its inference was requested: a replacement, even paying more, is refused.
+    let replacement = common::signed_raw(
+        &keys[1],
+        chain_id,
+        0,
+        TxKind::Call(Address::repeat_byte(9)),
+        Bytes::new(),
+        21_000,
+        10 * GWEI,
+        200 * GWEI,
+    );
+    let r = common::rpc(
+        &url,
+        "eth_sendRawTransaction",
+        serde_json::json!([replacement]),
+    )
+    .await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("replacement transaction refused")),
+        "{r}"
+    );
+
+    seal_block(&clock, &url, 2).await;
+    let receipt = common::receipts(&url, std::slice::from_ref(&hash)).await[0]
+        .clone()
+        .expect("included");
+    assert_eq!(receipt["status"], "0x0", "it reverted: {receipt}");
+    let b = common::rpc(
+        &url,
+        "eth_getBlockByNumber",
+        serde_json::json!(["0x2", false]),
+    )
+    .await;
+    let extra: Bytes = b["result"]["extraData"].as_str().unwrap().parse().unwrap();
+    let fields = InferenceFields::decode(&extra).unwrap();
+    assert_eq!(
+        fields.units,
+        MAX_REQUESTS_PER_TX as u64 * units,
+        "the eight requests that ran are charged"
+    );
+    let eight = MAX_REQUESTS_PER_TX as u64
+        * (INFERENCE_BASE_GAS
+            + units * fields.gas_price
+            + INFERENCE_WORD_GAS * (calls[0].len() as u64).div_ceil(32));
+    let used = common::quantity(&receipt["gasUsed"]);
+    assert!(used > eight, "{used} covers the eight runs' {eight}");
+    let after = common::rpc(
+        &url,
+        "eth_getBalance",
+        serde_json::json!([keys[1].address(), "latest"]),
+    )
+    .await;
+    let paid = before["result"].as_str().unwrap().parse::<U256>().unwrap()
+        - after["result"].as_str().unwrap().parse::<U256>().unwrap();
+    assert!(paid >= U256::from(used) * U256::from(GWEI), "paid {paid}");
+
+    // Once it has left the pool, its nonce is used; a new transaction goes in as usual.
+    let next = common::signed_raw(
+        &keys[1],
+        chain_id,
+        1,
+        TxKind::Call(Address::repeat_byte(9)),
+        Bytes::new(),
+        21_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let r = common::rpc(&url, "eth_sendRawTransaction", serde_json::json!([next])).await;
+    assert!(r["result"].is_string(), "{r}");
+    node.shutdown().await;
+}

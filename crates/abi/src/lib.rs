@@ -51,6 +51,16 @@ pub const MAX_REQUEST_VALUES: usize = 8192;
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Highest tensor rank accepted.
 pub const MAX_RANK: usize = 8;
+/// Most distinct requests one transaction may make (a chain rule). The call that would be one
+/// more reverts with [`too_many_requests`] before any model runs for it, charged only the base
+/// gas; the requests before it ran and stay paid, so a transaction past the bound is included
+/// as a revert that pays for what it used instead of being dropped with its work unpaid.
+pub const MAX_REQUESTS_PER_TX: usize = 8;
+
+/// The revert reason of a call past [`MAX_REQUESTS_PER_TX`].
+pub fn too_many_requests() -> String {
+    format!("a transaction may make at most {MAX_REQUESTS_PER_TX} distinct inference requests")
+}
 
 sol! {
     /// `value × 10^-decimals`.

@@ -146,10 +146,21 @@ impl TxFactory {
     /// A transaction to `to` (a creation when `None`) with `value` and `input`, at the next
     /// nonce.
     pub fn tx(&mut self, to: Option<Address>, value: U256, input: Bytes) -> TxEnvelope {
+        self.tx_with_gas(to, value, input, TX_GAS)
+    }
+
+    /// As [`TxFactory::tx`], with gas limit `gas_limit`.
+    pub fn tx_with_gas(
+        &mut self,
+        to: Option<Address>,
+        value: U256,
+        input: Bytes,
+        gas_limit: u64,
+    ) -> TxEnvelope {
         let tx = TxEip1559 {
             chain_id: self.chain_id,
             nonce: self.nonce,
-            gas_limit: TX_GAS,
+            gas_limit,
             max_fee_per_gas: 100_000_000_000,
             max_priority_fee_per_gas: 1_000_000_000,
             to: to.map_or(TxKind::Create, TxKind::Call),

@@ -47,34 +47,8 @@ impl Executor {
     ) -> Result<CallOutcome, CallError> {
         let (env, tx, db) = self.prepare(view, attrs, request)?;
         let mut evm = self.factory.create_evm(db, env);
-        let bound = self.install_bounded(evm.precompiles_mut(), attrs);
-        let result = evm.transact(tx);
-        bound.check()?;
-        outcome(result.map_err(evm_error)?.result)
-    }
-
-    /// The inference precompile for a call, counting distinct requests against
-    /// [`Executor::with_request_limit`].
-    fn install_bounded(
-        &self,
-        precompiles: &mut alloy_evm::precompiles::PrecompilesMap,
-        attrs: &BlockAttributes,
-    ) -> Arc<Bounded> {
-        let bound = Arc::new(Bounded {
-            source: self.inference.clone(),
-            limit: self.request_limit,
-            keys: Default::default(),
-            exceeded: Default::default(),
-        });
-        if self.inference.is_some() {
-            crate::inference::install(
-                precompiles,
-                bound.clone(),
-                self.inference_gas(attrs),
-                crate::Purpose::Simulation,
-            );
-        }
-        bound
+        self.install_inference(evm.precompiles_mut(), attrs, crate::Purpose::Simulation);
+        outcome(evm.transact(tx).map_err(evm_error)?.result)
     }
 
     /// The smallest gas limit with which `request` succeeds, as `eth_estimateGas` does.
@@ -110,10 +84,8 @@ impl Executor {
         }
         let mut hi = tx.gas_limit;
         let mut evm = self.factory.create_evm(db, env);
-        let bound = self.install_bounded(evm.precompiles_mut(), attrs);
-        let first = evm.transact(tx.clone());
-        bound.check()?;
-        let first = first.map_err(evm_error)?.result;
+        self.install_inference(evm.precompiles_mut(), attrs, crate::Purpose::Simulation);
+        let first = evm.transact(tx.clone()).map_err(evm_error)?.result;
         let used = match first {
             ExecutionResult::Success { .. } => first.tx_gas_used(),
             ExecutionResult::Halt {
@@ -131,12 +103,12 @@ impl Executor {
         let mut lo = used.saturating_sub(1).max(TRANSFER_GAS - 1);
         // Optimistic first probe: most calls succeed a little above what they used.
         let optimistic = (used + used / 63 + 2_300).min(hi);
-        if optimistic < hi && succeeds(&mut evm, &tx, optimistic, &bound)? {
+        if optimistic < hi && succeeds(&mut evm, &tx, optimistic)? {
             hi = optimistic;
         }
         while lo + 1 < hi {
             let mid = lo + (hi - lo) / 2;
-            if succeeds(&mut evm, &tx, mid, &bound)? {
+            if succeeds(&mut evm, &tx, mid)? {
                 hi = mid;
             } else {
                 lo = mid;
@@ -182,76 +154,18 @@ impl Executor {
     }
 }
 
-/// A call's inference source with the mempool's bound on distinct requests: the request past
-/// the bound gets no answer (which stops the call) and marks the call as over it.
-#[derive(Debug)]
-struct Bounded {
-    source: Option<Arc<dyn crate::InferenceProvider>>,
-    limit: Option<usize>,
-    keys: parking_lot::Mutex<Vec<alloy_primitives::B256>>,
-    exceeded: std::sync::atomic::AtomicBool,
-}
-
-impl Bounded {
-    /// Fails when the call asked for more requests than a transaction may.
-    fn check(&self) -> Result<(), CallError> {
-        match self.limit {
-            Some(limit) if self.exceeded.load(std::sync::atomic::Ordering::Relaxed) => {
-                Err(CallError::Invalid(format!(
-                    "the call makes more than {limit} distinct inference requests; a transaction doing so is rejected by the inference mempool"
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-impl crate::InferenceProvider for Bounded {
-    fn model(&self, id: &pipe_primitives::ModelId) -> Option<pipe_primitives::ModelMeta> {
-        self.source.as_ref()?.model(id)
-    }
-
-    fn infer(
-        &self,
-        call: &crate::InferenceCall,
-        purpose: crate::Purpose,
-    ) -> Option<pipe_primitives::InferenceResult> {
-        if let Some(limit) = self.limit {
-            let mut keys = self.keys.lock();
-            if !keys.contains(&call.key) {
-                if keys.len() >= limit {
-                    self.exceeded
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    return None;
-                }
-                keys.push(call.key);
-            }
-        }
-        self.source.as_ref()?.infer(call, purpose)
-    }
-
-    fn underpaid(&self, call: &crate::InferenceCall, cost: u64) {
-        if let Some(s) = &self.source {
-            s.underpaid(call, cost);
-        }
-    }
-}
-
 /// Never used: `outcome` of a non-success result is always an error.
 fn unreachable_gas() -> u64 {
     0
 }
 
-fn succeeds<E>(evm: &mut E, tx: &TxEnv, gas: u64, bound: &Bounded) -> Result<bool, CallError>
+fn succeeds<E>(evm: &mut E, tx: &TxEnv, gas: u64) -> Result<bool, CallError>
 where
     E: Evm<Tx = TxEnv, Error = EVMError<DbError>, HaltReason = HaltReason>,
 {
     let mut t = tx.clone();
     t.gas_limit = gas;
-    let result = evm.transact(t);
-    // A path taken only with this much gas may ask for more requests than allowed.
-    bound.check()?;
-    match result {
+    match evm.transact(t) {
         Ok(r) => Ok(r.result.is_success()),
         // Below intrinsic gas and the like: too little gas, not a failure of the request.
         Err(EVMError::Transaction(_)) => Ok(false),

@@ -15,7 +15,13 @@
 //!    the product of the shape, at most [`MAX_REQUEST_VALUES`] values in all, decimals within
 //!    [-38, 38], integer inputs given as whole numbers. Every failure reverts with a readable
 //!    `Error(string)` reason.
-//! 3. **Charge gas, before running.** `INFERENCE_BASE_GAS + cost_units × gas_per_unit +
+//! 3. **Bound the work per transaction.** A transaction makes at most
+//!    [`MAX_REQUESTS_PER_TX`] distinct requests (a repeated request is free to repeat): the
+//!    call that would be one more reverts, charged the base, before a model runs. The calls
+//!    before it ran and were charged, so such a transaction is included as a revert that pays
+//!    for its work, never dropped with the work unpaid. The count is per transaction and per
+//!    EVM ([`TxRequests`]), so blocks, discovery, replay and `eth_call` apply the same rule.
+//! 4. **Charge gas, before running.** `INFERENCE_BASE_GAS + cost_units × gas_per_unit +
 //!    INFERENCE_WORD_GAS × ⌈calldata / 32⌉`. `cost_units` is fixed by the model's metadata and
 //!    `gas_per_unit` is the block's inference gas price (a header field that load moves:
 //!    [`pipe_primitives::header`]), so the charge never depends on the output. Too little gas
@@ -24,11 +30,11 @@
 //!    failures before step 3 charge only the base; a model that fails after running is charged
 //!    in full (it ran). Gas a call used stays paid when the transaction reverts afterwards, as
 //!    all EVM gas does: inference that ran is paid for.
-//! 4. **Answer** through the [`InferenceProvider`] seam: inline on the node's runtime, from
+//! 5. **Answer** through the [`InferenceProvider`] seam: inline on the node's runtime, from
 //!    pre-computed results under PIPE, from the block's sidecar in replay. A provider with no
 //!    result for the key makes the call fail fatally: the transaction stops, nothing of it is
 //!    kept, and the caller (discovery or the builder) knows which request to compute.
-//! 5. **Encode** outputs in graph order: float tensors as `Number`s at the model's decimals by
+//! 6. **Encode** outputs in graph order: float tensors as `Number`s at the model's decimals by
 //!    the rule in [`pipe_primitives::inference`], integer tensors as `Number(v, 0)`, strings as
 //!    `StringTensor`s; `is_simulation_result` is always false because a contract never sees a
 //!    placeholder. The precompile emits `ModelInferenceEvent(inferenceID, request, response)`
@@ -149,18 +155,54 @@ fn early(gas: &InferenceGas, gas_limit: u64, reason: String) -> Outcome {
     }
 }
 
-/// One invocation of the precompile.
+/// The distinct requests the transaction being executed has made, for the bound
+/// [`MAX_REQUESTS_PER_TX`]. One per EVM; it starts over when the transaction changes.
+#[derive(Debug, Default)]
+pub struct TxRequests {
+    /// The transaction counted: sender, nonce and gas limit. The gas limit tells apart the
+    /// probes of `eth_estimateGas`, which run the same call with different limits.
+    tx: Option<(alloy_primitives::Address, u64, u64)>,
+    keys: Vec<B256>,
+}
+
+impl TxRequests {
+    /// Moves the count to transaction `tx`, starting over if it is not the one counted.
+    pub fn enter(&mut self, tx: (alloy_primitives::Address, u64, u64)) {
+        if self.tx != Some(tx) {
+            self.tx = Some(tx);
+            self.keys.clear();
+        }
+    }
+
+    /// Counts `key`; false when it would be one distinct request too many.
+    pub fn admit(&mut self, key: B256) -> bool {
+        if self.keys.contains(&key) {
+            return true;
+        }
+        if self.keys.len() >= MAX_REQUESTS_PER_TX {
+            return false;
+        }
+        self.keys.push(key);
+        true
+    }
+}
+
+/// One invocation of the precompile, within the transaction `requests` counts.
 pub fn run(
     provider: &dyn InferenceProvider,
     gas: &InferenceGas,
     data: &[u8],
     gas_limit: u64,
     purpose: Purpose,
+    requests: &mut TxRequests,
 ) -> Outcome {
     let (request, call) = match decode_request(data, &|id| provider.model(id)) {
         Ok(v) => v,
         Err(reason) => return early(gas, gas_limit, reason),
     };
+    if !requests.admit(call.key) {
+        return early(gas, gas_limit, too_many_requests());
+    }
     let cost = gas.cost(call.model.cost_units, data.len());
     if gas_limit < cost {
         provider.underpaid(&call, cost);
@@ -205,10 +247,21 @@ pub(crate) fn install(
 ) {
     use alloy_evm::precompiles::{DynPrecompile, PrecompileInput};
     use revm::precompile::PrecompileId;
+    let requests = parking_lot::Mutex::new(TxRequests::default());
     let precompile = DynPrecompile::new_stateful(
         PrecompileId::custom("pipe-inference"),
         move |mut input: PrecompileInput<'_>| {
-            let outcome = run(provider.as_ref(), &gas, input.data, input.gas, purpose);
+            let mut requests = requests.lock();
+            let tx = input.internals.tx_env();
+            requests.enter((tx.caller(), tx.nonce(), tx.gas_limit()));
+            let outcome = run(
+                provider.as_ref(),
+                &gas,
+                input.data,
+                input.gas,
+                purpose,
+                &mut requests,
+            );
             let (output, log) = outcome.into_output(input.reservoir)?;
             if let Some(log) = log
                 && !input.is_static

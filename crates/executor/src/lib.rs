@@ -71,10 +71,6 @@ pub struct Executor {
     pub(crate) inference_gas: InferenceGas,
     /// The pluggable enclave verification of TEE workers ([`attest::EnclaveCheck`]).
     pub(crate) enclave: Arc<dyn attest::EnclaveCheck>,
-    /// Most distinct inference requests a call may make in `eth_call` / `eth_estimateGas`:
-    /// the bound the inference mempool applies to transactions, so estimation does not
-    /// succeed for what admission then rejects. `None`: unbounded (inline mode).
-    pub(crate) request_limit: Option<usize>,
 }
 
 impl Executor {
@@ -87,7 +83,6 @@ impl Executor {
             inference: None,
             inference_gas: InferenceGas::default(),
             enclave: Arc::new(attest::RegistryTrust),
-            request_limit: None,
         }
     }
 
@@ -111,13 +106,6 @@ impl Executor {
     ) -> Self {
         self.inference = Some(provider);
         self.inference_gas = gas;
-        self
-    }
-
-    /// Calls and estimates fail when they make more than `limit` distinct inference requests,
-    /// as the inference mempool rejects such a transaction.
-    pub fn with_request_limit(mut self, limit: usize) -> Self {
-        self.request_limit = Some(limit);
         self
     }
 

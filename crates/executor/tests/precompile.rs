@@ -213,35 +213,133 @@ fn calls_and_estimates_see_the_state_and_a_transfer_costs_21000() {
     assert!(err.contains(&key.to_string()), "{err}");
 }
 
+alloy_sol_types::sol! {
+    function run(bytes[] calls) external;
+}
+
+/// ManyInferences (contracts/test): calls 0x…F4 once per entry, passing a failure's reason on.
+/// Its artifact's `field`: `bytecode` (creation) or `deployedBytecode`.
+fn many_inferences(field: &str) -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contracts/out/ManyInferences.json"
+    );
+    let artifact: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path).expect("contracts compiled (node tools/js/compile.js)"),
+    )
+    .unwrap();
+    alloy_primitives::hex::decode(artifact[field].as_str().unwrap()).unwrap()
+}
+
+/// The chain's bound on distinct requests per transaction is the precompile's: the call past
+/// it reverts with the reason before a model runs, so a block includes such a transaction as a
+/// revert charged for the requests it made, and eth_call and eth_estimateGas say why.
 #[test]
-fn calls_and_estimates_apply_the_mempools_bound_on_requests() {
+fn a_transaction_past_the_request_bound_reverts_and_pays_for_what_it_used() {
+    use alloy_sol_types::SolCall;
+    use pipe_executor::inference::MAX_REQUESTS_PER_TX;
     let s = setup();
     let model = test_model();
-    let (data, key) = inference_call(&model, 12);
-    s.models.answer(output(key, 2.0, model.decimals));
-    let from = s.chain.factory(0).address();
-    let request = || CallRequest {
-        tx: alloy_rpc_types_eth::TransactionRequest::default()
-            .from(from)
-            .to(INFERENCE_PRECOMPILE)
-            .input(data.clone().into()),
-        overrides: None,
+    let mut deployer = s.chain.factory(1);
+    let contract = deployer.address().create(0);
+    let deploy = deployer.tx(None, U256::ZERO, many_inferences("bytecode").into());
+    let mut block = s
+        .executor
+        .build_block(s.chain.store.state().unwrap(), s.attrs.clone())
+        .unwrap();
+    block.execute(stored(deploy, &deployer)).unwrap();
+    let mut calls = Vec::new();
+    for x in 0..=MAX_REQUESTS_PER_TX as i128 {
+        let (data, key) = inference_call(&model, 100 + x);
+        s.models.answer(output(key, x as f32, model.decimals));
+        calls.push(data);
+    }
+    // A request repeated is one request: 8 distinct ones, each twice, are within the bound.
+    let mut within: Vec<Bytes> = calls[..MAX_REQUESTS_PER_TX].to_vec();
+    within.extend_from_slice(&calls[..MAX_REQUESTS_PER_TX]);
+    let over = calls.clone();
+    let mut f = s.chain.factory(0);
+    let ok = block
+        .execute(stored(
+            f.tx_with_gas(
+                Some(contract),
+                U256::ZERO,
+                runCall { calls: within }.abi_encode().into(),
+                1_000_000,
+            ),
+            &f,
+        ))
+        .unwrap();
+    assert!(matches!(ok.outcome, TxOutcome::Success));
+    let reverted = block
+        .execute(stored(
+            f.tx_with_gas(
+                Some(contract),
+                U256::ZERO,
+                runCall {
+                    calls: over.clone(),
+                }
+                .abi_encode()
+                .into(),
+                1_000_000,
+            ),
+            &f,
+        ))
+        .unwrap();
+    assert!(matches!(reverted.outcome, TxOutcome::Reverted));
+    // It paid for the eight requests that ran, and nothing ran for the ninth.
+    let gas = InferenceGas {
+        per_unit: s.attrs.inference_gas_price,
+        ..InferenceGas::default()
     };
+    let eight = MAX_REQUESTS_PER_TX as u64 * gas.cost(model.cost_units, calls[0].len());
+    assert!(
+        reverted.gas_used > eight,
+        "{} covers {eight}",
+        reverted.gas_used
+    );
+    let done = block.finish().unwrap();
+    assert_eq!(
+        done.sidecar.len(),
+        MAX_REQUESTS_PER_TX,
+        "the sidecar holds the eight distinct results, not the ninth"
+    );
+    // eth_call and eth_estimateGas apply the same rule and give the reason.
+    // (The contract is put in place by a state override: the block above is not committed.)
     let view = || Arc::new(s.chain.store.state().unwrap());
-    // Within the bound: answered, and estimable.
-    let within = s.executor.clone().with_request_limit(1);
-    within.call(view(), &s.attrs, request()).unwrap();
-    let gas = within.estimate_gas(view(), &s.attrs, request()).unwrap();
-    assert!(gas > 21_000);
-    // Past it (one request where none is allowed): both fail, saying why, as admission would.
-    let over = s.executor.clone().with_request_limit(0);
+    let code = Bytes::from(many_inferences("deployedBytecode"));
+    let request = |calls: Vec<Bytes>| CallRequest {
+        tx: alloy_rpc_types_eth::TransactionRequest::default()
+            .from(f.address())
+            .to(contract)
+            .input(runCall { calls }.abi_encode().into()),
+        overrides: Some(
+            [(
+                contract,
+                alloy_rpc_types_eth::state::AccountOverride::default().with_code(code.clone()),
+            )]
+            .into_iter()
+            .collect(),
+        ),
+    };
+    s.executor
+        .call(
+            view(),
+            &s.attrs,
+            request(calls[..MAX_REQUESTS_PER_TX].to_vec()),
+        )
+        .unwrap();
     for err in [
-        over.call(view(), &s.attrs, request()).unwrap_err(),
-        over.estimate_gas(view(), &s.attrs, request()).unwrap_err(),
+        s.executor
+            .call(view(), &s.attrs, request(over.clone()))
+            .unwrap_err(),
+        s.executor
+            .estimate_gas(view(), &s.attrs, request(over.clone()))
+            .unwrap_err(),
     ] {
         let text = err.to_string();
         assert!(
-            text.contains("more than 0 distinct inference requests"),
+            text.contains("at most 8 distinct inference requests"),
             "{text}"
         );
     }

@@ -14,17 +14,38 @@ use pipe_executor::InferenceCall;
 use crate::Worker;
 
 /// How urgent a request is: the best priority among the transactions waiting for it.
-/// Higher is better: a higher effective tip, then an earlier arrival.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Higher is better: a higher effective tip; at equal tips, the transaction that has had less
+/// inference computed for it so far; then an earlier arrival.
+///
+/// The middle term is the fairness rule. A transaction's requests run one after another (its
+/// simulation stops at the first one missing), and by arrival alone an early transaction
+/// making many requests would keep the head of the queue for all of them, ahead of every
+/// single-request transaction that came later. Ordering by work already done interleaves
+/// them: what a transaction has used so far is what it waits behind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Priority {
     pub tip: u128,
+    /// Cost units of the transaction's requests computed before this one.
+    pub consumed: u64,
     pub arrival: u64,
+}
+
+impl Priority {
+    /// A transaction's first request: nothing computed for it yet.
+    pub fn new(tip: u128, arrival: u64) -> Self {
+        Self {
+            tip,
+            consumed: 0,
+            arrival,
+        }
+    }
 }
 
 impl Ord for Priority {
     fn cmp(&self, other: &Self) -> Ordering {
         self.tip
             .cmp(&other.tip)
+            .then_with(|| other.consumed.cmp(&self.consumed))
             .then_with(|| other.arrival.cmp(&self.arrival))
     }
 }
@@ -313,10 +334,18 @@ mod tests {
     }
 
     #[test]
-    fn priority_is_tip_then_arrival() {
-        let p = |tip, arrival| Priority { tip, arrival };
+    fn priority_is_tip_then_work_done_then_arrival() {
+        let p = Priority::new;
         assert!(p(2, 9) > p(1, 0));
         assert!(p(1, 0) > p(1, 1));
+        // An early transaction's eighth request waits behind a later one's first...
+        let eighth = Priority {
+            consumed: 7,
+            ..p(1, 0)
+        };
+        assert!(p(1, 5) > eighth);
+        // ...unless it pays a higher tip.
+        assert!(Priority { tip: 2, ..eighth } > p(1, 5));
     }
 
     #[test]
@@ -372,7 +401,7 @@ mod tests {
     #[test]
     fn a_failed_request_is_retried_given_up_or_dropped() {
         let mut r = Requests::default();
-        let p = Priority { tip: 1, arrival: 0 };
+        let p = Priority::new(1, 0);
         let (k, waiter) = (B256::repeat_byte(1), B256::repeat_byte(0xaa));
         r.wait_for(&crate::test_utils::call(1), waiter, p);
         // Two failures of three allowed: back in the queue each time, avoiding the worker.

@@ -8,10 +8,12 @@
 //!    from the [`ResultCache`] ([`pipe_executor::Executor::simulate`]). A transaction that
 //!    runs through is *ready*. At the first request without a result the simulation stops,
 //!    nothing is kept, and the request is queued; the transaction *awaits inference*. Several
-//!    and dependent requests take several rounds. A transaction may make at most
-//!    [`PipeConfig::max_requests_per_tx`] requests and stop at most
+//!    and dependent requests take several rounds. A transaction may stop at most
 //!    [`PipeConfig::max_simulations`] times at a request it had not made before, or it is
-//!    rejected with the reason (re-runs that others cause do not count against it).
+//!    rejected with the reason (re-runs that others cause do not count against it). Requests
+//!    per transaction are bounded by the chain, in the precompile
+//!    ([`pipe_executor::MAX_REQUESTS_PER_TX`]): the call past the bound reverts, so such a
+//!    transaction is included as a revert that pays for the requests it made.
 //! 3. **Dispatch.** Queued requests go to [`Worker`]s in priority order (the best effective
 //!    tip among the waiting transactions, then arrival), each to the least loaded worker with
 //!    a free slot. Equal keys are one request however many transactions wait for it. A run

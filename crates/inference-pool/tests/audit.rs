@@ -49,14 +49,8 @@ async fn run(one_in: u64, seed: u64, count: u8) -> (usize, usize, bool) {
     let mut usable = 0;
     for (i, n) in keys.iter().enumerate() {
         let waiter = B256::from(U256::from(i));
-        h.pipe.enqueue(
-            &call(*n),
-            waiter,
-            Priority {
-                tip: 1,
-                arrival: i as u64,
-            },
-        );
+        h.pipe
+            .enqueue(&call(*n), waiter, Priority::new(1, i as u64));
         settle().await;
         assert!(
             h.pipe.cache().contains(&call(*n).key),
@@ -121,10 +115,7 @@ async fn results_a_liar_returns_after_it_is_caught_are_not_used() {
         h.pipe.set_auditor(Arc::new(HonestAuditor));
         let keys: Vec<u8> = (0..24).collect();
         for (i, n) in keys.iter().enumerate() {
-            let tip = Priority {
-                tip: 1,
-                arrival: i as u64,
-            };
+            let tip = Priority::new(1, i as u64);
             h.pipe.enqueue(&call(*n), B256::from(U256::from(i)), tip);
         }
         h.start();
@@ -151,7 +142,7 @@ async fn when_every_worker_is_caught_the_waiting_requests_are_given_up() {
     let h = Harness::new(vec![liar], config, Tasks::inline());
     h.pipe.set_auditor(Arc::new(HonestAuditor));
     h.start();
-    let tip = Priority { tip: 1, arrival: 0 };
+    let tip = Priority::new(1, 0);
     h.pipe.enqueue(&call(1), B256::repeat_byte(0xa1), tip);
     settle().await;
     assert_eq!(runs.lock().len(), 1);

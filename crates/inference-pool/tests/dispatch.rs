@@ -16,7 +16,7 @@ use pipe_inference_pool::{
 use pipe_primitives::Tasks;
 
 fn tip(tip: u128, arrival: u64) -> Priority {
-    Priority { tip, arrival }
+    Priority::new(tip, arrival)
 }
 
 fn metric(pipe: &Pipe, line_start: &str) -> f64 {

@@ -26,6 +26,10 @@ pub enum PoolErrorKind {
     GasLimitExceedsCap { tx: u64, cap: u64 },
     #[error("replacement transaction underpriced")]
     ReplacementUnderpriced,
+    /// A listener refused to let the transaction be replaced (PIPE: inference already
+    /// requested for it; it ends included and paying, or by expiry).
+    #[error("replacement transaction refused: {0}")]
+    ReplacementRefused(String),
     #[error("oversized data: transaction size {size}, limit {limit}")]
     Oversized { size: usize, limit: usize },
     #[error("invalid chain id: have {have}, want {want}")]

@@ -62,4 +62,13 @@ impl RemovalReason {
 /// the event and wake whoever handles it, and must never call back into the pool.
 pub trait PoolListener: Send + Sync {
     fn on_event(&self, event: &PoolEvent);
+
+    /// Whether transaction `hash` may be replaced by another of its sender and nonce;
+    /// `Err(reason)` refuses the replacement ([`crate::PoolErrorKind::ReplacementRefused`]).
+    /// PIPE refuses once inference was requested for it: the work is paid only if the
+    /// transaction is included, so swapping it for one that does not use it would leave
+    /// the work unpaid. Called under the pool's lock, like `on_event`, with the same rules.
+    fn may_replace(&self, _hash: &B256) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -161,13 +161,8 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         audit_one_in: config.audit_one_in,
         ..PipeConfig::default()
     };
-    let mut executor = Executor::new(chain.clone())
+    let executor = Executor::new(chain.clone())
         .with_inference(models.clone(), pipe_executor::InferenceGas::default());
-    if config.inference_mode == InferenceMode::Pipe {
-        // eth_call and eth_estimateGas apply the bound PIPE applies to transactions, so an
-        // estimate never succeeds for what the mempool then rejects.
-        executor = executor.with_request_limit(pipe_config.max_requests_per_tx);
-    }
     // The pool owns the persisted pending set: acknowledged means durable.
     let pending_path = config.datadir.join("pending.log");
     let pending = Arc::new(

@@ -180,7 +180,8 @@ impl Pipe {
     /// `e` (transaction `hash`) stopped at `call`, which has no result. Records the key and
     /// queues the request, or sends the sender back to discovery if the result is already in.
     /// `Ok(true)` when a request was queued (dispatch must wake); `Err` is the reason the
-    /// transaction is now over its bounds: too many requests, or, when given, simulations.
+    /// transaction is now over its bound on simulations, when given. (Requests per
+    /// transaction are bounded by the precompile itself: the call past the bound reverts.)
     pub(super) fn stopped_at(
         &self,
         hash: B256,
@@ -192,12 +193,6 @@ impl Pipe {
     ) -> Result<bool, String> {
         if !e.keys.contains(&call.key) {
             e.keys.push(call.key);
-        }
-        if e.keys.len() > self.config.max_requests_per_tx {
-            return Err(format!(
-                "transaction makes more than {} inference requests",
-                self.config.max_requests_per_tx
-            ));
         }
         if let Some(max) = max_simulations
             && e.rounds > max
@@ -218,7 +213,14 @@ impl Pipe {
             return Ok(false);
         }
         e.phase = Phase::Awaiting(call.key);
-        if requests.wait_for(call, hash, e.priority) {
+        // Fairness at equal tips: behind the work already done for this transaction (its
+        // requests before this one, which `e.units` counts with this one).
+        let priority = Priority {
+            consumed: e.units.saturating_sub(call.model.cost_units),
+            ..e.priority
+        };
+        self.events.pinned.lock().insert(hash);
+        if requests.wait_for(call, hash, priority) {
             self.metrics.shared_requests.inc();
         }
         Ok(true)

@@ -10,7 +10,7 @@
 //! - [`gate`]: what the builder and the chain see ([`InferenceGate`]).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -46,8 +46,6 @@ use tracker::*;
 /// PIPE's limits and timings.
 #[derive(Clone, Debug)]
 pub struct PipeConfig {
-    /// Most distinct inference requests one transaction may make.
-    pub max_requests_per_tx: usize,
     /// Most discovery rounds that may stop at one transaction at a request it had not made
     /// before. Simulations in which it ran through, or stopped again at a request still being
     /// computed (re-run on the way to its sender's later nonces, or after another sender's
@@ -89,7 +87,6 @@ pub struct PipeConfig {
 impl Default for PipeConfig {
     fn default() -> Self {
         Self {
-            max_requests_per_tx: 8,
             max_simulations: 32,
             worker_timeout_ms: 30_000,
             worker_max_failures: 3,
@@ -143,16 +140,36 @@ pub struct Pipe {
 /// The pool's events waiting for PIPE. The pool calls [`PoolListener::on_event`] under its
 /// lock, so this only queues and wakes; PIPE applies the events at the top of each discovery
 /// round and before it handles a finalized block, never calling the pool while it holds this.
+///
+/// It also holds the transactions PIPE has requested inference for, which the pool may not
+/// let be replaced: the work is paid only when the transaction is included (as gas, even if
+/// it reverts), so a replacement that does not use it would get it for free. They are
+/// forgotten when they leave the pool. A set of its own, so the pool's check under its lock
+/// never waits for PIPE's state (PIPE calls the pool while holding that).
 #[derive(Default)]
 struct EventQueue {
     events: Mutex<Vec<PoolEvent>>,
     wake: Notify,
+    pinned: Mutex<HashSet<B256>>,
 }
 
 impl PoolListener for EventQueue {
     fn on_event(&self, event: &PoolEvent) {
+        if let PoolEvent::Removed { hash, .. } = event {
+            self.pinned.lock().remove(hash);
+        }
         self.events.lock().push(event.clone());
         self.wake.notify_one();
+    }
+
+    fn may_replace(&self, hash: &B256) -> Result<(), String> {
+        if self.pinned.lock().contains(hash) {
+            return Err(
+                "inference was requested for the transaction it would replace; that one ends included (paying for the inference) or expired"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -282,10 +299,7 @@ impl Pipe {
 
     /// Starts tracking a transaction the pool accepted.
     fn track(&self, st: &mut State, tx: &PoolTx) {
-        let priority = Priority {
-            tip: tx.effective_tip(self.next_base_fee()),
-            arrival: tx.arrival,
-        };
+        let priority = Priority::new(tx.effective_tip(self.next_base_fee()), tx.arrival);
         let (hash, sender, nonce) = (tx.hash(), tx.sender(), tx.nonce());
         // A transaction it replaced was ended by the pool's `Replaced` event, queued before
         // this one's `Added`. The same bytes sent again after they ended are live again.

@@ -242,7 +242,7 @@ mod tests {
         TxEntry {
             sender: Address::ZERO,
             nonce: 0,
-            priority: Priority { tip: 0, arrival: 0 },
+            priority: Priority::default(),
             phase: Phase::Pending,
             keys: Vec::new(),
             simulations: 0,

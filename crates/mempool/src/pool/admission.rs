@@ -205,6 +205,10 @@ impl Pool {
             if tx.max_fee_per_gas() < bump(old_tx.max_fee_per_gas()) || new_tip < bump(old_tip) {
                 return Err(err(PoolErrorKind::ReplacementUnderpriced));
             }
+            for l in self.listeners.read().iter() {
+                l.may_replace(&old.hash())
+                    .map_err(|reason| err(PoolErrorKind::ReplacementRefused(reason)))?;
+            }
         }
         // Admission pays the worst case: every pending transaction of the sender using all
         // its gas at its fee cap (inference gas included) must fit the balance together, so
