@@ -168,6 +168,24 @@ struct NodeArgs {
     /// Serve Prometheus metrics on this port (0 picks a free one).
     #[arg(long = "metrics.port", value_name = "PORT")]
     metrics_port: Option<u16>,
+    /// Who may store models with pipe_uploadModel: `open` (anyone; the dev chain's default),
+    /// `local` (connections from this machine, e.g. `pipe model add`; the default with
+    /// --genesis) or `off`.
+    #[arg(long, value_enum)]
+    model_uploads: Option<UploadsArg>,
+    /// Most megabytes of model files the store may hold in all.
+    #[arg(long, value_name = "MB")]
+    max_model_store_mb: Option<u64>,
+    /// Most RPC connections at once; when full, a newcomer takes the place of the connection
+    /// idle longest (if idle 5 s or more).
+    #[arg(long, value_name = "N")]
+    rpc_max_connections: Option<usize>,
+    /// Most RPC connections from one IP address.
+    #[arg(long, value_name = "N")]
+    rpc_max_connections_per_ip: Option<usize>,
+    /// RPC connections with no traffic for this long are closed, in seconds.
+    #[arg(long, value_name = "S")]
+    rpc_idle_timeout_s: Option<u64>,
 }
 
 fn default_datadir(chain_id: u64) -> PathBuf {
@@ -244,6 +262,26 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     if let Some(ms) = args.worker_timeout_ms {
         c.worker_timeout = Duration::from_millis(ms.max(1));
     }
+    c.model_uploads = args.model_uploads.map(|u| match u {
+        UploadsArg::Open => pipe_rpc::ModelUploads::Open,
+        UploadsArg::Local => pipe_rpc::ModelUploads::Local,
+        UploadsArg::Off => pipe_rpc::ModelUploads::Off,
+    });
+    if let Some(mb) = args.max_model_store_mb {
+        c.max_model_store_bytes = mb.saturating_mul(1 << 20);
+    }
+    let limits = &mut c.rpc_connections;
+    limits.max_connections = args
+        .rpc_max_connections
+        .unwrap_or(limits.max_connections)
+        .max(1);
+    limits.max_per_ip = args
+        .rpc_max_connections_per_ip
+        .unwrap_or(limits.max_per_ip)
+        .max(1);
+    if let Some(s) = args.rpc_idle_timeout_s {
+        limits.idle_timeout = Duration::from_secs(s.max(1));
+    }
     c.metrics_addr = args
         .metrics_port
         .or(file.metrics_port)
@@ -263,6 +301,14 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
 }
 
 use pipe_worker::cli::parse_key;
+
+/// `--model-uploads`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum UploadsArg {
+    Open,
+    Local,
+    Off,
+}
 
 /// `pipe bench …` runs `pipe-bench …`, the benchmarks' own binary beside this one, so the node
 /// does not link the benchmarks' dependencies. Its exit status becomes ours.

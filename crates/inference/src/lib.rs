@@ -18,10 +18,20 @@
 //! them (see `docs/spec.md`); this crate is what computes them.
 //!
 //! # Cost units
-//! `cost_units = 1000 + ⌈parameters / 10⌉`, where parameters counts every element of the
-//! initializers plus every number in operator attributes (tree nodes, support vectors,
-//! coefficients). It is known from the file alone, before any run, and grows with the work an
-//! inference does. An uploader may declare more units than that (never fewer).
+//! `cost_units = 1000 + ⌈parameters / 10⌉ + ⌊multiply-adds / 1000⌋`, where parameters counts
+//! every element of the initializers plus every number in operator attributes (tree nodes,
+//! support vectors, coefficients), and multiply-adds are what one batch-1 run computes, as
+//! tract's operators count them on the compiled graph (matrix products, convolutions,
+//! element-wise arithmetic). Both are known from the file alone, before any run, and the same
+//! on every machine. Size alone let a 1.5 KB graph of repeated matrix products cost 19 s of
+//! CPU per run at the price of a linear regression; counting the work prices it, and a model
+//! over [`MAX_COST_UNITS`] is refused at upload. An uploader may declare more units than that
+//! (never fewer).
+//!
+//! # Deadlines
+//! [`Model::run_until`] asks before each node whether to stop, so a run past its deadline
+//! stops using its core within one node instead of running to its end
+//! ([`InferenceError::Cancelled`], a fault of the moment, never a model's failure).
 
 pub mod model;
 pub mod ops;
@@ -54,6 +64,10 @@ pub enum InferenceError {
     /// tract panicked (and we caught it): the file is one the runtime cannot handle.
     #[error("model error: {0}")]
     RuntimeFault(String),
+    /// The run reached its deadline and stopped: a fact about this machine's load, not about
+    /// the model or the input, so it is never committed (the request is retried or given up).
+    #[error("run cancelled: {0}")]
+    Cancelled(String),
 }
 
 /// tract's ONNX front end with our operators registered.
@@ -63,10 +77,18 @@ pub fn onnx() -> tract_onnx::Onnx {
     onnx
 }
 
-/// Cost units derived from a model's size (see the crate docs).
-pub fn derived_cost_units(parameters: u64) -> u64 {
-    1000 + parameters.div_ceil(10)
+/// Cost units derived from a model's size and work (see the crate docs): a base, a unit per
+/// ten parameters (memory touched), and a unit per thousand multiply-adds of a batch-1 run
+/// (compute), so a small file that is a lot of work is priced by the work.
+pub fn derived_cost_units(parameters: u64, multiply_adds: u64) -> u64 {
+    1000u64
+        .saturating_add(parameters.div_ceil(10))
+        .saturating_add(multiply_adds / 1000)
 }
+
+/// Most cost units a model may be worth (a chain rule): about a billion multiply-adds per run,
+/// a few hundred milliseconds of one core. A model over it is refused at upload.
+pub const MAX_COST_UNITS: u64 = 1_000_000;
 
 /// What an uploader may choose about a model; everything else is derived from the file.
 #[derive(Debug, Clone, Default)]
@@ -96,6 +118,14 @@ pub fn describe(
         ));
     }
     let model = Model::load(bytes)?;
+    let derived = derived_cost_units(model.parameters(), model.multiply_adds());
+    if derived > MAX_COST_UNITS {
+        return Err(InferenceError::InvalidModel(format!(
+            "one run is {} multiply-adds over {} parameters, {derived} cost units: the limit is {MAX_COST_UNITS}",
+            model.multiply_adds(),
+            model.parameters()
+        )));
+    }
     // Trial runs on zeros at upload: some files make tract fault at run time (found by the
     // model_load fuzzer: a LinearClassifier without intercepts, on a symbolic batch); refuse
     // them now rather than fail at every call.
@@ -108,7 +138,6 @@ pub fn describe(
             )));
         }
     }
-    let derived = derived_cost_units(model.parameters());
     let meta = ModelMeta {
         id: ModelId::of(bytes),
         name: options.name.clone(),

@@ -28,8 +28,11 @@ use crate::InferenceError;
 
 /// Largest model file the node accepts.
 pub const MAX_MODEL_BYTES: usize = 2 << 20;
-/// Most graph nodes a model may have.
-pub const MAX_GRAPH_NODES: usize = 4096;
+/// Most graph nodes a model may have. tract's optimizer takes time that grows faster than the
+/// node count on long chains (products of a value by itself: 0.7 s at 1000 nodes, 3.3 s at
+/// 2000, and an upload of 4000 was still compiling after 300 s), so the bound is what keeps
+/// compiling an upload short; the models contracts call have tens of nodes.
+pub const MAX_GRAPH_NODES: usize = 1024;
 /// Most elements in one initializer, and in all of them together.
 pub const MAX_INITIALIZER_ELEMENTS: u64 = 1 << 24;
 /// Most elements a single input tensor may have.
@@ -158,6 +161,8 @@ pub struct Model {
     outputs: Vec<IoSpec>,
     operators: Vec<String>,
     parameters: u64,
+    /// Multiply-adds (and divisions) one batch-1 run performs, counted from the graph.
+    multiply_adds: u64,
 }
 
 /// Maps an ONNX element type to the tract type we feed and what contracts see.
@@ -314,6 +319,21 @@ fn check_window_attributes(node: &pb::NodeProto) -> Result<(), String> {
 /// What a caught panic inside tract reads as.
 pub(crate) const RUNTIME_FAULT: &str = "the runtime faulted on this model";
 
+/// The compute operations of one run of `model` (every dimension known).
+fn multiply_adds(model: &TypedModel) -> TractResult<u64> {
+    let mut total: u64 = 0;
+    for node in model.nodes() {
+        let inputs = model.node_input_facts(node.id)?;
+        for (cost, count) in node.op.cost(&inputs)? {
+            if cost.is_compute() {
+                let count = count.to_i64().map_or(u64::MAX, |c| c.max(0) as u64);
+                total = total.saturating_add(count);
+            }
+        }
+    }
+    Ok(total)
+}
+
 fn guarded<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
@@ -455,6 +475,12 @@ impl Model {
                 model.set_input_fact(i, InferenceFact::dt_shape(*dt, shape))?;
             }
             let typed = model.into_typed()?.into_decluttered()?;
+            // The work is counted on tract's own operators, before ours replace some of them.
+            let work = {
+                let mut one = std::collections::HashMap::new();
+                one.insert(n.clone(), 1.to_dim());
+                multiply_adds(&typed.set_symbols(&one)?)?
+            };
             let typed = crate::ops::conv::direct_small_convs(typed)?;
             let typed = crate::ops::dense::direct_dense_stacks(typed)?;
             // The same graph with N = 1, optimized for the shapes contracts nearly always send:
@@ -462,10 +488,10 @@ impl Model {
             let mut one = std::collections::HashMap::new();
             one.insert(n, 1.to_dim());
             let single = typed.set_symbols(&one)?.into_optimized()?.into_runnable()?;
-            Ok((typed.into_optimized()?.into_runnable()?, single))
+            Ok((typed.into_optimized()?.into_runnable()?, single, work))
         })
         .map_err(invalid)?;
-        let (plan, single) = plan;
+        let (plan, single, multiply_adds) = plan;
         Ok(Self {
             plan,
             single,
@@ -476,6 +502,7 @@ impl Model {
             outputs,
             operators,
             parameters,
+            multiply_adds,
         })
     }
 
@@ -521,9 +548,28 @@ impl Model {
         self.parameters
     }
 
+    /// Multiply-adds and divisions of one run at batch 1, as tract's operators count them
+    /// (matrix products, convolutions, element-wise arithmetic, reductions). Our ai.onnx.ml
+    /// operators count nothing here; their work is bounded by their parameters instead.
+    pub fn multiply_adds(&self) -> u64 {
+        self.multiply_adds
+    }
+
     /// Runs the model. `inputs` are matched to the model's inputs by name, and each must have
     /// the declared shape (any size ≥ 1 on dynamic dimensions). Outputs come in graph order.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, InferenceError> {
+        self.run_until(inputs, None)
+    }
+
+    /// [`Model::run`], stopped when `stop` says so: the run asks before each node of the plan
+    /// and gives up with [`InferenceError::Cancelled`] at the first yes, so a run nobody waits
+    /// for any more (past its deadline) stops using its core within one node's time, bounded
+    /// by the model's compute cap, instead of running to its end.
+    pub fn run_until(
+        &self,
+        inputs: &[Tensor],
+        stop: Option<&dyn Fn() -> bool>,
+    ) -> Result<Vec<Tensor>, InferenceError> {
         let bad = InferenceError::BadInput;
         if inputs.len() != self.inputs.len() {
             let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
@@ -564,16 +610,28 @@ impl Model {
             (&self.plan, &self.states)
         };
         let state = pool.lock().pop();
+        let stopped = std::cell::Cell::new(false);
         let (outputs, state) = guarded("inference", || {
             let mut state = match state {
                 Some(s) => s,
                 None => plan.spawn()?,
             };
-            let outputs = state.run(values)?;
+            let outputs = match stop {
+                None => state.run(values)?,
+                Some(stop) => state.run_plan_with_eval(values, |ctx, op, node, input| {
+                    if stop() {
+                        stopped.set(true);
+                        return Err(TractError::msg("stopped at its deadline"));
+                    }
+                    tract_onnx::tract_core::plan::eval(ctx, op, node, input)
+                })?,
+            };
             Ok((outputs, state))
         })
         .map_err(|e| {
-            if e.ends_with(RUNTIME_FAULT) {
+            if stopped.get() {
+                InferenceError::Cancelled(e)
+            } else if e.ends_with(RUNTIME_FAULT) {
                 InferenceError::RuntimeFault(e)
             } else {
                 InferenceError::Runtime(e)

@@ -22,7 +22,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use alloy_signer_local::PrivateKeySigner;
@@ -30,7 +30,7 @@ use parking_lot::RwLock;
 use pipe_executor::{
     InferenceCall, InferenceFailure, InferenceProvider, Purpose, failure_result, output_result,
 };
-use pipe_inference::{Model, ModelCache};
+use pipe_inference::{InferenceError, Model, ModelCache};
 use pipe_primitives::{
     InferenceResult,
     inference::{MAX_OUTPUT_DECIMALS, ModelId, ModelMeta},
@@ -89,6 +89,10 @@ pub struct NodeModels {
     metas: RwLock<HashMap<ModelId, ModelMeta>>,
     cache: ModelCache,
     simulation_timeout: Duration,
+    /// How long a worker's run may take before it stops ([`NodeModels::compute_for_worker`]).
+    run_timeout: Duration,
+    /// Most bytes of model files the store may hold in all.
+    store_limit: u64,
     detached: Arc<AtomicUsize>,
     /// Added to every model run: a stand-in for heavy models in tests and benchmarks, applied
     /// alike in inline mode and on workers.
@@ -106,6 +110,8 @@ impl NodeModels {
             metas: RwLock::new(metas),
             cache: ModelCache::new(CACHE_MODELS),
             simulation_timeout,
+            run_timeout: Duration::from_secs(30),
+            store_limit: u64::MAX,
             detached: Arc::default(),
             latency: Duration::ZERO,
             signer: None,
@@ -121,6 +127,19 @@ impl NodeModels {
     /// The address TEE results are signed by.
     pub fn signer(&self) -> Option<alloy_primitives::Address> {
         self.signer.as_ref().map(|s| s.address())
+    }
+
+    /// Worker runs stop after `timeout` ([`NodeModels::compute_for_worker`]); PIPE stops
+    /// waiting for a worker then too (`--worker-timeout-ms`).
+    pub fn with_run_timeout(mut self, timeout: Duration) -> Self {
+        self.run_timeout = timeout;
+        self
+    }
+
+    /// The store holds at most `bytes` of model files; an upload past it is refused.
+    pub fn with_store_limit(mut self, bytes: u64) -> Self {
+        self.store_limit = bytes;
+        self
     }
 
     /// Makes every model run take `latency` longer (a stand-in for heavy models).
@@ -159,13 +178,44 @@ impl NodeModels {
     /// and must not be committed under PIPE (a worker retries elsewhere).
     pub fn compute(&self, call: &InferenceCall) -> Result<InferenceResult, InferenceFailure> {
         let model = self.load(&call.model.id)?;
-        Ok(run_call(&model, call, self.latency, self.signer.as_ref()))
+        run_call(&model, call, self.latency, self.signer.as_ref(), None).map_err(failure)
     }
 
-    /// `compute` on a thread of its own, given up on after the simulation timeout.
+    /// [`NodeModels::compute`] for a worker: the run stops at [`NodeModels::run_timeout`]
+    /// after it starts, between two nodes of its plan, so a run nobody waits for any more
+    /// frees its core instead of running to its end. `Err(Timeout)` then: not a fact about
+    /// the request, never committed (PIPE retries or gives up with the reason).
+    pub fn compute_for_worker(
+        &self,
+        call: &InferenceCall,
+    ) -> Result<InferenceResult, InferenceFailure> {
+        let model = self.load(&call.model.id)?;
+        let deadline = Instant::now() + self.run_timeout;
+        run_call(
+            &model,
+            call,
+            self.latency,
+            self.signer.as_ref(),
+            Some(deadline),
+        )
+        .map_err(|e| match e {
+            InferenceError::Cancelled(_) => {
+                InferenceFailure::Timeout(self.run_timeout.as_millis() as u64)
+            }
+            other => failure(other),
+        })
+    }
+
+    /// How long a worker's run may take ([`NodeModels::with_run_timeout`]).
+    pub fn run_timeout(&self) -> Duration {
+        self.run_timeout
+    }
+
+    /// `compute` on a thread of its own, stopped at the simulation timeout.
     fn compute_bounded(&self, call: &InferenceCall) -> Result<InferenceResult, InferenceFailure> {
-        // tract cannot be interrupted, so the run goes to its own thread and the call stops
-        // waiting at the deadline; a bounded number of such runs may linger.
+        // The caller stops waiting at the deadline, and the run stops itself there too
+        // (between two nodes of its plan), so the thread ends soon after; a bounded number
+        // of runs may still be finishing their last node.
         if self.detached.load(Ordering::Relaxed) >= MAX_DETACHED_RUNS {
             return Err(InferenceFailure::Model(
                 "too many inferences still running".into(),
@@ -175,21 +225,27 @@ impl NodeModels {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let inputs = call.inputs.clone();
         let detached = self.detached.clone();
+        let deadline = Instant::now() + self.simulation_timeout;
         detached.fetch_add(1, Ordering::Relaxed);
         std::thread::Builder::new()
             .name("pipe-simulate".into())
             .spawn(move || {
-                let _ = tx.send(model.run(&inputs));
+                let past = move || Instant::now() >= deadline;
+                let _ = tx.send(model.run_until(&inputs, Some(&past)));
                 detached.fetch_sub(1, Ordering::Relaxed);
             })
             .map_err(|e| InferenceFailure::Model(e.to_string()))?;
+        let timeout = InferenceFailure::Timeout(self.simulation_timeout.as_millis() as u64);
         match rx.recv_timeout(self.simulation_timeout) {
             Ok(Ok(outputs)) => Ok(output_result(call.key, &outputs, call.model.decimals)),
+            Ok(Err(InferenceError::Cancelled(_))) | Err(_) => Err(timeout),
             Ok(Err(e)) => Err(failure(e)),
-            Err(_) => Err(InferenceFailure::Timeout(
-                self.simulation_timeout.as_millis() as u64,
-            )),
         }
+    }
+
+    /// Runs still going on their own threads after their caller stopped waiting.
+    pub fn detached_runs(&self) -> usize {
+        self.detached.load(Ordering::Relaxed)
     }
 }
 
@@ -243,6 +299,14 @@ impl ModelRegistry for NodeModels {
                 )));
             }
             return Ok((meta, false));
+        }
+        let stored: u64 = self.metas.read().values().map(|m| m.size_bytes).sum();
+        if stored.saturating_add(bytes.len() as u64) > self.store_limit {
+            return Err(UploadError::Invalid(format!(
+                "the model store holds {stored} bytes and this file is {}: the limit is {} (--max-model-store-mb)",
+                bytes.len(),
+                self.store_limit
+            )));
         }
         let opts = pipe_inference::UploadOptions {
             name: options.name.clone().unwrap_or_default(),
@@ -379,5 +443,60 @@ mod tests {
         let simulated = models.infer(&call, Purpose::Simulation).unwrap();
         let reason = simulated.as_result().unwrap_err();
         assert!(reason.contains("not stored"), "{reason}");
+    }
+
+    /// A worker's run past its timeout stops and is a timeout, not the model's failure: it is
+    /// never committed, and the run does not go on to its end (the stand-in latency here is
+    /// 30 s; the answer comes at the 100 ms timeout).
+    #[test]
+    fn a_worker_run_past_its_timeout_stops_and_is_not_a_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("chain.redb")).unwrap());
+        let models = NodeModels::open(store, Duration::from_secs(1))
+            .unwrap()
+            .with_latency(Duration::from_secs(30))
+            .with_run_timeout(Duration::from_millis(100));
+        let examples = models.add_examples().unwrap();
+        let (_, linreg) = examples.iter().find(|(n, _)| n == "linreg").unwrap();
+        let call = InferenceCall {
+            key: alloy_primitives::B256::repeat_byte(4),
+            request: Default::default(),
+            mode: pipe_primitives::inference::InferenceMode::Vanilla,
+            model: linreg.clone(),
+            inputs: vec![pipe_primitives::inference::Tensor {
+                name: linreg.inputs[0].name.clone(),
+                shape: vec![1, 3],
+                data: pipe_primitives::inference::TensorData::Float32(vec![1.0, 2.0, 3.0]),
+            }],
+        };
+        let started = Instant::now();
+        let err = models.compute_for_worker(&call).unwrap_err();
+        assert!(matches!(err, InferenceFailure::Timeout(100)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// The store is bounded in all: an upload that would take it past its limit is refused,
+    /// and what is stored stays usable.
+    #[test]
+    fn the_model_store_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("chain.redb")).unwrap());
+        let (_, linreg) = EXAMPLE_MODELS.iter().find(|(n, _)| *n == "linreg").unwrap();
+        let (_, mlp) = EXAMPLE_MODELS.iter().find(|(n, _)| *n == "mlp").unwrap();
+        let models = NodeModels::open(store, Duration::from_secs(1))
+            .unwrap()
+            .with_store_limit(linreg.len() as u64 + 16);
+        let options = UploadOptions::default();
+        let (meta, fresh) = models.upload(linreg, &options).unwrap();
+        assert!(fresh);
+        let err = models.upload(mlp, &options).unwrap_err().to_string();
+        assert!(err.contains("the limit is"), "{err}");
+        assert_eq!(models.list(), vec![meta]);
+        // The same file again is not a new byte.
+        assert!(!models.upload(linreg, &options).unwrap().1);
     }
 }

@@ -58,6 +58,13 @@ pub struct NodeConfig {
     pub follow: Option<String>,
     /// How often a follower asks its leader for new blocks.
     pub follow_interval: Duration,
+    /// Who may store models over RPC; `None`: open on the dev chain, local connections only
+    /// on a chain from a genesis file.
+    pub model_uploads: Option<pipe_rpc::ModelUploads>,
+    /// Most bytes of models the store may hold in all.
+    pub max_model_store_bytes: u64,
+    /// RPC connection bounds (in all, per address, idle timeout, eviction of idle ones).
+    pub rpc_connections: pipe_rpc::ConnLimits,
 }
 
 /// Where inference runs.
@@ -109,6 +116,9 @@ impl NodeConfig {
             max_inference_units_per_sender: 1_000_000,
             follow: None,
             follow_interval: Duration::from_millis(500),
+            model_uploads: None,
+            max_model_store_bytes: 1 << 30,
+            rpc_connections: pipe_rpc::ConnLimits::default(),
         }
     }
 }

@@ -145,6 +145,8 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let models = Arc::new(
         NodeModels::open(store.clone(), config.inference_timeout)?
             .with_latency(config.model_latency)
+            .with_run_timeout(config.worker_timeout)
+            .with_store_limit(config.max_model_store_bytes)
             .with_signer(config.worker_key.clone()),
     );
     // The dev chain comes with the example models, so the README's contracts work at once.
@@ -271,8 +273,14 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         follows: config.follow.clone(),
         tasks: tasks.clone(),
         shutdown: shutdown_rx.clone(),
+        model_uploads: config.model_uploads.unwrap_or(if config.genesis.is_none() {
+            pipe_rpc::ModelUploads::Open
+        } else {
+            pipe_rpc::ModelUploads::Local
+        }),
     };
-    let rpc_config = RpcConfig::new(SocketAddr::new(config.http_addr, config.http_port));
+    let mut rpc_config = RpcConfig::new(SocketAddr::new(config.http_addr, config.http_port));
+    rpc_config.connections = config.rpc_connections;
     let (rpc_addr, rpc) = pipe_rpc::start(&rpc_config, node)
         .await
         .with_context(|| format!("starting RPC on {}", rpc_config.addr))?;

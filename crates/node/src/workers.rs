@@ -77,7 +77,9 @@ impl Worker for LocalWorker {
         call: Arc<InferenceCall>,
     ) -> BoxFuture<'static, Result<InferenceResult, WorkerError>> {
         let models = self.models.clone();
-        let run = self.tasks.blocking(move || models.compute(&call));
+        let run = self
+            .tasks
+            .blocking(move || models.compute_for_worker(&call));
         Box::pin(async move {
             run.await
                 .map_err(|e| WorkerError::Failed(format!("worker task: {e}")))?
@@ -145,6 +147,6 @@ pub struct LocalAuditor(pub Arc<NodeModels>);
 
 impl pipe_inference_pool::Auditor for LocalAuditor {
     fn recompute(&self, call: &InferenceCall) -> Result<InferenceResult, String> {
-        self.0.compute(call).map_err(|e| e.to_string())
+        self.0.compute_for_worker(call).map_err(|e| e.to_string())
     }
 }

@@ -7,10 +7,12 @@
 //!
 //! # Limits
 //! Request bodies up to [`RpcConfig::max_request_body_size`], batches up to
-//! [`RpcConfig::max_batch`] calls, at most [`RpcConfig::max_connections`] connections,
+//! [`RpcConfig::max_batch`] calls, connections bounded in all and per address with idle ones
+//! closed or evicted for newcomers ([`connections`], [`ConnLimits`]),
 //! `eth_getLogs` over at most [`MAX_LOG_RANGE`] blocks returning at most [`MAX_LOGS`] logs,
 //! `eth_feeHistory` over at most [`MAX_FEE_HISTORY`] blocks.
 
+pub mod connections;
 mod convert;
 mod error;
 mod eth;
@@ -18,17 +20,19 @@ mod pipe;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use jsonrpsee::server::{BatchRequestConfig, ServerBuilder, ServerConfig, ServerHandle};
+use jsonrpsee::server::{BatchRequestConfig, ServerConfig, ServerHandle};
 use pipe_executor::Executor;
 use pipe_mempool::Pool;
 use pipe_primitives::SealedBlock;
 use pipe_storage::Store;
 use tokio::sync::watch;
 
+pub use connections::{ConnLimits, PeerAddr};
 pub use error::RpcError;
 pub use eth::{EthApiServer, NetApiServer, Web3ApiServer};
 pub use pipe::{
-    ModelRegistry, PipeApiServer, TxLifecycle, UploadError, UploadOptions, WireBlock, WireError,
+    ModelRegistry, ModelUploads, PipeApiServer, TxLifecycle, UploadError, UploadOptions, WireBlock,
+    WireError,
 };
 
 /// Widest block range one `eth_getLogs` may scan.
@@ -45,7 +49,7 @@ pub struct RpcConfig {
     pub max_request_body_size: u32,
     pub max_response_body_size: u32,
     pub max_batch: u32,
-    pub max_connections: u32,
+    pub connections: ConnLimits,
 }
 
 impl RpcConfig {
@@ -55,7 +59,7 @@ impl RpcConfig {
             max_request_body_size: 5 * 1024 * 1024,
             max_response_body_size: 64 * 1024 * 1024,
             max_batch: 1000,
-            max_connections: 500,
+            connections: ConnLimits::default(),
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct NodeHandle {
     pub tasks: pipe_primitives::Tasks,
     /// Flips to `true` at shutdown: subscriptions end.
     pub shutdown: watch::Receiver<bool>,
+    /// Who may call `pipe_uploadModel`.
+    pub model_uploads: ModelUploads,
 }
 
 /// Starts the server. It runs until the handle is stopped.
@@ -92,14 +98,8 @@ pub async fn start(
     let server_config = ServerConfig::builder()
         .max_request_body_size(config.max_request_body_size)
         .max_response_body_size(config.max_response_body_size)
-        .max_connections(config.max_connections)
         .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch))
         .build();
-    let server = ServerBuilder::default()
-        .set_config(server_config)
-        .build(config.addr)
-        .await?;
-    let addr = server.local_addr()?;
     let pipe_api = pipe::PipeRpc {
         models: node.models.clone(),
         lifecycle: node.lifecycle.clone(),
@@ -107,6 +107,7 @@ pub async fn start(
         pool: node.pool.clone(),
         executor: node.executor.clone(),
         tasks: node.tasks.clone(),
+        uploads: node.model_uploads,
     };
     let api = eth::Api::new(node);
     let mut module = EthApiServer::into_rpc(api.clone());
@@ -119,5 +120,11 @@ pub async fn start(
     module
         .merge(PipeApiServer::into_rpc(pipe_api))
         .map_err(std::io::Error::other)?;
-    Ok((addr, server.start(module)))
+    connections::serve(
+        config.addr,
+        server_config,
+        config.connections,
+        module.into(),
+    )
+    .await
 }

@@ -142,9 +142,34 @@ impl WireBlock {
     }
 }
 
+/// Who may store models through `pipe_uploadModel`. A stored model is kept for good and every
+/// node of a chain needs it, so outside a dev chain this is the operator's method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelUploads {
+    /// Anyone who can reach the RPC (the dev chain).
+    Open,
+    /// Connections from this machine only (loopback): the operator, e.g. `pipe model add`.
+    #[default]
+    Local,
+    /// Nobody.
+    Off,
+}
+
+impl ModelUploads {
+    /// Whether a request from `peer` may upload (`None`: not known, treated as remote).
+    pub fn allows(&self, peer: Option<std::net::SocketAddr>) -> bool {
+        match self {
+            ModelUploads::Open => true,
+            ModelUploads::Local => peer.is_some_and(|p| p.ip().is_loopback()),
+            ModelUploads::Off => false,
+        }
+    }
+}
+
 #[rpc(server, namespace = "pipe")]
 pub trait PipeApi {
-    #[method(name = "uploadModel")]
+    #[method(name = "uploadModel", with_extensions)]
     async fn upload_model(
         &self,
         bytes: Bytes,
@@ -191,15 +216,28 @@ pub(crate) struct PipeRpc {
     /// For the next block's inference price.
     pub(crate) executor: pipe_executor::Executor,
     pub(crate) tasks: pipe_primitives::Tasks,
+    pub(crate) uploads: ModelUploads,
 }
 
 #[jsonrpsee::core::async_trait]
 impl PipeApiServer for PipeRpc {
     async fn upload_model(
         &self,
+        ext: &jsonrpsee::Extensions,
         bytes: Bytes,
         options: Option<UploadOptions>,
     ) -> RpcResult<ModelMeta> {
+        let peer = ext.get::<crate::PeerAddr>().map(|p| p.0);
+        if !self.uploads.allows(peer) {
+            return Err(RpcError::Unsupported(format!(
+                "model uploads are {} on this node (--model-uploads): store models from the node's own machine, e.g. with `pipe model add`",
+                match self.uploads {
+                    ModelUploads::Local => "limited to local connections",
+                    _ => "off",
+                }
+            ))
+            .into());
+        }
         let models = self.models.clone();
         // Compiling a model takes milliseconds of CPU: keep it off the RPC reactor.
         let result = self

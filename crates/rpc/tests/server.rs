@@ -38,6 +38,17 @@ struct Server {
 }
 
 async fn server() -> Server {
+    server_with(|_| {}).await
+}
+
+async fn server_with(configure: impl FnOnce(&mut RpcConfig)) -> Server {
+    server_with_uploads(configure, pipe_rpc::ModelUploads::Local).await
+}
+
+async fn server_with_uploads(
+    configure: impl FnOnce(&mut RpcConfig),
+    uploads: pipe_rpc::ModelUploads,
+) -> Server {
     let chain = TestChain::new(1);
     let disk = Arc::new(MemoryPoolStore::default());
     let pool = Arc::new(
@@ -60,9 +71,12 @@ async fn server() -> Server {
         follows: None,
         tasks: Tasks::new(),
         shutdown: tokio::sync::watch::channel(false).1,
+        model_uploads: uploads,
     };
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let (bound, handle) = pipe_rpc::start(&RpcConfig::new(addr), node).await.unwrap();
+    let mut config = RpcConfig::new(addr);
+    configure(&mut config);
+    let (bound, handle) = pipe_rpc::start(&config, node).await.unwrap();
     Server {
         url: format!("http://{bound}"),
         chain,
@@ -175,4 +189,122 @@ async fn reads_and_unknown_methods() {
         -32601
     );
     s.handle.stop().unwrap();
+}
+
+/// A WebSocket that makes one request (`eth_chainId`) and then says nothing more: raw frames
+/// over TCP, as an attacker's script would hold them.
+async fn idle_websocket(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let payload = br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).await.unwrap();
+    let mut answer = [0u8; 2];
+    s.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer[0], 0x81, "a text frame answers");
+    s
+}
+
+/// Idle WebSockets cannot lock a client out: with every connection slot held by sockets that
+/// made one request and went quiet, a newcomer is refused only until they have been idle for
+/// the eviction threshold; then it takes an idle one's place, and it keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_websockets_cannot_lock_out_a_client() {
+    let s = server_with(|c| {
+        c.connections = pipe_rpc::ConnLimits {
+            max_connections: 32,
+            max_per_ip: 32,
+            idle_timeout: std::time::Duration::from_secs(600),
+            evict_idle_after: std::time::Duration::from_millis(300),
+        };
+    })
+    .await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(idle_websocket(&addr).await);
+    }
+    // Every slot is busy a moment ago: the newcomer is told so (429), not left hanging.
+    let refused = reqwest::Client::new()
+        .post(&s.url)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}))
+        .send()
+        .await;
+    assert!(
+        refused.is_err() || refused.unwrap().status() == 429,
+        "refused while every connection is fresh"
+    );
+    // Once they have idled past the threshold, clients get in, again and again.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    for _ in 0..5 {
+        let client = reqwest::Client::new();
+        let r = rpc(&s.url, "eth_chainId", json!([])).await;
+        assert!(r["result"].is_string(), "{r}");
+        drop(client);
+    }
+    // The attacker's sockets that made room were closed by the server.
+    use tokio::io::AsyncReadExt;
+    let mut closed = 0;
+    for sock in &mut held {
+        let mut b = [0u8; 64];
+        // A closed one ends (perhaps after a close frame); an open one has nothing to say.
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_millis(100), sock.read(&mut b))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(Ok(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    assert!(closed >= 1, "{closed} idle sockets closed");
+    s.handle.stop().unwrap();
+}
+
+/// Storing models is the operator's: `local` lets this machine's connections through to the
+/// store (whose own refusal then answers), `off` refuses everyone before the store is asked,
+/// and `local` refuses a remote address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_uploads_are_the_operators() {
+    let upload = |url: String| async move {
+        rpc(&url, "pipe_uploadModel", json!(["0x00", null])).await["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let local = server().await;
+    let m = upload(local.url.clone()).await;
+    assert!(m.contains("uploads are off in this test"), "{m}");
+    local.handle.stop().unwrap();
+    let off = server_with_uploads(|_| {}, pipe_rpc::ModelUploads::Off).await;
+    let m = upload(off.url.clone()).await;
+    assert!(m.contains("model uploads are off on this node"), "{m}");
+    off.handle.stop().unwrap();
+    let remote: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    assert!(!pipe_rpc::ModelUploads::Local.allows(Some(remote)));
+    assert!(!pipe_rpc::ModelUploads::Local.allows(None));
+    assert!(pipe_rpc::ModelUploads::Open.allows(Some(remote)));
 }

@@ -30,6 +30,10 @@ pub struct WorkerArgs {
     /// Artificial extra latency of every model run, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub model_latency_ms: Option<u64>,
+    /// A run still going after this long stops and the request fails (the node's client
+    /// stops waiting at 10 s and retries elsewhere).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub run_timeout_ms: u64,
 }
 
 /// Logs to stderr at `RUST_LOG`'s levels (`info` when unset): what every pipe binary does
@@ -67,6 +71,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         capacity: args.capacity.max(1),
         key,
         latency: Duration::from_millis(args.model_latency_ms.unwrap_or(0)),
+        run_timeout: Duration::from_millis(args.run_timeout_ms.max(1)),
     };
     let signer = options.key.as_ref().map(|k| k.address());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,7 +1,7 @@
 //! One request on one model: what an in-process worker, a remote worker and inline inference
 //! all do, so a result is the same wherever it was computed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
@@ -12,17 +12,31 @@ use pipe_primitives::{InferenceResult, inference::InferenceMode};
 /// Runs `call` on `model` (after `latency`, the heavy-model stand-in) into the result to
 /// commit; a TEE result is signed by `signer` over
 /// [`InferenceResult::signing_hash`], which the chain checks against its worker registry.
+///
+/// With a `deadline` the run stops once it has passed (between two nodes of the plan) and
+/// the answer is `Err(InferenceError::Cancelled)`: no result, since a run cut short says
+/// nothing about the model. Every other outcome, the model's failure on this input included,
+/// is a result.
 pub fn run_call(
     model: &Model,
     call: &InferenceCall,
     latency: Duration,
     signer: Option<&PrivateKeySigner>,
-) -> InferenceResult {
+    deadline: Option<Instant>,
+) -> Result<InferenceResult, InferenceError> {
     if !latency.is_zero() {
-        std::thread::sleep(latency);
+        let left = deadline.map_or(latency, |d| d.saturating_duration_since(Instant::now()));
+        std::thread::sleep(latency.min(left));
+        if left < latency {
+            return Err(InferenceError::Cancelled("stopped at its deadline".into()));
+        }
     }
-    let mut result = match model.run(&call.inputs) {
+    let past = |d: Instant| move || Instant::now() >= d;
+    let stop = deadline.map(past);
+    let stop = stop.as_ref().map(|f| f as &dyn Fn() -> bool);
+    let mut result = match model.run_until(&call.inputs, stop) {
         Ok(outputs) => output_result(call.key, &outputs, call.model.decimals),
+        Err(e @ InferenceError::Cancelled(_)) => return Err(e),
         Err(e) => failure_result(call.key, &failure(e)),
     };
     if call.mode == InferenceMode::Tee
@@ -34,7 +48,7 @@ pub fn run_call(
             result.signature = signature.as_bytes().to_vec().into();
         }
     }
-    result
+    Ok(result)
 }
 
 /// A runtime error as the precompile's failure: bad inputs are the caller's, the rest the

@@ -46,6 +46,9 @@ pub struct WorkerOptions {
     pub key: Option<PrivateKeySigner>,
     /// Added to every model run (the heavy-model stand-in, as on the node).
     pub latency: Duration,
+    /// A run still going after this long stops (the node has stopped waiting for it) and the
+    /// request is answered `503`, so the node retries it elsewhere.
+    pub run_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -177,11 +180,13 @@ impl Worker {
             .map_err(|e| ServeError::Unavailable(e.to_string()))?;
         let (latency, key) = (self.options.latency, self.options.key.clone());
         let started = Instant::now();
+        let deadline = started + self.options.run_timeout;
         let result = tokio::task::spawn_blocking(move || {
-            run_call(&loaded.model, &call, latency, key.as_ref())
+            run_call(&loaded.model, &call, latency, key.as_ref(), Some(deadline))
         })
         .await
-        .map_err(|e| ServeError::Unavailable(format!("run: {e}")))?;
+        .map_err(|e| ServeError::Unavailable(format!("run: {e}")))?
+        .map_err(|e| ServeError::Unavailable(e.to_string()))?;
         tracing::debug!(target: "pipe::worker", key = %result.key, ms = started.elapsed().as_millis() as u64, "computed");
         Ok(json(&result))
     }
