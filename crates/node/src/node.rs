@@ -213,12 +213,19 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         p.set_auditor(Arc::new(crate::workers::LocalAuditor(models.clone())));
         // Results survive a restart, so restored transactions do not run their requests
         // again.
+        // A cache, not a record: a node that cannot open it (a full disk) runs without it
+        // and recomputes what a restart loses.
         let results_path = config.datadir.join("results.log");
-        let results = PendingLog::open(&results_path)
-            .with_context(|| format!("opening {}", results_path.display()))?;
-        let loaded = p.persist_results(Arc::new(results));
-        if loaded > 0 {
-            info!(target: "pipe::node", loaded, "inference results restored");
+        match PendingLog::open(&results_path) {
+            Ok(results) => {
+                let loaded = p.persist_results(Arc::new(results));
+                if loaded > 0 {
+                    info!(target: "pipe::node", loaded, "inference results restored");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "pipe::node", path = %results_path.display(), error = %e, "inference results will not survive a restart");
+            }
         }
     }
     let ledger = Arc::new(ledger);

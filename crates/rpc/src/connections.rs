@@ -395,11 +395,7 @@ mod tests {
         }
     }
 
-    fn admit(
-        t: &mut ConnectionTable<()>,
-        ip: [u8; 4],
-        now: u64,
-    ) -> (Admitted, Arc<AtomicU64>) {
+    fn admit(t: &mut ConnectionTable<()>, ip: [u8; 4], now: u64) -> (Admitted, Arc<AtomicU64>) {
         let last = Arc::new(AtomicU64::new(now));
         let r = t.admit(IpAddr::from(ip), now, &limits(), last.clone(), ());
         (r, last)

@@ -23,7 +23,7 @@ fn decode(id: &ModelId, raw: &[u8]) -> Result<ModelMeta, StoreError> {
 impl Store {
     /// Stores a model. Returns `false` (and changes nothing) when the id is already stored.
     pub fn put_model(&self, meta: &ModelMeta, bytes: &[u8]) -> Result<bool, StoreError> {
-        let mut tx = self.db().begin_write()?;
+        let mut tx = self.db()?.begin_write()?;
         tx.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
         let fresh = {
@@ -45,21 +45,21 @@ impl Store {
 
     /// A model's metadata.
     pub fn model_meta(&self, id: &ModelId) -> Result<Option<ModelMeta>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(MODEL_META)?;
         table.get(&id.0)?.map(|v| decode(id, v.value())).transpose()
     }
 
     /// A model's file.
     pub fn model_bytes(&self, id: &ModelId) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(MODEL_BYTES)?;
         Ok(table.get(&id.0)?.map(|v| v.value().to_vec()))
     }
 
     /// Every stored model's metadata, in id order.
     pub fn models(&self) -> Result<Vec<ModelMeta>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(MODEL_META)?;
         let mut out = Vec::new();
         for row in table.iter()? {

@@ -85,7 +85,7 @@ impl std::fmt::Debug for StateView {
 
 impl StateView {
     pub(crate) fn open(store: &Store) -> Result<Self, StoreError> {
-        let tx: ReadTransaction = store.db().begin_read()?;
+        let tx: ReadTransaction = store.db()?.begin_read()?;
         let head = Store::head_in(&tx)?.ok_or(StoreError::Uninitialised)?;
         Ok(Self {
             head,

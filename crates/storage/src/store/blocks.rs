@@ -6,7 +6,7 @@ use super::*;
 impl Store {
     /// Header of block `number`.
     pub fn header(&self, number: u64) -> Result<Option<Header>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let headers = tx.open_table(HEADERS)?;
         headers
             .get(number)?
@@ -18,7 +18,7 @@ impl Store {
     }
 
     pub fn block_number(&self, hash: &B256) -> Result<Option<u64>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         Ok(tx
             .open_table(HASH_TO_NUMBER)?
             .get(&hash.0)?
@@ -27,7 +27,7 @@ impl Store {
 
     /// The whole block `number`: header, transactions and receipts.
     pub fn block(&self, number: u64) -> Result<Option<SealedBlock>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let headers = tx.open_table(HEADERS)?;
         let Some(raw) = headers.get(number)? else {
             return Ok(None);
@@ -60,7 +60,7 @@ impl Store {
     /// Overwrites the stored sidecar of block `number` and nothing else. This is what a
     /// tampering peer would serve; replay must reject the block. For tools and tests only.
     pub fn replace_sidecar(&self, number: u64, sidecar: &Sidecar) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         tx.open_table(SIDECARS)?
             .insert(number, sidecar.encode().as_slice())?;
         tx.commit()?;
@@ -69,7 +69,7 @@ impl Store {
 
     /// Where transaction `hash` was included: block number and index.
     pub fn transaction_location(&self, hash: &B256) -> Result<Option<(u64, u32)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         tx.open_table(TX_LOOKUP)?
             .get(&hash.0)?
             .map(|v| decode_tx_location(v.value()))

@@ -62,7 +62,13 @@ const TRIE_HEAD_KEY: &str = "trie_branches_head";
 /// Handle to the node's database. Cheap to share behind an `Arc`; redb serialises writers and
 /// lets readers run beside them on snapshots.
 pub struct Store {
-    db: Database,
+    /// `None` only while it is being reopened after an I/O failure ([`Store::reopen`]).
+    db: parking_lot::RwLock<Option<std::sync::Arc<Database>>>,
+    path: std::path::PathBuf,
+    /// redb reported an I/O failure (a full disk, say). From then on it refuses every
+    /// transaction until the database is closed and opened again, so the next use reopens
+    /// it: once the disk has room again the node goes on without a restart.
+    failed: std::sync::atomic::AtomicBool,
     /// Read snapshots of the most recent blocks' state, newest last. redb's MVCC keeps a
     /// snapshot's pages alive while it is held, so state at recent blocks costs no extra
     /// writes: this is how `eth_call` at "the block number I just read" keeps working after
@@ -118,7 +124,9 @@ impl Store {
         tx.open_table(crate::models::MODEL_META)?;
         tx.commit()?;
         let store = Self {
-            db,
+            db: parking_lot::RwLock::new(Some(std::sync::Arc::new(db))),
+            path: path.to_path_buf(),
+            failed: Default::default(),
             recent: Default::default(),
             last_commit: Default::default(),
         };
@@ -128,8 +136,59 @@ impl Store {
         Ok(store)
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    /// The database, reopened first if an I/O failure poisoned it.
+    pub(crate) fn db(&self) -> Result<std::sync::Arc<Database>, StoreError> {
+        if self.failed.load(std::sync::atomic::Ordering::Acquire) {
+            self.reopen()?;
+        }
+        self.db
+            .read()
+            .clone()
+            .ok_or_else(|| StoreError::Io("the database is being reopened".into()))
+    }
+
+    /// Passes `r` on, noting an I/O failure: redb refuses all work after one until reopened.
+    pub(crate) fn seen<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Db(redb::Error::PreviousIo | redb::Error::Io(_))) = &r
+            && !self.failed.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::warn!(target: "pipe::storage", "the database hit an I/O error; it is reopened on next use");
+        }
+        r
+    }
+
+    /// Closes and opens the database again after an I/O failure. redb recovers the file to
+    /// its last committed transaction. Our recent-state snapshots are let go first; a reader
+    /// still holding an old one keeps the file locked, so opening is retried for a while, and
+    /// again on the next use if it still cannot be opened (the disk still full, say).
+    fn reopen(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        {
+            let mut slot = self.db.write();
+            if !self.failed.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            self.recent.lock().clear();
+            *slot = None;
+            let mut tries = 0;
+            let db = loop {
+                match Database::create(&self.path) {
+                    Ok(db) => break db,
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 40 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(25));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            *slot = Some(std::sync::Arc::new(db));
+            self.failed.store(false, Ordering::Release);
+        }
+        tracing::info!(target: "pipe::storage", "database reopened after an I/O error");
+        if self.head()?.is_some() {
+            self.remember_state()?;
+        }
+        Ok(())
     }
 
     pub(crate) fn head_in(tx: &ReadTransaction) -> Result<Option<u64>, StoreError> {
@@ -138,18 +197,20 @@ impl Store {
 
     /// Number of the newest committed block, `None` before genesis.
     pub fn head(&self) -> Result<Option<u64>, StoreError> {
-        Self::head_in(&self.db.begin_read()?)
+        let r = self.db().and_then(|db| Self::head_in(&db.begin_read()?));
+        self.seen(r)
     }
 
     /// A consistent read view of the state at the current head.
     pub fn state(&self) -> Result<StateView, StoreError> {
-        StateView::open(self)
+        let r = StateView::open(self);
+        self.seen(r)
     }
 
     /// One account at the head: a single-table read, for paths (transaction admission) that
     /// need no consistent view across several reads.
     pub fn account(&self, address: &Address) -> Result<Option<AccountRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         tx.open_table(ACCOUNTS)?
             .get(&address.0.0)?
             .map(|v| decode_account(v.value()))
@@ -219,10 +280,19 @@ impl Store {
         finalized: u64,
         layers: &[&StateChanges],
     ) -> Result<TrieUpdates, StoreError> {
+        let r = self.root_after(finalized, layers);
+        self.seen(r)
+    }
+
+    fn root_after(
+        &self,
+        finalized: u64,
+        layers: &[&StateChanges],
+    ) -> Result<TrieUpdates, StoreError> {
         let Some((last, earlier)) = layers.split_last() else {
             return Err(StoreError::Corrupt("state root of no change set".into()));
         };
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         let head = meta_number(&tx.open_table(META)?, HEAD_KEY)?;
         if head != Some(finalized) {
             return Err(StoreError::HeadMoved {
@@ -275,7 +345,18 @@ impl Store {
         tries: Tries<'_>,
         seal: impl FnOnce(B256) -> Result<SealedBlock, StoreError>,
     ) -> Result<SealedBlock, StoreError> {
-        let mut tx = self.db.begin_write()?;
+        let r = self.commit_inner(changes, linked, tries, seal);
+        self.seen(r)
+    }
+
+    fn commit_inner(
+        &self,
+        changes: &StateChanges,
+        linked: Option<(u64, B256)>,
+        tries: Tries<'_>,
+        seal: impl FnOnce(B256) -> Result<SealedBlock, StoreError>,
+    ) -> Result<SealedBlock, StoreError> {
+        let mut tx = self.db()?.begin_write()?;
         tx.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::Corrupt(format!("durability: {e}")))?;
         if let Some((number, parent)) = linked {
@@ -310,7 +391,7 @@ impl Store {
     /// trie's branches were stored: the baseline the benchmark compares the incremental root
     /// with. Reads the head state; writes nothing.
     pub fn account_root_from_scratch(&self) -> Result<B256, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let mut builder = HashBuilder::default();
         for row in tx.open_table(HASHED_ACCOUNTS)?.iter()? {
             let (k, v) = row?;
@@ -322,7 +403,7 @@ impl Store {
     /// The pending transactions an older version kept in this database (they now live in
     /// [`crate::PendingLog`]).
     pub fn legacy_pending(&self) -> Result<Vec<Bytes>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let pool = tx.open_table(POOL)?;
         let mut out = Vec::new();
         for row in pool.iter()? {
@@ -334,7 +415,7 @@ impl Store {
 
     /// Empties the old pending table, once its rows are safe elsewhere.
     pub fn clear_legacy_pending(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         tx.open_table(POOL)?.retain(|_, _| false)?;
         tx.commit()?;
         Ok(())
@@ -344,7 +425,7 @@ impl Store {
     /// instead of trusting the cached ones, and returns it with the head header's root. The
     /// two differ only if the store is inconsistent. O(state): for checks and tests.
     pub fn verify_state_root(&self) -> Result<(B256, B256), StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let head = Self::head_in(&tx)?.ok_or(StoreError::Uninitialised)?;
         let header = tx
             .open_table(HEADERS)?
@@ -378,7 +459,7 @@ impl Store {
 
     /// Number of accounts in state (for benchmarks and metrics).
     pub fn account_count(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         Ok(tx.open_table(ACCOUNTS)?.len()?)
     }
 }

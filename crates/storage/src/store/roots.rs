@@ -529,7 +529,7 @@ mod tests {
         };
         store.commit_block(&genesis, seal(0)).unwrap();
         {
-            let tx = store.db.begin_write().unwrap();
+            let tx = store.db().unwrap().begin_write().unwrap();
             tx.open_table(META).unwrap().remove(TRIE_HEAD_KEY).unwrap();
             let mut branches = tx.open_table(TRIE_BRANCHES).unwrap();
             let junk = [0u8; 6];
