@@ -1781,3 +1781,61 @@ async fn inference_past_the_request_bound_is_included_as_a_paid_revert_and_pins_
     assert!(r["result"].is_string(), "{r}");
     node.shutdown().await;
 }
+
+/// Plain transfers (no data, to an account without code) cannot reach the precompile, so
+/// discovery marks them ready without simulating: a backlog of them costs no simulations
+/// (each new one used to run its sender's whole backlog again). A call into code is simulated
+/// as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_transfers_are_ready_without_a_simulation() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let mut config = common::test_config(dir.path());
+    config.block_time = BlockTime::Interval(Duration::from_secs(1));
+    let node = launch(config, Arc::new(clock.clone())).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let pipe = node.pipe.clone().unwrap();
+    let simulations = || sum(&metrics(&pipe.render_metrics()), "pipe_simulations_total");
+    let keys = &node.dev_keys;
+    let raws: Vec<Bytes> = (0..30)
+        .map(|n| {
+            common::signed_raw(
+                &keys[0],
+                chain_id,
+                n,
+                TxKind::Call(Address::repeat_byte(0x42)),
+                Bytes::new(),
+                21_000,
+                GWEI,
+                100 * GWEI,
+            )
+        })
+        .collect();
+    let mut hashes = Vec::new();
+    for raw in &raws {
+        hashes.extend(common::send_raw_batch(&url, std::slice::from_ref(raw)).await);
+    }
+    for h in &hashes {
+        wait_status(&url, h, &["ready"]).await;
+    }
+    assert_eq!(simulations(), 0.0, "no transfer was simulated");
+    seal_block(&clock, &url, 1).await;
+    let receipts = common::receipts(&url, &hashes).await;
+    assert!(receipts.iter().all(Option::is_some), "all 30 included");
+    // Data to the same address is a call: simulated.
+    let call = common::signed_raw(
+        &keys[0],
+        chain_id,
+        30,
+        TxKind::Call(Address::repeat_byte(0x42)),
+        Bytes::from_static(&[1, 2, 3]),
+        30_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let h = common::send_raw_batch(&url, &[call]).await.remove(0);
+    wait_status(&url, &h, &["ready"]).await;
+    assert!(simulations() >= 1.0);
+    node.shutdown().await;
+}

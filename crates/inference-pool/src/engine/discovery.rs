@@ -55,6 +55,15 @@ impl Pipe {
             // The view may be ahead of the pool (a block committed, the pool not yet told):
             // transactions the view already executed are not simulated again.
             let on_chain = view.account(&sender).ok().flatten().map_or(0, |a| a.nonce);
+            // A sender whose transactions still to decide are all plain transfers (no data, to
+            // an account without code) asks nothing of the precompile: no code runs at all.
+            // They are ready without a simulation, which would otherwise run the sender's
+            // whole backlog again for every transfer that arrives (quadratic in the backlog,
+            // on the cores that serve RPC).
+            if self.ready_without_simulation(&sender, on_chain, &view, head.number()) {
+                became_ready = true;
+                continue;
+            }
             let run: Vec<_> = self
                 .pool
                 .ready_run_of(&sender)
@@ -175,6 +184,55 @@ impl Pipe {
         if became_ready {
             self.ready.notify_one();
         }
+    }
+
+    /// Marks `sender`'s transactions from nonce `from` ready if each of them not ready yet is
+    /// a plain transfer: a call with no data and no authorizations to an account without code
+    /// (it cannot reach the precompile). False, touching nothing, when any is not.
+    fn ready_without_simulation(
+        &self,
+        sender: &Address,
+        from: u64,
+        view: &StateView,
+        head: u64,
+    ) -> bool {
+        use alloy_consensus::Transaction;
+        let mut st = self.state.lock();
+        let State { txs, by_sender, .. } = &mut *st;
+        let Some(nonces) = by_sender.get(sender) else {
+            return false;
+        };
+        let undecided: Vec<B256> = nonces
+            .range(from..)
+            .map(|(_, h)| *h)
+            .filter(|h| txs.get(h).is_some_and(|e| e.phase != Phase::Ready))
+            .collect();
+        if undecided.is_empty() {
+            return false;
+        }
+        let plain = |h: &B256| {
+            self.pool.get(h).is_some_and(|t| {
+                let tx = &t.stored.tx;
+                tx.input().is_empty()
+                    && tx.authorization_list().is_none()
+                    && tx.to().is_some_and(|to| {
+                        view.account(&to).is_ok_and(|a| {
+                            a.is_none_or(|a| a.code_hash == alloy_primitives::KECCAK256_EMPTY)
+                        })
+                    })
+            })
+        };
+        if !undecided.iter().all(plain) {
+            return false;
+        }
+        for h in undecided {
+            if let Some(e) = txs.get_mut(&h) {
+                e.phase = Phase::Ready;
+                e.deferred = None;
+                e.ready_at.get_or_insert(head);
+            }
+        }
+        true
     }
 
     /// `e` (transaction `hash`) stopped at `call`, which has no result. Records the key and

@@ -25,7 +25,7 @@ use pipe_primitives::{
     inference::InferenceMode,
     status::{Lifecycle, RequestState, RequestStatus, TxStatus},
 };
-use pipe_storage::Store;
+use pipe_storage::{StateView, Store};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 

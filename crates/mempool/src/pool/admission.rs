@@ -113,6 +113,10 @@ impl Pool {
             .entry(sender)
             .or_default()
             .insert(nonce, pooled.clone());
+        if let Some(old) = &replaced {
+            inner.cost_out(old);
+        }
+        inner.cost_in(&pooled);
         // Under the pool's lock, so listeners see events in pool order.
         let replaced = replaced.map(|r| r.hash());
         if let Some(old) = replaced {
@@ -213,13 +217,11 @@ impl Pool {
         // Admission pays the worst case: every pending transaction of the sender using all
         // its gas at its fee cap (inference gas included) must fit the balance together, so
         // what the builder will meet is funded and a sender cannot queue work it cannot pay.
-        let others = inner.by_sender.get(&sender).map_or(U256::ZERO, |q| {
-            q.iter()
-                .filter(|(n, _)| **n != nonce)
-                .fold(U256::ZERO, |sum, (_, t)| {
-                    sum.saturating_add(worst_case_cost(&t.stored.tx))
-                })
-        });
+        let mine = inner.cost.get(&sender).copied().unwrap_or_default();
+        let others = match &replaced {
+            Some(old) => mine.saturating_sub(worst_case_cost(&old.stored.tx)),
+            None => mine,
+        };
         let total = others.saturating_add(cost);
         if total > state.balance {
             return Err(err(PoolErrorKind::Overdraft {

@@ -14,6 +14,10 @@ pub(super) struct Inner {
     pub(super) queued: HashMap<Address, usize>,
     pub(super) queued_total: usize,
     pub(super) next_arrival: u64,
+    /// Per sender: the worst-case cost (gas × fee cap + value) of all its pending
+    /// transactions together, kept as they come and go so admission checks the balance
+    /// without summing the sender's queue (which made a backlog quadratic).
+    pub(super) cost: HashMap<Address, U256>,
 }
 
 impl Inner {
@@ -24,7 +28,32 @@ impl Inner {
             return 0;
         };
         let nonce = self.state_nonce.get(sender).copied().unwrap_or_default();
+        // The usual case, without a walk: no gap, every nonce from the on-chain one.
+        if let (Some((&first, _)), Some((&last, _))) =
+            (queue.first_key_value(), queue.last_key_value())
+            && first == nonce
+            && last - first + 1 == queue.len() as u64
+        {
+            return queue.len();
+        }
         ready_run(queue, nonce).count()
+    }
+
+    /// Counts `tx` into its sender's total worst-case cost.
+    pub(super) fn cost_in(&mut self, tx: &PoolTx) {
+        let c = self.cost.entry(tx.sender()).or_default();
+        *c = c.saturating_add(super::admission::worst_case_cost(&tx.stored.tx));
+    }
+
+    /// Takes `tx` out of its sender's total worst-case cost.
+    pub(super) fn cost_out(&mut self, tx: &PoolTx) {
+        let sender = tx.sender();
+        if let Some(c) = self.cost.get_mut(&sender) {
+            *c = c.saturating_sub(super::admission::worst_case_cost(&tx.stored.tx));
+        }
+        if !self.by_sender.contains_key(&sender) {
+            self.cost.remove(&sender);
+        }
     }
 
     /// Recounts `sender`'s future-nonce transactions after a change to its queue or nonce.
@@ -43,11 +72,13 @@ impl Inner {
     pub(super) fn take(&mut self, tx: &PoolTx) {
         self.by_hash.remove(&tx.hash());
         let sender = tx.sender();
-        if let Some(queue) = self.by_sender.get_mut(&sender) {
-            queue.remove(&tx.nonce());
+        if let Some(queue) = self.by_sender.get_mut(&sender)
+            && queue.remove(&tx.nonce()).is_some()
+        {
             if queue.is_empty() {
                 self.by_sender.remove(&sender);
             }
+            self.cost_out(tx);
         }
         self.recount(&sender);
     }

@@ -289,6 +289,7 @@ impl Pool {
             *n = (*n).max(tx.tx.nonce() + 1);
         }
         let mut superseded = Vec::new();
+        let included_hashes: HashSet<B256> = included.iter().map(|t| t.hash).collect();
         for (sender, next) in next_nonce {
             inner.state_nonce.insert(sender, next);
             let Some(queue) = inner.by_sender.get_mut(&sender) else {
@@ -298,15 +299,16 @@ impl Pool {
             let keep = queue.split_off(&next);
             let gone = std::mem::replace(queue, keep);
             let empty = queue.is_empty();
-            for (_, tx) in gone {
-                if !included.iter().any(|t| t.hash == tx.hash()) {
-                    superseded.push(tx.hash());
-                }
-            }
             if empty {
                 // The nonce entry stays: a transaction validated against an older state may
                 // still arrive for this sender.
                 inner.by_sender.remove(&sender);
+            }
+            for (_, tx) in gone {
+                inner.cost_out(&tx);
+                if !included_hashes.contains(&tx.hash()) {
+                    superseded.push(tx.hash());
+                }
             }
             // Its next nonce moved: future-nonce transactions may have become executable.
             inner.recount(&sender);
@@ -350,6 +352,9 @@ impl Pool {
             removed.extend(later.values().map(|t| t.hash()));
             if queue.is_empty() {
                 inner.by_sender.remove(&tx.sender());
+            }
+            for t in later.values() {
+                inner.cost_out(t);
             }
         }
         inner.recount(&tx.sender());
@@ -442,6 +447,60 @@ mod tests {
             .unwrap_err();
         assert!(matches!(failed, AdmitError::State(e) if e == "disk gone"));
         assert_eq!(p.len(), 1);
+    }
+
+    /// The sender's running worst-case cost, which admission checks against its balance,
+    /// always equals the sum over its queue, through replacements, blocks and removals.
+    #[test]
+    fn the_senders_running_cost_follows_its_queue() {
+        let key = PrivateKeySigner::random();
+        let p = pool();
+        let sum = |p: &Pool| -> (U256, U256) {
+            let inner = p.inner.read();
+            let running = inner.cost.get(&key.address()).copied().unwrap_or_default();
+            let summed = inner.by_sender.get(&key.address()).map_or(U256::ZERO, |q| {
+                q.values()
+                    .map(|t| admission::worst_case_cost(&t.stored.tx))
+                    .fold(U256::ZERO, |a, b| a + b)
+            });
+            (running, summed)
+        };
+        let mut txs = Vec::new();
+        for n in 0..6 {
+            let tx = signed(&key, n, 5, 100);
+            add(&p, tx.clone(), rich()).unwrap();
+            txs.push(tx);
+        }
+        let (r, s) = sum(&p);
+        assert_eq!(r, s);
+        assert!(r > U256::ZERO);
+        // A replacement swaps its cost in.
+        add(&p, signed(&key, 2, 20, 300), rich()).unwrap();
+        let (r, s) = sum(&p);
+        assert_eq!(r, s);
+        // A block includes the first two; a removal takes nonce 4 and the one after it.
+        let included: Vec<StoredTx> = txs[..2]
+            .iter()
+            .map(|t| StoredTx {
+                hash: *t.tx_hash(),
+                sender: key.address(),
+                tx: t.clone(),
+            })
+            .collect();
+        p.on_block(1, &included);
+        let (r, s) = sum(&p);
+        assert_eq!(r, s);
+        p.remove(txs[4].tx_hash(), "test");
+        let (r, s) = sum(&p);
+        assert_eq!(r, s);
+        // Everything gone: nothing left counted.
+        let rest: Vec<StoredTx> = p
+            .ready_run_of(&key.address())
+            .iter()
+            .map(|t| t.stored.clone())
+            .collect();
+        p.on_block(2, &rest);
+        assert!(!p.inner.read().cost.contains_key(&key.address()));
     }
 
     #[test]
