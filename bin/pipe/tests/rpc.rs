@@ -273,10 +273,132 @@ async fn websocket_subscribers_get_every_new_head() {
     assert_eq!(ws.get_block_number().await.unwrap(), start + 3);
     let refused = ws
         .client()
-        .request::<_, String>("eth_subscribe", ("newPendingTransactions",))
+        .request::<_, String>("eth_subscribe", ("newFoo",))
         .await
         .unwrap_err()
         .to_string();
     assert!(refused.contains("unsupported subscription"), "{refused}");
+    node.shutdown().await;
+}
+
+/// The next item of `s`, within 30 s.
+async fn next_of<T>(what: &str, s: &mut (impl futures::Stream<Item = T> + Unpin)) -> T {
+    use futures::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(30), s.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: an item within 30 s"))
+        .unwrap_or_else(|| panic!("{what}: the stream stays open"))
+}
+
+/// Polled filters and subscriptions, as alloy's `watch_*` and `subscribe_*` use them (ethers'
+/// `contract.on` and viem's watchers do the same): new blocks, pending transactions and
+/// matching logs, each once; filter ids are geth's shape; an uninstalled filter is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_and_subscriptions_see_blocks_pending_transactions_and_logs() {
+    use alloy_provider::WsConnect;
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let url = node.rpc_url();
+    let signer: PrivateKeySigner = common::DEV_KEY_0.parse().unwrap();
+    let provider = wallet_provider(&url, signer);
+    let deployed = mined(
+        &provider,
+        TransactionRequest::default().with_deploy_code(Bytes::from(init_code())),
+    )
+    .await;
+    let contract = deployed.contract_address.unwrap();
+
+    // Polled filters, installed before anything happens.
+    let mut blocks = provider
+        .watch_blocks()
+        .await
+        .unwrap()
+        .with_poll_interval(std::time::Duration::from_millis(50))
+        .into_stream()
+        .flat_map(futures::stream::iter);
+    let mut pending = provider
+        .watch_pending_transactions()
+        .await
+        .unwrap()
+        .with_poll_interval(std::time::Duration::from_millis(50))
+        .into_stream()
+        .flat_map(futures::stream::iter);
+    let filter = Filter::new().address(contract).event_signature(TOPIC);
+    let mut logs = provider
+        .watch_logs(&filter)
+        .await
+        .unwrap()
+        .with_poll_interval(std::time::Duration::from_millis(50))
+        .into_stream()
+        .flat_map(futures::stream::iter);
+    // And the same over WebSocket subscriptions.
+    let ws = ProviderBuilder::new()
+        .connect_ws(WsConnect::new(url.replacen("http://", "ws://", 1)))
+        .await
+        .unwrap();
+    let mut ws_logs = ws.subscribe_logs(&filter).await.unwrap().into_stream();
+    let mut ws_pending = ws
+        .subscribe_pending_transactions()
+        .await
+        .unwrap()
+        .into_stream();
+
+    for value in [7u64, 8] {
+        let receipt = mined(
+            &provider,
+            TransactionRequest::default()
+                .with_to(contract)
+                .with_input(Bytes::from(U256::from(value).to_be_bytes::<32>().to_vec())),
+        )
+        .await;
+        let hash = receipt.transaction_hash;
+        assert_eq!(next_of("pending filter", &mut pending).await, hash);
+        assert_eq!(next_of("pending subscription", &mut ws_pending).await, hash);
+        assert_eq!(
+            Some(next_of("block filter", &mut blocks).await),
+            receipt.block_hash
+        );
+        for log in [
+            next_of("log filter", &mut logs).await,
+            next_of("log subscription", &mut ws_logs).await,
+        ] {
+            assert_eq!(log.transaction_hash, Some(hash));
+            assert_eq!(
+                log.data().data.as_ref(),
+                &U256::from(value).to_be_bytes::<32>()
+            );
+        }
+    }
+
+    // Raw: ids are geth's shape; getFilterLogs sees the whole range; uninstall ends it.
+    let id = common::rpc(
+        &url,
+        "eth_newFilter",
+        serde_json::json!([{"fromBlock": "0x0", "address": contract}]),
+    )
+    .await["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        id.starts_with("0x") && id.len() <= 34 && !id.starts_with("0x0"),
+        "{id}"
+    );
+    let all = common::rpc(&url, "eth_getFilterLogs", serde_json::json!([id])).await;
+    assert_eq!(all["result"].as_array().unwrap().len(), 2, "{all}");
+    let changes = common::rpc(&url, "eth_getFilterChanges", serde_json::json!([id])).await;
+    assert_eq!(
+        changes["result"],
+        serde_json::json!([]),
+        "nothing new: {changes}"
+    );
+    assert_eq!(
+        common::rpc(&url, "eth_uninstallFilter", serde_json::json!([id])).await["result"],
+        serde_json::json!(true)
+    );
+    let gone = common::rpc(&url, "eth_getFilterChanges", serde_json::json!([id])).await;
+    assert_eq!(gone["error"]["message"], "filter not found", "{gone}");
     node.shutdown().await;
 }

@@ -277,9 +277,13 @@ pub(crate) async fn serve(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let (stop, handle) = stop_channel();
+    let names = methods.method_names().map(String::from);
+    let middleware = jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new()
+        .layer(crate::geth::GethErrorsLayer::new(names));
     // Our table decides; jsonrpsee's own guard only backs it up.
     let builder = jsonrpsee::server::Server::builder()
         .set_config(config)
+        .set_rpc_middleware(middleware)
         .to_service_builder()
         .max_connections((limits.max_connections + 1) as u32);
     let table = Arc::new(Mutex::new(Table::default()));
@@ -293,7 +297,7 @@ pub(crate) async fn serve(
 async fn accept_loop(
     listener: TcpListener,
     builder: jsonrpsee::server::TowerServiceBuilder<
-        tower::layer::util::Identity,
+        tower::layer::util::Stack<crate::geth::GethErrorsLayer, tower::layer::util::Identity>,
         tower::layer::util::Identity,
     >,
     methods: Methods,

@@ -60,12 +60,14 @@ pub(crate) fn transaction_in_block(b: &SealedBlock, index: usize) -> Transaction
 }
 
 pub(crate) fn pending_transaction(t: &StoredTx) -> Transaction {
+    use alloy_consensus::Transaction as _;
     Transaction {
         inner: Recovered::new_unchecked(t.tx.clone(), t.sender),
         block_hash: None,
         block_number: None,
         transaction_index: None,
-        effective_gas_price: None,
+        // Not mined, so no effective price yet: the fee cap, as geth and anvil report it.
+        effective_gas_price: Some(t.tx.max_fee_per_gas()),
         block_timestamp: None,
     }
 }

@@ -88,11 +88,55 @@ pub trait EthApi {
     fn block_transaction_count_by_hash(&self, hash: B256) -> RpcResult<Option<U64>>;
     #[method(name = "getBlockReceipts")]
     fn block_receipts(&self, block: BlockId) -> RpcResult<Option<Vec<RpcReceipt>>>;
+    #[method(name = "getTransactionByBlockNumberAndIndex")]
+    fn transaction_by_block_number_and_index(
+        &self,
+        number: BlockNumberOrTag,
+        index: alloy_rpc_types_eth::Index,
+    ) -> RpcResult<Option<Transaction>>;
+    #[method(name = "getTransactionByBlockHashAndIndex")]
+    fn transaction_by_block_hash_and_index(
+        &self,
+        hash: B256,
+        index: alloy_rpc_types_eth::Index,
+    ) -> RpcResult<Option<Transaction>>;
+    /// No uncles on this chain: 0 for a known block, null for an unknown one.
+    #[method(name = "getUncleCountByBlockNumber")]
+    fn uncle_count_by_block_number(&self, number: BlockNumberOrTag) -> RpcResult<Option<U64>>;
+    #[method(name = "getUncleCountByBlockHash")]
+    fn uncle_count_by_block_hash(&self, hash: B256) -> RpcResult<Option<U64>>;
+    /// The beneficiary of the blocks this node builds.
+    #[method(name = "coinbase")]
+    fn coinbase(&self) -> RpcResult<Address>;
+    /// No blob transactions here: the minimum blob base fee, as for a chain whose blocks
+    /// carry no blobs (anvil answers the same).
+    #[method(name = "blobBaseFee")]
+    fn blob_base_fee(&self) -> RpcResult<U64>;
     #[method(name = "getLogs")]
     fn logs(&self, filter: Filter) -> RpcResult<Vec<Log>>;
-    /// `eth_subscribe("newHeads")` over WebSocket.
+    /// Installs a log filter; its id (16 random bytes as a hex quantity, as geth's).
+    #[method(name = "newFilter")]
+    fn new_filter(&self, filter: Filter) -> RpcResult<String>;
+    #[method(name = "newBlockFilter")]
+    fn new_block_filter(&self) -> RpcResult<String>;
+    #[method(name = "newPendingTransactionFilter")]
+    fn new_pending_transaction_filter(&self) -> RpcResult<String>;
+    /// What the filter saw since its last poll: block hashes, transaction hashes or logs.
+    #[method(name = "getFilterChanges")]
+    fn filter_changes(&self, id: String) -> RpcResult<serde_json::Value>;
+    /// Every log a log filter matches over its whole range.
+    #[method(name = "getFilterLogs")]
+    fn filter_logs(&self, id: String) -> RpcResult<Vec<Log>>;
+    #[method(name = "uninstallFilter")]
+    fn uninstall_filter(&self, id: String) -> RpcResult<bool>;
+    /// `eth_subscribe` over WebSocket: `newHeads`, `logs` (with an optional `{address,
+    /// topics}` filter) and `newPendingTransactions` (hashes).
     #[subscription(name = "subscribe" => "subscription", unsubscribe = "unsubscribe", item = serde_json::Value)]
-    async fn subscribe(&self, kind: String) -> SubscriptionResult;
+    async fn subscribe(
+        &self,
+        kind: String,
+        params: Option<serde_json::Value>,
+    ) -> SubscriptionResult;
 }
 
 #[rpc(server, namespace = "net")]
@@ -115,13 +159,50 @@ pub trait Web3Api {
 #[derive(Clone)]
 pub(crate) struct Api {
     node: Arc<NodeHandle>,
+    filters: Arc<crate::filters::Filters>,
+    feed: Arc<crate::filters::PendingFeed>,
 }
 
 impl Api {
+    /// The handlers over `node`; starts hearing the pool's arrivals (pending filters and
+    /// subscriptions).
     pub(crate) fn new(node: NodeHandle) -> Self {
+        let filters = Arc::new(crate::filters::Filters::default());
+        let feed = Arc::new(crate::filters::PendingFeed::new(filters.clone()));
+        node.pool.add_listener(feed.clone());
         Self {
             node: Arc::new(node),
+            filters,
+            feed,
         }
+    }
+
+    /// Logs matching `filter` over the blocks after `after` up to the head (and within the
+    /// filter's own range); `None` when there are no such blocks yet.
+    fn new_logs(&self, filter: &Filter, after: u64, head: u64) -> Result<Vec<Log>, RpcError> {
+        let (from, to) = match &filter.block_option {
+            FilterBlockOption::AtBlockHash(_) => return Ok(Vec::new()),
+            FilterBlockOption::Range {
+                from_block,
+                to_block,
+            } => {
+                let lo = match from_block {
+                    Some(BlockNumberOrTag::Number(n)) => (*n).max(after + 1),
+                    _ => after + 1,
+                };
+                let hi = match to_block {
+                    Some(BlockNumberOrTag::Number(n)) => (*n).min(head),
+                    _ => head,
+                };
+                (lo, hi)
+            }
+        };
+        if from > to {
+            return Ok(Vec::new());
+        }
+        // At most the last MAX_LOG_RANGE blocks: a filter polled rarely sees the newest.
+        let from = from.max(to.saturating_sub(MAX_LOG_RANGE - 1));
+        self.logs_matching(&filter.clone().from_block(from).to_block(to))
     }
 
     fn head(&self) -> Arc<SealedBlock> {
@@ -508,7 +589,242 @@ impl EthApiServer for Api {
         }))
     }
 
+    fn transaction_by_block_number_and_index(
+        &self,
+        number: BlockNumberOrTag,
+        index: alloy_rpc_types_eth::Index,
+    ) -> RpcResult<Option<Transaction>> {
+        Ok(self
+            .block_by_id(BlockId::Number(number))?
+            .filter(|b| usize::from(index) < b.transactions.len())
+            .map(|b| convert::transaction_in_block(&b, index.into())))
+    }
+
+    fn transaction_by_block_hash_and_index(
+        &self,
+        hash: B256,
+        index: alloy_rpc_types_eth::Index,
+    ) -> RpcResult<Option<Transaction>> {
+        Ok(self
+            .block_by_id(BlockId::from(hash))?
+            .filter(|b| usize::from(index) < b.transactions.len())
+            .map(|b| convert::transaction_in_block(&b, index.into())))
+    }
+
+    fn uncle_count_by_block_number(&self, number: BlockNumberOrTag) -> RpcResult<Option<U64>> {
+        Ok(self
+            .block_by_id(BlockId::Number(number))?
+            .map(|_| U64::ZERO))
+    }
+
+    fn uncle_count_by_block_hash(&self, hash: B256) -> RpcResult<Option<U64>> {
+        Ok(self.block_by_id(BlockId::from(hash))?.map(|_| U64::ZERO))
+    }
+
+    fn coinbase(&self) -> RpcResult<Address> {
+        Ok(self.head().header.beneficiary)
+    }
+
+    fn blob_base_fee(&self) -> RpcResult<U64> {
+        Ok(U64::from(1))
+    }
+
     fn logs(&self, filter: Filter) -> RpcResult<Vec<Log>> {
+        Ok(self.logs_matching(&filter)?)
+    }
+
+    fn new_filter(&self, filter: Filter) -> RpcResult<String> {
+        let after = self.head().number();
+        Ok(self.filters.install(crate::filters::Kind::Logs {
+            filter: Box::new(filter),
+            after,
+        }))
+    }
+
+    fn new_block_filter(&self) -> RpcResult<String> {
+        let after = self.head().number();
+        Ok(self.filters.install(crate::filters::Kind::Blocks { after }))
+    }
+
+    fn new_pending_transaction_filter(&self) -> RpcResult<String> {
+        Ok(self.filters.install(crate::filters::Kind::Pending {
+            hashes: Default::default(),
+        }))
+    }
+
+    fn filter_changes(&self, id: String) -> RpcResult<serde_json::Value> {
+        use crate::filters::Kind;
+        let head = self.head().number();
+        // Take what the poll needs under the filters' lock; read blocks after it.
+        enum Changes {
+            Blocks(u64),
+            Logs(Box<Filter>, u64),
+            Hashes(Vec<B256>),
+        }
+        let changes = self
+            .filters
+            .poll(&id, |kind| match kind {
+                Kind::Blocks { after } => {
+                    let from = *after;
+                    *after = head.max(*after);
+                    Changes::Blocks(from)
+                }
+                Kind::Logs { filter, after } => {
+                    let from = *after;
+                    *after = head.max(*after);
+                    Changes::Logs(filter.clone(), from)
+                }
+                Kind::Pending { hashes } => Changes::Hashes(hashes.drain(..).collect()),
+            })
+            .ok_or_else(|| RpcError::Unsupported("filter not found".into()))?;
+        let value = match changes {
+            Changes::Blocks(after) => {
+                let from = (after + 1).max(head.saturating_sub(MAX_LOG_RANGE - 1));
+                let mut hashes = Vec::new();
+                for n in from..=head {
+                    if let Some(h) = self.node.store.header(n).map_err(RpcError::from)? {
+                        hashes.push(h.hash_slow());
+                    }
+                }
+                serde_json::to_value(hashes)
+            }
+            Changes::Logs(filter, after) => {
+                serde_json::to_value(self.new_logs(&filter, after, head)?)
+            }
+            Changes::Hashes(hashes) => serde_json::to_value(hashes),
+        };
+        Ok(value.map_err(|e| RpcError::Internal(e.to_string()))?)
+    }
+
+    fn filter_logs(&self, id: String) -> RpcResult<Vec<Log>> {
+        let filter = self
+            .filters
+            .poll(&id, |kind| match kind {
+                crate::filters::Kind::Logs { filter, .. } => Some((**filter).clone()),
+                _ => None,
+            })
+            .flatten()
+            .ok_or_else(|| RpcError::Unsupported("filter not found".into()))?;
+        Ok(self.logs_matching(&filter)?)
+    }
+
+    fn uninstall_filter(&self, id: String) -> RpcResult<bool> {
+        Ok(self.filters.uninstall(&id))
+    }
+
+    async fn subscribe(
+        &self,
+        pending: PendingSubscriptionSink,
+        kind: String,
+        params: Option<serde_json::Value>,
+    ) -> SubscriptionResult {
+        let reject =
+            |why: String| jsonrpsee::types::ErrorObjectOwned::owned(-32602, why, None::<()>);
+        let logs_filter = match (kind.as_str(), params) {
+            ("newHeads" | "newPendingTransactions", None) => None,
+            ("logs", None) => Some(Filter::default()),
+            ("logs", Some(p)) => match serde_json::from_value::<Filter>(p) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    pending
+                        .reject(reject(format!("invalid logs filter: {e}")))
+                        .await;
+                    return Ok(());
+                }
+            },
+            ("newHeads" | "newPendingTransactions", Some(_)) => {
+                pending
+                    .reject(reject(format!("{kind} takes no parameters")))
+                    .await;
+                return Ok(());
+            }
+            _ => {
+                pending
+                    .reject(reject(format!(
+                        "unsupported subscription: {kind} (supported: newHeads, logs, newPendingTransactions)"
+                    )))
+                    .await;
+                return Ok(());
+            }
+        };
+        let sink = pending.accept().await?;
+        let mut head = self.node.head.clone();
+        let mut shutdown = self.node.shutdown.clone();
+        head.mark_unchanged();
+        if kind == "newPendingTransactions" {
+            let mut arrivals = self.feed.subscribers.subscribe();
+            self.node.tasks.spawn(async move {
+                loop {
+                    let hash = tokio::select! {
+                        next = arrivals.recv() => match next {
+                            Ok(h) => h,
+                            // Too slow a reader misses some, as with geth; it goes on.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(_) => return,
+                        },
+                        _ = sink.closed() => return,
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    };
+                    let Ok(raw) = serde_json::value::to_raw_value(&hash) else {
+                        return;
+                    };
+                    if sink.send(SubscriptionMessage::from(raw)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            return Ok(());
+        }
+        let api = self.clone();
+        // A task of the node's own, holding only the head and the sink (not the store), so
+        // shutdown waits for it and it ends at shutdown even if the client stays connected.
+        self.node.tasks.spawn(async move {
+            let mut seen = head.borrow().number();
+            loop {
+                tokio::select! {
+                    changed = head.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = sink.closed() => return,
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                let block = head.borrow_and_update().clone();
+                let messages: Vec<Box<serde_json::value::RawValue>> = match &logs_filter {
+                    None => {
+                        let header = convert::block(&block, false).header;
+                        serde_json::value::to_raw_value(&header)
+                            .into_iter()
+                            .collect()
+                    }
+                    // Every log of the blocks since the last one sent, one per notification.
+                    Some(filter) => match api.new_logs(filter, seen, block.number()) {
+                        Ok(logs) => logs
+                            .iter()
+                            .filter_map(|l| serde_json::value::to_raw_value(l).ok())
+                            .collect(),
+                        Err(e) => {
+                            tracing::debug!(target: "pipe::rpc", error = %e, "logs subscription");
+                            Vec::new()
+                        }
+                    },
+                };
+                seen = seen.max(block.number());
+                for raw in messages {
+                    if sink.send(SubscriptionMessage::from(raw)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Api {
+    /// Logs matching `filter` over its block range (`eth_getLogs`, filters, subscriptions).
+    fn logs_matching(&self, filter: &Filter) -> Result<Vec<Log>, RpcError> {
         let (from, to) = match &filter.block_option {
             FilterBlockOption::AtBlockHash(h) => {
                 let n = self
@@ -534,14 +850,13 @@ impl EthApiServer for Api {
             }
         };
         if from > to {
-            return Err(RpcError::InvalidParams("invalid block range params".into()).into());
+            return Err(RpcError::InvalidParams("invalid block range params".into()));
         }
         if to - from >= MAX_LOG_RANGE {
             return Err(RpcError::LimitExceeded(format!(
                 "block range {} exceeds the limit of {MAX_LOG_RANGE} blocks",
                 to - from + 1
-            ))
-            .into());
+            )));
         }
         let mut out = Vec::new();
         for n in from..=to {
@@ -560,56 +875,10 @@ impl EthApiServer for Api {
             if out.len() > MAX_LOGS {
                 return Err(RpcError::LimitExceeded(format!(
                     "query returned more than {MAX_LOGS} results"
-                ))
-                .into());
+                )));
             }
         }
         Ok(out)
-    }
-
-    async fn subscribe(
-        &self,
-        pending: PendingSubscriptionSink,
-        kind: String,
-    ) -> SubscriptionResult {
-        if kind != "newHeads" {
-            pending
-                .reject(jsonrpsee::types::ErrorObjectOwned::owned(
-                    -32602,
-                    format!("unsupported subscription: {kind} (supported: newHeads)"),
-                    None::<()>,
-                ))
-                .await;
-            return Ok(());
-        }
-        let sink = pending.accept().await?;
-        let mut head = self.node.head.clone();
-        let mut shutdown = self.node.shutdown.clone();
-        head.mark_unchanged();
-        // A task of the node's own, holding only the head and the sink (not the store), so
-        // shutdown waits for it and it ends at shutdown even if the client stays connected.
-        self.node.tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    changed = head.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                    _ = sink.closed() => return,
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                }
-                let block = head.borrow_and_update().clone();
-                let header = convert::block(&block, false).header;
-                let Ok(raw) = serde_json::value::to_raw_value(&header) else {
-                    return;
-                };
-                if sink.send(SubscriptionMessage::from(raw)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(())
     }
 }
 
@@ -664,5 +933,82 @@ impl Web3ApiServer for Api {
 
     fn sha3(&self, data: Bytes) -> RpcResult<B256> {
         Ok(alloy_primitives::keccak256(&data))
+    }
+}
+
+/// The `txpool_` namespace, as geth answers it: what is pending (executable) and queued
+/// (behind a nonce gap), by sender and nonce.
+#[rpc(server, namespace = "txpool")]
+pub trait TxpoolApi {
+    /// `{"pending": "0x…", "queued": "0x…"}`.
+    #[method(name = "status")]
+    fn status(&self) -> RpcResult<serde_json::Value>;
+    /// `{"pending": {sender: {nonce: transaction}}, "queued": {…}}`.
+    #[method(name = "content")]
+    fn content(&self) -> RpcResult<serde_json::Value>;
+    /// As `content`, each transaction summarised as geth does:
+    /// `"0xTo: 1 wei + 21000 gas × 2000000000 wei"`.
+    #[method(name = "inspect")]
+    fn inspect(&self) -> RpcResult<serde_json::Value>;
+}
+
+/// `{sender: {nonce: f(tx)}}` for `txs`, nonces in decimal. Addresses in lowercase hex, as
+/// anvil writes them (geth checksums them; clients accept either).
+fn by_sender_and_nonce(
+    txs: &[std::sync::Arc<pipe_mempool::PoolTx>],
+    f: impl Fn(&pipe_mempool::PoolTx) -> serde_json::Value,
+) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for tx in txs {
+        let entry = out
+            .entry(format!("{:#x}", tx.sender()))
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let serde_json::Value::Object(m) = entry {
+            m.insert(tx.nonce().to_string(), f(tx));
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+impl TxpoolApiServer for Api {
+    fn status(&self) -> RpcResult<serde_json::Value> {
+        let (pending, queued) = self.node.pool.content();
+        Ok(serde_json::json!({
+            "pending": format!("{:#x}", pending.len()),
+            "queued": format!("{:#x}", queued.len()),
+        }))
+    }
+
+    fn content(&self) -> RpcResult<serde_json::Value> {
+        let (pending, queued) = self.node.pool.content();
+        let tx = |t: &pipe_mempool::PoolTx| {
+            serde_json::to_value(convert::pending_transaction(&t.stored)).unwrap_or_default()
+        };
+        Ok(serde_json::json!({
+            "pending": by_sender_and_nonce(&pending, tx),
+            "queued": by_sender_and_nonce(&queued, tx),
+        }))
+    }
+
+    fn inspect(&self) -> RpcResult<serde_json::Value> {
+        use alloy_consensus::Transaction as _;
+        let (pending, queued) = self.node.pool.content();
+        let summary = |t: &pipe_mempool::PoolTx| {
+            let tx = &t.stored.tx;
+            let to = match tx.to() {
+                Some(to) => format!("{to:#x}"),
+                None => "contract creation".to_string(),
+            };
+            serde_json::Value::String(format!(
+                "{to}: {} wei + {} gas × {} wei",
+                tx.value(),
+                tx.gas_limit(),
+                tx.max_fee_per_gas()
+            ))
+        };
+        Ok(serde_json::json!({
+            "pending": by_sender_and_nonce(&pending, summary),
+            "queued": by_sender_and_nonce(&queued, summary),
+        }))
     }
 }

@@ -16,6 +16,8 @@ pub mod connections;
 mod convert;
 mod error;
 mod eth;
+pub mod filters;
+pub mod geth;
 mod pipe;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -99,6 +101,7 @@ pub async fn start(
         .max_request_body_size(config.max_request_body_size)
         .max_response_body_size(config.max_response_body_size)
         .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch))
+        .set_id_provider(geth::HexIds::default())
         .build();
     let pipe_api = pipe::PipeRpc {
         models: node.models.clone(),
@@ -113,6 +116,9 @@ pub async fn start(
     let mut module = EthApiServer::into_rpc(api.clone());
     module
         .merge(NetApiServer::into_rpc(api.clone()))
+        .map_err(std::io::Error::other)?;
+    module
+        .merge(eth::TxpoolApiServer::into_rpc(api.clone()))
         .map_err(std::io::Error::other)?;
     module
         .merge(Web3ApiServer::into_rpc(api))

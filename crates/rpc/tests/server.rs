@@ -35,6 +35,9 @@ struct Server {
     chain: TestChain,
     disk: Arc<MemoryPoolStore>,
     handle: jsonrpsee::server::ServerHandle,
+    /// Keeps the head channel open (subscriptions end when it closes).
+    _head: tokio::sync::watch::Sender<Arc<pipe_primitives::SealedBlock>>,
+    _shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 async fn server() -> Server {
@@ -58,7 +61,8 @@ async fn server_with_uploads(
         )
         .unwrap(),
     );
-    let (_, head) = tokio::sync::watch::channel(Arc::new(chain.genesis.clone()));
+    let (head_tx, head) = tokio::sync::watch::channel(Arc::new(chain.genesis.clone()));
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let node = NodeHandle {
         store: chain.store.clone(),
         pool,
@@ -70,7 +74,7 @@ async fn server_with_uploads(
         lifecycle: None,
         follows: None,
         tasks: Tasks::new(),
-        shutdown: tokio::sync::watch::channel(false).1,
+        shutdown: shutdown_rx,
         model_uploads: uploads,
     };
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -82,6 +86,8 @@ async fn server_with_uploads(
         chain,
         disk,
         handle,
+        _head: head_tx,
+        _shutdown: shutdown_tx,
     }
 }
 
@@ -184,16 +190,38 @@ async fn reads_and_unknown_methods() {
         balance["result"],
         json!(format!("{:#x}", pipe_chain::test_utils::TEST_BALANCE))
     );
+    // An unknown method gets geth's code and words, alone and inside a batch (ethers falls
+    // back to polling only on these words).
     assert_eq!(
-        error(&rpc(&s.url, "eth_noSuchMethod", json!([])).await).0,
-        -32601
+        error(&rpc(&s.url, "eth_noSuchMethod", json!([])).await),
+        (
+            -32601,
+            "the method eth_noSuchMethod does not exist/is not available".to_string()
+        )
+    );
+    let batch: Value = reqwest::Client::new()
+        .post(&s.url)
+        .json(&json!([
+            {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
+            {"jsonrpc": "2.0", "id": 2, "method": "eth_noSuchFilter", "params": [{}]},
+        ]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(batch[0]["result"], json!("0x7a69"), "{batch}");
+    assert_eq!(
+        batch[1]["error"]["message"],
+        json!("the method eth_noSuchFilter does not exist/is not available"),
+        "{batch}"
     );
     s.handle.stop().unwrap();
 }
 
-/// A WebSocket that makes one request (`eth_chainId`) and then says nothing more: raw frames
-/// over TCP, as an attacker's script would hold them.
-async fn idle_websocket(addr: &str) -> tokio::net::TcpStream {
+/// A WebSocket upgraded by hand over TCP (raw frames: what the server sends is seen as is).
+async fn raw_websocket(addr: &str) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(
@@ -212,16 +240,70 @@ async fn idle_websocket(addr: &str) -> tokio::net::TcpStream {
     }
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let payload = br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    s
+}
+
+/// Sends one masked text frame (under 126 bytes) and reads the text frame that answers.
+async fn ws_call(s: &mut tokio::net::TcpStream, payload: &[u8]) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mask = [1u8, 2, 3, 4];
     let mut frame = vec![0x81, 0x80 | payload.len() as u8];
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     s.write_all(&frame).await.unwrap();
-    let mut answer = [0u8; 2];
-    s.read_exact(&mut answer).await.unwrap();
-    assert_eq!(answer[0], 0x81, "a text frame answers");
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 0x81, "a text frame answers");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).await.unwrap();
+            u16::from_be_bytes(l) as usize
+        }
+        127 => panic!("a huge frame"),
+        n => n as usize,
+    };
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// A WebSocket that makes one request (`eth_chainId`) and then says nothing more, as an
+/// attacker's script would hold it.
+async fn idle_websocket(addr: &str) -> tokio::net::TcpStream {
+    let mut s = raw_websocket(addr).await;
+    let answer = ws_call(
+        &mut s,
+        br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#,
+    )
+    .await;
+    assert_eq!(answer["result"], json!("0x7a69"));
     s
+}
+
+/// Subscription ids are geth's shape, 16 random bytes as a hex quantity, on the wire (viem drops
+/// notifications whose id is a number), and they unsubscribe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_ids_are_hex_strings() {
+    let s = server().await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut ws = raw_websocket(&addr).await;
+    let answer = ws_call(
+        &mut ws,
+        br#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#,
+    )
+    .await;
+    let id = answer["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    // 16 random bytes as a quantity: up to 32 digits, no leading zero.
+    assert!(id.len() <= 34 && id.len() > 20, "{id}");
+    assert!(id[2..].chars().all(|c| c.is_ascii_hexdigit()) && !id.starts_with("0x0"));
+    let request =
+        format!(r#"{{"jsonrpc":"2.0","id":2,"method":"eth_unsubscribe","params":["{id}"]}}"#);
+    let answer = ws_call(&mut ws, request.as_bytes()).await;
+    assert_eq!(answer["result"], json!(true), "{answer}");
+    s.handle.stop().unwrap();
 }
 
 /// Idle WebSockets cannot lock a client out: with every connection slot held by sockets that

@@ -186,8 +186,8 @@ impl Pipe {
         }
     }
 
-    /// Marks `sender`'s transactions from nonce `from` ready if each of them not ready yet is
-    /// a plain transfer: a call with no data and no authorizations to an account without code
+    /// Marks `sender`'s run of consecutive nonces from `from` ready if each of them not ready
+    /// yet is a plain transfer: a call with no data and no authorizations to an account without code
     /// (it cannot reach the precompile). False, touching nothing, when any is not.
     fn ready_without_simulation(
         &self,
@@ -202,9 +202,13 @@ impl Pipe {
         let Some(nonces) = by_sender.get(sender) else {
             return false;
         };
+        // Only the run of consecutive nonces from the on-chain one: a transaction behind a
+        // gap is not executable, so it is not ready whatever it does.
         let undecided: Vec<B256> = nonces
             .range(from..)
-            .map(|(_, h)| *h)
+            .zip(from..)
+            .take_while(|((nonce, _), want)| *nonce == want)
+            .map(|((_, h), _)| *h)
             .filter(|h| txs.get(h).is_some_and(|e| e.phase != Phase::Ready))
             .collect();
         if undecided.is_empty() {

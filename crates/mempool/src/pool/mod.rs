@@ -210,6 +210,29 @@ impl Pool {
             .unwrap_or_default()
     }
 
+    /// Every pending transaction, split as geth's `txpool_content` splits them: executable
+    /// (each sender's run of consecutive nonces from its on-chain one) and queued (behind a
+    /// nonce gap). In sender order, then nonce order.
+    pub fn content(&self) -> (Vec<Arc<PoolTx>>, Vec<Arc<PoolTx>>) {
+        let inner = self.inner.read();
+        let mut senders: Vec<&Address> = inner.by_sender.keys().collect();
+        senders.sort();
+        let (mut pending, mut queued) = (Vec::new(), Vec::new());
+        for sender in senders {
+            let queue = &inner.by_sender[sender];
+            let state_nonce = inner.state_nonce.get(sender).copied().unwrap_or_default();
+            let run: HashSet<B256> = ready_run(queue, state_nonce).map(|t| t.hash()).collect();
+            for tx in queue.values() {
+                if run.contains(&tx.hash()) {
+                    pending.push(tx.clone());
+                } else {
+                    queued.push(tx.clone());
+                }
+            }
+        }
+        (pending, queued)
+    }
+
     /// Resolves when a transaction arrives after the call (or one arrived since the last
     /// waiter was woken).
     pub async fn subscribe(&self) {
