@@ -128,6 +128,33 @@ async fn same_session_as_anvil_field_by_field() {
     node.shutdown().await;
 }
 
+/// ethers v6's `contract.on` and viem's watchers (HTTP filters and WebSocket subscriptions)
+/// hear an event, a block and a pending transaction on a node (`tools/js/watchers.js`). With
+/// pipe's former error text and numeric ids, ethers crashed and viem heard nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ethers_and_viem_watchers_hear_events_blocks_and_pending_transactions() {
+    tools_installed();
+    compile_contracts();
+    let root = common::repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let url = node.rpc_url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(root.join("tools/js/watchers.js"))
+            .args(["--rpc", &url])
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "a watcher missed its event");
+    assert_eq!(stdout.matches("ok  ").count(), 4, "{stdout}");
+    node.shutdown().await;
+}
+
 /// The solc artifact of contract `name`, compiled afresh into a directory of its own (other
 /// tests rewrite contracts/out concurrently).
 fn compiled_artifact(name: &str) -> serde_json::Value {
