@@ -130,6 +130,12 @@ expect_eq "get() after set" "$(num "$OUT")" 42
 run "cast storage slot 0" "$CAST" storage "$COUNTER" 0 --rpc-url "$RPC_URL"
 expect_eq "storage slot 0" "$(node -p "BigInt('$OUT').toString()")" 42
 
+# --- an unlocked dev account: cast fills and the node signs (eth_sendTransaction) ----------
+run "cast send --unlocked" "$CAST" send 0x000000000000000000000000000000000000dEaD --value 1 \
+  --unlocked --from "$ME" --rpc-url "$RPC_URL" --json
+expect_eq "unlocked send status" "$(jget "$OUT" j.status)" 0x1
+expect_eq "unlocked send from" "$(jget "$OUT" 'j.from.toLowerCase()')" "${ME,,}"
+
 # --- reverts ------------------------------------------------------------------
 run_fails "cast call fail() (eth_call revert reason)" "counter: forced failure" \
   "$CAST" call "$COUNTER" "fail()" --rpc-url "$RPC_URL"

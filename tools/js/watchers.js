@@ -10,7 +10,9 @@
 //   1. ethers: JsonRpcProvider + contract.on('Incremented') hears an increment (polled filters);
 //   2. viem, HTTP: watchContractEvent hears it too (eth_newFilter / eth_getFilterChanges);
 //   3. viem, WebSocket: watchBlocks gets the block (eth_subscribe newHeads, hex ids), and
-//      watchPendingTransactions the hash (eth_subscribe newPendingTransactions).
+//      watchPendingTransactions the hash (eth_subscribe newPendingTransactions);
+//   4. ethers: provider.getSigner(1).sendTransaction is signed by the node's unlocked dev
+//      account (eth_sendTransaction).
 // Any unhandled rejection fails the run. Exit code 0 = every watcher heard what it should.
 'use strict';
 
@@ -91,11 +93,18 @@ async function main() {
   const receipt = await client.waitForTransactionReceipt({ hash });
 
   const [e, v, b, p] = await Promise.all([ethersHeard, viemEvent, viemBlock, viemPending]);
+
+  // ethers' JSON-RPC signer: the node's unlocked dev account signs (eth_sendTransaction).
+  const unlocked = await provider.getSigner(1);
+  const sent = await unlocked.sendTransaction({ to: '0x000000000000000000000000000000000000dEaD', value: 1n });
+  const mined = await sent.wait();
   const checks = [
     ['ethers contract.on', e.by.toLowerCase() === account.address.toLowerCase() && e.value === '1'],
     ['viem watchContractEvent', v.transactionHash === hash],
     ['viem watchBlocks', b.number >= receipt.blockNumber],
     ['viem watchPendingTransactions', p === hash],
+    ['ethers getSigner().sendTransaction', mined.status === 1
+      && mined.from.toLowerCase() === (await unlocked.getAddress()).toLowerCase()],
   ];
   for (const [what, ok] of checks) {
     console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);

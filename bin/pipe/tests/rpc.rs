@@ -402,3 +402,93 @@ async fn filters_and_subscriptions_see_blocks_pending_transactions_and_logs() {
     assert_eq!(gone["error"]["message"], "filter not found", "{gone}");
     node.shutdown().await;
 }
+
+/// The dev accounts are unlocked, as on anvil: a provider with no wallet sends through
+/// `eth_sendTransaction` (nonce, gas and fees filled in), `eth_signTransaction` signs without
+/// sending, `eth_sign` and `personal_sign` sign EIP-191 messages; other accounts are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_accounts_are_unlocked() {
+    use alloy_eips::Decodable2718;
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let url = node.rpc_url();
+    let plain = ProviderBuilder::new().connect_http(url.parse().unwrap());
+    let from = node.dev_keys[1].address();
+    let to = Address::repeat_byte(0x33);
+
+    // Two in a row, nothing but from, to and value: the nonces follow each other.
+    for value in [5u64, 6] {
+        let receipt = plain
+            .send_transaction(
+                TransactionRequest::default()
+                    .from(from)
+                    .to(to)
+                    .value(U256::from(value)),
+            )
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status());
+        assert_eq!(receipt.from, from);
+    }
+    assert_eq!(plain.get_balance(to).await.unwrap(), U256::from(11));
+    assert_eq!(plain.get_transaction_count(from).await.unwrap(), 2);
+
+    // Signed, not sent: valid raw bytes from `from`, which the node then takes.
+    let raw: Bytes = plain
+        .client()
+        .request(
+            "eth_signTransaction",
+            (TransactionRequest::default()
+                .from(from)
+                .to(to)
+                .value(U256::from(1)),),
+        )
+        .await
+        .unwrap();
+    let tx = alloy_consensus::TxEnvelope::decode_2718(&mut raw.as_ref()).unwrap();
+    assert_eq!(
+        alloy_consensus::transaction::SignerRecoverable::recover_signer(&tx).unwrap(),
+        from
+    );
+    assert_eq!(
+        plain.get_transaction_count(from).await.unwrap(),
+        2,
+        "not sent"
+    );
+    plain
+        .send_raw_transaction(&raw)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+
+    // Messages: EIP-191, recoverable to the account; personal_sign takes them the other way.
+    let message = Bytes::from_static(b"hello pipe");
+    let signature: Bytes = plain
+        .client()
+        .request("eth_sign", (from, message.clone()))
+        .await
+        .unwrap();
+    let personal: Bytes = plain
+        .client()
+        .request("personal_sign", (message.clone(), from))
+        .await
+        .unwrap();
+    assert_eq!(signature, personal);
+    let sig = alloy_primitives::Signature::try_from(signature.as_ref()).unwrap();
+    assert_eq!(sig.recover_address_from_msg(&message).unwrap(), from);
+
+    // Not a dev account: geth's refusal.
+    let stranger = Address::repeat_byte(0x44);
+    let err = plain
+        .send_transaction(TransactionRequest::default().from(stranger).to(to))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown account"), "{err}");
+    node.shutdown().await;
+}

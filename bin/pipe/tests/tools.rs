@@ -151,7 +151,7 @@ async fn ethers_and_viem_watchers_hear_events_blocks_and_pending_transactions() 
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "a watcher missed its event");
-    assert_eq!(stdout.matches("ok  ").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("ok  ").count(), 5, "{stdout}");
     node.shutdown().await;
 }
 

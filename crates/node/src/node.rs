@@ -285,6 +285,12 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         } else {
             pipe_rpc::ModelUploads::Local
         }),
+        // The dev accounts are unlocked on the dev chain only, as anvil's are.
+        unlocked: if config.genesis.is_none() {
+            signers.clone()
+        } else {
+            Vec::new()
+        },
     };
     let mut rpc_config = RpcConfig::new(SocketAddr::new(config.http_addr, config.http_port));
     rpc_config.connections = config.rpc_connections;

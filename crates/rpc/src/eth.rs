@@ -158,7 +158,7 @@ pub trait Web3Api {
 /// The handlers' shared state.
 #[derive(Clone)]
 pub(crate) struct Api {
-    node: Arc<NodeHandle>,
+    pub(crate) node: Arc<NodeHandle>,
     filters: Arc<crate::filters::Filters>,
     feed: Arc<crate::filters::PendingFeed>,
 }
@@ -284,7 +284,7 @@ impl Api {
         })
     }
 
-    fn next_base_fee(&self) -> u64 {
+    pub(crate) fn next_base_fee(&self) -> u64 {
         let head = self.head();
         let params = self.node.executor.config().base_fee_params();
         head.header

@@ -12,6 +12,7 @@
 //! `eth_getLogs` over at most [`MAX_LOG_RANGE`] blocks returning at most [`MAX_LOGS`] logs,
 //! `eth_feeHistory` over at most [`MAX_FEE_HISTORY`] blocks.
 
+mod accounts;
 pub mod connections;
 mod convert;
 mod error;
@@ -90,6 +91,9 @@ pub struct NodeHandle {
     pub shutdown: watch::Receiver<bool>,
     /// Who may call `pipe_uploadModel`.
     pub model_uploads: ModelUploads,
+    /// Keys of the unlocked accounts (`eth_sendTransaction`, `eth_sign`): the dev accounts on
+    /// the dev chain, none elsewhere.
+    pub unlocked: Vec<alloy_signer_local::PrivateKeySigner>,
 }
 
 /// Starts the server. It runs until the handle is stopped.
@@ -119,6 +123,12 @@ pub async fn start(
         .map_err(std::io::Error::other)?;
     module
         .merge(eth::TxpoolApiServer::into_rpc(api.clone()))
+        .map_err(std::io::Error::other)?;
+    module
+        .merge(accounts::AccountsApiServer::into_rpc(api.clone()))
+        .map_err(std::io::Error::other)?;
+    module
+        .merge(accounts::PersonalApiServer::into_rpc(api.clone()))
         .map_err(std::io::Error::other)?;
     module
         .merge(Web3ApiServer::into_rpc(api))

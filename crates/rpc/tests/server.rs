@@ -76,6 +76,7 @@ async fn server_with_uploads(
         tasks: Tasks::new(),
         shutdown: shutdown_rx,
         model_uploads: uploads,
+        unlocked: Vec::new(),
     };
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut config = RpcConfig::new(addr);
