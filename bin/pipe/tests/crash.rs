@@ -11,32 +11,15 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::Encodable2718;
-use alloy_network::TxSignerSync;
-use alloy_primitives::{Address, TxKind, U256};
+use alloy_primitives::Address;
 use alloy_signer_local::PrivateKeySigner;
 use pipe_storage::Store;
 use rand::Rng;
 use serde_json::{Value, json};
 
+/// A 1 wei transfer to this test's sink address.
 fn transfer(key: &PrivateKeySigner, nonce: u64) -> (String, String) {
-    let mut tx = TxEip1559 {
-        chain_id: 31337,
-        nonce,
-        gas_limit: 21_000,
-        max_fee_per_gas: 100_000_000_000,
-        max_priority_fee_per_gas: 1_000_000_000,
-        to: TxKind::Call(Address::repeat_byte(0x77)),
-        value: U256::from(1),
-        ..Default::default()
-    };
-    let sig = key.sign_transaction_sync(&mut tx).unwrap();
-    let env: TxEnvelope = tx.into_signed(sig).into();
-    (
-        env.tx_hash().to_string(),
-        alloy_primitives::hex::encode_prefixed(env.encoded_2718()),
-    )
+    common::transfer(key, nonce, Address::repeat_byte(0x77))
 }
 
 /// What a client was told: receipt block hash by transaction, block hash by number.

@@ -88,6 +88,44 @@ async fn seal_block(clock: &ManualClock, url: &str, expect: u64) {
     panic!("block {expect} never sealed");
 }
 
+/// Deploys the compiled contract `name` (contracts/out) from `key` at nonce 0, seals it into
+/// block `block` on `clock`, and returns its address.
+async fn deploy(
+    clock: &ManualClock,
+    url: &str,
+    key: &alloy_signer_local::PrivateKeySigner,
+    chain_id: u64,
+    name: &str,
+    block: u64,
+) -> Address {
+    let artifact: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join(format!("contracts/out/{name}.json")))
+            .expect("contracts compiled (node tools/js/compile.js)"),
+    )
+    .unwrap();
+    let code = alloy_primitives::hex::decode(artifact["bytecode"].as_str().unwrap()).unwrap();
+    let raw = common::signed_raw(
+        key,
+        chain_id,
+        0,
+        TxKind::Create,
+        code.into(),
+        1_000_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let hash = common::send_raw_batch(url, &[raw]).await.remove(0);
+    wait_status(url, &hash, &["ready"]).await;
+    seal_block(clock, url, block).await;
+    common::receipts(url, std::slice::from_ref(&hash)).await[0]
+        .as_ref()
+        .expect("deployed")["contractAddress"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// Prometheus text → (name with labels, value).
 fn metrics(text: &str) -> Vec<(String, f64)> {
     text.lines()
@@ -1239,37 +1277,10 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
     }
 
     // A contract that reverts after its inference: the inference is paid and counted.
-    let artifact: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            common::repo_root().join("contracts/out/RevertAfterInference.json"),
-        )
-        .expect("contracts compiled (node tools/js/compile.js)"),
-    )
-    .unwrap();
-    let code = alloy_primitives::hex::decode(artifact["bytecode"].as_str().unwrap()).unwrap();
-    let deploy = common::signed_raw(
-        &keys[3],
-        chain_id,
-        0,
-        TxKind::Create,
-        code.into(),
-        1_000_000,
-        GWEI,
-        100 * GWEI,
-    );
-    let deploy = common::send_raw_batch(&url, &[deploy]).await.remove(0);
-    wait_status(&url, &deploy, &["ready"]).await;
-    seal_block(&clock, &url, 8).await;
+    let contract = deploy(&clock, &url, &keys[3], chain_id, "RevertAfterInference", 8).await;
     assert_eq!(fields(8).await.gas_price, expected);
     // Block 8 used no inference either.
     expected -= expected / 8;
-    let contract: Address = common::receipts(&url, std::slice::from_ref(&deploy)).await[0]
-        .as_ref()
-        .expect("deployed")["contractAddress"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
     let before = common::rpc(
         &url,
         "eth_getBalance",
@@ -1626,32 +1637,7 @@ async fn inference_past_the_request_bound_is_included_as_a_paid_revert_and_pins_
         .as_u64()
         .unwrap();
     let keys = &node.dev_keys;
-    let artifact: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo_root().join("contracts/out/ManyInferences.json"))
-            .expect("contracts compiled (node tools/js/compile.js)"),
-    )
-    .unwrap();
-    let code = alloy_primitives::hex::decode(artifact["bytecode"].as_str().unwrap()).unwrap();
-    let deploy = common::signed_raw(
-        &keys[0],
-        chain_id,
-        0,
-        TxKind::Create,
-        code.into(),
-        1_000_000,
-        GWEI,
-        100 * GWEI,
-    );
-    let deploy = common::send_raw_batch(&url, &[deploy]).await.remove(0);
-    wait_status(&url, &deploy, &["ready"]).await;
-    seal_block(&clock, &url, 1).await;
-    let contract: Address = common::receipts(&url, std::slice::from_ref(&deploy)).await[0]
-        .as_ref()
-        .expect("deployed")["contractAddress"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let contract = deploy(&clock, &url, &keys[0], chain_id, "ManyInferences", 1).await;
     let calls: Vec<Bytes> = (0..=MAX_REQUESTS_PER_TX as i128)
         .map(|x| {
             runModelInferenceCall {

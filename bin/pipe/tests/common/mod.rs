@@ -345,3 +345,31 @@ pub fn inference_raw(
         100 * 1_000_000_000,
     )
 }
+
+/// A signed EIP-1559 transfer of 1 wei from `key` at `nonce` to `to` (chain 31337, 21 000 gas,
+/// 100 gwei cap, 1 gwei tip): its hash and raw hex.
+pub fn transfer(
+    key: &alloy_signer_local::PrivateKeySigner,
+    nonce: u64,
+    to: alloy_primitives::Address,
+) -> (String, String) {
+    use alloy_consensus::SignableTransaction;
+    use alloy_eips::Encodable2718;
+    use alloy_network::TxSignerSync;
+    let mut tx = alloy_consensus::TxEip1559 {
+        chain_id: 31337,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: 100_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: alloy_primitives::TxKind::Call(to),
+        value: alloy_primitives::U256::from(1),
+        ..Default::default()
+    };
+    let sig = key.sign_transaction_sync(&mut tx).unwrap();
+    let env: alloy_consensus::TxEnvelope = tx.into_signed(sig).into();
+    (
+        env.tx_hash().to_string(),
+        alloy_primitives::hex::encode_prefixed(env.encoded_2718()),
+    )
+}
