@@ -24,8 +24,12 @@
 //!   at the model's decimals by the rule in [`pipe_primitives::inference`], integer tensors
 //!   as `Number(v, 0)`, strings as `StringTensor`s; `is_simulation_result` is always false
 //!   because a contract never sees a placeholder.
+//! - **Agreement** ([`tolerance::results_agree`]): when a leader's committed result and a
+//!   validator's own agree (one unit in the last declared decimal).
 //! - **The gas schedule** ([`InferenceGas`]): fixed by the model's cost units and the block's
 //!   inference gas price, never by the output.
+
+pub mod tolerance;
 
 use alloy_primitives::{Address, B256, Bytes, address, keccak256};
 use alloy_sol_types::{SolCall, SolValue, sol};

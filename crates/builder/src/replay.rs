@@ -87,17 +87,28 @@ impl ReplayError {
     }
 }
 
-/// Answers inference from one block's sidecar.
+/// Answers inference from one block's sidecar, and remembers the requests it answered (a
+/// validator checks their results against its own).
 #[derive(Debug)]
 pub struct SidecarResults {
     sidecar: Sidecar,
     /// Model metadata (inputs, decimals, cost units) for decoding and gas.
     models: Arc<dyn InferenceProvider>,
+    answered: parking_lot::Mutex<Vec<InferenceCall>>,
 }
 
 impl SidecarResults {
     pub fn new(sidecar: Sidecar, models: Arc<dyn InferenceProvider>) -> Self {
-        Self { sidecar, models }
+        Self {
+            sidecar,
+            models,
+            answered: Default::default(),
+        }
+    }
+
+    /// The requests answered from the sidecar, one per key, in the order first asked.
+    pub fn answered(&self) -> Vec<InferenceCall> {
+        self.answered.lock().clone()
     }
 }
 
@@ -107,7 +118,14 @@ impl InferenceProvider for SidecarResults {
     }
 
     fn infer(&self, call: &InferenceCall, _: Purpose) -> Option<InferenceResult> {
-        self.sidecar.get(&call.key).cloned()
+        let found = self.sidecar.get(&call.key).cloned();
+        if found.is_some() {
+            let mut answered = self.answered.lock();
+            if !answered.iter().any(|c| c.key == call.key) {
+                answered.push(call.clone());
+            }
+        }
+        found
     }
 }
 
@@ -169,6 +187,18 @@ pub fn replay_block(
     block: &SealedBlock,
     models: Arc<dyn InferenceProvider>,
 ) -> Result<ExecutedBlock, ReplayError> {
+    replay_block_calls(executor, view, parent, block, models).map(|(executed, _)| executed)
+}
+
+/// [`replay_block`], also returning the inference requests the sidecar answered (each with
+/// its model and inputs), for a check of the results themselves.
+pub fn replay_block_calls(
+    executor: &Executor,
+    view: impl Into<Arc<StateView>>,
+    parent: &SealedBlock,
+    block: &SealedBlock,
+    models: Arc<dyn InferenceProvider>,
+) -> Result<(ExecutedBlock, Vec<InferenceCall>), ReplayError> {
     let number = block.number();
     let (attrs, claimed) = attributes(executor, parent, block)?;
     let commitment = block.sidecar.commitment();
@@ -180,7 +210,7 @@ pub fn replay_block(
         });
     }
     let source = Arc::new(SidecarResults::new(block.sidecar.clone(), models));
-    let mut builder = executor.build_block_with(view, attrs, Some(source))?;
+    let mut builder = executor.build_block_with(view, attrs, Some(source.clone()))?;
     for tx in &block.transactions {
         // The block keeps its own copy; the executor takes each transaction shared.
         match builder.execute(Arc::new(tx.clone())) {
@@ -236,5 +266,5 @@ pub fn replay_block(
     expect_eq(n, "requests hash", h.requests_hash, r.requests_hash)?;
     // Price and results root were checked above; this checks the inference units.
     expect_eq(n, "extra data", &h.extra_data, &r.extra_data)?;
-    Ok(executed)
+    Ok((executed, source.answered()))
 }

@@ -42,6 +42,13 @@ pub enum VerifyError {
         ahead_ms: u64,
         wait_ms: u64,
     },
+    /// This node cannot compute one of its VANILLA results yet to compare it.
+    #[error("block {number}: the result for request {key} cannot be checked yet: {reason}")]
+    ResultPending {
+        number: u64,
+        key: B256,
+        reason: String,
+    },
     /// Its parent is not known yet.
     #[error("parent {parent} of block {number} is unknown")]
     UnknownParent { number: u64, parent: B256 },

@@ -39,6 +39,7 @@
 //! ([`Chain::import`]); a BFT engine will propose when it leads, verify when it votes and
 //! finalize what it certifies.
 
+pub mod check;
 mod dev;
 mod error;
 pub mod genesis;
@@ -53,7 +54,7 @@ use std::{
 
 use alloy_primitives::{Address, B256};
 use parking_lot::Mutex;
-use pipe_builder::{BuildStats, PayloadBuilder, replay::replay_block};
+use pipe_builder::{BuildStats, PayloadBuilder, replay::replay_block_calls};
 use pipe_executor::{BlockAttributes, Executor, InferenceCall, InferenceProvider};
 use pipe_mempool::{Pool, PoolTx};
 use pipe_primitives::SealedBlock;
@@ -61,6 +62,7 @@ use pipe_storage::{ChangeLayer, StateView, Store, TrieUpdates};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+pub use check::{CheckOutcome, CheckPolicy, LocalResult, LocalResults, ResultCheck};
 pub use dev::{DevSealer, SealMode, Sealed};
 pub use error::{ChainError, VerifyError};
 pub use tree::{MAX_PENDING_BLOCKS, PendingBlock};
@@ -117,6 +119,8 @@ pub struct Chain {
     /// Finalized blocks this node built, with their build stats, newest last.
     history: Mutex<VecDeque<(u64, BuildStats)>>,
     max_future_ms: u64,
+    /// A validator's check of the VANILLA results in blocks from elsewhere.
+    results: Option<ResultCheck>,
 }
 
 use tree::BlockTree;
@@ -158,6 +162,7 @@ impl Chain {
             finalizing: Mutex::new(()),
             history: Mutex::default(),
             max_future_ms: DEFAULT_MAX_FUTURE_MS,
+            results: None,
         })
     }
 
@@ -176,6 +181,13 @@ impl Chain {
     /// How far ahead of the local clock a verified block's timestamp may be.
     pub fn with_max_future_ms(mut self, ms: u64) -> Self {
         self.max_future_ms = ms;
+        self
+    }
+
+    /// Blocks from elsewhere are accepted only if their VANILLA results agree with this
+    /// node's own ([`check`]).
+    pub fn with_result_check(mut self, check: ResultCheck) -> Self {
+        self.results = Some(check);
         self
     }
 
@@ -324,6 +336,27 @@ impl Chain {
     /// block alone must give exactly its header (state root included). A verified block joins
     /// the pending tree; verifying a known block again answers at once.
     pub fn verify(&self, block: SealedBlock, now_ms: u64) -> Result<Arc<SealedBlock>, VerifyError> {
+        self.verify_inner(block, now_ms, true)
+    }
+
+    /// [`Chain::verify`] for a block a quorum of validators has already certified (a
+    /// validator catching up): replayed in full, but its results are not compared with this
+    /// node's own (honest members of the quorum did that before they voted), so catching up
+    /// never waits for models.
+    pub fn verify_certified(
+        &self,
+        block: SealedBlock,
+        now_ms: u64,
+    ) -> Result<Arc<SealedBlock>, VerifyError> {
+        self.verify_inner(block, now_ms, false)
+    }
+
+    fn verify_inner(
+        &self,
+        block: SealedBlock,
+        now_ms: u64,
+        check_results: bool,
+    ) -> Result<Arc<SealedBlock>, VerifyError> {
         let number = block.number();
         if let Some(known) = self.tree.lock().get(&block.hash) {
             return Ok(known.block.clone());
@@ -371,8 +404,8 @@ impl Chain {
             });
         }
         let finalized = view.finalized();
-        let mut executed =
-            replay_block(&self.executor, view, &parent, &block, self.models.clone())?;
+        let (mut executed, calls) =
+            replay_block_calls(&self.executor, view, &parent, &block, self.models.clone())?;
         let changes = std::mem::take(&mut executed.changes);
         let tries = self.root_on(&path, finalized, &changes)?;
         let root = tries.root();
@@ -388,6 +421,27 @@ impl Chain {
                 "block {number}: replayed header hashes to {}, the block's is {}",
                 sealed.hash, block.hash
             )));
+        }
+        if let Some(check) = self.results.as_ref().filter(|_| check_results) {
+            match check.check(&block.hash, &calls, |key| block.sidecar.get(key).cloned()) {
+                CheckOutcome::Agree { checked } => {
+                    if checked > 0 {
+                        debug!(target: "pipe::chain", number, checked, "results agree");
+                    }
+                }
+                CheckOutcome::Disagree { key, reason } => {
+                    return Err(VerifyError::Invalid(format!(
+                        "block {number}: the result for request {key} is not the model's: {reason}"
+                    )));
+                }
+                CheckOutcome::Unavailable { key, reason } => {
+                    return Err(VerifyError::ResultPending {
+                        number,
+                        key,
+                        reason,
+                    });
+                }
+            }
         }
         // The replayed block carries the sidecar it used, which replay checked is the block's.
         let sealed = Arc::new(sealed);
