@@ -139,7 +139,10 @@ impl Verifier {
         let newest = unknown.first().map(|b| b.digest());
         for block in unknown.iter().rev() {
             let is_asked = Some(block.digest()) == newest;
-            if !self.verify_one(clock, block.inner(), certified || !is_asked).await {
+            if !self
+                .verify_one(clock, block.inner(), certified || !is_asked)
+                .await
+            {
                 return false;
             }
         }
@@ -250,10 +253,16 @@ where
         Some(Digested::precomputed(block, digest))
     }
 
-    async fn verify(&mut self, (clock, _context): (E, Ctx), mut ancestry: impl Ancestry<Block>) -> bool {
+    async fn verify(
+        &mut self,
+        (clock, _context): (E, Ctx),
+        mut ancestry: impl Ancestry<Block>,
+    ) -> bool {
         let Some(block) = ancestry.next().await else {
             return false;
         };
-        self.verifier.make_known(&clock, block, ancestry, false).await
+        self.verifier
+            .make_known(&clock, block, ancestry, false)
+            .await
     }
 }

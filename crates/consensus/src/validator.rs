@@ -15,6 +15,7 @@ use std::{num::NonZeroUsize, sync::Arc, time::Duration};
 
 use commonware_broadcast::buffered;
 use commonware_consensus::{
+    Application,
     marshal::{self, Start, core::Actor, resolver::p2p as backfill, standard::Inline},
     simplex::{
         self,
@@ -31,16 +32,14 @@ use commonware_cryptography::{
 };
 use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
-use commonware_runtime::{
-    Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef,
-};
+use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef};
 use commonware_storage::archive::immutable;
 use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize, TryCollect, ordered::Set};
 use pipe_primitives::SealedBlock;
 use rand_core::CryptoRng;
 
 use crate::{
-    app::App,
+    app::{Ctx, Verifier},
     block::{Block, BlockLimits},
     finalizer::{self, Finalizer},
 };
@@ -140,17 +139,21 @@ const PAGE_SIZE: u16 = 4096;
 const PAGE_CACHE_PAGES: usize = 1024;
 const BUFFER: usize = 1 << 20;
 
-/// Starts a validator; the handle ends when its consensus engine does.
-pub async fn start<E, S, R, B, P>(
+/// Starts a validator with `app` (normally [`crate::app::App`]; a test may wrap it) and the
+/// `verifier` its finalizer replays unseen blocks with. The handle ends when its consensus
+/// engine does.
+pub async fn start<E, A, S, R, B, P>(
     context: E,
     config: ValidatorConfig,
-    app: App,
+    app: A,
+    verifier: Verifier,
     blocker: B,
     peers: P,
     channels: Channels<S, R>,
 ) -> Result<Handle<()>, StartError>
 where
     E: Clock + CryptoRng + Spawner + Storage + Metrics,
+    A: Application<E, SigningScheme = Scheme, Context = Ctx, Block = Block, Input = ()>,
     S: Sender<PublicKey = PublicKey>,
     R: Receiver<PublicKey = PublicKey>,
     B: Blocker<PublicKey = PublicKey> + Clone,
@@ -241,7 +244,6 @@ where
     )
     .await;
     let (finalizer, finalized) = Finalizer::new();
-    let verifier = app.verifier().clone();
     context
         .child("finalizer")
         .spawn(move |ctx| finalizer::run(ctx, verifier, finalized));
@@ -293,7 +295,12 @@ where
 }
 
 /// An archive of finalized data: immutable, by height and digest.
-fn archive<C>(prefix: &str, page_cache: &CacheRef, name: &str, codec_config: C) -> immutable::Config<C> {
+fn archive<C>(
+    prefix: &str,
+    page_cache: &CacheRef,
+    name: &str,
+    codec_config: C,
+) -> immutable::Config<C> {
     immutable::Config {
         metadata_partition: format!("{prefix}-{name}-metadata"),
         freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
