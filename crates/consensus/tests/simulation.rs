@@ -58,7 +58,7 @@ struct Behaviour {
 struct Node {
     chain: Arc<Chain>,
     pool: Arc<Pool>,
-    test: TestChain,
+    test: Arc<TestChain>,
     gate: Arc<TableGate>,
     beneficiary: Address,
     /// How often its result check asked its own models.
@@ -192,6 +192,28 @@ async fn start_validator(
     behaviour: Behaviour,
     byzantine_proposals: &Arc<AtomicUsize>,
 ) -> Node {
+    start_on(
+        ctx,
+        oracle,
+        keys,
+        i,
+        behaviour,
+        byzantine_proposals,
+        Arc::new(TestChain::new(4)),
+    )
+    .await
+}
+
+/// Starts validator `i` on the store of `test` (a restart passes the one it had).
+async fn start_on(
+    ctx: &Ctx0,
+    oracle: &Oracle<Pk, Ctx0>,
+    keys: &[PrivateKey],
+    i: usize,
+    behaviour: Behaviour,
+    byzantine_proposals: &Arc<AtomicUsize>,
+    test: Arc<TestChain>,
+) -> Node {
     let pk = keys[i].public_key();
     let control = oracle.control(pk.clone());
     let quota = Quota::per_second(NZU32!(10_000));
@@ -208,7 +230,6 @@ async fn start_validator(
         block_backfill: next(),
         blocks: next(),
     };
-    let test = TestChain::new(4);
     let pool = test.pool();
     let model = test_model();
     let models = Arc::new(TableModels::with_model(model.clone()));
@@ -617,4 +638,72 @@ fn a_far_future_timestamp_is_not_finalized() {
             included_result(nodes);
         },
     );
+}
+
+#[test]
+fn unclean_restarts_of_every_validator_commit_nothing_twice() {
+    const TARGET: u64 = 20;
+    let tests: Vec<Arc<TestChain>> = (0..N).map(|_| Arc::new(TestChain::new(4))).collect();
+    let mut checkpoint: Option<deterministic::Checkpoint> = None;
+    let mut restarts = 0;
+    loop {
+        let runner = match checkpoint.take() {
+            Some(c) => deterministic::Runner::from(c),
+            None => runner(31),
+        };
+        let tests = tests.clone();
+        // Ten crashes at random moments, then a run that must reach the target.
+        let crash = restarts < 10;
+        let (done, next) = runner.start_and_recover(|ctx| async move {
+            let keys = keys();
+            let pks: Vec<Pk> = keys.iter().map(|k| k.public_key()).collect();
+            let oracle = network(&ctx, &pks, 1.0).await;
+            let none = Arc::new(AtomicUsize::new(0));
+            let mut nodes = Vec::new();
+            for (i, test) in tests.into_iter().enumerate() {
+                let b = Behaviour::default();
+                nodes.push(start_on(&ctx, &oracle, &keys, i, b, &none, test).await);
+            }
+            // Crash after a random while (the runtime's seeded RNG), or finish.
+            let crash_at = now_ms_of(&ctx) + 300 + next_u64(&ctx) % 2_500;
+            loop {
+                if nodes.iter().all(|n| n.head() >= TARGET) {
+                    return true;
+                }
+                if crash && now_ms_of(&ctx) >= crash_at {
+                    return false;
+                }
+                ctx.sleep(Duration::from_millis(100)).await;
+            }
+        });
+        if done {
+            break;
+        }
+        restarts += 1;
+        checkpoint = Some(next);
+    }
+    assert_eq!(restarts, 10);
+    // Every store is one chain, each block on the one before it, the same everywhere.
+    for h in 1..=TARGET {
+        let hashes: Vec<B256> = tests
+            .iter()
+            .map(|t| {
+                let b = t.store.block(h).unwrap().expect("committed");
+                let parent = t.store.block(h - 1).unwrap().expect("committed");
+                assert_eq!(b.header.parent_hash, parent.hash, "block {h} on its parent");
+                b.hash
+            })
+            .collect();
+        assert!(hashes.windows(2).all(|w| w[0] == w[1]), "forked at {h}");
+    }
+}
+
+fn now_ms_of(ctx: &Ctx0) -> u64 {
+    pipe_consensus::app::now_ms(ctx)
+}
+
+fn next_u64(ctx: &Ctx0) -> u64 {
+    use rand_core::Rng;
+    let mut c = ctx.child("rng");
+    c.next_u64()
 }
