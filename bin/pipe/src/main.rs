@@ -36,6 +36,12 @@ enum Command {
     Replay(NodeArgs),
     /// Run a remote inference worker; nodes reach it with `--worker-url`.
     Worker(pipe_worker::cli::WorkerArgs),
+    /// Validator keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Start a network of validators on this machine (separate processes on loopback); Ctrl-C
+    /// stops them all.
+    Localnet(LocalnetArgs),
     /// Benchmarks; each prints one JSON object (runs `pipe-bench`, built beside `pipe`).
     #[command(disable_help_flag = true)]
     Bench {
@@ -71,8 +77,55 @@ enum ModelCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Make a validator key (ed25519): writes the private key to FILE (mode 0600) and prints
+    /// the public key for the validator set file.
+    Generate {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct LocalnetArgs {
+    /// How many validators.
+    #[arg(long, default_value_t = 4)]
+    validators: usize,
+    /// Keys, the validator set and each validator's data and log (kept: starting again with
+    /// the same directory resumes the chain). Default: a new temporary directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Validator i serves JSON-RPC on this port + i.
+    #[arg(long = "http.port", default_value_t = 8545)]
+    http_port: u16,
+    /// Validator i serves metrics on this port + i.
+    #[arg(long = "metrics.port", default_value_t = 9100)]
+    metrics_port: u16,
+    /// Validator i meets its peers on this port + i.
+    #[arg(long = "p2p.port", default_value_t = 30400)]
+    p2p_port: u16,
+    /// The chain's block time (whole seconds).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    block_time_ms: u64,
+}
+
 #[derive(Args, Debug)]
 struct NodeArgs {
+    /// Run as a validator of the set in --validators, with the key in --key: blocks are
+    /// proposed, verified and finalized by BFT consensus among them.
+    #[arg(long, requires_all = ["key", "validators"])]
+    validator: bool,
+    /// This validator's key file (`pipe keys generate`).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// The validator set file (JSON: validators' public keys and p2p addresses, block time,
+    /// result-check policy).
+    #[arg(long, value_name = "FILE")]
+    validators: Option<PathBuf>,
+    /// Where to accept peers (default: this validator's address in the set file).
+    #[arg(long = "p2p.addr", value_name = "ADDR")]
+    p2p_addr: Option<std::net::SocketAddr>,
     /// Dev chain: funded dev accounts, dev chain id (31337), blocks every second.
     #[arg(long)]
     dev: bool,
@@ -244,6 +297,13 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         .max_inference_units_per_sender
         .unwrap_or(c.max_inference_units_per_sender);
     c.follow = args.follow;
+    if args.validator {
+        c.validator = Some(pipe_node::validator::ValidatorOptions {
+            key: args.key.context("--validator needs --key")?,
+            validators: args.validators.context("--validator needs --validators")?,
+            p2p_listen: args.p2p_addr,
+        });
+    }
     c.follow_interval = Duration::from_millis(args.follow_interval_ms.max(1));
     c.remote_workers = args.worker_urls;
     if let Some(hex) = &args.worker_key {
@@ -330,6 +390,38 @@ fn forward_to_bench(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_localnet(args: LocalnetArgs) -> anyhow::Result<()> {
+    let dir = match args.dir {
+        Some(d) => d,
+        None => pipe_node::localnet::new_dir()?,
+    };
+    let config = pipe_node::localnet::LocalnetConfig {
+        validators: args.validators,
+        dir: dir.clone(),
+        http_port: args.http_port,
+        metrics_port: args.metrics_port,
+        p2p_port: args.p2p_port,
+        block_time_ms: args.block_time_ms,
+        exe: std::env::current_exe().context("locating the pipe binary")?,
+        node_args: Vec::new(),
+    };
+    let mut net = pipe_node::localnet::start(config).await?;
+    println!("Validators ({}; data and logs in {}):", net.members.len(), dir.display());
+    for (i, m) in net.members.iter().enumerate() {
+        println!("  validator {i}: {} (pid {})", m.rpc_url, m.child.id());
+    }
+    let signers = pipe_node::dev::dev_signers(10)?;
+    println!("{}", pipe_node::dev::banner(&signers, 10_000));
+    println!("Ctrl-C stops them all.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    net.stop().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     pipe_worker::cli::init_logging();
@@ -351,6 +443,10 @@ async fn main() -> anyhow::Result<()> {
             node.shutdown().await;
         }
         Command::Worker(args) => pipe_worker::cli::run(args).await?,
+        Command::Keys(KeysCommand::Generate { out }) => {
+            println!("{}", pipe_node::validator::generate_key_file(&out)?);
+        }
+        Command::Localnet(args) => run_localnet(args).await?,
         Command::Replay(args) => {
             let config = node_config(args)?;
             let report =

@@ -73,6 +73,7 @@ pub struct Payload {
 
 /// The payload job: executes the pool's best transactions on a parent state. It owns nothing
 /// but its seams (pool, executor, clock, PIPE's gate) and writes nowhere.
+#[derive(Clone)]
 pub struct PayloadBuilder {
     pool: Arc<Pool>,
     executor: Executor,

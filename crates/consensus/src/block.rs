@@ -32,6 +32,8 @@ pub struct BlockLimits {
     pub max_txs: usize,
     pub max_tx_bytes: usize,
     pub max_sidecar_bytes: usize,
+    /// The whole encoding: what sizes the network's messages.
+    pub max_block_bytes: usize,
 }
 
 /// A header's RLP is a few hundred bytes; this leaves room for `extra_data`.
@@ -45,6 +47,7 @@ impl Default for BlockLimits {
             max_txs: 2_000,
             max_tx_bytes: 128 * 1024,
             max_sidecar_bytes: 8 * 1024 * 1024,
+            max_block_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -53,11 +56,13 @@ impl BlockLimits {
     /// The largest encoding a block within these limits can have.
     pub fn max_encoded(&self) -> usize {
         // Each length prefix is a varint of at most 5 bytes.
-        5 + MAX_HEADER_BYTES
+        let parts = 5
+            + MAX_HEADER_BYTES
             + 5
-            + self.max_txs * (5 + self.max_tx_bytes)
+            + self.max_txs.saturating_mul(5 + self.max_tx_bytes)
             + 5
-            + self.max_sidecar_bytes
+            + self.max_sidecar_bytes;
+        parts.min(self.max_block_bytes)
     }
 }
 
@@ -184,6 +189,7 @@ impl Read for Block {
     type Cfg = BlockLimits;
 
     fn read_cfg(buf: &mut impl Buf, limits: &BlockLimits) -> Result<Self, CodecError> {
+        let before = buf.remaining();
         let header = Bytes::read_cfg(buf, &RangeCfg::new(..=MAX_HEADER_BYTES))?;
         let txs = Vec::<Bytes>::read_cfg(
             buf,
@@ -193,6 +199,9 @@ impl Read for Block {
             ),
         )?;
         let sidecar = Bytes::read_cfg(buf, &RangeCfg::new(..=limits.max_sidecar_bytes))?;
+        if before - buf.remaining() > limits.max_block_bytes {
+            return Err(CodecError::Invalid("pipe block", "larger than the block size limit"));
+        }
         Self::decode_parts(header, txs, sidecar).map_err(|reason| {
             tracing::debug!(target: "pipe::consensus", %reason, "undecodable block");
             CodecError::Invalid("pipe block", "malformed header, transaction or sidecar")

@@ -16,6 +16,9 @@
 //! - [`validator`]: the wiring of simplex, marshal, block broadcast and backfill on five p2p
 //!   channels, generic over the runtime: commonware's deterministic runtime and simulated
 //!   network in tests, its tokio runtime and authenticated network in a node.
+//! - [`node`]: a validator inside a node: commonware's tokio runtime on its own thread, the
+//!   authenticated network between the set's validators, and [`gossip`] of transactions;
+//!   [`keys`] reads the key and validator set files.
 //! - [`clock`]: the chain's clock seam on the runtime's clock, so build deadlines run on
 //!   consensus time (virtual time in tests).
 //!
@@ -38,4 +41,7 @@ pub mod app;
 pub mod block;
 pub mod clock;
 pub mod finalizer;
+pub mod gossip;
+pub mod keys;
+pub mod node;
 pub mod validator;

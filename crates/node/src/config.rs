@@ -65,6 +65,8 @@ pub struct NodeConfig {
     pub max_model_store_bytes: u64,
     /// RPC connection bounds (in all, per address, idle timeout, eviction of idle ones).
     pub rpc_connections: pipe_rpc::ConnLimits,
+    /// Run as a validator of a set instead of sealing alone.
+    pub validator: Option<crate::validator::ValidatorOptions>,
 }
 
 /// Where inference runs.
@@ -119,6 +121,7 @@ impl NodeConfig {
             model_uploads: None,
             max_model_store_bytes: 1 << 30,
             rpc_connections: pipe_rpc::ConnLimits::default(),
+            validator: None,
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`node::launch`] starts everything and returns a [`node::RunningNode`] that the binary
 //!   and the tests drive on a loopback port; [`node::RunningNode::shutdown`] stops it.
-//! - Drivers: the dev sealer (`pipe_chain::DevSealer`: propose, then finalize), the
+//! - Drivers: the dev sealer (`pipe_chain::DevSealer`: propose, then finalize), a
+//!   [`validator`] (simplex consensus proposes, verifies and finalizes: `pipe_consensus`), the
 //!   [`follow::Follower`] (verify a leader's blocks, then finalize) and [`replay`] (verify a
 //!   data directory's blocks into a scratch chain).
 //! - [`workers`] adapts the in-process and remote workers to the inference pool's `Worker`
@@ -14,9 +15,11 @@
 pub mod config;
 pub mod dev;
 pub mod follow;
+pub mod localnet;
 pub mod metrics_server;
 pub mod node;
 pub mod replay;
+pub mod validator;
 pub mod workers;
 
 pub use pipe_models as models;

@@ -47,6 +47,8 @@ pub struct RunningNode {
     pub metrics_addr: Option<SocketAddr>,
     /// The follower, when the node follows a leader (`--follow`).
     pub follower: Option<Arc<Follower>>,
+    /// Consensus, when the node is a validator (`--validator`).
+    validator: Option<pipe_consensus::node::Running>,
     shutdown: watch::Sender<bool>,
     rpc: ServerHandle,
     tasks: Tasks,
@@ -61,8 +63,12 @@ impl RunningNode {
     /// Stops sealing, PIPE, the follower, RPC and persistence, and returns once every task
     /// the node started has ended and the store is closed: the data directory is free for a
     /// restart in the same process, or a tool, the moment this returns.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        // Consensus first: nothing finalizes once the rest starts stopping.
+        if let Some(v) = self.validator.take() {
+            let _ = tokio::task::spawn_blocking(move || v.stop()).await;
+        }
         let _ = self.rpc.stop();
         self.rpc.clone().stopped().await;
         // Every loop has seen the stop signal or will at its next await; blocking work in
@@ -133,6 +139,17 @@ pub fn chain_config(config: &NodeConfig) -> anyhow::Result<ChainConfig> {
 pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningNode> {
     let launched = std::time::Instant::now();
     let mut startup = Startup::default();
+    if config.validator.is_some() && config.follow.is_some() {
+        anyhow::bail!("a validator does not follow a leader: drop --follow");
+    }
+    let validator_files = match &config.validator {
+        Some(v) => {
+            let key = pipe_consensus::keys::read_key(&v.key)?;
+            let set = pipe_consensus::keys::ValidatorSet::load(&v.validators)?;
+            Some((v.clone(), key, set))
+        }
+        None => None,
+    };
     let chain = Arc::new(chain_config(&config)?);
     std::fs::create_dir_all(&config.datadir)
         .with_context(|| format!("creating data dir {}", config.datadir.display()))?;
@@ -228,6 +245,15 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             }
         }
     }
+    if let Some((_, _, set)) = &validator_files {
+        ledger = ledger.with_result_check(pipe_chain::ResultCheck {
+            policy: set.result_check,
+            local: Arc::new(crate::validator::NodeLocal {
+                pipe: pipe.clone(),
+                models: models.clone(),
+            }),
+        });
+    }
     let ledger = Arc::new(ledger);
     let follower = match &config.follow {
         Some(leader) => {
@@ -304,6 +330,8 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             min_gap: Duration::from_millis(0),
         },
     };
+    // A validator proposes with the same payload job the dev sealer would use.
+    let sealer_builder = builder.clone();
     let sealer = Arc::new(DevSealer::new(
         ledger.clone(),
         builder,
@@ -322,12 +350,46 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             metrics_addr = Some(bound);
         }
     }
-    let sealer = match &follower {
-        Some(f) => {
+    let mut validator = None;
+    let sealer = match (&follower, validator_files) {
+        (Some(f), _) => {
             tasks.spawn(f.clone().run(config.follow_interval, shutdown_rx));
             None
         }
-        None => {
+        (None, Some((options, key, set))) => {
+            use commonware_cryptography::Signer as _;
+            let beneficiary = pipe_consensus::keys::beneficiary(&key.public_key());
+            let app = pipe_consensus::app::App::new(
+                ledger.clone(),
+                sealer_builder,
+                pipe_consensus::app::ProposeConfig {
+                    block_time: set.block_time,
+                    build_share: 0.5,
+                    beneficiary,
+                },
+            );
+            let running = pipe_consensus::node::spawn(pipe_consensus::node::NodeValidator {
+                key,
+                set,
+                listen: options.p2p_listen,
+                storage: config.datadir.join("consensus"),
+                genesis: Arc::new(genesis.clone()),
+                chain_id: chain.chain_id,
+                app,
+                outbound: crate::validator::outbound(&pool),
+                inbound: crate::validator::inbound(
+                    tokio::runtime::Handle::current(),
+                    pool.clone(),
+                    store.clone(),
+                    executor.clone(),
+                    head_rx.clone(),
+                ),
+            })?;
+            info!(target: "pipe::node", %beneficiary, "validator started");
+            validator = Some(running);
+            None
+        }
+        (None, None) => {
             tasks.spawn(sealer.clone().run(tasks.clone(), shutdown_rx));
             Some(sealer)
         }
@@ -370,6 +432,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         shutdown,
         rpc,
         follower,
+        validator,
         tasks,
     })
 }
