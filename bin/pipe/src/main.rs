@@ -406,7 +406,11 @@ async fn run_localnet(args: LocalnetArgs) -> anyhow::Result<()> {
         node_args: Vec::new(),
     };
     let mut net = pipe_node::localnet::start(config).await?;
-    println!("Validators ({}; data and logs in {}):", net.members.len(), dir.display());
+    println!(
+        "Validators ({}; data and logs in {}):",
+        net.members.len(),
+        dir.display()
+    );
     for (i, m) in net.members.iter().enumerate() {
         println!("  validator {i}: {} (pid {})", m.rpc_url, m.child.id());
     }

@@ -200,7 +200,10 @@ impl Read for Block {
         )?;
         let sidecar = Bytes::read_cfg(buf, &RangeCfg::new(..=limits.max_sidecar_bytes))?;
         if before - buf.remaining() > limits.max_block_bytes {
-            return Err(CodecError::Invalid("pipe block", "larger than the block size limit"));
+            return Err(CodecError::Invalid(
+                "pipe block",
+                "larger than the block size limit",
+            ));
         }
         Self::decode_parts(header, txs, sidecar).map_err(|reason| {
             tracing::debug!(target: "pipe::consensus", %reason, "undecodable block");

@@ -148,7 +148,7 @@ impl ValidatorSet {
         if file.validators.is_empty() {
             return Err(KeyError::BadSet("no validators".into()));
         }
-        if file.block_time_ms < 1000 || file.block_time_ms % 1000 != 0 {
+        if file.block_time_ms < 1000 || !file.block_time_ms.is_multiple_of(1000) {
             return Err(KeyError::BadSet(
                 "blockTimeMs must be a whole number of seconds (header timestamps are seconds)"
                     .into(),
@@ -158,7 +158,10 @@ impl ValidatorSet {
         for v in &file.validators {
             let pk = parse_public(&v.public_key)?;
             if validators.iter().any(|(p, _)| *p == pk) {
-                return Err(KeyError::BadSet(format!("{} is listed twice", v.public_key)));
+                return Err(KeyError::BadSet(format!(
+                    "{} is listed twice",
+                    v.public_key
+                )));
             }
             validators.push((pk, v.address));
         }
@@ -201,12 +204,15 @@ mod tests {
         };
         let set = ValidatorSet::parse(&file).unwrap();
         assert_eq!(set.result_check, CheckPolicy::OneIn(4));
-        assert_eq!(set.address_of(&key), Some("127.0.0.1:30400".parse().unwrap()));
+        assert_eq!(
+            set.address_of(&key),
+            Some("127.0.0.1:30400".parse().unwrap())
+        );
         assert_eq!(set.address_of(&generate()), None);
         let mut twice = file.clone();
         twice.validators.push(twice.validators[0].clone());
         assert!(ValidatorSet::parse(&twice).is_err());
-        std::fs::write(&path.with_extension("bad"), "zz").unwrap();
+        std::fs::write(path.with_extension("bad"), "zz").unwrap();
         assert!(read_key(&path.with_extension("bad")).is_err());
     }
 }

@@ -175,7 +175,9 @@ impl Localnet {
             }
             let answer = client
                 .post(&member.rpc_url)
-                .json(&serde_json::json!({"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}))
+                .json(
+                    &serde_json::json!({"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}),
+                )
                 .send()
                 .await;
             if matches!(answer, Ok(r) if r.status().is_success()) {

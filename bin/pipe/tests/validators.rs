@@ -1,0 +1,266 @@
+//! A validator network of real `pipe node --validator` processes on loopback
+//! (`pipe_node::localnet`, what `pipe localnet` runs): transactions sent to any validator are
+//! gossiped and finalized by all, Foundry works against a validator, and kill -9 of one then
+//! two validators loses nothing acknowledged. Bounded in time and count; loopback only.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use alloy_primitives::{Address, TxKind};
+use alloy_signer_local::PrivateKeySigner;
+use pipe_node::localnet::{self, Localnet, LocalnetConfig};
+
+const N: usize = 4;
+
+/// A base port with `n` free consecutive ports above it.
+fn free_range(n: u16) -> u16 {
+    for attempt in 0u16..200 {
+        let base = 20_000 + (std::process::id() as u16 % 2_000) * 16 + attempt * 37 % 20_000;
+        let held: Vec<_> = (0..n)
+            .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+async fn head(url: &str) -> u64 {
+    common::quantity(&common::rpc(url, "eth_blockNumber", serde_json::json!([])).await["result"])
+}
+
+async fn block_hash(url: &str, number: u64) -> String {
+    let b = common::rpc(
+        url,
+        "eth_getBlockByNumber",
+        serde_json::json!([format!("0x{number:x}"), false]),
+    )
+    .await;
+    b["result"]["hash"].as_str().unwrap_or_default().to_string()
+}
+
+/// Dev accounts and their next nonces.
+struct Senders(Vec<(PrivateKeySigner, u64)>);
+
+impl Senders {
+    fn new() -> Self {
+        Self(
+            pipe_node::dev::dev_signers(10)
+                .unwrap()
+                .into_iter()
+                .skip(5)
+                .map(|k| (k, 0))
+                .collect(),
+        )
+    }
+
+    /// The next transaction of sender `i % len`: a transfer, or every third a linreg
+    /// inference request (`cid`).
+    fn next(&mut self, i: usize, cid: &str) -> alloy_primitives::Bytes {
+        let n = self.0.len();
+        let (key, nonce) = &mut self.0[i % n];
+        let raw = if i % 3 == 2 {
+            common::inference_raw(
+                key,
+                31337,
+                *nonce,
+                common::linreg_request(cid, [i as i128, 2, 3]),
+                1_000_000_000,
+            )
+        } else {
+            common::signed_raw(
+                key,
+                31337,
+                *nonce,
+                TxKind::Call(Address::repeat_byte(0xee)),
+                Default::default(),
+                21_000,
+                1_000_000_000,
+                100_000_000_000,
+            )
+        };
+        *nonce += 1;
+        raw
+    }
+}
+
+/// Sends `count` transactions round-robin to the validators in `to`; their hashes.
+async fn stream(
+    net: &Localnet,
+    to: &[usize],
+    senders: &mut Senders,
+    start: usize,
+    count: usize,
+    cid: &str,
+) -> Vec<String> {
+    let mut hashes = Vec::new();
+    for i in start..start + count {
+        let url = &net.members[to[i % to.len()]].rpc_url;
+        let raw = senders.next(i, cid);
+        hashes.extend(common::send_raw_batch(url, &[raw]).await);
+    }
+    hashes
+}
+
+/// Every hash has a successful receipt on validator `at`, and every validator in `all`
+/// has the same block at each receipt's height.
+async fn all_included(net: &Localnet, at: usize, all: &[usize], hashes: &[String]) {
+    let url = &net.members[at].rpc_url;
+    let receipts = common::wait_receipts(url, hashes, 600, Duration::from_millis(200)).await;
+    let missing = receipts.iter().filter(|r| r.is_none()).count();
+    assert_eq!(missing, 0, "{missing} of {} not included", hashes.len());
+    let top = receipts
+        .iter()
+        .map(|r| common::quantity(&r.as_ref().unwrap()["blockNumber"]))
+        .max()
+        .unwrap();
+    for &v in all {
+        let u = &net.members[v].rpc_url;
+        for _ in 0..300 {
+            if head(u).await >= top {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for r in receipts.iter().flatten() {
+        assert_eq!(r["status"], "0x1", "{r}");
+        let n = common::quantity(&r["blockNumber"]);
+        for &v in all {
+            assert_eq!(
+                block_hash(&net.members[v].rpc_url, n).await,
+                r["blockHash"].as_str().unwrap(),
+                "validator {v} at block {n}"
+            );
+        }
+    }
+}
+
+fn cast(args: &[&str]) -> String {
+    let bin =
+        common::repo_root().join("tools/js/node_modules/@foundry-rs/cast-linux-amd64/bin/cast");
+    let out = Command::new(bin).args(args).output().expect("cast runs");
+    assert!(
+        out.status.success(),
+        "cast {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validator_processes_finalize_gossip_and_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_range(3 * N as u16);
+    let config = LocalnetConfig {
+        validators: N,
+        dir: dir.path().to_path_buf(),
+        http_port: base,
+        metrics_port: base + N as u16,
+        p2p_port: base + 2 * N as u16,
+        block_time_ms: 1000,
+        exe: env!("CARGO_BIN_EXE_pipe").into(),
+        node_args: vec!["--workers".into(), "1".into()],
+    };
+    let mut net = localnet::start(config).await.expect("localnet starts");
+    let cid = common::model_id(&net.members[0].rpc_url, "linreg").await;
+    let mut senders = Senders::new();
+    let all: Vec<usize> = (0..N).collect();
+
+    // Every validator takes transactions; each is finalized everywhere.
+    let hashes = stream(&net, &all, &mut senders, 0, 24, &cid).await;
+    all_included(&net, 3, &all, &hashes).await;
+    for tag in ["finalized", "safe", "latest"] {
+        let b = common::rpc(
+            &net.members[1].rpc_url,
+            "eth_getBlockByNumber",
+            serde_json::json!([tag, false]),
+        )
+        .await;
+        assert!(b["result"]["hash"].is_string(), "{tag}: {b}");
+    }
+
+    // Foundry against a validator.
+    let url = net.members[2].rpc_url.clone();
+    let (key, nonce) = &mut senders.0[0];
+    let key_hex = alloy_primitives::hex::encode_prefixed(key.to_bytes());
+    let sent = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            cast(&[
+                "send",
+                "--rpc-url",
+                &url,
+                "--private-key",
+                &key_hex,
+                "--json",
+                "0x000000000000000000000000000000000000dEaD",
+                "--value",
+                "7",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    *nonce += 1;
+    let receipt: serde_json::Value = serde_json::from_str(&sent).expect("cast send --json");
+    assert_eq!(receipt["status"], "0x1");
+    let tx = receipt["transactionHash"].as_str().unwrap().to_string();
+    let url0 = net.members[0].rpc_url.clone();
+    let again = tokio::task::spawn_blocking(move || {
+        (
+            cast(&["receipt", "--rpc-url", &url0, &tx, "status"]),
+            cast(&[
+                "block",
+                "finalized",
+                "--rpc-url",
+                &url0,
+                "--field",
+                "number",
+            ]),
+        )
+    })
+    .await
+    .unwrap();
+    // cast prints a receipt's status field as `true` (or `1 (success)` in full).
+    assert!(
+        matches!(again.0.trim(), "true" | "1" | "1 (success)"),
+        "{}",
+        again.0
+    );
+    assert!(!again.1.trim().is_empty());
+
+    // kill -9 one validator: the other three go on; it restarts, catches up and agrees.
+    net.members[3].child.kill().unwrap();
+    net.members[3].child.wait().unwrap();
+    let three = [0, 1, 2];
+    let hashes = stream(&net, &three, &mut senders, 100, 12, &cid).await;
+    all_included(&net, 0, &three, &hashes).await;
+    let set = dir.path().join("validators.json");
+    net.members[3] = localnet::start_member(net.config(), &set, 3).unwrap();
+    net.wait_ready(3, Duration::from_secs(120)).await.unwrap();
+    all_included(&net, 0, &all, &hashes).await;
+
+    // kill -9 two: finality halts; a transaction is still acknowledged, and is included
+    // once one of them returns.
+    for v in [2, 3] {
+        net.members[v].child.kill().unwrap();
+        net.members[v].child.wait().unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stuck = head(&net.members[0].rpc_url).await;
+    let waiting = stream(&net, &[0, 1], &mut senders, 200, 4, &cid).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        head(&net.members[0].rpc_url).await,
+        stuck,
+        "finalized without a quorum"
+    );
+    net.members[2] = localnet::start_member(net.config(), &set, 2).unwrap();
+    net.wait_ready(2, Duration::from_secs(120)).await.unwrap();
+    all_included(&net, 0, &[0, 1, 2], &waiting).await;
+
+    net.stop().await;
+}
