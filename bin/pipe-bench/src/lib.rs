@@ -3,7 +3,8 @@
 //! against onnxruntime ([`bench_inference`]), PIPE against inline inference ([`bench_pipe`]),
 //! how PIPE's cost grows with the work ([`bench_scale`]), congestion ([`bench_congestion`]) and
 //! a restart with a full pool ([`bench_restart`]) and honest latency under free-riding
-//! attackers ([`bench_freeride`]).
+//! attackers ([`bench_freeride`]), and a validator network against the single node
+//! ([`bench_validators`]).
 //!
 //! They live in their own crate and binary (`pipe-bench`; `pipe bench …` forwards to it) so
 //! the node does not ship their dependencies: plotters, rand and onnxruntime's bindings.
@@ -15,5 +16,6 @@ pub mod bench_inference;
 pub mod bench_pipe;
 pub mod bench_restart;
 pub mod bench_scale;
+pub mod bench_validators;
 pub mod onnxruntime;
 pub mod plots;

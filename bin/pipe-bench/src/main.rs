@@ -120,6 +120,32 @@ enum BenchCommand {
         #[arg(long, default_value = "contracts/out/ManyInferences.json")]
         contract: PathBuf,
     },
+    /// Validators: a network of validator processes on loopback against the single-node dev
+    /// chain (same block time, same load): submit → finalized receipt latency, throughput,
+    /// inference per block; the validators' cache hit rate and verification time per
+    /// result-check policy.
+    Validators {
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+        /// Each sender sends one transaction per interval.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+        /// Every N-th transaction is an inference request (the rest are transfers).
+        #[arg(long, default_value_t = 3)]
+        inference_every: usize,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1000)]
+        block_time_ms: u64,
+        /// Result-check policies to run the network with (the load is measured on the first).
+        #[arg(long, value_delimiter = ',', default_value = "all,1/4,off")]
+        checks: Vec<String>,
+        /// The pipe binary (default: beside pipe-bench).
+        #[arg(long)]
+        pipe: Option<PathBuf>,
+    },
     /// Congestion: PIPE, inline and a two-transaction oracle under the same loads, from half to
     /// ten times the inference network's capacity. Writes congestion.json and SVG charts.
     Congestion {
@@ -260,6 +286,30 @@ async fn main() -> anyhow::Result<()> {
                 contract,
             })
             .await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Validators {
+            validators,
+            senders,
+            interval_ms,
+            inference_every,
+            seconds,
+            block_time_ms,
+            checks,
+            pipe,
+        } => {
+            let out =
+                pipe_bench::bench_validators::run(pipe_bench::bench_validators::ValidatorsBench {
+                    validators,
+                    senders,
+                    interval: Duration::from_millis(interval_ms.max(1)),
+                    inference_every,
+                    seconds,
+                    block_time_ms,
+                    checks,
+                    pipe,
+                })
+                .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchCommand::Congestion {

@@ -108,6 +108,9 @@ struct LocalnetArgs {
     /// The chain's block time (whole seconds).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     block_time_ms: u64,
+    /// How validators check a leader's VANILLA results: `all`, `1/N` (a sample) or `off`.
+    #[arg(long, default_value = "all")]
+    result_check: String,
 }
 
 #[derive(Args, Debug)]
@@ -402,6 +405,7 @@ async fn run_localnet(args: LocalnetArgs) -> anyhow::Result<()> {
         metrics_port: args.metrics_port,
         p2p_port: args.p2p_port,
         block_time_ms: args.block_time_ms,
+        result_check: args.result_check,
         exe: std::env::current_exe().context("locating the pipe binary")?,
         node_args: Vec::new(),
     };

@@ -161,6 +161,7 @@ async fn four_validator_processes_finalize_gossip_and_survive_kill_9() {
         metrics_port: base + N as u16,
         p2p_port: base + 2 * N as u16,
         block_time_ms: 1000,
+        result_check: "all".into(),
         exe: env!("CARGO_BIN_EXE_pipe").into(),
         node_args: vec!["--workers".into(), "1".into()],
     };

@@ -49,15 +49,68 @@ pub fn now_ms(clock: &impl Clock) -> u64 {
         .unwrap_or_default()
 }
 
+/// What verification has cost: blocks verified before a vote (replay and results check,
+/// this node's CPU time in the verb, waits excluded) and blocks replayed to catch up.
+#[derive(Debug, Default)]
+pub struct VerifyStats {
+    pub voted: std::sync::atomic::AtomicU64,
+    pub voted_us: std::sync::atomic::AtomicU64,
+    pub caught_up: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+impl VerifyStats {
+    /// Prometheus text lines.
+    pub fn render(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        for (name, help, value) in [
+            (
+                "pipe_validator_verified_blocks",
+                "blocks verified before voting",
+                self.voted.load(Relaxed),
+            ),
+            (
+                "pipe_validator_verify_microseconds",
+                "time spent verifying blocks before voting",
+                self.voted_us.load(Relaxed),
+            ),
+            (
+                "pipe_validator_caught_up_blocks",
+                "certified blocks replayed to catch up",
+                self.caught_up.load(Relaxed),
+            ),
+            (
+                "pipe_validator_refused_blocks",
+                "blocks found invalid",
+                self.refused.load(Relaxed),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}.\n# TYPE {name} counter\n{name}_total {value}\n"
+            ));
+        }
+        out
+    }
+}
+
 /// Verifies blocks into the chain, waiting out what may pass.
 #[derive(Clone, Debug)]
 pub struct Verifier {
     chain: Arc<Chain>,
+    stats: Arc<VerifyStats>,
 }
 
 impl Verifier {
     pub fn new(chain: Arc<Chain>) -> Self {
-        Self { chain }
+        Self {
+            chain,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<VerifyStats> {
+        &self.stats
     }
 
     pub fn chain(&self) -> &Arc<Chain> {
@@ -82,14 +135,26 @@ impl Verifier {
         loop {
             let now = now_ms(clock);
             let sealed = (**block.sealed()).clone();
+            let timer = std::time::Instant::now();
             let answer = if certified {
                 self.chain.verify_certified(sealed, now)
             } else {
                 self.chain.verify(sealed, now)
             };
+            let spent = timer.elapsed().as_micros() as u64;
+            use std::sync::atomic::Ordering::Relaxed;
             match answer {
-                Ok(_) => return true,
+                Ok(_) => {
+                    if certified {
+                        self.stats.caught_up.fetch_add(1, Relaxed);
+                    } else {
+                        self.stats.voted.fetch_add(1, Relaxed);
+                        self.stats.voted_us.fetch_add(spent, Relaxed);
+                    }
+                    return true;
+                }
                 Err(e) if e.is_final() => {
+                    self.stats.refused.fetch_add(1, Relaxed);
                     warn!(target: "pipe::consensus", number = block.number(), hash = %block.hash(), error = %e, "block refused");
                     return false;
                 }

@@ -30,6 +30,8 @@ pub struct LocalnetConfig {
     pub metrics_port: u16,
     pub p2p_port: u16,
     pub block_time_ms: u64,
+    /// The validators' check of a leader's VANILLA results: `all`, `1/N` or `off`.
+    pub result_check: String,
     /// The `pipe` binary to run.
     pub exe: PathBuf,
     /// More `pipe node` flags for every validator.
@@ -87,7 +89,7 @@ pub fn prepare(config: &LocalnetConfig) -> anyhow::Result<PathBuf> {
     }
     let file = ValidatorSetFile {
         block_time_ms: config.block_time_ms,
-        result_check: "all".into(),
+        result_check: config.result_check.clone(),
         validators,
     };
     std::fs::write(&set_path, serde_json::to_string_pretty(&file)?)?;

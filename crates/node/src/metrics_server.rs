@@ -7,10 +7,14 @@ use pipe_inference_pool::Pipe;
 use pipe_primitives::Tasks;
 use tokio::sync::watch;
 
+/// More metrics in the text format, rendered at each scrape (a validator's).
+pub type Extra = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Serves, as a task of `tasks`, until `shutdown` flips; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     pipe: Arc<Pipe>,
+    extra: Option<Extra>,
     tasks: &Tasks,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SocketAddr> {
@@ -18,13 +22,20 @@ pub async fn serve(
         "/metrics",
         get(move || {
             let pipe = pipe.clone();
+            let extra = extra.clone();
             async move {
+                let mut text = pipe.render_metrics();
+                if let Some(extra) = extra {
+                    // OpenMetrics ends with `# EOF`: what we add goes before it.
+                    let body = text.strip_suffix("# EOF\n").unwrap_or(&text).to_string();
+                    text = format!("{body}{}# EOF\n", extra());
+                }
                 (
                     [(
                         header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    pipe.render_metrics(),
+                    text,
                 )
                     .into_response()
             }

@@ -245,13 +245,16 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             }
         }
     }
+    let mut node_local = None;
     if let Some((_, _, set)) = &validator_files {
+        let local = Arc::new(crate::validator::NodeLocal::new(
+            pipe.clone(),
+            models.clone(),
+        ));
+        node_local = Some(local.clone());
         ledger = ledger.with_result_check(pipe_chain::ResultCheck {
             policy: set.result_check,
-            local: Arc::new(crate::validator::NodeLocal {
-                pipe: pipe.clone(),
-                models: models.clone(),
-            }),
+            local,
         });
     }
     let ledger = Arc::new(ledger);
@@ -339,11 +342,33 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         clock,
         mode,
     ));
+    // A validator proposes with the payload job, and verifies with the chain.
+    let validator_app = validator_files.as_ref().map(|(_, key, set)| {
+        use commonware_cryptography::Signer as _;
+        let beneficiary = pipe_consensus::keys::beneficiary(&key.public_key());
+        let app = pipe_consensus::app::App::new(
+            ledger.clone(),
+            sealer_builder,
+            pipe_consensus::app::ProposeConfig {
+                block_time: set.block_time,
+                build_share: 0.5,
+                beneficiary,
+            },
+        );
+        (app, beneficiary)
+    });
+    let extra: Option<crate::metrics_server::Extra> = match (&validator_app, &node_local) {
+        (Some((app, _)), Some(local)) => {
+            let (stats, local) = (app.verifier().stats().clone(), local.clone());
+            Some(Arc::new(move || format!("{}{}", stats.render(), local.render())))
+        }
+        _ => None,
+    };
     let mut metrics_addr = None;
     if let Some(p) = &pipe {
         p.spawn(&tasks, shutdown_rx.clone());
         if let Some(addr) = config.metrics_addr {
-            let bound = crate::metrics_server::serve(addr, p.clone(), &tasks, shutdown_rx.clone())
+            let bound = crate::metrics_server::serve(addr, p.clone(), extra, &tasks, shutdown_rx.clone())
                 .await
                 .with_context(|| format!("serving metrics on {addr}"))?;
             info!(target: "pipe::node", %bound, "metrics served");
@@ -357,17 +382,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             None
         }
         (None, Some((options, key, set))) => {
-            use commonware_cryptography::Signer as _;
-            let beneficiary = pipe_consensus::keys::beneficiary(&key.public_key());
-            let app = pipe_consensus::app::App::new(
-                ledger.clone(),
-                sealer_builder,
-                pipe_consensus::app::ProposeConfig {
-                    block_time: set.block_time,
-                    build_share: 0.5,
-                    beneficiary,
-                },
-            );
+            let (app, beneficiary) = validator_app.expect("made with the validator files");
             let running = pipe_consensus::node::spawn(pipe_consensus::node::NodeValidator {
                 key,
                 set,

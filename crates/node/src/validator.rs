@@ -8,7 +8,14 @@
 //!   goes to the other validators; what they send goes through the same admission as
 //!   `eth_sendRawTransaction`.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
 
 use futures::channel::mpsc;
 use pipe_chain::{LocalResult, LocalResults};
@@ -47,6 +54,39 @@ pub fn generate_key_file(out: &std::path::Path) -> anyhow::Result<String> {
 pub struct NodeLocal {
     pub pipe: Option<Arc<Pipe>>,
     pub models: Arc<NodeModels>,
+    /// Found in PIPE's cache / run here / not computable.
+    pub hits: AtomicU64,
+    pub runs: AtomicU64,
+    pub unavailable: AtomicU64,
+}
+
+impl NodeLocal {
+    pub fn new(pipe: Option<Arc<Pipe>>, models: Arc<NodeModels>) -> Self {
+        Self {
+            pipe,
+            models,
+            hits: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
+        }
+    }
+
+    /// Prometheus text lines.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (what, value) in [
+            ("cache_hits", &self.hits),
+            ("local_runs", &self.runs),
+            ("unavailable", &self.unavailable),
+        ] {
+            let name = format!("pipe_validator_result_{what}");
+            out.push_str(&format!(
+                "# HELP {name} leader results checked against this node's own: {what}.\n# TYPE {name} counter\n{name}_total {}\n",
+                value.load(Relaxed)
+            ));
+        }
+        out
+    }
 }
 
 impl LocalResults for NodeLocal {
@@ -54,12 +94,15 @@ impl LocalResults for NodeLocal {
         if let Some(pipe) = &self.pipe {
             use pipe_builder::InferenceGate;
             if let Some(cached) = pipe.results().infer(call, Purpose::Block) {
+                self.hits.fetch_add(1, Relaxed);
                 return LocalResult::Computed(cached);
             }
         }
+        self.runs.fetch_add(1, Relaxed);
         match self.models.compute_for_worker(call) {
             Ok(result) => LocalResult::Computed(result),
             Err(e @ (InferenceFailure::Timeout(_) | InferenceFailure::Unavailable(_))) => {
+                self.unavailable.fetch_add(1, Relaxed);
                 LocalResult::Unavailable(e.to_string())
             }
             Err(failure) => LocalResult::Computed(failure_result(call.key, &failure)),
