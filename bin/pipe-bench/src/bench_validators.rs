@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 use crate::bench::{batch, quantity, rpc, sign_raw};
 
 const GWEI: u128 = 1_000_000_000;
+/// Blocks both chains make before the load starts.
+const WARMUP_BLOCKS: u64 = 3;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -84,9 +86,15 @@ impl LoadResult {
     }
 }
 
-/// Sends the load to `urls` (round-robin) and waits for every receipt on `urls[0]`.
+/// Sends the load to `urls` (round-robin) and waits for every receipt on `urls[0]`, once
+/// the chain has made `WARMUP_BLOCKS` blocks (validators take a few views to connect).
 async fn load(urls: &[String], cid: &str, cfg: &ValidatorsBench) -> anyhow::Result<LoadResult> {
     let client = reqwest::Client::new();
+    let warm = Instant::now();
+    while quantity(&rpc(&client, &urls[0], "eth_blockNumber", json!([])).await?) < WARMUP_BLOCKS {
+        anyhow::ensure!(warm.elapsed() < Duration::from_secs(120), "no blocks");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let keys: Vec<PrivateKeySigner> = pipe_node::dev::dev_signers(10)?
         .into_iter()
         .take(cfg.senders)

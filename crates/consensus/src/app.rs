@@ -23,7 +23,7 @@ use commonware_consensus::{
     simplex::{scheme::ed25519::Scheme, types::Context},
 };
 use commonware_cryptography::{Digested, Digestible, ed25519::PublicKey, keccak256::Digest};
-use commonware_runtime::Clock;
+use commonware_runtime::{Clock, Spawner};
 use futures::StreamExt;
 use pipe_builder::PayloadBuilder;
 use pipe_chain::{Chain, ProposeAttributes, VerifyError};
@@ -130,18 +130,36 @@ impl Verifier {
     /// Verifies `block` (its parent known to the chain) until there is a verdict: `true`
     /// once it is in the chain's pending tree, `false` if it is invalid for good. A block a
     /// quorum certified is replayed without the results check (`certified`).
-    pub async fn verify_one(&self, clock: &impl Clock, block: &Block, certified: bool) -> bool {
+    pub async fn verify_one(
+        &self,
+        clock: &(impl Clock + Spawner),
+        block: &Block,
+        certified: bool,
+    ) -> bool {
         let mut wait = RETRY_MS.0;
         loop {
             let now = now_ms(clock);
             let sealed = (**block.sealed()).clone();
-            let timer = std::time::Instant::now();
-            let answer = if certified {
-                self.chain.verify_certified(sealed, now)
-            } else {
-                self.chain.verify(sealed, now)
+            let chain = self.chain.clone();
+            // Replay is CPU work: on the runtime's blocking pool, so it never holds up the
+            // threads consensus messages run on.
+            let verified = clock
+                .child("verify")
+                .shared(true)
+                .spawn(move |_| async move {
+                    let timer = std::time::Instant::now();
+                    let answer = if certified {
+                        chain.verify_certified(sealed, now)
+                    } else {
+                        chain.verify(sealed, now)
+                    };
+                    (answer, timer.elapsed().as_micros() as u64)
+                })
+                .await;
+            let Ok((answer, spent)) = verified else {
+                // The task was stopped (shutdown): no verdict.
+                return false;
             };
-            let spent = timer.elapsed().as_micros() as u64;
             use std::sync::atomic::Ordering::Relaxed;
             match answer {
                 Ok(_) => {
@@ -177,7 +195,7 @@ impl Verifier {
     /// meeting the finalized chain.
     pub async fn make_known(
         &self,
-        clock: &impl Clock,
+        clock: &(impl Clock + Spawner),
         first: Digested<Block>,
         mut rest: impl Ancestry<Block>,
         certified: bool,
@@ -283,7 +301,7 @@ impl App {
 
 impl<E> Application<E> for App
 where
-    E: Clock + Send + Sync + 'static,
+    E: Clock + Spawner + Send + Sync + 'static,
 {
     type SigningScheme = Scheme;
     type Context = Ctx;
@@ -313,7 +331,15 @@ where
             .sleep_until(SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms))
             .await;
         let budget = (self.config.block_time.as_millis() as f64 * self.config.build_share) as u64;
-        let block = self.build(parent.hash, at_ms / 1000, now_ms(&clock) + budget.max(1))?;
+        let deadline = now_ms(&clock) + budget.max(1);
+        let app = self.clone();
+        // Execution is CPU work: on the runtime's blocking pool.
+        let block = clock
+            .child("propose")
+            .shared(true)
+            .spawn(move |_| async move { app.build(parent.hash, at_ms / 1000, deadline) })
+            .await
+            .ok()??;
         let digest = block.digest();
         Some(Digested::precomputed(block, digest))
     }

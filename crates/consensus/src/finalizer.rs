@@ -10,7 +10,7 @@
 use commonware_actor::Feedback;
 use commonware_consensus::{Reporter, marshal::Update};
 use commonware_cryptography::Digested;
-use commonware_runtime::Clock;
+use commonware_runtime::{Clock, Spawner};
 use commonware_utils::{Acknowledgement, acknowledgement::Exact};
 use futures::{StreamExt, channel::mpsc};
 use tracing::{error, warn};
@@ -51,9 +51,9 @@ impl Reporter for Finalizer {
 }
 
 /// Commits finalized blocks until marshal stops.
-pub async fn run(clock: impl Clock, verifier: Verifier, mut blocks: Finalized) {
+pub async fn run(clock: impl Clock + Spawner, verifier: Verifier, mut blocks: Finalized) {
     while let Some((block, ack)) = blocks.next().await {
-        let chain = verifier.chain();
+        let chain = verifier.chain().clone();
         let number = block.inner().number();
         if number <= chain.head().number() {
             ack.acknowledge();
@@ -69,13 +69,22 @@ pub async fn run(clock: impl Clock, verifier: Verifier, mut blocks: Finalized) {
         }
         let mut wait = 100;
         loop {
-            match chain.finalize(hash) {
-                Ok(_) => break,
-                Err(e) => {
+            // A durable commit (fsync): on the runtime's blocking pool.
+            let committing = chain.clone();
+            let done = clock
+                .child("commit")
+                .shared(true)
+                .spawn(move |_| async move { committing.finalize(hash).map(|_| ()) })
+                .await;
+            match done {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
                     warn!(target: "pipe::consensus", number, error = %e, "finalization failed: retrying");
                     clock.sleep(std::time::Duration::from_millis(wait)).await;
                     wait = (wait * 2).min(5_000);
                 }
+                // Stopped (shutdown): the block is delivered again after the restart.
+                Err(_) => return,
             }
         }
         ack.acknowledge();
