@@ -110,7 +110,10 @@ async fn load(urls: &[String], cid: &str, cfg: &ValidatorsBench) -> anyhow::Resu
     let mut last_included = start;
     while start.elapsed().as_secs_f64() < cfg.seconds || !pending.is_empty() {
         if start.elapsed().as_secs_f64() > cfg.seconds + 120.0 {
-            anyhow::bail!("{} transactions not included 120 s after the load", pending.len());
+            anyhow::bail!(
+                "{} transactions not included 120 s after the load",
+                pending.len()
+            );
         }
         if start.elapsed().as_secs_f64() < cfg.seconds && Instant::now() >= next_send {
             for (s, key) in keys.iter().enumerate() {
@@ -118,9 +121,17 @@ async fn load(urls: &[String], cid: &str, cfg: &ValidatorsBench) -> anyhow::Resu
                 let (to, input, gas) = if inference {
                     let request = crate::bench_pipe::request(cid, i as i128);
                     let data: Bytes = runModelInferenceCall { request }.abi_encode().into();
-                    (TxKind::Call(pipe_executor::INFERENCE_PRECOMPILE), data, 300_000)
+                    (
+                        TxKind::Call(pipe_executor::INFERENCE_PRECOMPILE),
+                        data,
+                        300_000,
+                    )
                 } else {
-                    (TxKind::Call(Address::repeat_byte(0xee)), Bytes::new(), 21_000)
+                    (
+                        TxKind::Call(Address::repeat_byte(0xee)),
+                        Bytes::new(),
+                        21_000,
+                    )
                 };
                 let (hash, raw) = sign_raw(key, 31337, nonces[s], to, input, gas, GWEI);
                 nonces[s] += 1;
