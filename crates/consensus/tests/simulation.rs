@@ -576,20 +576,23 @@ fn no_block_from(nodes: &[Node], proposer: Address) {
     }
 }
 
+/// A leader that alters every block it proposes with `tamper` gets none finalized, and the
+/// inference transaction is included by an honest leader.
+fn tampered_blocks_are_not_finalized(seed: u64, tamper: fn(&mut SealedBlock)) {
+    let byzantine = Behaviour {
+        lies: false,
+        tamper: Some(tamper),
+    };
+    with_a_byzantine_leader(seed, byzantine, |nodes, proposed| {
+        assert!(proposed > 0);
+        no_block_from(nodes, nodes[0].beneficiary);
+        included_result(nodes);
+    });
+}
+
 #[test]
 fn a_bad_state_root_is_not_finalized() {
-    with_a_byzantine_leader(
-        22,
-        Behaviour {
-            lies: false,
-            tamper: Some(|b| b.header.state_root = B256::repeat_byte(0x5a)),
-        },
-        |nodes, proposed| {
-            assert!(proposed > 0);
-            no_block_from(nodes, nodes[0].beneficiary);
-            included_result(nodes);
-        },
-    );
+    tampered_blocks_are_not_finalized(22, |b| b.header.state_root = B256::repeat_byte(0x5a));
 }
 
 #[test]
@@ -626,18 +629,7 @@ fn a_tampered_sidecar_is_not_finalized() {
 
 #[test]
 fn a_far_future_timestamp_is_not_finalized() {
-    with_a_byzantine_leader(
-        24,
-        Behaviour {
-            lies: false,
-            tamper: Some(|b| b.header.timestamp += 3600),
-        },
-        |nodes, proposed| {
-            assert!(proposed > 0);
-            no_block_from(nodes, nodes[0].beneficiary);
-            included_result(nodes);
-        },
-    );
+    tampered_blocks_are_not_finalized(24, |b| b.header.timestamp += 3600);
 }
 
 #[test]
