@@ -117,13 +117,14 @@ struct LocalnetArgs {
 struct NodeArgs {
     /// Run as a validator of the set in --validators, with the key in --key: blocks are
     /// proposed, verified and finalized by BFT consensus among them.
-    #[arg(long, requires_all = ["key", "validators"])]
+    #[arg(long, requires = "key")]
     validator: bool,
     /// This validator's key file (`pipe keys generate`).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     /// The validator set file (JSON: validators' public keys and p2p addresses, block time,
-    /// result-check policy).
+    /// result-check policy); default: the set the --genesis file names in
+    /// `config.pipeValidators`.
     #[arg(long, value_name = "FILE")]
     validators: Option<PathBuf>,
     /// Where to accept peers (default: this validator's address in the set file).
@@ -303,7 +304,7 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     if args.validator {
         c.validator = Some(pipe_node::validator::ValidatorOptions {
             key: args.key.context("--validator needs --key")?,
-            validators: args.validators.context("--validator needs --validators")?,
+            validators: args.validators,
             p2p_listen: args.p2p_addr,
         });
     }

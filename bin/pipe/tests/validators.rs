@@ -13,10 +13,14 @@ use pipe_node::localnet::{self, Localnet, LocalnetConfig};
 
 const N: usize = 4;
 
-/// A base port with `n` free consecutive ports above it.
+/// A base port with `n` free consecutive ports above it, never one handed out before in this
+/// process (the tests run at once).
 fn free_range(n: u16) -> u16 {
-    for attempt in 0u16..200 {
-        let base = 20_000 + (std::process::id() as u16 % 2_000) * 16 + attempt * 37 % 20_000;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    for _ in 0..200 {
+        let offset = NEXT.fetch_add(n, Ordering::SeqCst);
+        let base = 20_000 + (std::process::id() as u16 % 1_000) * 20 + offset;
         let held: Vec<_> = (0..n)
             .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
@@ -264,4 +268,85 @@ async fn four_validator_processes_finalize_gossip_and_survive_kill_9() {
     all_included(&net, 0, &[0, 1, 2], &waiting).await;
 
     net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genesis_file_names_the_validator_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_pipe");
+    let key = dir.path().join("key.hex");
+    let out = Command::new(exe)
+        .args(["keys", "generate", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let base = free_range(2);
+    let funded = pipe_node::dev::dev_signers(1).unwrap().remove(0);
+    let genesis = serde_json::json!({
+        "config": {
+            "chainId": 7000,
+            "pipeValidators": {
+                "blockTimeMs": 1000,
+                "validators": [{"publicKey": public, "address": format!("127.0.0.1:{}", base + 1)}],
+            },
+        },
+        "alloc": { funded.address().to_string(): {"balance": "0x3635c9adc5dea00000"} },
+        "gasLimit": "0x1c9c380",
+        "difficulty": "0x0",
+        "timestamp": "0x0",
+        "extraData": "0x",
+        "nonce": "0x0",
+        "mixHash": "0x0000000000000000000000000000000000000000000000000000000000000000",
+        "coinbase": "0x0000000000000000000000000000000000000000",
+    });
+    let genesis_path = dir.path().join("genesis.json");
+    std::fs::write(&genesis_path, genesis.to_string()).unwrap();
+    let mut child = Command::new(exe)
+        .args(["node", "--genesis"])
+        .arg(&genesis_path)
+        .args(["--validator", "--key"])
+        .arg(&key)
+        .arg("--datadir")
+        .arg(dir.path().join("data"))
+        .args(["--http.port", &base.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{base}");
+    let mut up = false;
+    for _ in 0..600 {
+        if reqwest::Client::new()
+            .post(&url)
+            .json(&serde_json::json!({"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the validator serves RPC");
+    let chain_id = common::rpc(&url, "eth_chainId", serde_json::json!([])).await;
+    assert_eq!(chain_id["result"], "0x1b58");
+    // One validator is its own quorum: the chain moves and includes a transfer.
+    let raw = common::signed_raw(
+        &funded,
+        7000,
+        0,
+        TxKind::Call(Address::repeat_byte(0xee)),
+        Default::default(),
+        21_000,
+        1_000_000_000,
+        100_000_000_000,
+    );
+    let hashes = common::send_raw_batch(&url, &[raw]).await;
+    let receipts = common::wait_receipts(&url, &hashes, 300, Duration::from_millis(100)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(receipts[0].as_ref().expect("included")["status"], "0x1");
 }

@@ -3,8 +3,10 @@
 //!
 //! - Key file: the ed25519 private key as 64 hex digits on one line. Written with mode 0600.
 //! - Validator set (JSON): who validates and where each listens for peers, the block time and
-//!   the result-check policy. Every validator must use the same file; the chain id is part of
-//!   the signing namespace, so votes for one chain are worthless on another.
+//!   the result-check policy. Every validator must use the same set; the chain id is part of
+//!   the signing namespace, so votes for one chain are worthless on another. The set is a file
+//!   of its own, or the `pipeValidators` field of the genesis file's `config`
+//!   ([`ValidatorSet::from_genesis`]), so one genesis file describes the whole chain.
 //!
 //! ```json
 //! {
@@ -101,6 +103,9 @@ pub fn read_key(path: &Path) -> Result<PrivateKey, KeyError> {
     PrivateKey::decode(bytes).map_err(|_| KeyError::BadKey(path.display().to_string()))
 }
 
+/// Where a genesis file names its validator set: `config.pipeValidators`.
+pub const GENESIS_FIELD: &str = "pipeValidators";
+
 /// One validator in the set file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -141,6 +146,28 @@ impl ValidatorSet {
         })?;
         let file: ValidatorSetFile =
             serde_json::from_str(&text).map_err(|e| KeyError::BadSet(e.to_string()))?;
+        Self::parse(&file)
+    }
+
+    /// The set named in a geth-style genesis file's `config.pipeValidators`.
+    pub fn from_genesis(path: &Path) -> Result<Self, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let genesis: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| KeyError::BadSet(e.to_string()))?;
+        let set = genesis
+            .get("config")
+            .and_then(|c| c.get(GENESIS_FIELD))
+            .ok_or_else(|| {
+                KeyError::BadSet(format!(
+                    "{} names no validators (config.{GENESIS_FIELD})",
+                    path.display()
+                ))
+            })?;
+        let file: ValidatorSetFile =
+            serde_json::from_value(set.clone()).map_err(|e| KeyError::BadSet(e.to_string()))?;
         Self::parse(&file)
     }
 
@@ -212,6 +239,17 @@ mod tests {
         let mut twice = file.clone();
         twice.validators.push(twice.validators[0].clone());
         assert!(ValidatorSet::parse(&twice).is_err());
+        let genesis = dir.path().join("genesis.json");
+        std::fs::write(
+            &genesis,
+            serde_json::json!({"config": {"chainId": 7, GENESIS_FIELD: file}, "alloc": {}})
+                .to_string(),
+        )
+        .unwrap();
+        let named = ValidatorSet::from_genesis(&genesis).unwrap();
+        assert_eq!(named.validators, set.validators);
+        std::fs::write(&genesis, r#"{"config": {"chainId": 7}, "alloc": {}}"#).unwrap();
+        assert!(ValidatorSet::from_genesis(&genesis).is_err());
         std::fs::write(path.with_extension("bad"), "zz").unwrap();
         assert!(read_key(&path.with_extension("bad")).is_err());
     }

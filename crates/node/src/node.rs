@@ -145,7 +145,13 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let validator_files = match &config.validator {
         Some(v) => {
             let key = pipe_consensus::keys::read_key(&v.key)?;
-            let set = pipe_consensus::keys::ValidatorSet::load(&v.validators)?;
+            let set = match (&v.validators, &config.genesis) {
+                (Some(file), _) => pipe_consensus::keys::ValidatorSet::load(file)?,
+                (None, Some(genesis)) => pipe_consensus::keys::ValidatorSet::from_genesis(genesis)?,
+                (None, None) => anyhow::bail!(
+                    "a validator needs the validator set: --validators FILE, or a --genesis file that names it"
+                ),
+            };
             Some((v.clone(), key, set))
         }
         None => None,

@@ -34,8 +34,9 @@ use crate::models::NodeModels;
 pub struct ValidatorOptions {
     /// The ed25519 key file (`pipe keys generate`).
     pub key: PathBuf,
-    /// The validator set file.
-    pub validators: PathBuf,
+    /// The validator set file; `None`: the set the genesis file names
+    /// (`config.pipeValidators`).
+    pub validators: Option<PathBuf>,
     /// Where to accept peers, if not this validator's address in the set.
     pub p2p_listen: Option<SocketAddr>,
 }
