@@ -1163,8 +1163,8 @@ sol! {
 /// transactions paid and the units they were charged for, receipts' gas moves with it, and
 /// `eth_estimateGas` quotes the next block's. Three idle blocks lower it by an eighth each.
 /// Then: a transaction whose contract reverts after its inference still pays the inference
-/// (its units count toward the price); one whose gas cannot cover the inference is rejected
-/// before any model runs; a sender over its cap on transactions with inference is rejected.
+/// (its units count toward the price); one whose gas cannot cover the inference is refused
+/// by eth_sendRawTransaction before any model runs; a sender over its cap on transactions with inference is rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
     use pipe_executor::inference::{INFERENCE_BASE_GAS, INFERENCE_WORD_GAS};
@@ -1355,16 +1355,28 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
         GWEI,
         100 * GWEI,
     );
-    let underpaid = common::send_raw_batch(&url, &[underpaid]).await.remove(0);
-    let s = wait_status(&url, &underpaid, &["rejected"]).await;
+    // Knowable at admission: eth_sendRawTransaction answers with the reason, and nothing
+    // is acknowledged.
+    let r = common::rpc(
+        &url,
+        "eth_sendRawTransaction",
+        serde_json::json!([underpaid]),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], -32000, "{r}");
     assert!(
-        s["reason"]
+        r["error"]["message"]
             .as_str()
-            .unwrap()
-            .contains("gas cannot cover inference"),
-        "{s}"
+            .is_some_and(|m| m.contains("gas cannot cover inference")),
+        "{r}"
     );
-    assert!(s["requests"].as_array().unwrap().is_empty(), "{s}");
+    let nonce = common::rpc(
+        &url,
+        "eth_getTransactionCount",
+        serde_json::json!([keys[5].address(), "pending"]),
+    )
+    .await;
+    assert_eq!(nonce["result"], "0x0", "{nonce}");
 
     // A sender over its cap of two live transactions with inference.
     let raws: Vec<Bytes> = (0..3)
@@ -1765,6 +1777,49 @@ async fn inference_past_the_request_bound_is_included_as_a_paid_revert_and_pins_
     );
     let r = common::rpc(&url, "eth_sendRawTransaction", serde_json::json!([next])).await;
     assert!(r["result"].is_string(), "{r}");
+
+    // Two requests, gas for the first only: admission cannot know (the first needs its
+    // answer before the second is reached), so the transaction is acknowledged; discovery's
+    // second round finds the second request underpaid and ends it with the reason, which its
+    // status keeps.
+    let one: Bytes = many::runCall {
+        calls: calls[..1].to_vec(),
+    }
+    .abi_encode()
+    .into();
+    let two: Bytes = many::runCall {
+        calls: calls[1..3].to_vec(),
+    }
+    .abi_encode()
+    .into();
+    let estimate = common::rpc(
+        &url,
+        "eth_estimateGas",
+        serde_json::json!([{"from": keys[2].address(), "to": contract, "data": one}]),
+    )
+    .await;
+    // The estimate for the first alone, plus what the longer calldata costs (4 gas a zero
+    // byte, 16 another): far from the second request's base of 25000.
+    let calldata = |d: &Bytes| -> u64 { d.iter().map(|b| if *b == 0 { 4 } else { 16 }).sum() };
+    let gas = common::quantity(&estimate["result"]) + calldata(&two) - calldata(&one) + 1_000;
+    let raw = common::signed_raw(
+        &keys[2],
+        chain_id,
+        0,
+        TxKind::Call(contract),
+        two,
+        gas,
+        GWEI,
+        100 * GWEI,
+    );
+    let hash = common::send_raw_batch(&url, &[raw]).await.remove(0);
+    let s = wait_status(&url, &hash, &["rejected"]).await;
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|m| m.contains("gas cannot cover inference")),
+        "{s}"
+    );
     node.shutdown().await;
 }
 

@@ -102,9 +102,7 @@ impl Executor {
         beneficiary: Address,
     ) -> BlockAttributes {
         let p = &parent.header;
-        let base_fee = p
-            .next_block_base_fee(self.config.base_fee_params())
-            .unwrap_or_else(|| self.config.genesis_base_fee());
+        let base_fee = self.next_base_fee(p);
         BlockAttributes {
             parent_hash: parent.hash,
             number: p.number + 1,
@@ -116,6 +114,14 @@ impl Executor {
             prevrandao: alloy_primitives::keccak256(parent.hash),
             inference_gas_price: self.next_inference_gas_price(p),
         }
+    }
+
+    /// The base fee of the block after `parent` (EIP-1559): what admission, priority and the
+    /// block itself use, computed in this one place.
+    pub fn next_base_fee(&self, parent: &Header) -> u64 {
+        parent
+            .next_block_base_fee(self.config.base_fee_params())
+            .unwrap_or_else(|| self.config.genesis_base_fee())
     }
 
     /// The inference gas price of the block after `parent`.

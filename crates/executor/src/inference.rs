@@ -83,6 +83,10 @@ pub trait InferenceProvider: Send + Sync + fmt::Debug {
     /// Nothing was asked of the source. Discovery uses this to reject such a transaction
     /// before any model runs for it.
     fn underpaid(&self, _call: &InferenceCall, _cost: u64) {}
+    /// A call reverted before any model could run, for `reason` (an unknown model, a
+    /// malformed request, one request too many): the request itself is refused, whatever
+    /// the state. Admission uses this to refuse a transaction that fails for it.
+    fn refused(&self, _reason: &str) {}
 }
 
 /// What one precompile invocation produced.
@@ -198,10 +202,15 @@ pub fn run(
 ) -> Outcome {
     let (request, call) = match decode_request(data, &|id| provider.model(id)) {
         Ok(v) => v,
-        Err(reason) => return early(gas, gas_limit, reason),
+        Err(reason) => {
+            provider.refused(&reason);
+            return early(gas, gas_limit, reason);
+        }
     };
     if !requests.admit(call.key) {
-        return early(gas, gas_limit, too_many_requests());
+        let reason = too_many_requests();
+        provider.refused(&reason);
+        return early(gas, gas_limit, reason);
     }
     let cost = gas.cost(call.model.cost_units, data.len());
     if gas_limit < cost {

@@ -23,6 +23,7 @@
 //!
 //! The chain runs the Osaka hardfork from genesis (every earlier fork active at block 0).
 
+mod admission;
 mod assemble;
 pub mod attest;
 mod block;
@@ -36,6 +37,7 @@ mod recorder;
 mod simulate;
 mod spec;
 
+pub use admission::InferenceRefusal;
 pub use block::{BlockAttributes, BlockBuilder, ExecutedBlock, ExecutedTx, TxOutcome};
 pub use call::{CallOutcome, CallRequest};
 pub use db::StateDb;

@@ -24,6 +24,8 @@ pub struct TxInference {
     /// A request the transaction could not pay for at the block's inference price: the
     /// call and the gas it needed (the call halted out of gas; no result was asked for).
     pub underpaid: Option<(InferenceCall, u64)>,
+    /// The first call the precompile refused before any model ran, with its reason.
+    pub refused: Option<String>,
 }
 
 /// Wraps a source and records its use. One per EVM; not meant to be shared across threads'
@@ -76,6 +78,13 @@ impl InferenceProvider for Recorder {
         let mut record = self.record.lock();
         if record.underpaid.is_none() {
             record.underpaid = Some((call.clone(), cost));
+        }
+    }
+
+    fn refused(&self, reason: &str) {
+        let mut record = self.record.lock();
+        if record.refused.is_none() {
+            record.refused = Some(reason.to_string());
         }
     }
 }

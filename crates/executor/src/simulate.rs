@@ -26,6 +26,9 @@ pub enum SimOutcome {
     Complete {
         /// Keys of the results it used, in call order, without repeats.
         keys: Vec<B256>,
+        /// It failed, and the precompile had refused one of its requests (the first
+        /// reason): a request it can never make, whatever the state.
+        refused: Option<String>,
     },
     /// Stopped at a request without a result.
     Missing(Box<InferenceCall>),
@@ -79,6 +82,7 @@ impl Executor {
             }
             match result {
                 Ok(r) => {
+                    let refused = record.refused.filter(|_| !r.result.is_success());
                     evm.db_mut().commit(r.state);
                     let mut keys: Vec<B256> = Vec::new();
                     for used in record.used {
@@ -86,7 +90,7 @@ impl Executor {
                             keys.push(used.key);
                         }
                     }
-                    out.push(SimOutcome::Complete { keys });
+                    out.push(SimOutcome::Complete { keys, refused });
                 }
                 Err(e) => {
                     out.push(SimOutcome::Invalid(e.to_string()));

@@ -178,7 +178,7 @@ fn discovery_stops_at_the_first_request_without_a_result() {
         .unwrap();
     // The third is not simulated: it would run on state the second never produced.
     assert_eq!(outcomes.len(), 2);
-    assert!(matches!(&outcomes[0], SimOutcome::Complete { keys } if *keys == vec![first_key]));
+    assert!(matches!(&outcomes[0], SimOutcome::Complete { keys, .. } if *keys == vec![first_key]));
     assert!(matches!(&outcomes[1], SimOutcome::Missing(call) if call.key == second_key));
 }
 
@@ -343,4 +343,93 @@ fn a_transaction_past_the_request_bound_reverts_and_pays_for_what_it_used() {
             "{text}"
         );
     }
+}
+
+/// Runtime that forwards its calldata to the precompile and stops whatever the answer.
+const SWALLOW_RUNTIME: &[u8] = &[
+    0x36, 0x5f, 0x5f, 0x37, // calldatacopy(0, 0, calldatasize)
+    0x5f, 0x5f, 0x36, 0x5f, 0x5f, 0x60, 0xf4, 0x5a, 0xf1, // call(gas, 0xF4, 0, 0, size, 0, 0)
+    0x50, 0x00, // pop; stop
+];
+/// The same forwarder, reverting when the precompile's call fails.
+const FORWARD_RUNTIME: &[u8] = &[
+    0x36, 0x5f, 0x5f, 0x37, 0x5f, 0x5f, 0x36, 0x5f, 0x5f, 0x60, 0xf4, 0x5a, 0xf1, 0x60, 0x13,
+    0x57, // jumpi(19, success)
+    0x5f, 0x5f, 0xfd, // revert(0, 0)
+    0x5b, 0x00, // jumpdest; stop
+];
+
+/// Admission refuses what is knowable before any model runs: gas that cannot cover the
+/// first request, and a request the precompile refuses when the transaction fails for it. A
+/// contract that recovers from the refusal, and a request that only needs its answer, pass.
+#[test]
+fn admission_refuses_what_is_knowable_before_a_model_runs() {
+    use pipe_executor::InferenceRefusal;
+    let s = setup();
+    let model = test_model();
+    let mut unknown = test_model();
+    unknown.id = pipe_primitives::ModelId::of(b"no such model");
+    let (good, _) = inference_call(&model, 3);
+    let (bad, _) = inference_call(&unknown, 3);
+    let view = || Arc::new(s.chain.store.state().unwrap());
+    let check = |run: &[StoredTx]| s.executor.check_admission(view(), &s.attrs, run).unwrap();
+    // Each a sender's only pending transaction (nonce 0).
+    let one = |gas: u64, data: &Bytes| {
+        let mut f = s.chain.factory(0);
+        let tx = f.tx_with_gas(Some(INFERENCE_PRECOMPILE), U256::ZERO, data.clone(), gas);
+        check(&[(*stored(tx, &f)).clone()])
+    };
+
+    // Direct calls: a good request with enough gas needs its answer (discovery's job); too
+    // little gas and an unknown model are refused now.
+    assert_eq!(one(1_000_000, &good), Ok(()));
+    assert!(matches!(
+        one(40_000, &good),
+        Err(InferenceRefusal::Underpaid { units: 10, .. })
+    ));
+    let refused = one(1_000_000, &bad);
+    assert!(
+        matches!(&refused, Err(InferenceRefusal::Request(r)) if r.contains("model")),
+        "{refused:?}"
+    );
+
+    // Through contracts deployed earlier in the sender's run: one that swallows the refusal
+    // is fine; one that reverts with it is refused.
+    let mut d = s.chain.factory(1);
+    let (deploy_swallow, swallow) = d.deploy(SWALLOW_RUNTIME);
+    let (deploy_forward, forward) = d.deploy(FORWARD_RUNTIME);
+    let deploys = [
+        (*stored(deploy_swallow, &d)).clone(),
+        (*stored(deploy_forward, &d)).clone(),
+    ];
+    // The run: both deployments, then a call to `to` with `data` (nonce 2).
+    let after_deploys = |to: Address, data: &Bytes| {
+        let mut f = d.clone();
+        let mut run = deploys.to_vec();
+        run.push((*stored(f.tx(Some(to), U256::ZERO, data.clone()), &f)).clone());
+        check(&run)
+    };
+    assert_eq!(after_deploys(swallow, &bad), Ok(()));
+    assert!(matches!(
+        after_deploys(forward, &bad),
+        Err(InferenceRefusal::Request(_))
+    ));
+    assert_eq!(after_deploys(forward, &good), Ok(()));
+
+    // Were such a request in a block, it would revert charged the base only: no model ran.
+    let mut block = s
+        .executor
+        .build_block(s.chain.store.state().unwrap(), s.attrs.clone())
+        .unwrap();
+    let mut f = s.chain.factory(0);
+    // 21000 plus calldata at 4 gas a zero byte and 16 a non-zero one (above the EIP-7623
+    // floor here).
+    let calldata: u64 = bad.iter().map(|b| if *b == 0 { 4 } else { 16 }).sum();
+    let tx = f.tx(Some(INFERENCE_PRECOMPILE), U256::ZERO, bad);
+    let executed = block.execute(stored(tx, &f)).unwrap();
+    assert!(matches!(executed.outcome, TxOutcome::Reverted));
+    assert_eq!(
+        executed.gas_used,
+        21_000 + calldata + pipe_executor::inference::INFERENCE_BASE_GAS
+    );
 }

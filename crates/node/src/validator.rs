@@ -141,12 +141,7 @@ pub fn inbound(
         let (pool, store, executor, head) =
             (pool.clone(), store.clone(), executor.clone(), head.clone());
         runtime.spawn(async move {
-            let base_fee = {
-                let head = head.borrow();
-                head.header
-                    .next_block_base_fee(executor.config().base_fee_params())
-                    .unwrap_or_else(|| executor.config().genesis_base_fee())
-            };
+            let base_fee = executor.next_base_fee(&head.borrow().header);
             let result = pool
                 .submit(&raw, base_fee, |sender| {
                     let account = store.account(sender)?.unwrap_or_default();

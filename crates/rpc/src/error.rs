@@ -30,6 +30,9 @@ pub enum RpcError {
     HistoricalState(u64),
     #[error("{0}")]
     LimitExceeded(String),
+    /// `eth_sendRawTransaction` refused a transaction for its inference (the reason says why).
+    #[error("{0}")]
+    InferenceRefused(String),
     /// This node does not do that (a follower sending transactions, say); the message says
     /// where to go instead.
     #[error("{0}")]
@@ -54,6 +57,7 @@ impl From<RpcError> for ErrorObjectOwned {
             | RpcError::UnknownBlock
             | RpcError::HistoricalState(_)
             | RpcError::LimitExceeded(_)
+            | RpcError::InferenceRefused(_)
             | RpcError::Unsupported(_) => ErrorObjectOwned::owned(SERVER_ERROR, msg, None::<()>),
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use alloy_consensus::Transaction as _;
-use alloy_eips::{BlockId, BlockNumberOrTag, eip1559::calc_next_block_base_fee};
+use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{Address, B256, Bytes, U64, U256};
 use alloy_rpc_types_eth::{
     Block, FeeHistory, Filter, FilterBlockOption, Log, Transaction, TransactionRequest,
@@ -205,7 +205,7 @@ impl Api {
         self.logs_matching(&filter.clone().from_block(from).to_block(to))
     }
 
-    fn head(&self) -> Arc<SealedBlock> {
+    pub(crate) fn head(&self) -> Arc<SealedBlock> {
         self.node.head.borrow().clone()
     }
 
@@ -285,11 +285,7 @@ impl Api {
     }
 
     pub(crate) fn next_base_fee(&self) -> u64 {
-        let head = self.head();
-        let params = self.node.executor.config().base_fee_params();
-        head.header
-            .next_block_base_fee(params)
-            .unwrap_or_else(|| self.node.executor.config().genesis_base_fee())
+        self.node.executor.next_base_fee(&self.head().header)
     }
 
     fn call_request(
@@ -381,7 +377,6 @@ impl EthApiServer for Api {
         }
         let newest = self.resolve_number(newest_block)?;
         let oldest = newest.saturating_sub(count - 1);
-        let params = self.node.executor.config().base_fee_params();
         let mut history = FeeHistory {
             oldest_block: oldest,
             ..Default::default()
@@ -405,12 +400,7 @@ impl EthApiServer for Api {
             last = Some(b);
         }
         if let Some(b) = last {
-            let next = calc_next_block_base_fee(
-                b.header.gas_used,
-                b.header.gas_limit,
-                b.header.base_fee_per_gas.unwrap_or_default(),
-                params,
-            );
+            let next = self.node.executor.next_base_fee(&b.header);
             history.base_fee_per_gas.push(next as u128);
             history.base_fee_per_blob_gas.push(1);
         }
@@ -500,6 +490,7 @@ impl EthApiServer for Api {
             ))
             .into());
         }
+        self.check_inference(raw.as_ref()).await?;
         let store = &self.node.store;
         let hash = self
             .node

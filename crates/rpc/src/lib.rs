@@ -13,6 +13,7 @@
 //! `eth_feeHistory` over at most [`MAX_FEE_HISTORY`] blocks.
 
 mod accounts;
+mod admission;
 pub mod connections;
 mod convert;
 mod error;

@@ -124,7 +124,7 @@ impl Pipe {
                 };
                 entry.simulations += 1;
                 match outcome {
-                    SimOutcome::Complete { keys } => {
+                    SimOutcome::Complete { keys, .. } => {
                         for k in keys {
                             if !entry.keys.contains(k) {
                                 entry.keys.push(*k);

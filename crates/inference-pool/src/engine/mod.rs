@@ -291,10 +291,7 @@ impl Pipe {
 
     /// Base fee of the next block: what priority (the effective tip) is measured at.
     fn next_base_fee(&self) -> u64 {
-        let head = self.head.borrow();
-        head.header
-            .next_block_base_fee(self.executor.config().base_fee_params())
-            .unwrap_or_default()
+        self.executor.next_base_fee(&self.head.borrow().header)
     }
 
     /// Starts tracking a transaction the pool accepted.
