@@ -461,8 +461,10 @@ expect_eq "callRaw(good): ModelInferenceEvent logs from 0xF4" "$(jget "$(logs_fr
 run "cast keccak RawCalled" "$CAST" keccak "RawCalled(bytes32,uint256)"; RC_LOG="$(logs_from "$RCPT" "${RAWC,,}" "$OUT")"
 run "cast keccak good return data" "$CAST" keccak "$GOOD_RAW"
 expect_eq "RawCalled returnHash = keccak(eth_call return data)" "$(jget "$RC_LOG" 'j[0].data.slice(0,66)')" "$OUT"
-run "cast send callRaw(zk) --gas-limit 1000000" "$CAST" send "$RAWC" "callRaw(bytes)" "$ZK_CD" "${CASTTX[@]}" --gas-limit 1000000 --json
-expect_eq "mined callRaw(ZK request): status" "$(jget "$OUT" j.status)" 0x0
-expect_eq "mined callRaw(ZK request): no logs" "$(jget "$OUT" j.logs.length)" 0
+# A transaction that could only fail on a request the precompile refuses is refused at
+# eth_sendRawTransaction, with the reason, instead of being mined as a revert.
+run_fails "cast send callRaw(zk) --gas-limit 1000000" "inference request refused: ZKML mode is not supported" \
+  "$CAST" send "$RAWC" "callRaw(bytes)" "$ZK_CD" "${CASTTX[@]}" --gas-limit 1000000 --json
+ok "cast send callRaw(ZK request) refused: $(grep -oE 'inference request refused: [^"]*' <<<"$OUT" | head -n1)"
 
 echo "inference-smoke: all $PASS checks passed against $RPC_URL"

@@ -42,6 +42,22 @@ enum Command {
     /// Start a network of validators on this machine (separate processes on loopback); Ctrl-C
     /// stops them all.
     Localnet(LocalnetArgs),
+    /// Answer one inference request on this machine, as the precompile would in a block, and
+    /// print the ABI-encoded `ModelOutput` (hex). For Solidity tests (`vm.ffi`, see
+    /// contracts/src/PipeForge.sol). The dev chain's example models are known; add others with
+    /// `--model`.
+    Infer {
+        /// `runModelInference` calldata as a contract sends it to 0x…F4 (hex), or `-` to read
+        /// it from standard input.
+        calldata: String,
+        /// More model files (.onnx), found by the request's modelCID.
+        #[arg(long = "model", value_name = "FILE")]
+        models: Vec<PathBuf>,
+        /// Decimals the `--model` files are uploaded with (default 8): they set the output's
+        /// encoding.
+        #[arg(long)]
+        decimals: Option<u32>,
+    },
     /// Benchmarks; each prints one JSON object (runs `pipe-bench`, built beside `pipe`).
     #[command(disable_help_flag = true)]
     Bench {
@@ -58,7 +74,12 @@ enum ModelCommand {
         /// The .onnx file.
         file: PathBuf,
         /// The node's JSON-RPC URL.
-        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        #[arg(
+            long,
+            visible_alias = "rpc-url",
+            env = "ETH_RPC_URL",
+            default_value = "http://127.0.0.1:8545"
+        )]
         rpc: String,
         /// A label for humans (default: the file name).
         #[arg(long)]
@@ -70,10 +91,21 @@ enum ModelCommand {
         #[arg(long)]
         cost_units: Option<u64>,
     },
-    /// List the stored models.
+    /// List the stored models, each with its id (the modelCID contracts name).
     List {
-        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        /// The node's JSON-RPC URL.
+        #[arg(
+            long,
+            visible_alias = "rpc-url",
+            env = "ETH_RPC_URL",
+            default_value = "http://127.0.0.1:8545"
+        )]
         rpc: String,
+    },
+    /// Print the id (modelCID) of model files, without a node: the id is the content's hash.
+    Id {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -485,6 +517,38 @@ async fn main() -> anyhow::Result<()> {
             for meta in pipe_node::models::list(&rpc).await? {
                 println!("{}\n", pipe_node::models::describe_meta(&meta));
             }
+        }
+        Command::Model(ModelCommand::Id { files }) => {
+            for file in files {
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                println!("{}", pipe_primitives::inference::ModelId::of(&bytes));
+            }
+        }
+        Command::Infer {
+            calldata,
+            models,
+            decimals,
+        } => {
+            let text = if calldata == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                calldata
+            };
+            let data =
+                alloy_primitives::hex::decode(text.trim()).context("calldata must be hex (0x…)")?;
+            let mut offline = pipe_node::models::offline::OfflineModels::with_examples();
+            for file in models {
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let name = file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                offline.add(&name, bytes, decimals, None);
+            }
+            let output = offline.infer(&data)?;
+            println!("{output}");
         }
         Command::Bench { args } => forward_to_bench(&args)?,
     }

@@ -184,3 +184,90 @@ fn the_genesis_worker_registry_is_the_compiled_contract() {
         .unwrap();
     assert_eq!(*pipe_executor::attest::WORKER_REGISTRY_CODE, compiled);
 }
+
+/// Runs the `pipe` binary this test suite built.
+fn pipe_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipe"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("pipe runs")
+}
+
+/// Testing a model-calling contract in forge: `pipe infer` answers a request offline with the
+/// bytes a node's precompile returns (compared with `eth_call` on a dev node), `pipe model id`
+/// and `pipe model list` (honouring `ETH_RPC_URL`, as cast does) agree on the id, and `forge
+/// test --ffi` runs contracts/forge-test with `PipeForge.sol`, which gets the real output at
+/// 0x…F4 through `vm.ffi` and `vm.mockCall`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forge_tests_get_real_model_outputs_through_pipe_infer() {
+    use alloy_sol_types::SolCall;
+    use pipe_executor::inference::runModelInferenceCall;
+    tools_installed();
+    compile_contracts();
+    let root = common::repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let url = node.rpc_url();
+
+    let linreg = common::model_id(&url, "linreg").await;
+    let file = root.join("fixtures/models/linreg.onnx");
+    let id = pipe_cli(&["model", "id", file.to_str().unwrap()], &[]);
+    assert_eq!(String::from_utf8_lossy(&id.stdout).trim(), linreg);
+    let list = pipe_cli(&["model", "list"], &[("ETH_RPC_URL", &url)]);
+    assert!(list.status.success(), "{list:?}");
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains(&format!("id:         {linreg}")),
+        "{list:?}"
+    );
+
+    let calldata = alloy_primitives::hex::encode_prefixed(
+        runModelInferenceCall {
+            request: common::linreg_request(&linreg, [4, 5, 6]),
+        }
+        .abi_encode(),
+    );
+    let offline = pipe_cli(&["infer", &calldata], &[]);
+    assert!(offline.status.success(), "{offline:?}");
+    let on_chain = common::rpc(
+        &url,
+        "eth_call",
+        serde_json::json!([{"to": pipe_executor::INFERENCE_PRECOMPILE, "data": calldata}]),
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&offline.stdout).trim(),
+        on_chain["result"].as_str().unwrap()
+    );
+    // What the precompile refuses, `pipe infer` refuses with the same reason.
+    let unknown = alloy_primitives::hex::encode_prefixed(
+        runModelInferenceCall {
+            request: common::linreg_request(
+                &pipe_primitives::ModelId::of(b"no such model").to_string(),
+                [4, 5, 6],
+            ),
+        }
+        .abi_encode(),
+    );
+    let refused = pipe_cli(&["infer", &unknown], &[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown model"));
+    node.shutdown().await;
+
+    let forge = root.join("tools/js/node_modules/@foundry-rs/forge-linux-amd64/bin/forge");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(forge)
+            .args(["test", "--ffi"])
+            .current_dir(root.join("contracts"))
+            .env("PIPE_BIN", env!("CARGO_BIN_EXE_pipe"))
+            .output()
+            .expect("forge runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "forge test failed");
+    assert!(stdout.contains("3 tests passed, 0 failed"), "{stdout}");
+}

@@ -39,6 +39,8 @@ use pipe_rpc::{ModelRegistry, UploadError, UploadOptions};
 use pipe_storage::Store;
 use pipe_worker::run::{failure, run_call};
 
+pub mod offline;
+
 /// Compiled models kept in memory.
 const CACHE_MODELS: usize = 64;
 /// Simulations whose timed-out runs may still be finishing in the background.
@@ -399,7 +401,8 @@ pub fn describe_meta(meta: &ModelMeta) -> String {
             .join("; ")
     };
     format!(
-        "name:       {}\nsize:       {} bytes\ninputs:     {}\noutputs:    {}\ndecimals:   {}\ncost units: {}\noperators:  {}",
+        "id:         {}\nname:       {}\nsize:       {} bytes\ninputs:     {}\noutputs:    {}\ndecimals:   {}\ncost units: {}\noperators:  {}",
+        meta.id,
         meta.name,
         meta.size_bytes,
         io(&meta.inputs),
