@@ -184,7 +184,7 @@ for n in risk_logreg forecast_gbr rf_classifier svr_rbf; do
 done
 RISK="$(model_id risk_logreg)"; FCAST="$(model_id forecast_gbr)"; CLS="$(model_id rf_classifier)"; SVR="$(model_id svr_rbf)"
 expect_js "risk_logreg metadata: input [?,4], outputs label+probabilities, 8 decimals" "$MODELS" \
-  "(m=>m.inputs[0].name==='input'&&m.inputs[0].shape[1]===4&&m.outputs.map(o=>o.name).join()==='label,probabilities'&&m.decimals===8&&m.cost_units>0)(j.find(m=>m.name==='risk_logreg'))"
+  "(m=>m.inputs[0].name==='input'&&m.inputs[0].shape[1]===4&&m.outputs.map(o=>o.name).join()==='label,probabilities'&&m.decimals===8&&m.costUnits>0)(j.find(m=>m.name==='risk_logreg'))"
 run "pipe_getModel risk_logreg" "$CAST" rpc --rpc-url "$RPC_URL" pipe_getModel "$RISK"
 expect_same "pipe_getModel(risk_logreg) equals its pipe_listModels entry" "$OUT" "$(jget "$MODELS" "j.find(m=>m.id==='$RISK')")"
 SVR_HEX="$(node -e 'process.stdout.write("0x"+require("fs").readFileSync(process.argv[1]).toString("hex"))' "$REPO/fixtures/models/svr_rbf.onnx")"

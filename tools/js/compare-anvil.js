@@ -501,6 +501,27 @@ async function session() {
   await both('eth_getUncleCountByBlockNumber nonexistent', 'eth_getUncleCountByBlockNumber', ['0x3e8']);
   await both('eth_getUncleCountByBlockHash latest', 'eth_getUncleCountByBlockHash', (n) => [latest[n].result && latest[n].result.hash]);
   await both('eth_blobBaseFee', 'eth_blobBaseFee', []);
+  await both('eth_protocolVersion', 'eth_protocolVersion', []);
+  // Unlocked dev accounts sign alike (RFC 6979 signatures are deterministic).
+  await both('eth_sign A1', 'eth_sign', [A1, '0x68656c6c6f2070697065']);
+  await both('personal_sign A1', 'personal_sign', ['0x68656c6c6f2070697065', A1]);
+  const typed = {
+    types: {
+      EIP712Domain: [{ name: 'name', type: 'string' }, { name: 'version', type: 'string' },
+        { name: 'chainId', type: 'uint256' }, { name: 'verifyingContract', type: 'address' }],
+      Person: [{ name: 'name', type: 'string' }, { name: 'wallet', type: 'address' }],
+      Mail: [{ name: 'from', type: 'Person' }, { name: 'to', type: 'Person' }, { name: 'contents', type: 'string' }],
+    },
+    primaryType: 'Mail',
+    domain: { name: 'Ether Mail', version: '1', chainId: 31337, verifyingContract: '0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC' },
+    message: {
+      from: { name: 'Cow', wallet: '0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826' },
+      to: { name: 'Bob', wallet: '0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB' },
+      contents: 'Hello, Bob!',
+    },
+  };
+  await both('eth_signTypedData_v4 A1 (object)', 'eth_signTypedData_v4', [A1, typed]);
+  await both('eth_signTypedData_v4 A1 (JSON string)', 'eth_signTypedData_v4', [A1, JSON.stringify(typed)]);
   await both('txpool_status (empty)', 'txpool_status', []);
   await both('txpool_content (empty)', 'txpool_content', []);
   await both('txpool_inspect (empty)', 'txpool_inspect', []);

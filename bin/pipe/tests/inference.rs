@@ -239,7 +239,7 @@ async fn every_model_by_call_and_transaction_matches_onnxruntime() {
         assert!(receipt.status(), "{model}: transaction failed");
         let meta =
             common::rpc(&url, "pipe_getModel", serde_json::json!([cid])).await["result"].clone();
-        let cost_units = meta["cost_units"].as_u64().unwrap();
+        let cost_units = meta["costUnits"].as_u64().unwrap();
         let price = block_price(&provider, receipt.block_number.unwrap()).await;
         assert!(
             receipt.gas_used >= 21_000 + INFERENCE_BASE_GAS + cost_units * price,
@@ -390,7 +390,7 @@ async fn bad_requests_revert_with_reasons_and_bad_uploads_are_refused() {
     assert!(failed.logs().is_empty());
     let price = block_price(&provider, failed.block_number.unwrap()).await;
     let units =
-        common::rpc(&url, "pipe_getModel", serde_json::json!([cid])).await["result"]["cost_units"]
+        common::rpc(&url, "pipe_getModel", serde_json::json!([cid])).await["result"]["costUnits"]
             .as_u64()
             .unwrap();
     assert!(

@@ -217,6 +217,12 @@ async fn five_hundred_inference_transactions_from_fifty_senders() {
         .await
         .unwrap();
     let m = metrics(&text);
+    // The chain's gauges: the head (finalized when sealed on a dev chain) and the next price.
+    let head = node.head.borrow().header.number as f64;
+    assert!(head > 0.0);
+    assert!(sum(&m, "pipe_head_block") >= head, "{text}");
+    assert_eq!(sum(&m, "pipe_head_block"), sum(&m, "pipe_finalized_block"));
+    assert!(sum(&m, "pipe_next_inference_gas_price") >= 1.0, "{text}");
     assert_eq!(
         sum(&m, "pipe_worker_completed_total"),
         100.0,
@@ -1186,7 +1192,7 @@ async fn the_inference_price_follows_load_and_inference_is_paid_on_revert() {
     let chain_id = node.executor.config().chain_id;
     let linreg = common::model_id(&url, "linreg").await;
     let units = common::rpc(&url, "pipe_getModel", serde_json::json!([linreg])).await["result"]
-        ["cost_units"]
+        ["costUnits"]
         .as_u64()
         .unwrap();
     let keys = &node.dev_keys;
@@ -1645,7 +1651,7 @@ async fn inference_past_the_request_bound_is_included_as_a_paid_revert_and_pins_
     let chain_id = node.executor.config().chain_id;
     let linreg = common::model_id(&url, "linreg").await;
     let units = common::rpc(&url, "pipe_getModel", serde_json::json!([linreg])).await["result"]
-        ["cost_units"]
+        ["costUnits"]
         .as_u64()
         .unwrap();
     let keys = &node.dev_keys;

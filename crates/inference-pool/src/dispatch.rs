@@ -65,6 +65,9 @@ pub struct Request {
     pub priority: Priority,
     /// The worker running it, if it is running.
     pub running_on: Option<usize>,
+    /// When its current run started (ms on the engine's clock): what the status's `etaMs`
+    /// counts down from.
+    pub started_ms: Option<u64>,
     /// Failed attempts so far.
     pub attempts: u32,
     /// The worker that failed it last: the retry goes elsewhere when it can.
@@ -111,6 +114,7 @@ impl Requests {
                 waiters: BTreeSet::from([waiter]),
                 priority,
                 running_on: None,
+                started_ms: None,
                 attempts: 0,
                 avoid: None,
             },
@@ -132,11 +136,12 @@ impl Requests {
         self.queue.iter().rev().map(|(_, k)| *k)
     }
 
-    /// Marks the best queued request as running on `worker`.
-    pub fn start(&mut self, key: &B256, worker: usize) -> Option<Arc<InferenceCall>> {
+    /// Marks the best queued request as running on `worker` from `now_ms`.
+    pub fn start(&mut self, key: &B256, worker: usize, now_ms: u64) -> Option<Arc<InferenceCall>> {
         let r = self.by_key.get_mut(key)?;
         self.queue.remove(&(r.priority, *key));
         r.running_on = Some(worker);
+        r.started_ms = Some(now_ms);
         Some(r.call.clone())
     }
 
@@ -149,6 +154,7 @@ impl Requests {
             return Retry::Dropped;
         };
         r.running_on = None;
+        r.started_ms = None;
         r.attempts += 1;
         r.avoid = Some(worker);
         if r.waiters.is_empty() {
@@ -406,14 +412,14 @@ mod tests {
         r.wait_for(&crate::test_utils::call(1), waiter, p);
         // Two failures of three allowed: back in the queue each time, avoiding the worker.
         for attempt in 1..=2 {
-            r.start(&k, 0).unwrap();
+            r.start(&k, 0, 0).unwrap();
             assert!(matches!(r.requeue(&k, 0, 3), Retry::Queued));
             assert_eq!(r.by_key[&k].attempts, attempt);
             assert_eq!(r.by_key[&k].avoid, Some(0));
             assert_eq!(r.queued(), 1);
         }
         // The third: given up, with its waiters, and gone from the queue.
-        r.start(&k, 1).unwrap();
+        r.start(&k, 1, 0).unwrap();
         match r.requeue(&k, 1, 3) {
             Retry::GaveUp(req) => {
                 assert_eq!(req.waiters.into_iter().collect::<Vec<_>>(), vec![waiter])
@@ -425,7 +431,7 @@ mod tests {
         // Nobody waits any more (its transaction ended while it ran): not run again.
         let k2 = B256::repeat_byte(2);
         r.wait_for(&crate::test_utils::call(2), waiter, p);
-        r.start(&k2, 0).unwrap();
+        r.start(&k2, 0, 0).unwrap();
         r.forget_waiter(&k2, &waiter);
         assert!(matches!(r.requeue(&k2, 0, 3), Retry::Dropped));
         assert_eq!((r.queued(), r.running()), (0, 0));

@@ -10,6 +10,39 @@ use tokio::sync::watch;
 /// More metrics in the text format, rendered at each scrape (a validator's).
 pub type Extra = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// The chain's own gauges, rendered from the head at each scrape: the head block, the
+/// finalized one (the same block here: a node stores and serves finalized blocks only, and a
+/// dev chain's blocks are final when sealed), and the inference gas price of the next block.
+pub fn chain_gauges(
+    head: watch::Receiver<Arc<pipe_primitives::SealedBlock>>,
+    executor: pipe_executor::Executor,
+) -> Extra {
+    Arc::new(move || {
+        let head = head.borrow().clone();
+        let number = head.header.number;
+        let price = executor.next_inference_gas_price(&head.header);
+        let mut text = String::new();
+        for (name, help, value) in [
+            ("pipe_head_block", "Number of the newest block.", number),
+            (
+                "pipe_finalized_block",
+                "Number of the newest finalized block.",
+                number,
+            ),
+            (
+                "pipe_next_inference_gas_price",
+                "Inference gas price (gas per cost unit) of the next block.",
+                price,
+            ),
+        ] {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            ));
+        }
+        text
+    })
+}
+
 /// Serves, as a task of `tasks`, until `shutdown` flips; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,

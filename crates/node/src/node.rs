@@ -363,23 +363,27 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         );
         (app, beneficiary)
     });
-    let extra: Option<crate::metrics_server::Extra> = match (&validator_app, &node_local) {
+    let chain_gauges = crate::metrics_server::chain_gauges(head_rx.clone(), executor.clone());
+    let extra: crate::metrics_server::Extra = match (&validator_app, &node_local) {
         (Some((app, _)), Some(local)) => {
             let (stats, local) = (app.verifier().stats().clone(), local.clone());
-            Some(Arc::new(move || {
-                format!("{}{}", stats.render(), local.render())
-            }))
+            Arc::new(move || format!("{}{}{}", chain_gauges(), stats.render(), local.render()))
         }
-        _ => None,
+        _ => chain_gauges,
     };
     let mut metrics_addr = None;
     if let Some(p) = &pipe {
         p.spawn(&tasks, shutdown_rx.clone());
         if let Some(addr) = config.metrics_addr {
-            let bound =
-                crate::metrics_server::serve(addr, p.clone(), extra, &tasks, shutdown_rx.clone())
-                    .await
-                    .with_context(|| format!("serving metrics on {addr}"))?;
+            let bound = crate::metrics_server::serve(
+                addr,
+                p.clone(),
+                Some(extra),
+                &tasks,
+                shutdown_rx.clone(),
+            )
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?;
             info!(target: "pipe::node", %bound, "metrics served");
             metrics_addr = Some(bound);
         }

@@ -174,17 +174,23 @@ pub struct IoSpec {
 
 /// What the node knows about a stored model. Derived from the ONNX file at upload, except the
 /// output decimals, which the uploader chooses.
+///
+/// On the RPC (and in the store) its fields are camelCase like every other pipe_ field
+/// (`sizeBytes`, `costUnits`); the snake_case spellings of earlier releases are still read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ModelMeta {
     pub id: ModelId,
     /// A label for humans (the uploaded file's name); not part of the id.
     pub name: String,
+    #[serde(alias = "size_bytes")]
     pub size_bytes: u64,
     pub inputs: Vec<IoSpec>,
     pub outputs: Vec<IoSpec>,
     /// Decimals of every float output turned into a `Number`.
     pub decimals: u32,
     /// Cost units the precompile charges gas for (times the inference gas price).
+    #[serde(alias = "cost_units")]
     pub cost_units: u64,
     /// The ONNX operators the graph uses, `domain:op_type`, sorted.
     pub operators: Vec<String>,
@@ -276,6 +282,29 @@ pub fn f32_to_number(x: f32, decimals: u32) -> Result<i128, NumberError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Metadata is written camelCase; rows an earlier release stored snake_case still read.
+    #[test]
+    fn model_meta_is_camel_case_and_reads_the_old_spelling() {
+        let meta = ModelMeta {
+            id: ModelId::of(b"m"),
+            name: "m".into(),
+            size_bytes: 1,
+            inputs: vec![],
+            outputs: vec![],
+            decimals: 8,
+            cost_units: 7,
+            operators: vec![],
+        };
+        let json = serde_json::to_value(&meta).unwrap();
+        assert_eq!(json["costUnits"], 7);
+        assert_eq!(json["sizeBytes"], 1);
+        let old = serde_json::json!({
+            "id": meta.id, "name": "m", "size_bytes": 1, "inputs": [], "outputs": [],
+            "decimals": 8, "cost_units": 7, "operators": []
+        });
+        assert_eq!(serde_json::from_value::<ModelMeta>(old).unwrap(), meta);
+    }
 
     #[test]
     fn model_id_round_trips_and_matches_ipfs() {

@@ -1,5 +1,6 @@
 //! The dev chain's unlocked accounts, as anvil serves them: `eth_sendTransaction` (filling
-//! nonce, gas and fees), `eth_signTransaction`, `eth_sign` and `personal_sign`.
+//! nonce, gas and fees), `eth_signTransaction`, `eth_sign`, `personal_sign` and
+//! `eth_signTypedData_v4`.
 //!
 //! `cast send --unlocked`, ethers' `provider.getSigner()`, web3.py's default account and viem's
 //! JSON-RPC account all send through these. Only the dev accounts are unlocked, and only on
@@ -33,6 +34,10 @@ pub trait AccountsApi {
     /// EIP-191 signature of `message` by `address` (65 bytes, v = 27 or 28), as geth.
     #[method(name = "sign")]
     fn sign(&self, address: Address, message: Bytes) -> RpcResult<Bytes>;
+    /// EIP-712 signature of typed data by `address` (MetaMask's v4, as anvil): the data as a
+    /// JSON object, or as a string holding one (ethers sends that).
+    #[method(name = "signTypedData_v4")]
+    fn sign_typed_data_v4(&self, address: Address, data: serde_json::Value) -> RpcResult<Bytes>;
 }
 
 #[rpc(server, namespace = "personal")]
@@ -122,6 +127,23 @@ impl AccountsApiServer for Api {
 
     fn sign(&self, address: Address, message: Bytes) -> RpcResult<Bytes> {
         Ok(self.sign_message(&address, &message)?)
+    }
+
+    fn sign_typed_data_v4(&self, address: Address, data: serde_json::Value) -> RpcResult<Bytes> {
+        let data = match data {
+            serde_json::Value::String(text) => serde_json::from_str(&text),
+            other => Ok(other),
+        }
+        .and_then(serde_json::from_value::<alloy_dyn_abi::TypedData>)
+        .map_err(|e| RpcError::InvalidParams(format!("invalid typed data: {e}")))?;
+        let hash = data
+            .eip712_signing_hash()
+            .map_err(|e| RpcError::InvalidParams(format!("invalid typed data: {e}")))?;
+        let signature = self
+            .unlocked(&address)?
+            .sign_hash_sync(&hash)
+            .map_err(|e| RpcError::Internal(e.to_string()))?;
+        Ok(Bytes::copy_from_slice(&signature.as_bytes()))
     }
 }
 

@@ -36,6 +36,10 @@ pub trait EthApi {
     fn block_number(&self) -> RpcResult<U64>;
     #[method(name = "syncing")]
     fn syncing(&self) -> RpcResult<bool>;
+    /// The eth wire protocol version, as anvil answers it: the JSON number 1 (pipe speaks no
+    /// devp2p, so there is no real version to give).
+    #[method(name = "protocolVersion")]
+    fn protocol_version(&self) -> RpcResult<u64>;
     #[method(name = "accounts")]
     fn accounts(&self) -> RpcResult<Vec<Address>>;
     #[method(name = "gasPrice")]
@@ -332,6 +336,10 @@ impl EthApiServer for Api {
 
     fn block_number(&self) -> RpcResult<U64> {
         Ok(U64::from(self.head().number()))
+    }
+
+    fn protocol_version(&self) -> RpcResult<u64> {
+        Ok(1)
     }
 
     fn syncing(&self) -> RpcResult<bool> {

@@ -76,7 +76,7 @@ impl Pipe {
                 skipped += 1;
                 continue;
             };
-            let Some(call) = requests.start(&key, w) else {
+            let Some(call) = requests.start(&key, w, now) else {
                 break;
             };
             let slot = &mut workers.slots[w];

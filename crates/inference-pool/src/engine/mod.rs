@@ -404,13 +404,20 @@ impl Pipe {
             Phase::Awaiting(key) => st.requests.queued_desc().position(|k| k == key),
             _ => None,
         };
-        // Rounds of the workers' slots before its request runs, times the model's observed
-        // run time. A guide, not a promise: a better-paying request may still go first.
+        // Queued: rounds of the workers' slots before its request runs, times the model's
+        // observed run time. Running: that run time less what has run already, so it counts
+        // down (to zero when the run takes longer than usual). A guide, not a promise: a
+        // better-paying request may still go first.
+        let now = self.clock.now_ms();
         let eta_ms = match e.phase {
             Phase::Awaiting(key) => st.requests.by_key.get(&key).and_then(|r| {
                 let ms = *st.model_ms.get(&r.call.model.id)?;
-                let slots = st.workers.capacity(self.clock.now_ms());
-                Some(eta_ms(ms, ahead.unwrap_or(0), slots))
+                Some(eta_ms(
+                    ms,
+                    r.started_ms.map(|started| now.saturating_sub(started)),
+                    ahead.unwrap_or(0),
+                    st.workers.capacity(now),
+                ))
             }),
             _ => None,
         };

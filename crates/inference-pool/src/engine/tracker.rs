@@ -45,9 +45,13 @@ pub(super) fn moving_average(previous: f64, sample: f64) -> f64 {
     0.8 * previous + 0.2 * sample
 }
 
-/// Milliseconds until a queued request's result is in: the rounds of `slots` worker slots
-/// needed for the `ahead` requests before it and itself, each taking `model_ms`.
-pub(super) fn eta_ms(model_ms: f64, ahead: usize, slots: usize) -> u64 {
+/// Milliseconds until a request's result is in. Running for `running_ms`: the model's run
+/// time less that, down to zero. Queued: the rounds of `slots` worker slots needed for the
+/// `ahead` requests before it and itself, each taking `model_ms`.
+pub(super) fn eta_ms(model_ms: f64, running_ms: Option<u64>, ahead: usize, slots: usize) -> u64 {
+    if let Some(ran) = running_ms {
+        return (model_ms.round() as u64).saturating_sub(ran);
+    }
     let rounds = (ahead / slots.max(1)) as f64 + 1.0;
     (model_ms * rounds).round() as u64
 }
@@ -300,11 +304,19 @@ mod tests {
             "one outlier moves it a fifth"
         );
         // 4 slots: the first 3 queued requests run with it in the first round.
-        assert_eq!(eta_ms(100.0, 0, 4), 100);
-        assert_eq!(eta_ms(100.0, 3, 4), 100);
-        assert_eq!(eta_ms(100.0, 4, 4), 200);
-        assert_eq!(eta_ms(100.0, 9, 4), 300);
-        assert_eq!(eta_ms(100.0, 9, 0), 1_000, "all benched: one slot assumed");
+        assert_eq!(eta_ms(100.0, None, 0, 4), 100);
+        assert_eq!(eta_ms(100.0, None, 3, 4), 100);
+        assert_eq!(eta_ms(100.0, None, 4, 4), 200);
+        assert_eq!(eta_ms(100.0, None, 9, 4), 300);
+        assert_eq!(
+            eta_ms(100.0, None, 9, 0),
+            1_000,
+            "all benched: one slot assumed"
+        );
+        // Running: it counts down, and stays at zero past the usual run time.
+        assert_eq!(eta_ms(100.0, Some(0), 0, 4), 100);
+        assert_eq!(eta_ms(100.0, Some(30), 0, 4), 70);
+        assert_eq!(eta_ms(100.0, Some(150), 0, 4), 0);
     }
 
     #[test]
