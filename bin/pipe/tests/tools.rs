@@ -271,3 +271,37 @@ async fn forge_tests_get_real_model_outputs_through_pipe_infer() {
     assert!(out.status.success(), "forge test failed");
     assert!(stdout.contains("3 tests passed, 0 failed"), "{stdout}");
 }
+
+/// web3.py as its tutorials use it, against a dev node: `.transact()` from the node's unlocked
+/// default account (a deployment and calls), `create_filter` on a contract event and a block
+/// filter, `send_transaction` with fees filled in, and `sign_typed_data` recovered locally
+/// (`tools/py/web3_session.py`, web3.py from the fixture venv that `scripts/fixtures.sh`
+/// makes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web3_py_transacts_from_the_unlocked_account_and_reads_filters() {
+    compile_contracts();
+    let root = common::repo_root();
+    let python = root.join("tools/py/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "the fixture venv is missing: run scripts/fixtures.sh (or the README's test command)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let url = node.rpc_url();
+    let script = root.join("tools/py/web3_session.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(url)
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the web3.py session failed");
+    assert!(stdout.contains("checks passed"), "{stdout}");
+    node.shutdown().await;
+}

@@ -35,8 +35,13 @@ pub trait AccountsApi {
     #[method(name = "sign")]
     fn sign(&self, address: Address, message: Bytes) -> RpcResult<Bytes>;
     /// EIP-712 signature of typed data by `address` (MetaMask's v4, as anvil): the data as a
-    /// JSON object, or as a string holding one (ethers sends that).
-    #[method(name = "signTypedData_v4")]
+    /// JSON object, or as a string holding one (ethers sends that). Also served as
+    /// `eth_signTypedData` (web3.py sends v4-shaped data there) and `eth_signTypedData_v3`
+    /// (v4 without arrays, hashed alike); MetaMask's legacy v1 array form is refused.
+    #[method(
+        name = "signTypedData_v4",
+        aliases = ["eth_signTypedData", "eth_signTypedData_v3"]
+    )]
     fn sign_typed_data_v4(&self, address: Address, data: serde_json::Value) -> RpcResult<Bytes>;
 }
 
@@ -70,6 +75,8 @@ impl Api {
             .from
             .ok_or_else(|| RpcError::InvalidParams("from is required".into()))?;
         let signer = self.unlocked(&from)?.clone();
+        // No `to` is a creation (web3.py's `constructor().transact()` sends none).
+        request.to.get_or_insert(alloy_primitives::TxKind::Create);
         request
             .chain_id
             .get_or_insert(self.node.executor.config().chain_id);
