@@ -492,3 +492,82 @@ async fn the_dev_accounts_are_unlocked() {
     assert!(err.contains("unknown account"), "{err}");
     node.shutdown().await;
 }
+
+/// Mining on request on the dev chain, as anvil and hardhat name it: `evm_mine` seals one block
+/// now (answering "0x0" as anvil), `anvil_mine` and `hardhat_mine` seal as many as asked, with
+/// a ready transaction included in the first; a timestamp or interval is refused with the
+/// reason. The mined blocks are ordinary blocks: replay verifies them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evm_mine_and_anvil_mine_seal_blocks_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    // Slots far apart: only mining makes blocks during the test.
+    config.block_time =
+        pipe_node::config::BlockTime::Interval(std::time::Duration::from_secs(3600));
+    let node = pipe_node::node::launch(config, std::sync::Arc::new(pipe_primitives::SystemClock))
+        .await
+        .unwrap();
+    let url = node.rpc_url();
+    let number = || async {
+        common::quantity(
+            &common::rpc(&url, "eth_blockNumber", serde_json::json!([])).await["result"],
+        )
+    };
+    let start = number().await;
+    let r = common::rpc(&url, "evm_mine", serde_json::json!([])).await;
+    assert_eq!(r["result"], "0x0", "{r}");
+    assert_eq!(number().await, start + 1);
+
+    let to = Address::repeat_byte(0x55);
+    let hash = common::rpc(
+        &url,
+        "eth_sendTransaction",
+        serde_json::json!([{"from": node.dev_keys[0].address(), "to": to, "value": "0x7"}]),
+    )
+    .await["result"]
+        .clone();
+    assert!(hash.is_string(), "{hash}");
+    let r = common::rpc(&url, "anvil_mine", serde_json::json!(["0x3"])).await;
+    assert!(r["error"].is_null(), "{r}");
+    assert_eq!(number().await, start + 4);
+    let receipt = common::rpc(&url, "eth_getTransactionReceipt", serde_json::json!([hash])).await;
+    let status = common::rpc(&url, "pipe_getTransactionStatus", serde_json::json!([hash])).await;
+    assert_eq!(receipt["result"]["status"], "0x1", "{receipt} {status}");
+    let r = common::rpc(&url, "hardhat_mine", serde_json::json!([])).await;
+    assert!(r["error"].is_null(), "{r}");
+    assert_eq!(number().await, start + 5);
+
+    for (method, params) in [
+        ("evm_mine", serde_json::json!([1_900_000_000u64])),
+        ("anvil_mine", serde_json::json!(["0x2", "0xc"])),
+    ] {
+        let r = common::rpc(&url, method, params).await;
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not supported")),
+            "{method}: {r}"
+        );
+    }
+    let r = common::rpc(&url, "anvil_mine", serde_json::json!(["0x100000"])).await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most")),
+        "{r}"
+    );
+    assert_eq!(number().await, start + 5);
+    node.shutdown().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["replay", "--dev", "--datadir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["blocks"].as_u64().unwrap(), start + 5, "{report}");
+}

@@ -297,7 +297,10 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         0
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let dev_controls: Arc<std::sync::OnceLock<Arc<dyn pipe_rpc::dev::DevControls>>> =
+        Arc::default();
     let node = NodeHandle {
+        dev: dev_controls.clone(),
         store: store.clone(),
         pool: pool.clone(),
         executor: executor.clone(),
@@ -341,6 +344,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     };
     // A validator proposes with the same payload job the dev sealer would use.
     let sealer_builder = builder.clone();
+    let clock_for_mining = clock.clone();
     let sealer = Arc::new(DevSealer::new(
         ledger.clone(),
         builder,
@@ -419,6 +423,13 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         }
         (None, None) => {
             tasks.spawn(sealer.clone().run(tasks.clone(), shutdown_rx));
+            if config.genesis.is_none() {
+                let _ = dev_controls.set(Arc::new(DevMiner {
+                    sealer: sealer.clone(),
+                    clock: clock_for_mining.clone(),
+                    pipe: pipe.clone(),
+                }));
+            }
             Some(sealer)
         }
     };
@@ -528,5 +539,34 @@ impl ChainListener for PipeListener {
     fn on_finalized(&self, block: &Arc<SealedBlock>, stats: Option<&BuildStats>) {
         self.0
             .on_finalized(block, &stats.copied().unwrap_or_default());
+    }
+}
+
+/// `evm_mine` and its kin on the dev chain: one block now, sealed as the slot loop seals
+/// (the sealer takes one seal at a time), with what is ready by then.
+struct DevMiner {
+    sealer: Arc<DevSealer>,
+    clock: Arc<dyn pipe_primitives::Clock>,
+    pipe: Option<Arc<pipe_inference_pool::Pipe>>,
+}
+
+/// How long `evm_mine` waits for PIPE's discovery to judge what just arrived (as anvil
+/// includes a transaction sent just before `evm_mine`). Inference is not waited for.
+const MINE_SETTLE: Duration = Duration::from_secs(2);
+
+impl pipe_rpc::dev::DevControls for DevMiner {
+    fn mine(&self) -> Result<u64, String> {
+        if let Some(pipe) = &self.pipe {
+            let until = std::time::Instant::now() + MINE_SETTLE;
+            while !pipe.discovery_settled() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        // The build's time budget, as the on-demand sealer gives it: it stops earlier when the
+        // pool runs dry.
+        self.sealer
+            .seal(self.clock.now_ms() + 500)
+            .map(|sealed| sealed.block.header.number)
+            .map_err(|e| e.to_string())
     }
 }

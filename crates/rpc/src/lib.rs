@@ -16,6 +16,7 @@ mod accounts;
 mod admission;
 pub mod connections;
 mod convert;
+pub mod dev;
 mod error;
 mod eth;
 pub mod filters;
@@ -95,6 +96,9 @@ pub struct NodeHandle {
     /// Keys of the unlocked accounts (`eth_sendTransaction`, `eth_sign`): the dev accounts on
     /// the dev chain, none elsewhere.
     pub unlocked: Vec<alloy_signer_local::PrivateKeySigner>,
+    /// The dev chain's controls (`evm_mine`, …), set once its driver exists; unset
+    /// elsewhere, where they are refused.
+    pub dev: Arc<std::sync::OnceLock<Arc<dyn dev::DevControls>>>,
 }
 
 /// Starts the server. It runs until the handle is stopped.
@@ -130,6 +134,9 @@ pub async fn start(
         .map_err(std::io::Error::other)?;
     module
         .merge(accounts::PersonalApiServer::into_rpc(api.clone()))
+        .map_err(std::io::Error::other)?;
+    module
+        .merge(dev::DevApiServer::into_rpc(api.clone()))
         .map_err(std::io::Error::other)?;
     module
         .merge(Web3ApiServer::into_rpc(api))

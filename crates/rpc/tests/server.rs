@@ -77,6 +77,7 @@ async fn server_with_uploads(
         shutdown: shutdown_rx,
         model_uploads: uploads,
         unlocked: Vec::new(),
+        dev: Default::default(),
     };
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut config = RpcConfig::new(addr);
@@ -218,6 +219,12 @@ async fn reads_and_unknown_methods() {
         json!("the method eth_noSuchFilter does not exist/is not available"),
         "{batch}"
     );
+    // Dev-node controls exist, but only a dev chain's driver serves them.
+    for method in ["evm_mine", "anvil_mine", "hardhat_mine"] {
+        let (code, message) = error(&rpc(&s.url, method, json!([])).await);
+        assert_eq!(code, -32000, "{method}");
+        assert!(message.contains("dev chain only"), "{method}: {message}");
+    }
     s.handle.stop().unwrap();
 }
 

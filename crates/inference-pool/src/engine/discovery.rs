@@ -27,9 +27,21 @@ impl Pipe {
 
     /// Simulates every dirty sender's pending run once.
     pub fn discovery_pass(&self) {
-        let dirty: Vec<Address> = std::mem::take(&mut self.state.lock().dirty)
-            .into_iter()
-            .collect();
+        use std::sync::atomic::Ordering::SeqCst;
+        // Counted under the state lock, with the take: `discovery_settled` never sees the
+        // senders gone from `dirty` but the pass not yet counted.
+        let dirty: Vec<Address> = {
+            let mut st = self.state.lock();
+            self.discovering.fetch_add(1, SeqCst);
+            std::mem::take(&mut st.dirty).into_iter().collect()
+        };
+        struct Done<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&self.discovering);
         if dirty.is_empty() {
             return;
         }

@@ -135,6 +135,8 @@ pub struct Pipe {
     /// Deferrals and expiries of the last [`BLOCK_HISTORY`] blocks, for benchmarks and
     /// operators who want per-block numbers rather than the metrics' histograms.
     blocks: Mutex<VecDeque<BlockCongestion>>,
+    /// Discovery passes under way: taken their senders from `dirty`, not yet done.
+    discovering: std::sync::atomic::AtomicUsize,
 }
 
 /// The pool's events waiting for PIPE. The pool calls [`PoolListener::on_event`] under its
@@ -248,6 +250,7 @@ impl Pipe {
             ready: Notify::new(),
             events,
             metrics,
+            discovering: Default::default(),
         })
     }
 
@@ -369,6 +372,16 @@ impl Pipe {
 
 impl Pipe {
     /// Deferrals and expiries per block, oldest first (the last [`BLOCK_HISTORY`] blocks).
+    /// Whether discovery has caught up with the pool: every event applied, no sender
+    /// waiting to be simulated, no pass under way. Then each transaction is ready or
+    /// waits for inference (or an earlier nonce), and a block built now includes everything
+    /// that can be. The dev chain's `evm_mine` waits for this.
+    pub fn discovery_settled(&self) -> bool {
+        self.apply_pool_events();
+        let st = self.state.lock();
+        st.dirty.is_empty() && self.discovering.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+
     pub fn block_history(&self) -> Vec<BlockCongestion> {
         self.blocks.lock().iter().copied().collect()
     }
