@@ -27,6 +27,18 @@ fn compile_contracts() {
     assert!(status.success(), "contracts compile");
 }
 
+/// Runs a client program to its end, off the async workers; prints what it said and returns
+/// its standard output. The test fails with `what` if the program did.
+async fn run_client(mut cmd: Command, what: &str) -> String {
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("the client runs"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what}");
+    stdout
+}
+
 /// Runs `scripts/<script> URL` against a fresh in-process dev node; it must pass every check.
 async fn smoke_session(script: &str) {
     tools_installed();
@@ -34,21 +46,10 @@ async fn smoke_session(script: &str) {
     let dir = tempfile::tempdir().unwrap();
     let node = common::dev_node(dir.path()).await;
     let url = node.rpc_url();
-    let path = common::repo_root().join("scripts").join(script);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("bash")
-            .arg(path)
-            .arg(url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("bash runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{script} failed");
+    let mut cmd = Command::new("bash");
+    cmd.arg(common::repo_root().join("scripts").join(script))
+        .arg(url);
+    let stdout = run_client(cmd, &format!("{script} failed")).await;
     assert!(stdout.contains("checks passed"));
     node.shutdown().await;
 }
@@ -139,18 +140,10 @@ async fn ethers_and_viem_watchers_hear_events_blocks_and_pending_transactions() 
     let dir = tempfile::tempdir().unwrap();
     let node = common::dev_node(dir.path()).await;
     let url = node.rpc_url();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(root.join("tools/js/watchers.js"))
-            .args(["--rpc", &url])
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "a watcher missed its event");
+    let mut cmd = Command::new("node");
+    cmd.arg(root.join("tools/js/watchers.js"))
+        .args(["--rpc", &url]);
+    let stdout = run_client(cmd, "a watcher missed its event").await;
     assert_eq!(stdout.matches("ok  ").count(), 5, "{stdout}");
     node.shutdown().await;
 }
@@ -256,19 +249,11 @@ async fn forge_tests_get_real_model_outputs_through_pipe_infer() {
     node.shutdown().await;
 
     let forge = root.join("tools/js/node_modules/@foundry-rs/forge-linux-amd64/bin/forge");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(forge)
-            .args(["test", "--ffi"])
-            .current_dir(root.join("contracts"))
-            .env("PIPE_BIN", env!("CARGO_BIN_EXE_pipe"))
-            .output()
-            .expect("forge runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "forge test failed");
+    let mut cmd = Command::new(forge);
+    cmd.args(["test", "--ffi"])
+        .current_dir(root.join("contracts"))
+        .env("PIPE_BIN", env!("CARGO_BIN_EXE_pipe"));
+    let stdout = run_client(cmd, "forge test failed").await;
     assert!(stdout.contains("3 tests passed, 0 failed"), "{stdout}");
 }
 
@@ -289,19 +274,9 @@ async fn web3_py_transacts_from_the_unlocked_account_and_reads_filters() {
     let dir = tempfile::tempdir().unwrap();
     let node = common::dev_node(dir.path()).await;
     let url = node.rpc_url();
-    let script = root.join("tools/py/web3_session.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .arg(url)
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the web3.py session failed");
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join("tools/py/web3_session.py")).arg(url);
+    let stdout = run_client(cmd, "the web3.py session failed").await;
     assert!(stdout.contains("checks passed"), "{stdout}");
     node.shutdown().await;
 }

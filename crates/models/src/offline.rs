@@ -41,6 +41,20 @@ struct Candidate {
     options: pipe_inference::UploadOptions,
 }
 
+impl Candidate {
+    fn new(name: &str, bytes: Vec<u8>, decimals: Option<u32>, cost_units: Option<u64>) -> Self {
+        Self {
+            name: name.to_string(),
+            bytes,
+            options: pipe_inference::UploadOptions {
+                name: name.to_string(),
+                decimals,
+                cost_units,
+            },
+        }
+    }
+}
+
 /// The models `pipe infer` can answer with.
 pub struct OfflineModels {
     candidates: Vec<(ModelId, Candidate)>,
@@ -52,22 +66,18 @@ impl OfflineModels {
         let candidates = EXAMPLE_MODELS
             .iter()
             .map(|(name, bytes)| {
-                let candidate = Candidate {
-                    name: (*name).to_string(),
-                    bytes: bytes.to_vec(),
-                    options: pipe_inference::UploadOptions {
-                        name: (*name).to_string(),
-                        ..Default::default()
-                    },
-                };
-                (ModelId::of(bytes), candidate)
+                (
+                    ModelId::of(bytes),
+                    Candidate::new(name, bytes.to_vec(), None, None),
+                )
             })
             .collect();
         Self { candidates }
     }
 
     /// Adds a model file with the terms it is (or will be) uploaded with: the same decimals
-    /// give the same output encoding. Returns its id. A file already known keeps its terms.
+    /// give the same output encoding. Returns its id. A file already known (an example model)
+    /// takes the terms given here.
     pub fn add(
         &mut self,
         name: &str,
@@ -76,15 +86,7 @@ impl OfflineModels {
         cost_units: Option<u64>,
     ) -> ModelId {
         let id = ModelId::of(&bytes);
-        let candidate = Candidate {
-            name: name.to_string(),
-            bytes,
-            options: pipe_inference::UploadOptions {
-                name: name.to_string(),
-                decimals,
-                cost_units,
-            },
-        };
+        let candidate = Candidate::new(name, bytes, decimals, cost_units);
         self.candidates.retain(|(known, _)| *known != id);
         self.candidates.push((id, candidate));
         id

@@ -371,7 +371,6 @@ impl Pipe {
 }
 
 impl Pipe {
-    /// Deferrals and expiries per block, oldest first (the last [`BLOCK_HISTORY`] blocks).
     /// Whether discovery has caught up with the pool: every event applied, no sender
     /// waiting to be simulated, no pass under way. Then each transaction is ready or
     /// waits for inference (or an earlier nonce), and a block built now includes everything
@@ -382,6 +381,7 @@ impl Pipe {
         st.dirty.is_empty() && self.discovering.load(std::sync::atomic::Ordering::SeqCst) == 0
     }
 
+    /// Deferrals and expiries per block, oldest first (the last [`BLOCK_HISTORY`] blocks).
     pub fn block_history(&self) -> Vec<BlockCongestion> {
         self.blocks.lock().iter().copied().collect()
     }
