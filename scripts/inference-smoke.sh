@@ -7,6 +7,7 @@
 #   3. openPosition + checkAndLiquidate: ModelInferenceEvent from 0xF4, RiskScored, lastScore
 #   4. cast estimate of checkAndLiquidate; the estimate is enough gas to mine it
 #   5. PriceForecast (cast send --create): 8 prices, forecast(), forecastFor()
+#  5b. debug_traceTransaction / debug_traceCall of forecast(): the 0xF4 frame's request and answer
 #   6. ClassifierGate: classify(), enter() denied ("denied by model") / admitted
 #   7. ChainedInference: two inferences in one tx (two events from 0xF4)
 #   8. bad requests straight to the precompile revert with readable reasons; a good one decodes
@@ -289,6 +290,7 @@ PRICES=(10000 10100 10200 10300 10400 10500 10600 10700)
 for p in "${PRICES[@]}"; do send "pushPrice($p)" "$PF" "pushPrice(int128)" "$p"; done
 ok "pushPrice x8 (${PRICES[*]}) all status 0x1"
 send "forecast()" "$PF" "forecast()"; ok "cast send forecast() status 0x1"
+FORECAST_RCPT="$RCPT"
 expect_eq "forecast(): ModelInferenceEvent logs from 0xF4" "$(jget "$(logs_from "$RCPT" "$PC_LC" "$EV_TOPIC")" j.length)" 1
 run "cast keccak Forecast" "$CAST" keccak "Forecast(int256)"; F_LOG="$(logs_from "$RCPT" "${PF,,}" "$OUT")"
 FC_EVENT="$(word "$(jget "$F_LOG" 'j[0].data')" 0)"
@@ -302,6 +304,31 @@ infer "(0,$FCAST,([(input,[$(printf '(%s,2),' "${PRICES[@]}" | sed 's/,$//')],[1
 V="$(jget "$(tensor "$INF" variable)" 'j[0]')"
 expect_eq "lastForecastCents() = precompile output $(jget "$V" 'j.join("e-")') in cents" "$FC" \
   "$(node -e 'const [v,d]=JSON.parse(process.argv[1]).map(BigInt); console.log((v/10n**(d-2n)).toString())' "$V")"
+
+# --- 5b. traces of the inference transaction ----------------------------------------------
+# `cast run` re-executes a transaction in Foundry's own EVM, which has no 0xF4, so it reports a
+# revert that never happened; the node's own trace is the truth (README, "JSON-RPC").
+section "5b. debug_traceTransaction of forecast() (the node's trace, with the model's answer)"
+FTX="$(jget "$FORECAST_RCPT" j.transactionHash)"; FBLOCK="$(jget "$FORECAST_RCPT" j.blockNumber)"
+run "debug_traceTransaction callTracer" "$CAST" rpc --rpc-url "$RPC_URL" debug_traceTransaction "$FTX" '{"tracer":"callTracer"}'
+CT="$OUT"
+expect_js "callTracer: top frame to PriceForecast, gasUsed = receipt gasUsed, no error" "$CT" \
+  "j.to==='${PF,,}' && BigInt(j.gasUsed)===BigInt('$(jget "$FORECAST_RCPT" j.gasUsed)') && !j.error"
+expect_js "callTracer: one frame to 0xF4 carrying the request and the answer" "$CT" \
+  "j.calls.filter(c=>c.to==='$PC_LC').length===1 && j.calls.find(c=>c.to==='$PC_LC').output.length>2"
+F_IN="$(jget "$CT" "j.calls.find(c=>c.to==='$PC_LC').input")"; F_OUT="$(jget "$CT" "j.calls.find(c=>c.to==='$PC_LC').output")"
+run "cast call 0xF4 (the traced request) at the parent block" "$CAST" call "$PC" "$F_IN" --block "$((FBLOCK - 1))" --rpc-url "$RPC_URL"
+expect_same "the traced answer = the precompile's answer to the same request" "$F_OUT" "$OUT"
+run "debug_traceTransaction (struct logger)" "$CAST" rpc --rpc-url "$RPC_URL" debug_traceTransaction "$FTX" '{"disableStack":true,"disableStorage":true}'
+# Every opcode is a step: too long for an argument, so it is summarised first.
+SUMMARY="$(node -e 'const j=JSON.parse(require("fs").readFileSync(0)); console.log(JSON.stringify({failed:j.failed,gas:j.gas,steps:j.structLogs.length,calls:j.structLogs.filter(l=>l.op==="CALL").length}))' <<<"$OUT")"
+expect_js "struct logger: not failed, gas = receipt gasUsed, a CALL among the steps" "$SUMMARY" \
+  "!j.failed && j.gas===Number('$(jget "$FORECAST_RCPT" j.gasUsed)') && j.calls>0 && j.steps>100"
+run "debug_traceTransaction prestateTracer" "$CAST" rpc --rpc-url "$RPC_URL" debug_traceTransaction "$FTX" '{"tracer":"prestateTracer"}'
+expect_js "prestateTracer: PriceForecast's code and storage before the call" "$OUT" "!!j['${PF,,}'].code && !!j['${PF,,}'].storage"
+run "debug_traceCall forecast() callTracer" "$CAST" rpc --rpc-url "$RPC_URL" debug_traceCall "{\"to\":\"$PF\",\"data\":\"0x362bc888\"}" latest '{"tracer":"callTracer"}'
+expect_js "debug_traceCall: the same request to 0xF4 and the same answer" "$OUT" \
+  "j.calls.find(c=>c.to==='$PC_LC').input==='$F_IN' && j.calls.find(c=>c.to==='$PC_LC').output==='$F_OUT'"
 
 # --- 6. ClassifierGate -----------------------------------------------------------------
 section "6. ClassifierGate (allow / review / deny)"

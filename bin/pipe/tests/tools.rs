@@ -83,6 +83,9 @@ async fn same_session_as_anvil_field_by_field() {
                 &anvil_port.to_string(),
                 "--hardfork",
                 "osaka",
+                // Records opcode steps of mined transactions, so debug_traceTransaction's
+                // struct logs can be compared (without it anvil answers an empty list).
+                "--steps-tracing",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, ReceiptEnvelope, Transaction};
 use alloy_eips::eip7685::{EMPTY_REQUESTS_HASH, Requests};
 use alloy_evm::{
-    EthEvm, Evm, EvmFactory, FromRecoveredTx, block::SystemCaller, precompiles::PrecompilesMap,
+    EthEvm, Evm, EvmEnv, EvmFactory, FromRecoveredTx, block::SystemCaller,
+    precompiles::PrecompilesMap,
 };
 use alloy_primitives::{Address, B256};
 use alloy_trie::EMPTY_ROOT_HASH;
@@ -43,6 +44,24 @@ pub struct BlockAttributes {
     /// Gas per model cost unit the precompile charges in this block (a header field:
     /// [`pipe_primitives::header`]).
     pub inference_gas_price: u64,
+}
+
+impl BlockAttributes {
+    /// The attributes a sealed block was built with, read off its header.
+    pub fn of_header(header: &Header, hash_of_parent: B256) -> Self {
+        Self {
+            parent_hash: hash_of_parent,
+            number: header.number,
+            timestamp: header.timestamp,
+            beneficiary: header.beneficiary,
+            gas_limit: header.gas_limit,
+            base_fee: header.base_fee_per_gas.unwrap_or_default(),
+            prevrandao: header.mix_hash,
+            inference_gas_price: InferenceFields::decode(&header.extra_data)
+                .map(|f| f.gas_price)
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// How a transaction that made it into the block ended.
@@ -196,6 +215,16 @@ impl Executor {
 impl BlockBuilder {
     pub fn attributes(&self) -> &BlockAttributes {
         &self.attrs
+    }
+
+    /// The state after the transactions kept so far, the block's environment and what
+    /// answers its inference requests: what a tracer re-runs the next transaction on.
+    pub(crate) fn parts(&mut self) -> (&mut BlockDb, EvmEnv, Option<Arc<Recorder>>) {
+        let env = EvmEnv {
+            cfg_env: self.evm.cfg_env().clone(),
+            block_env: self.evm.block().clone(),
+        };
+        (self.evm.db_mut(), env, self.recorder.clone())
     }
 
     /// Gas used by the transactions kept so far.

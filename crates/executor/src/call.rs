@@ -118,7 +118,7 @@ impl Executor {
     }
 
     /// Environment, transaction and overlay database for a call.
-    fn prepare(
+    pub(crate) fn prepare(
         &self,
         view: Arc<StateView>,
         attrs: &BlockAttributes,
@@ -173,7 +173,7 @@ where
     }
 }
 
-fn outcome(result: ExecutionResult<HaltReason>) -> Result<CallOutcome, CallError> {
+pub(crate) fn outcome(result: ExecutionResult<HaltReason>) -> Result<CallOutcome, CallError> {
     match result {
         ExecutionResult::Success {
             gas, logs, output, ..
@@ -221,7 +221,7 @@ fn halt_message(reason: &HaltReason) -> String {
     }
 }
 
-fn evm_error(e: EVMError<DbError>) -> CallError {
+pub(crate) fn evm_error(e: EVMError<DbError>) -> CallError {
     match e {
         EVMError::Transaction(t) => CallError::Invalid(t.to_string()),
         EVMError::Database(d) => CallError::Storage(d.0),

@@ -15,6 +15,9 @@
 //!   tries' leaves eight at a time where the CPU allows (`keccak8`, `ordered_trie`).
 //! - [`Executor::call`] and [`Executor::estimate_gas`] serve `eth_call` / `eth_estimateGas`
 //!   on a throw-away overlay.
+//! - [`Executor::trace_transaction`], [`Executor::trace_call`] and
+//!   [`Executor::create_access_list`] run revm-inspectors' tracers where the traced execution
+//!   happened ([`trace`]).
 //! - [`Executor::simulate`] is PIPE's discovery: a sender's pending transactions in order, on
 //!   an overlay, stopping at the first inference request without a result.
 //! - Inference is answered through an [`InferenceProvider`]; blocks and simulations wrap it in
@@ -36,6 +39,7 @@ mod ordered_trie;
 mod recorder;
 mod simulate;
 mod spec;
+pub mod trace;
 
 pub use admission::InferenceRefusal;
 pub use block::{BlockAttributes, BlockBuilder, ExecutedBlock, ExecutedTx, TxOutcome};
@@ -134,6 +138,11 @@ impl Executor {
                 purpose,
             );
         }
+    }
+
+    /// What answers the inference precompile (model metadata for a sidecar's answers).
+    pub fn inference_provider(&self) -> Option<&Arc<dyn InferenceProvider>> {
+        self.inference.as_ref()
     }
 
     pub fn config(&self) -> &ChainConfig {

@@ -228,7 +228,7 @@ impl Api {
         Ok(n)
     }
 
-    fn resolve_id(&self, id: Option<BlockId>) -> Result<u64, RpcError> {
+    pub(crate) fn resolve_id(&self, id: Option<BlockId>) -> Result<u64, RpcError> {
         match id {
             None => Ok(self.head().number()),
             Some(BlockId::Number(tag)) => self.resolve_number(tag),
@@ -241,7 +241,7 @@ impl Api {
     }
 
     /// State as of block `id`: the head, or one of the recent blocks the store keeps.
-    fn state_at(&self, id: Option<BlockId>) -> Result<Arc<StateView>, RpcError> {
+    pub(crate) fn state_at(&self, id: Option<BlockId>) -> Result<Arc<StateView>, RpcError> {
         let n = self.resolve_id(id)?;
         let view = self.node.store.state()?;
         if n == view.head {
@@ -254,7 +254,7 @@ impl Api {
     }
 
     /// Block `number`; the head is served from memory without a copy.
-    fn block(&self, number: u64) -> Result<Option<Arc<SealedBlock>>, RpcError> {
+    pub(crate) fn block(&self, number: u64) -> Result<Option<Arc<SealedBlock>>, RpcError> {
         let head = self.head();
         if head.number() == number {
             return Ok(Some(head));
@@ -292,7 +292,7 @@ impl Api {
         self.node.executor.next_base_fee(&self.head().header)
     }
 
-    fn call_request(
+    pub(crate) fn call_request(
         &self,
         request: TransactionRequest,
         block: Option<BlockId>,
@@ -317,7 +317,7 @@ fn internal(e: impl std::fmt::Display) -> RpcError {
 
 /// Runs EVM work off the async workers (as a task of the node's, so shutdown waits for it)
 /// and maps its error at this edge.
-async fn blocking<T: Send + 'static, E: Into<RpcError> + Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static, E: Into<RpcError> + Send + 'static>(
     tasks: &pipe_primitives::Tasks,
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, RpcError> {

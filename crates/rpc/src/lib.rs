@@ -1,5 +1,6 @@
-//! JSON-RPC: the `eth_`, `net_` and `web3_` methods Ethereum tools use, and the `pipe_` model
-//! store ([`pipe`]), over HTTP and WebSocket on one port (jsonrpsee serves both).
+//! JSON-RPC: the `eth_`, `net_` and `web3_` methods Ethereum tools use, geth's `debug_` traces
+//! ([`trace`]), and the `pipe_` model store ([`pipe`]), over HTTP and WebSocket on one port
+//! (jsonrpsee serves both).
 //!
 //! The handlers translate between wire types (alloy's RPC types, which serialise exactly as
 //! geth does) and the node's crates. Errors are typed inside the node and mapped to JSON-RPC
@@ -22,6 +23,7 @@ mod eth;
 pub mod filters;
 pub mod geth;
 mod pipe;
+mod trace;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -137,6 +139,12 @@ pub async fn start(
         .map_err(std::io::Error::other)?;
     module
         .merge(dev::DevApiServer::into_rpc(api.clone()))
+        .map_err(std::io::Error::other)?;
+    module
+        .merge(trace::DebugApiServer::into_rpc(api.clone()))
+        .map_err(std::io::Error::other)?;
+    module
+        .merge(trace::AccessListApiServer::into_rpc(api.clone()))
         .map_err(std::io::Error::other)?;
     module
         .merge(Web3ApiServer::into_rpc(api))
