@@ -209,6 +209,9 @@ async fn five_hundred_inference_transactions_from_fifty_senders() {
     assert!(s["blockNumber"].as_u64().unwrap() > 0);
     assert_eq!(s["requests"].as_array().unwrap().len(), 1, "{s}");
 
+    // An unknown method is answered, and not counted under the name the client chose.
+    let unknown = common::rpc(&url, "eth_noSuchMethod", serde_json::json!([])).await;
+    assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
     // Metrics, from the metrics port.
     let text = reqwest::get(format!("http://{}/metrics", node.metrics_addr.unwrap()))
         .await
@@ -223,6 +226,23 @@ async fn five_hundred_inference_transactions_from_fifty_senders() {
     assert!(sum(&m, "pipe_head_block") >= head, "{text}");
     assert_eq!(sum(&m, "pipe_head_block"), sum(&m, "pipe_finalized_block"));
     assert!(sum(&m, "pipe_next_inference_gas_price") >= 1.0, "{text}");
+    // RPC calls by method: the batch's 500 are counted one by one, with their latency.
+    assert_eq!(
+        sum(
+            &m,
+            r#"pipe_rpc_calls_total{method="eth_sendRawTransaction",outcome="ok"}"#
+        ),
+        500.0,
+        "{text}"
+    );
+    assert!(
+        sum(
+            &m,
+            r#"pipe_rpc_call_duration_seconds_count{method="eth_getTransactionReceipt"}"#
+        ) >= 500.0,
+        "{text}"
+    );
+    assert!(!text.contains("eth_noSuchMethod"), "{text}");
     assert_eq!(
         sum(&m, "pipe_worker_completed_total"),
         100.0,

@@ -299,7 +299,9 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let (shutdown, shutdown_rx) = watch::channel(false);
     let dev_controls: Arc<std::sync::OnceLock<Arc<dyn pipe_rpc::dev::DevControls>>> =
         Arc::default();
+    let rpc_metrics: Arc<pipe_rpc::metrics::RpcMetrics> = Arc::default();
     let node = NodeHandle {
+        metrics: rpc_metrics.clone(),
         dev: dev_controls.clone(),
         store: store.clone(),
         pool: pool.clone(),
@@ -368,6 +370,8 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         (app, beneficiary)
     });
     let chain_gauges = crate::metrics_server::chain_gauges(head_rx.clone(), executor.clone());
+    let chain_gauges: crate::metrics_server::Extra =
+        Arc::new(move || format!("{}{}", chain_gauges(), rpc_metrics.render()));
     let extra: crate::metrics_server::Extra = match (&validator_app, &node_local) {
         (Some((app, _)), Some(local)) => {
             let (stats, local) = (app.verifier().stats().clone(), local.clone());

@@ -273,13 +273,15 @@ pub(crate) async fn serve(
     config: ServerConfig,
     limits: ConnLimits,
     methods: Methods,
+    metrics: Arc<crate::metrics::RpcMetrics>,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let (stop, handle) = stop_channel();
     let names = methods.method_names().map(String::from);
     let middleware = jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new()
-        .layer(crate::geth::GethErrorsLayer::new(names));
+        .layer(crate::geth::GethErrorsLayer::new(names))
+        .layer(crate::metrics::MeteredLayer(metrics));
     // Our table decides; jsonrpsee's own guard only backs it up.
     let builder = jsonrpsee::server::Server::builder()
         .set_config(config)
@@ -297,7 +299,10 @@ pub(crate) async fn serve(
 async fn accept_loop(
     listener: TcpListener,
     builder: jsonrpsee::server::TowerServiceBuilder<
-        tower::layer::util::Stack<crate::geth::GethErrorsLayer, tower::layer::util::Identity>,
+        tower::layer::util::Stack<
+            crate::metrics::MeteredLayer,
+            tower::layer::util::Stack<crate::geth::GethErrorsLayer, tower::layer::util::Identity>,
+        >,
         tower::layer::util::Identity,
     >,
     methods: Methods,

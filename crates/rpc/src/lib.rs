@@ -22,6 +22,7 @@ mod error;
 mod eth;
 pub mod filters;
 pub mod geth;
+pub mod metrics;
 mod pipe;
 mod trace;
 
@@ -101,6 +102,8 @@ pub struct NodeHandle {
     /// The dev chain's controls (`evm_mine`, …), set once its driver exists; unset
     /// elsewhere, where they are refused.
     pub dev: Arc<std::sync::OnceLock<Arc<dyn dev::DevControls>>>,
+    /// Calls and latency by method, rendered by the node's metrics endpoint.
+    pub metrics: Arc<metrics::RpcMetrics>,
 }
 
 /// Starts the server. It runs until the handle is stopped.
@@ -123,6 +126,7 @@ pub async fn start(
         tasks: node.tasks.clone(),
         uploads: node.model_uploads,
     };
+    let metrics = node.metrics.clone();
     let api = eth::Api::new(node);
     let mut module = EthApiServer::into_rpc(api.clone());
     module
@@ -157,6 +161,7 @@ pub async fn start(
         server_config,
         config.connections,
         module.into(),
+        metrics,
     )
     .await
 }

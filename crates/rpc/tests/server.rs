@@ -78,6 +78,7 @@ async fn server_with_uploads(
         model_uploads: uploads,
         unlocked: Vec::new(),
         dev: Default::default(),
+        metrics: Default::default(),
     };
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut config = RpcConfig::new(addr);
