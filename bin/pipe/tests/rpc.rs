@@ -178,10 +178,76 @@ async fn transfers_of_every_type_contracts_logs_and_real_roots() {
             assert_eq!(block.header.parent_hash, parent.header.hash);
         }
     }
+    // eth_getProof: the contract's account and its slot, and an absent account, proved against
+    // the head's state root, and the contract's slot before the call set it.
+    let head = provider
+        .get_block_by_number(BlockNumberOrTag::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    let proof = provider
+        .get_proof(contract, vec![B256::ZERO, B256::with_last_byte(9)])
+        .await
+        .unwrap();
+    verify_account(head.header.state_root, &proof);
+    assert_eq!(proof.storage_proof[0].value, value);
+    assert_eq!(proof.storage_proof[1].value, U256::ZERO);
+    let absent = provider
+        .get_proof(Address::repeat_byte(0x77), vec![])
+        .await
+        .unwrap();
+    verify_account(head.header.state_root, &absent);
+    assert_eq!(absent.nonce, 0);
+    let before = head.header.number - 1;
+    let parent = provider
+        .get_block_by_number(BlockNumberOrTag::Number(before))
+        .await
+        .unwrap()
+        .unwrap();
+    let old = provider
+        .get_proof(contract, vec![B256::ZERO])
+        .number(before)
+        .await
+        .unwrap();
+    verify_account(parent.header.state_root, &old);
+    assert_eq!(old.storage_proof[0].value, U256::ZERO);
+
     // The store agrees with itself: the head's state root recomputed from scratch.
     let (computed, header) = node.store.verify_state_root().unwrap();
     assert_eq!(computed, header);
     node.shutdown().await;
+}
+
+/// Checks an `eth_getProof` answer against `state_root` with alloy-trie: the account (or its
+/// absence) in the account trie, each slot (or its absence) in the storage trie.
+fn verify_account(state_root: B256, p: &alloy_rpc_types_eth::EIP1186AccountProofResponse) {
+    use alloy_trie::{Nibbles, TrieAccount, proof::verify_proof};
+    let exists = !p.is_empty();
+    let leaf = exists.then(|| {
+        alloy_rlp::encode(TrieAccount {
+            nonce: p.nonce,
+            balance: p.balance,
+            storage_root: p.storage_hash,
+            code_hash: p.code_hash,
+        })
+    });
+    verify_proof(
+        state_root,
+        Nibbles::unpack(alloy_primitives::keccak256(p.address)),
+        leaf,
+        &p.account_proof,
+    )
+    .expect("account proof");
+    for s in &p.storage_proof {
+        let value = (!s.value.is_zero()).then(|| alloy_rlp::encode(s.value));
+        verify_proof(
+            p.storage_hash,
+            Nibbles::unpack(alloy_primitives::keccak256(s.key.as_b256())),
+            value,
+            &s.proof,
+        )
+        .expect("storage proof");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

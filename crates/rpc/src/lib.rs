@@ -24,6 +24,7 @@ pub mod filters;
 pub mod geth;
 pub mod metrics;
 mod pipe;
+mod proof;
 mod trace;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -143,6 +144,9 @@ pub async fn start(
         .map_err(std::io::Error::other)?;
     module
         .merge(dev::DevApiServer::into_rpc(api.clone()))
+        .map_err(std::io::Error::other)?;
+    module
+        .merge(proof::ProofApiServer::into_rpc(api.clone()))
         .map_err(std::io::Error::other)?;
     module
         .merge(trace::DebugApiServer::into_rpc(api.clone()))

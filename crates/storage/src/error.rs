@@ -33,6 +33,10 @@ pub enum StoreError {
         parent: alloy_primitives::B256,
         head: Option<u64>,
     },
+    /// A Merkle proof of state that is not committed (an unfinalized block's layers): there is
+    /// no stored trie to prove it from.
+    #[error("no proof of unfinalized state (block {0}): ask at a finalized block")]
+    UnfinalizedProof(u64),
     /// The finalized head moved while an unfinalized state was being computed on it.
     #[error("finalized head is {head:?}, not the expected {expected}")]
     HeadMoved { expected: u64, head: Option<u64> },

@@ -72,6 +72,8 @@ pub struct StateView {
     storage: ReadOnlyTable<&'static [u8], &'static [u8; 32]>,
     code: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
     headers: ReadOnlyTable<u64, &'static [u8]>,
+    /// The snapshot itself, for reads beyond the EVM's (the tries, for proofs).
+    pub(crate) tx: ReadTransaction,
 }
 
 impl std::fmt::Debug for StateView {
@@ -95,6 +97,7 @@ impl StateView {
             storage: tx.open_table(STORAGE)?,
             code: tx.open_table(CODE)?,
             headers: tx.open_table(HEADERS)?,
+            tx,
         })
     }
 
@@ -115,6 +118,11 @@ impl StateView {
         self.head += layers.len() as u64;
         self.layers.extend(layers);
         Ok(self)
+    }
+
+    /// Whether unfinalized layers are stacked on the snapshot.
+    pub(crate) fn has_layers(&self) -> bool {
+        !self.layers.is_empty()
     }
 
     /// The finalized head under any unfinalized layers.

@@ -172,6 +172,52 @@ pub(crate) fn update_root(
     Ok(root)
 }
 
+/// The root of the trie `namespace` whose leaves are `leaves`, and the nodes on the paths to
+/// `targets` (sorted hashed keys, present or not): what Merkle proofs are made of. The walk is
+/// the root computation's with the targets as the changed keys, so only the subtrees on their
+/// paths are expanded to their leaves and the rest go in as their stored hashes; nothing is
+/// written. `branches` is `None` when the stored branches do not describe these leaves: every
+/// leaf is then read.
+pub(crate) fn prove<B>(
+    branches: Option<&B>,
+    namespace: &[u8],
+    leaves: &impl Leaves,
+    targets: &[[u8; 32]],
+) -> Result<(B256, alloy_trie::proof::ProofNodes), StoreError>
+where
+    B: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    debug_assert!(targets.is_sorted(), "targets must be sorted");
+    let retainer =
+        alloy_trie::proof::ProofRetainer::new(targets.iter().map(|k| Nibbles::unpack(k)).collect());
+    let builder = HashBuilder::default().with_proof_retainer(retainer);
+    let mut builder = match branches {
+        Some(branches) => {
+            let mut walk = Walk {
+                branches,
+                namespace,
+                leaves,
+                changed: targets,
+                builder,
+                visited: Vec::new(),
+            };
+            walk.region(&[])?;
+            walk.builder
+        }
+        None => {
+            let mut builder = builder;
+            // The whole key space, bounded: a storage trie's leaves share a table with others'.
+            let all = (Bound::Included([0u8; 32]), Bound::Included([0xffu8; 32]));
+            leaves.each(all, &mut |key, value| {
+                builder.add_leaf(Nibbles::unpack(key), value)
+            })?;
+            builder
+        }
+    };
+    let root = builder.root();
+    Ok((root, builder.take_proof_nodes()))
+}
+
 /// Drops every stored branch of the trie `namespace` (its leaves were all deleted), appending
 /// the write to `log` if given.
 pub(crate) fn clear(

@@ -25,7 +25,7 @@ use crate::{
 };
 
 mod blocks;
-mod roots;
+pub(crate) mod roots;
 
 use blocks::write_block;
 use roots::*;
@@ -43,12 +43,15 @@ pub(crate) const ACCOUNTS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::
 pub(crate) const STORAGE: TableDefinition<&[u8], &[u8; 32]> = TableDefinition::new("storage");
 pub(crate) const CODE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("code");
 /// keccak(address) -> RLP(trie account), in account-trie order.
-const HASHED_ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("hashed_accounts");
+pub(crate) const HASHED_ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("hashed_accounts");
 /// address || keccak(slot) -> RLP(value), in storage-trie order within each address.
-const HASHED_STORAGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("hashed_storage");
+pub(crate) const HASHED_STORAGE: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("hashed_storage");
 /// namespace || nibble path -> a branch node of the account trie or a storage trie
 /// ([`crate::trie`]): what lets a block's root be computed from what it changed.
-const TRIE_BRANCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trie_branches");
+pub(crate) const TRIE_BRANCHES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("trie_branches");
 /// Pending transactions by hash: their EIP-2718 bytes.
 /// Pending transactions, as versions before `PendingLog` kept them; read once and emptied.
 const POOL: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pool");
@@ -89,6 +92,13 @@ pub struct CommitTimings {
     pub block_us: u64,
     /// The durable commit (page writes and fsync).
     pub sync_us: u64,
+}
+
+/// Whether the stored trie branches in `tx`'s snapshot describe its head (they are dropped and
+/// rebuilt at the next commit otherwise: [`roots::trie_branches_current`]).
+pub(crate) fn branches_describe_head(tx: &redb::ReadTransaction) -> Result<bool, StoreError> {
+    let meta = tx.open_table(META)?;
+    Ok(roots::meta_number(&meta, HEAD_KEY)? == roots::meta_number(&meta, TRIE_HEAD_KEY)?)
 }
 
 /// How many recent blocks' state stays readable.

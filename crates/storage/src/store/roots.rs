@@ -206,7 +206,7 @@ pub(super) fn apply_and_root(
 }
 
 /// A block number kept in the `meta` table under `key`.
-pub(super) fn meta_number(
+pub(crate) fn meta_number(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<u64>, StoreError> {
@@ -239,7 +239,7 @@ pub(super) fn trie_branches_current(tx: &WriteTransaction) -> Result<(), StoreEr
 }
 
 /// The account trie's leaves: `hashed_accounts` rows.
-pub(super) struct AccountLeaves<'a, T>(&'a T);
+pub(crate) struct AccountLeaves<'a, T>(pub(crate) &'a T);
 
 impl<T: ReadableTable<&'static [u8; 32], &'static [u8]>> Leaves for AccountLeaves<'_, T> {
     fn each(
@@ -259,9 +259,15 @@ impl<T: ReadableTable<&'static [u8; 32], &'static [u8]>> Leaves for AccountLeave
 }
 
 /// One account's storage trie's leaves: its `hashed_storage` rows, keyed by the hashed slot.
-pub(super) struct StorageLeaves<'a, T> {
+pub(crate) struct StorageLeaves<'a, T> {
     table: &'a T,
     address: Address,
+}
+
+impl<'a, T> StorageLeaves<'a, T> {
+    pub(crate) fn new(table: &'a T, address: Address) -> Self {
+        Self { table, address }
+    }
 }
 
 impl<T: ReadableTable<&'static [u8], &'static [u8]>> Leaves for StorageLeaves<'_, T> {
