@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the tests need (Node.js for solc and
-# Foundry's npm packages), checks formatting and lints, then runs every test.
+# Foundry's npm packages, Chromium for the page test), checks formatting and lints, then runs
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt-get update && apt-get install -y nodejs npm
 fi
-# solc (solcjs) and Foundry's cast/forge/anvil, pinned in tools/js/package-lock.json.
+# Debian's Chromium, for the pipeline page's browser test (driven by playwright-core).
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update && apt-get install -y chromium
+fi
+# solc (solcjs), Foundry's cast/forge/anvil, ethers, viem and playwright-core, pinned in
+# tools/js/package-lock.json.
 (cd tools/js && npm ci --no-audit --no-fund)
 node tools/js/compile.js contracts contracts/out
 

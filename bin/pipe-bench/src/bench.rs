@@ -585,7 +585,7 @@ pub async fn ingest(
     targets.push(Target {
         name: "pipe",
         child: std::process::Command::new(&pipe)
-            .args(["node", "--dev", "--http.port", &port.to_string()])
+            .args(["node", "--dev", "--no-ui", "--http.port", &port.to_string()])
             .args(&pipe_sealing)
             .arg("--datadir")
             .arg(dir.path())

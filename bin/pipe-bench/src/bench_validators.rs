@@ -238,7 +238,7 @@ pub async fn run(cfg: ValidatorsBench) -> anyhow::Result<Value> {
     let port = free_base(1);
     let single = Single(
         Command::new(&exe)
-            .args(["node", "--dev", "--block-time-ms"])
+            .args(["node", "--dev", "--no-ui", "--block-time-ms"])
             .arg(cfg.block_time_ms.to_string())
             .args(["--http.port", &port.to_string(), "--datadir"])
             .arg(dir.path())
@@ -265,6 +265,7 @@ pub async fn run(cfg: ValidatorsBench) -> anyhow::Result<Value> {
             http_port: base,
             metrics_port: base + n,
             p2p_port: base + 2 * n,
+            ui_port: None,
             block_time_ms: cfg.block_time_ms,
             result_check: check.clone(),
             exe: exe.clone(),

@@ -137,6 +137,9 @@ struct LocalnetArgs {
     /// Validator i meets its peers on this port + i.
     #[arg(long = "p2p.port", default_value_t = 30400)]
     p2p_port: u16,
+    /// Validator i serves its pipeline page on this port + i.
+    #[arg(long = "ui.port", default_value_t = DEV_UI_PORT)]
+    ui_port: u16,
     /// The chain's block time (whole seconds).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     block_time_ms: u64,
@@ -257,6 +260,13 @@ struct NodeArgs {
     /// Serve Prometheus metrics on this port (0 picks a free one).
     #[arg(long = "metrics.port", value_name = "PORT")]
     metrics_port: Option<u16>,
+    /// Serve the live pipeline page on this port (0 picks a free one). The dev chain serves
+    /// it on 8580 unless told otherwise; other chains only when given.
+    #[arg(long = "ui.port", value_name = "PORT", conflicts_with = "no_ui")]
+    ui_port: Option<u16>,
+    /// Do not serve the pipeline page.
+    #[arg(long)]
+    no_ui: bool,
     /// Who may store models with pipe_uploadModel: `open` (anyone; the dev chain's default),
     /// `local` (connections from this machine, e.g. `pipe model add`; the default with
     /// --genesis) or `off`.
@@ -284,6 +294,9 @@ fn default_datadir(chain_id: u64) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("pipe").join(chain_id.to_string())
 }
+
+/// Where the dev chain serves its pipeline page unless told otherwise.
+const DEV_UI_PORT: u16 = 8580;
 
 fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     let file = match &args.config {
@@ -382,6 +395,11 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         .metrics_port
         .or(file.metrics_port)
         .map(|port| std::net::SocketAddr::new(c.http_addr, port));
+    let dev_ui = (c.genesis.is_none()).then_some(DEV_UI_PORT);
+    c.ui_addr = (!args.no_ui)
+        .then(|| args.ui_port.or(file.ui_port).or(dev_ui))
+        .flatten()
+        .map(|port| std::net::SocketAddr::new(c.http_addr, port));
     c.block_time =
         if args.on_demand || (args.block_time_ms.is_none() && file.on_demand == Some(true)) {
             BlockTime::OnDemand
@@ -437,6 +455,7 @@ async fn run_localnet(args: LocalnetArgs) -> anyhow::Result<()> {
         http_port: args.http_port,
         metrics_port: args.metrics_port,
         p2p_port: args.p2p_port,
+        ui_port: Some(args.ui_port),
         block_time_ms: args.block_time_ms,
         result_check: args.result_check,
         exe: std::env::current_exe().context("locating the pipe binary")?,

@@ -283,3 +283,49 @@ async fn web3_py_transacts_from_the_unlocked_account_and_reads_filters() {
     assert!(stdout.contains("checks passed"), "{stdout}");
     node.shutdown().await;
 }
+
+/// The live pipeline page in a real headless Chromium (Debian's, driven by playwright-core):
+/// three inference transactions on one worker whose model takes 600 ms are seen waiting for
+/// inference and then included, with the request running, the worker's runs, the blocks, the
+/// price chart and the models (`tools/js/pipeline-page.js`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_page_shows_transactions_move_through_their_states() {
+    tools_installed();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "Chromium is not installed: `apt-get install chromium` (the README's test command does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.block_time =
+        pipe_node::config::BlockTime::Interval(std::time::Duration::from_millis(300));
+    config.workers = 1;
+    config.worker_capacity = 1;
+    config.model_latency = std::time::Duration::from_millis(600);
+    config.ui_addr = Some("127.0.0.1:0".parse().unwrap());
+    let node = pipe_node::node::launch(config, std::sync::Arc::new(pipe_primitives::SystemClock))
+        .await
+        .expect("node starts");
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = common::model_id(&url, "linreg").await;
+    let mut cmd = Command::new("node");
+    cmd.arg(common::repo_root().join("tools/js/pipeline-page.js"))
+        .args(["--page", &format!("http://{}/", node.ui_addr.unwrap())])
+        .args(["--rpc", &url, "--model", "linreg"])
+        .env("CHROMIUM", &chromium);
+    for (i, key) in node.dev_keys.iter().take(3).enumerate() {
+        let raw = common::inference_raw(
+            key,
+            chain_id,
+            0,
+            common::linreg_request(&linreg, [i as i128 + 1, 2, 3]),
+            1_000_000_000,
+        );
+        cmd.arg("--tx").arg(raw.to_string());
+    }
+    let stdout = run_client(cmd, "the pipeline page did not show what happened").await;
+    assert!(stdout.contains("all checks passed"));
+    node.shutdown().await;
+}

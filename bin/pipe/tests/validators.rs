@@ -164,6 +164,7 @@ async fn four_validator_processes_finalize_gossip_and_survive_kill_9() {
         http_port: base,
         metrics_port: base + N as u16,
         p2p_port: base + 2 * N as u16,
+        ui_port: None,
         block_time_ms: 1000,
         result_check: "all".into(),
         exe: env!("CARGO_BIN_EXE_pipe").into(),

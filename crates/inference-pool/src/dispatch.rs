@@ -203,6 +203,8 @@ pub struct WorkerSlot {
     pub failed: u64,
     /// Caught lying by an audit: never given work again.
     pub quarantined: bool,
+    /// Moving average of its successful runs, dispatch to result (ms); `None` before one.
+    pub latency_ms: Option<f64>,
 }
 
 impl std::fmt::Debug for WorkerSlot {
@@ -234,6 +236,7 @@ impl Workers {
                     quarantined: false,
                     completed: 0,
                     failed: 0,
+                    latency_ms: None,
                 })
                 .collect(),
         }

@@ -48,6 +48,6 @@ pub mod test_utils;
 
 pub use cache::{CachedResults, ResultCache, ResultStore};
 pub use dispatch::Priority;
-pub use engine::{BLOCK_HISTORY, BlockCongestion, Pipe, PipeConfig};
+pub use engine::{BLOCK_HISTORY, BlockCongestion, Pipe, PipeConfig, view};
 pub use metrics::Metrics;
 pub use worker::{Auditor, Worker, WorkerError};

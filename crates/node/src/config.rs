@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub audit_one_in: u64,
     /// Where Prometheus metrics are served (`None`: not served).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the live pipeline page is served (`None`: not served; it needs PIPE).
+    pub ui_addr: Option<std::net::SocketAddr>,
     /// Remote inference workers (`pipe worker`) by URL, used beside the in-process ones.
     pub remote_workers: Vec<String>,
     /// What the in-process workers (and inline mode) sign TEE results with; `None`: TEE
@@ -110,6 +112,7 @@ impl NodeConfig {
             worker_timeout: Duration::from_secs(30),
             audit_one_in: 10,
             metrics_addr: None,
+            ui_addr: None,
             remote_workers: Vec::new(),
             worker_key: Some(crate::dev::dev_worker_signer()),
             tx_ttl_blocks: 64,
@@ -158,6 +161,7 @@ pub struct FileConfig {
     pub inference: Option<InferenceMode>,
     pub workers: Option<usize>,
     pub metrics_port: Option<u16>,
+    pub ui_port: Option<u16>,
 }
 
 impl FileConfig {

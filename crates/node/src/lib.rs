@@ -18,6 +18,7 @@ pub mod follow;
 pub mod localnet;
 pub mod metrics_server;
 pub mod node;
+mod pipeline_page;
 pub mod replay;
 pub mod validator;
 pub mod workers;

@@ -29,6 +29,8 @@ pub struct LocalnetConfig {
     pub http_port: u16,
     pub metrics_port: u16,
     pub p2p_port: u16,
+    /// Validator `i` serves its pipeline page on `ui_port + i`; `None`: no pages.
+    pub ui_port: Option<u16>,
     pub block_time_ms: u64,
     /// The validators' check of a leader's VANILLA results: `all`, `1/N` or `off`.
     pub result_check: String,
@@ -114,6 +116,10 @@ pub fn node_args(config: &LocalnetConfig, set: &Path, i: usize) -> Vec<String> {
         "--metrics.port".into(),
         (config.metrics_port + i as u16).to_string(),
     ];
+    match config.ui_port {
+        Some(port) => args.extend(["--ui.port".into(), (port + i as u16).to_string()]),
+        None => args.push("--no-ui".into()),
+    }
     args.extend(config.node_args.iter().cloned());
     args
 }

@@ -45,6 +45,8 @@ pub struct RunningNode {
     pub pipe: Option<Arc<Pipe>>,
     /// Where Prometheus metrics are served, if they are.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the live pipeline page is served, if it is.
+    pub ui_addr: Option<SocketAddr>,
     /// The follower, when the node follows a leader (`--follow`).
     pub follower: Option<Arc<Follower>>,
     /// Consensus, when the node is a validator (`--validator`).
@@ -396,6 +398,27 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             metrics_addr = Some(bound);
         }
     }
+    let mut ui_addr = None;
+    if let Some(addr) = config.ui_addr {
+        match &pipe {
+            Some(p) => {
+                let sources = crate::pipeline_page::Sources {
+                    pipe: p.clone(),
+                    store: store.clone(),
+                    head: head_rx.clone(),
+                    models: models.clone(),
+                };
+                let bound = crate::pipeline_page::serve(addr, sources, &tasks, shutdown_rx.clone())
+                    .await
+                    .with_context(|| format!("serving the pipeline page on {addr}"))?;
+                info!(target: "pipe::node", url = %format!("http://{bound}/"), "pipeline page served");
+                ui_addr = Some(bound);
+            }
+            None => {
+                tracing::warn!(target: "pipe::node", "no pipeline page: this node runs no PIPE (inline inference, or it follows another node)")
+            }
+        }
+    }
     let mut validator = None;
     let sealer = match (&follower, validator_files) {
         (Some(f), _) => {
@@ -472,6 +495,7 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         dev_keys: signers,
         pipe,
         metrics_addr,
+        ui_addr,
         shutdown,
         rpc,
         follower,

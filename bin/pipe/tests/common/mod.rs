@@ -98,6 +98,7 @@ impl NodeProcess {
             .args([
                 "node",
                 "--dev",
+                "--no-ui",
                 "--http.port",
                 &port.to_string(),
                 "--datadir",

@@ -143,6 +143,7 @@ impl InferenceGate for Pipe {
             included: block.transactions.len(),
             deferred: deferred + stats.stale as u64,
             expired: ended,
+            build_ms: stats.build_ms,
         });
         drop(blocks);
         self.cache

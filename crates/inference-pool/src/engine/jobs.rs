@@ -243,6 +243,8 @@ impl Pipe {
                     .inc();
                 self.cache.insert_from(r, block, Some(w));
                 let elapsed = now.saturating_sub(started) as f64;
+                let latency = &mut workers.slots[w].latency_ms;
+                *latency = Some(latency.map_or(elapsed, |ms| moving_average(ms, elapsed)));
                 if let Some(req) = requests.finish(&key) {
                     let ms = model_ms.entry(req.call.model.id).or_insert(elapsed);
                     *ms = moving_average(*ms, elapsed);

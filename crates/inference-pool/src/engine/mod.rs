@@ -39,6 +39,7 @@ mod discovery;
 mod gate;
 mod jobs;
 mod tracker;
+pub mod view;
 
 use jobs::attested_now;
 use tracker::*;
@@ -180,6 +181,7 @@ pub const BLOCK_HISTORY: usize = 4096;
 
 /// What one block left behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BlockCongestion {
     pub number: u64,
     /// Transactions included.
@@ -188,6 +190,8 @@ pub struct BlockCongestion {
     pub deferred: u64,
     /// Transactions that expired at this block (with their senders' later ones).
     pub expired: usize,
+    /// How long the builder took to build it.
+    pub build_ms: u64,
 }
 
 impl std::fmt::Debug for Pipe {
