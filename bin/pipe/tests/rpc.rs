@@ -559,10 +559,12 @@ async fn the_dev_accounts_are_unlocked() {
     node.shutdown().await;
 }
 
-/// Mining on request on the dev chain, as anvil and hardhat name it: `evm_mine` seals one block
-/// now (answering "0x0" as anvil), `anvil_mine` and `hardhat_mine` seal as many as asked, with
-/// a ready transaction included in the first; a timestamp or interval is refused with the
-/// reason. The mined blocks are ordinary blocks: replay verifies them.
+/// Mining and the clock on the dev chain, as anvil and hardhat name them: `evm_mine` seals one
+/// block now (answering "0x0" as anvil), at a timestamp if given; `anvil_mine` and
+/// `hardhat_mine` seal as many as asked, with a ready transaction included in the first and an
+/// interval between their timestamps if given; `evm_increaseTime` and
+/// `evm_setNextBlockTimestamp` move the clock forward (never back); automine and interval
+/// mining switch how blocks are sealed. Every block is an ordinary block: replay verifies them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evm_mine_and_anvil_mine_seal_blocks_now() {
     let dir = tempfile::tempdir().unwrap();
@@ -603,18 +605,62 @@ async fn evm_mine_and_anvil_mine_seal_blocks_now() {
     assert!(r["error"].is_null(), "{r}");
     assert_eq!(number().await, start + 5);
 
-    for (method, params) in [
-        ("evm_mine", serde_json::json!([1_900_000_000u64])),
-        ("anvil_mine", serde_json::json!(["0x2", "0xc"])),
-    ] {
-        let r = common::rpc(&url, method, params).await;
-        assert!(
-            r["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("not supported")),
-            "{method}: {r}"
-        );
-    }
+    let block = |n: &'static str| {
+        let url = url.clone();
+        async move {
+            common::rpc(&url, "eth_getBlockByNumber", serde_json::json!([n, false])).await["result"]
+                .clone()
+        }
+    };
+    let ts = |b: &serde_json::Value| common::quantity(&b["timestamp"]);
+
+    // The clock: forward by an hour, then to a chosen second, never back.
+    // Blocks mined back to back run ahead of the wall clock (a second each at least), so the
+    // hour is counted from the clock.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let offset = common::rpc(&url, "evm_increaseTime", serde_json::json!([3600])).await;
+    assert!(offset["result"].as_i64().unwrap() >= 3600, "{offset}");
+    common::rpc(&url, "evm_mine", serde_json::json!([])).await;
+    let after = ts(&block("latest").await);
+    assert!(after >= before + 3600, "{before} -> {after}");
+    let chosen = after + 100_000;
+    let r = common::rpc(
+        &url,
+        "evm_setNextBlockTimestamp",
+        serde_json::json!([format!("{chosen:#x}")]),
+    )
+    .await;
+    assert!(r["error"].is_null(), "{r}");
+    common::rpc(&url, "evm_mine", serde_json::json!([])).await;
+    assert_eq!(ts(&block("latest").await), chosen);
+    let r = common::rpc(&url, "evm_setNextBlockTimestamp", serde_json::json!([5])).await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not after"),
+        "{r}"
+    );
+    let r = common::rpc(&url, "evm_mine", serde_json::json!([chosen + 50])).await;
+    assert_eq!(r["result"], "0x0", "{r}");
+    assert_eq!(ts(&block("latest").await), chosen + 50);
+    // Later blocks go on from the chosen time.
+    common::rpc(&url, "evm_mine", serde_json::json!([])).await;
+    assert!(ts(&block("latest").await) >= chosen + 51);
+    // Two blocks twelve seconds apart.
+    let r = common::rpc(&url, "anvil_mine", serde_json::json!(["0x2", "0xc"])).await;
+    assert!(r["error"].is_null(), "{r}");
+    let head = number().await;
+    let first = ts(&common::rpc(
+        &url,
+        "eth_getBlockByNumber",
+        serde_json::json!([format!("{:#x}", head - 1), false]),
+    )
+    .await["result"]);
+    assert_eq!(ts(&block("latest").await), first + 12);
     let r = common::rpc(&url, "anvil_mine", serde_json::json!(["0x100000"])).await;
     assert!(
         r["error"]["message"]
@@ -622,7 +668,73 @@ async fn evm_mine_and_anvil_mine_seal_blocks_now() {
             .is_some_and(|m| m.contains("at most")),
         "{r}"
     );
-    assert_eq!(number().await, start + 5);
+    assert_eq!(number().await, head);
+
+    // anvil_nodeInfo in anvil's shape.
+    let info = common::rpc(&url, "anvil_nodeInfo", serde_json::json!([])).await["result"].clone();
+    assert_eq!(
+        common::quantity(&info["currentBlockNumber"]),
+        head,
+        "{info}"
+    );
+    assert_eq!(info["hardFork"], "Osaka");
+    assert_eq!(info["environment"]["chainId"], 31337);
+
+    // Automine: on, a transaction is mined without asking; off, it waits for evm_mine.
+    let automine = |on: bool| {
+        let url = url.clone();
+        async move {
+            common::rpc(&url, "anvil_setAutomine", serde_json::json!([on])).await;
+            common::rpc(&url, "anvil_getAutomine", serde_json::json!([])).await["result"]
+                .as_bool()
+                .unwrap()
+        }
+    };
+    assert!(!automine(false).await, "interval mining is not automine");
+    assert!(automine(true).await);
+    let send = || {
+        let url = url.clone();
+        let from = node.dev_keys[1].address();
+        async move {
+            common::rpc(
+                &url,
+                "eth_sendTransaction",
+                serde_json::json!([{"from": from, "to": to, "value": "0x1"}]),
+            )
+            .await["result"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let hashes = [send().await];
+    let mined =
+        common::wait_receipts(&url, &hashes, 40, std::time::Duration::from_millis(100)).await;
+    assert!(mined[0].is_some(), "automine mines it");
+    assert!(!automine(false).await);
+    let waiting = [send().await];
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        common::receipts(&url, &waiting).await[0].is_none(),
+        "automine off: not mined"
+    );
+    common::rpc(&url, "evm_mine", serde_json::json!([])).await;
+    assert!(common::receipts(&url, &waiting).await[0].is_some());
+
+    // Interval mining: a block a second, until turned off.
+    let at = number().await;
+    common::rpc(&url, "anvil_setIntervalMining", serde_json::json!([1])).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while number().await < at + 2 {
+        assert!(std::time::Instant::now() < deadline, "no interval blocks");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    common::rpc(&url, "anvil_setIntervalMining", serde_json::json!([0])).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopped = number().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(number().await, stopped, "interval mining off");
+    let last = number().await;
     node.shutdown().await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
         .args(["replay", "--dev", "--datadir"])
@@ -635,5 +747,5 @@ async fn evm_mine_and_anvil_mine_seal_blocks_now() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["blocks"].as_u64().unwrap(), start + 5, "{report}");
+    assert_eq!(report["blocks"].as_u64().unwrap(), last, "{report}");
 }

@@ -24,6 +24,19 @@ pub enum SealMode {
     /// A block as soon as the pool has transactions (like anvil's automine), at most one per
     /// `min_gap` so a stream of transactions batches into blocks.
     OnDemand { min_gap: Duration },
+    /// Only when asked ([`DevSealer::seal`]: `evm_mine`), like anvil with automine off.
+    Manual,
+}
+
+/// The dev chain's clock as `evm_increaseTime` and `evm_setNextBlockTimestamp` leave it. A
+/// block's timestamp is a header field that replay only checks to be after its parent's, so
+/// moving it keeps the chain replayable; it never goes back.
+#[derive(Clone, Copy, Debug, Default)]
+struct DevTime {
+    /// Seconds added to the node's clock.
+    offset_s: i64,
+    /// The next block's timestamp, once; later blocks go on from it.
+    next: Option<u64>,
 }
 
 /// Proposes and finalizes the dev chain's blocks on its schedule until shutdown.
@@ -32,7 +45,10 @@ pub struct DevSealer {
     builder: PayloadBuilder,
     pool: Arc<Pool>,
     clock: Arc<dyn Clock>,
-    mode: SealMode,
+    mode: parking_lot::Mutex<SealMode>,
+    /// Wakes the slot loop when the mode changes.
+    mode_changed: tokio::sync::Notify,
+    time: parking_lot::Mutex<DevTime>,
     beneficiary: Address,
     /// Slots count from when the sealer was created, not from when its task first runs, so
     /// slot times do not depend on task scheduling.
@@ -56,7 +72,7 @@ const EMPTY_RETRY_MS: u64 = 1_000;
 impl std::fmt::Debug for DevSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DevSealer")
-            .field("mode", &self.mode)
+            .field("mode", &self.mode())
             .finish()
     }
 }
@@ -86,12 +102,68 @@ impl DevSealer {
             builder,
             pool,
             clock,
-            mode,
+            mode: parking_lot::Mutex::new(mode),
+            mode_changed: tokio::sync::Notify::new(),
+            time: Default::default(),
             beneficiary: Address::ZERO,
             start_ms,
             sealing: parking_lot::Mutex::new(()),
             inline_stale: Default::default(),
         }
+    }
+
+    /// When it seals now.
+    pub fn mode(&self) -> SealMode {
+        *self.mode.lock()
+    }
+
+    /// Seals by `mode` from now on (`anvil_setAutomine`, `anvil_setIntervalMining`).
+    pub fn set_mode(&self, mode: SealMode) {
+        *self.mode.lock() = mode;
+        self.mode_changed.notify_one();
+    }
+
+    /// Moves the chain's clock forward by `seconds` (`evm_increaseTime`); the total offset.
+    pub fn increase_time(&self, seconds: u64) -> i64 {
+        let mut time = self.time.lock();
+        time.offset_s = time
+            .offset_s
+            .saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
+        time.offset_s
+    }
+
+    /// The head block's timestamp.
+    pub fn head_timestamp(&self) -> u64 {
+        self.chain.head().header.timestamp
+    }
+
+    /// The next block's timestamp (`evm_setNextBlockTimestamp`); refused unless it is after
+    /// the head's, since timestamps only go forward.
+    pub fn set_next_timestamp(&self, timestamp: u64) -> Result<(), String> {
+        let head = self.chain.head().header.timestamp;
+        if timestamp <= head {
+            return Err(format!(
+                "timestamp {timestamp} is not after the head block's timestamp {head}"
+            ));
+        }
+        self.time.lock().next = Some(timestamp);
+        Ok(())
+    }
+
+    /// The timestamp of a block sealed now on `parent`: the set one if any (and the clock
+    /// moved so later blocks go on from it), else the clock plus the offset; always after the
+    /// parent's.
+    fn next_timestamp(&self, parent: u64) -> u64 {
+        let now_s = (self.clock.now_ms() / 1000) as i64;
+        let mut time = self.time.lock();
+        let chosen = match time.next.take() {
+            Some(t) => {
+                time.offset_s = t as i64 - now_s;
+                t
+            }
+            None => now_s.saturating_add(time.offset_s).max(0) as u64,
+        };
+        chosen.max(parent + 1)
     }
 
     fn gate(&self) -> Option<&Arc<dyn InferenceGate>> {
@@ -124,7 +196,7 @@ impl DevSealer {
         let _one = self.sealing.lock();
         let parent = self.chain.head();
         let chosen = ProposeAttributes {
-            timestamp: (self.clock.now_ms() / 1000).max(parent.header.timestamp + 1),
+            timestamp: self.next_timestamp(parent.header.timestamp),
             beneficiary: self.beneficiary,
         };
         let never = AtomicBool::new(false);
@@ -172,21 +244,41 @@ impl DevSealer {
     /// `tasks`.
     pub async fn run(self: Arc<Self>, tasks: Tasks, mut shutdown: watch::Receiver<bool>) {
         let mut next_slot = self.start_ms;
+        let mut mode = self.mode();
         // After a block that included nothing (everything ready was stale or blocked), wait
         // for a change before building again instead of sealing empty blocks in a loop.
         let mut last_empty = false;
         loop {
-            let budget_ms = match self.mode {
+            let now_mode = self.mode();
+            if now_mode != mode {
+                // A new schedule counts from now.
+                mode = now_mode;
+                next_slot = self.clock.now_ms();
+            }
+            let budget_ms = match mode {
+                SealMode::Manual => {
+                    tokio::select! {
+                        _ = self.mode_changed.notified() => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
                 SealMode::Interval(every) => {
                     next_slot += every.as_millis() as u64;
                     tokio::select! {
                         _ = self.clock.sleep_until(next_slot) => {}
+                        _ = self.mode_changed.notified() => {
+                            // This slot did not come: the loop counts it again (or anew,
+                            // under a new mode).
+                            next_slot -= every.as_millis() as u64;
+                            continue;
+                        }
                         _ = shutdown.changed() => return,
                     }
                     (every.as_millis() as f64 * BUILD_SHARE) as u64
                 }
                 SealMode::OnDemand { min_gap } => {
                     let mut must_wait = last_empty;
+                    let mut changed = false;
                     while must_wait || !self.has_ready() {
                         // After an empty block, also try again after a while: what was ready
                         // but not includable (a fee cap below the base fee) may be now.
@@ -196,8 +288,12 @@ impl DevSealer {
                         tokio::select! {
                             _ = self.changed() => {}
                             _ = self.clock.sleep_until(recheck), if retry => {}
+                            _ = self.mode_changed.notified() => { changed = true; break }
                             _ = shutdown.changed() => return,
                         }
+                    }
+                    if changed {
+                        continue;
                     }
                     tokio::select! {
                         _ = self.clock.sleep_until(next_slot) => {}

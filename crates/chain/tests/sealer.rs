@@ -27,6 +27,7 @@ struct Driver {
     chain: Arc<pipe_chain::Chain>,
     pool: Arc<pipe_mempool::Pool>,
     clock: ManualClock,
+    sealer: Arc<DevSealer>,
     tasks: Tasks,
     stop: watch::Sender<bool>,
 }
@@ -50,12 +51,13 @@ fn start(mode: SealMode) -> Driver {
     ));
     let tasks = Tasks::inline();
     let (stop, stop_rx) = watch::channel(false);
-    tasks.spawn(sealer.run(tasks.clone(), stop_rx));
+    tasks.spawn(sealer.clone().run(tasks.clone(), stop_rx));
     Driver {
         test,
         chain,
         pool,
         clock,
+        sealer,
         tasks,
         stop,
     }
@@ -112,5 +114,75 @@ async fn on_demand_sealer_seals_when_a_transaction_arrives_and_only_then() {
     assert_eq!(d.head(), 1);
     assert_eq!(d.chain.head().transactions[0].hash, hash);
     assert!(d.pool.is_empty());
+    d.stop().await;
+}
+
+/// Automine off (`Manual`): nothing is sealed, however long transactions wait, until a seal is
+/// asked for; switching modes takes effect at once, and an interval counts from the switch.
+#[tokio::test(flavor = "current_thread")]
+async fn manual_mode_seals_only_when_asked_and_modes_switch_live() {
+    let d = start(SealMode::Manual);
+    let mut sender = d.test.factory(0);
+    settle().await;
+    add_to_pool(
+        &d.pool,
+        &d.test.store,
+        sender.transfer(Address::repeat_byte(9), U256::from(1)),
+    );
+    d.clock.advance(Duration::from_secs(60));
+    settle().await;
+    assert_eq!(d.head(), 0, "manual: nothing sealed on its own");
+    d.sealer.seal(d.clock.now_ms() + 500).unwrap();
+    assert_eq!(d.head(), 1);
+
+    d.sealer
+        .set_mode(SealMode::Interval(Duration::from_secs(5)));
+    settle().await;
+    d.clock.advance(Duration::from_millis(4_999));
+    settle().await;
+    assert_eq!(d.head(), 1, "the interval counts from the switch");
+    d.clock.advance(Duration::from_millis(1));
+    settle().await;
+    assert_eq!(d.head(), 2);
+
+    d.sealer.set_mode(SealMode::OnDemand {
+        min_gap: Duration::ZERO,
+    });
+    settle().await;
+    add_to_pool(
+        &d.pool,
+        &d.test.store,
+        sender.transfer(Address::repeat_byte(9), U256::from(1)),
+    );
+    settle().await;
+    assert_eq!(d.head(), 3, "automine: sealed on arrival");
+    d.stop().await;
+}
+
+/// The clock controls: an offset moves every later block's timestamp; a set timestamp is the
+/// next block's, later ones go on from it; a timestamp not after the head's is refused.
+#[tokio::test(flavor = "current_thread")]
+async fn the_clock_moves_forward_by_an_offset_or_to_a_set_time_never_back() {
+    let d = start(SealMode::Manual);
+    settle().await;
+    let now_s = || d.clock.now_ms() / 1000;
+    assert_eq!(d.sealer.increase_time(3_600), 3_600);
+    d.sealer.seal(d.clock.now_ms() + 500).unwrap();
+    assert_eq!(d.chain.head().header.timestamp, now_s() + 3_600);
+
+    let chosen = now_s() + 100_000;
+    d.sealer.set_next_timestamp(chosen).unwrap();
+    d.sealer.seal(d.clock.now_ms() + 500).unwrap();
+    assert_eq!(d.chain.head().header.timestamp, chosen);
+    d.clock.advance(Duration::from_secs(10));
+    d.sealer.seal(d.clock.now_ms() + 500).unwrap();
+    assert_eq!(
+        d.chain.head().header.timestamp,
+        chosen + 10,
+        "goes on from the set time"
+    );
+
+    let refused = d.sealer.set_next_timestamp(chosen);
+    assert!(refused.is_err_and(|e| e.contains("not after")));
     d.stop().await;
 }

@@ -597,4 +597,34 @@ impl pipe_rpc::dev::DevControls for DevMiner {
             .map(|sealed| sealed.block.header.number)
             .map_err(|e| e.to_string())
     }
+
+    fn increase_time(&self, seconds: u64) -> i64 {
+        self.sealer.increase_time(seconds)
+    }
+
+    fn set_next_timestamp(&self, timestamp: u64) -> Result<(), String> {
+        self.sealer.set_next_timestamp(timestamp)
+    }
+
+    fn head_timestamp(&self) -> u64 {
+        self.sealer.head_timestamp()
+    }
+
+    fn mining(&self) -> pipe_rpc::dev::Mining {
+        match self.sealer.mode() {
+            SealMode::OnDemand { .. } => pipe_rpc::dev::Mining::Auto,
+            SealMode::Interval(every) => pipe_rpc::dev::Mining::Interval(every.as_secs()),
+            SealMode::Manual => pipe_rpc::dev::Mining::Manual,
+        }
+    }
+
+    fn set_mining(&self, mining: pipe_rpc::dev::Mining) {
+        self.sealer.set_mode(match mining {
+            pipe_rpc::dev::Mining::Auto => SealMode::OnDemand {
+                min_gap: Duration::ZERO,
+            },
+            pipe_rpc::dev::Mining::Interval(s) => SealMode::Interval(Duration::from_secs(s)),
+            pipe_rpc::dev::Mining::Manual => SealMode::Manual,
+        })
+    }
 }

@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// Tip suggested by `eth_maxPriorityFeePerGas` and added to the base fee by `eth_gasPrice`.
-const SUGGESTED_TIP: u64 = 1_000_000_000;
+pub(crate) const SUGGESTED_TIP: u64 = 1_000_000_000;
 
 #[rpc(server, namespace = "eth")]
 pub trait EthApi {
