@@ -151,6 +151,11 @@ struct Chain {
 
 impl Chain {
     fn new(funded: &[Address]) -> anyhow::Result<Self> {
+        Self::with_archive(funded, false)
+    }
+
+    /// A chain whose store keeps an archive ([`Store::set_archive`]) or not.
+    fn with_archive(funded: &[Address], archive: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut config = pipe_node::config::NodeConfig::dev(dir.path().to_path_buf());
         config.dev_accounts = 1;
@@ -164,6 +169,7 @@ impl Chain {
         }
         let chain = Arc::new(chain);
         let store = Arc::new(Store::open(&dir.path().join("chain.redb"))?);
+        store.set_archive(archive)?;
         let genesis = store.init_genesis(&pipe_chain::genesis::changes(&chain), |root| {
             pipe_chain::genesis::block(&chain, root)
         })?;
@@ -646,4 +652,109 @@ pub async fn ingest(
     }
     results.insert("block_time_ms".into(), json!(block_time_ms));
     Ok(serde_json::Value::Object(results))
+}
+
+/// `archive`: the disk cost of archive mode. The same ERC-20 transfer blocks (`senders`
+/// senders, each sending one transfer per block to one of 1000 recipients, so every block
+/// changes `2 × senders` token slots and `senders` accounts) are committed to two stores, one
+/// keeping an archive; reports the bytes each stores (and allocates), the archive's bytes per
+/// block and per changed key, and the commit times.
+pub fn archive(blocks: usize, senders: usize, token: PathBuf) -> anyhow::Result<Value> {
+    let keys: Vec<PrivateKeySigner> = (0..senders).map(|_| PrivateKeySigner::random()).collect();
+    let addresses: Vec<Address> = keys.iter().map(|k| k.address()).collect();
+    let artifact: Value = serde_json::from_str(
+        &std::fs::read_to_string(&token)
+            .with_context(|| format!("reading {} (run tools/js/compile.js)", token.display()))?,
+    )?;
+    let code = Bytes::from(hex::decode(
+        artifact["bytecode"].as_str().context("bytecode")?,
+    )?);
+    let token_addr = keys[0].address().create(0);
+    let transfer_call = |to: Address, amount: u64| -> Bytes {
+        let mut data = hex!("a9059cbb").to_vec();
+        data.extend_from_slice(&[0u8; 12]);
+        data.extend_from_slice(to.as_slice());
+        data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+        data.into()
+    };
+    // The blocks, signed once: deployment, funding, then the measured blocks.
+    let mut nonces = vec![0u64; senders];
+    let mut signed: Vec<Vec<Arc<StoredTx>>> =
+        vec![vec![sign(&keys[0], 0, TxKind::Create, code, 3_000_000)]];
+    nonces[0] = 1;
+    signed.push(
+        addresses[1..]
+            .iter()
+            .map(|a| {
+                nonces[0] += 1;
+                sign(
+                    &keys[0],
+                    nonces[0] - 1,
+                    TxKind::Call(token_addr),
+                    transfer_call(*a, 1_000_000_000),
+                    100_000,
+                )
+            })
+            .collect(),
+    );
+    let setup = signed.len();
+    for b in 0..blocks {
+        signed.push(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let to = Address::with_last_byte(1).create((b * senders + i) as u64 % 1000);
+                    nonces[i] += 1;
+                    sign(
+                        k,
+                        nonces[i] - 1,
+                        TxKind::Call(token_addr),
+                        transfer_call(to, 1),
+                        100_000,
+                    )
+                })
+                .collect(),
+        );
+    }
+    let mut out = serde_json::Map::new();
+    let mut sizes = Vec::new();
+    for archive in [false, true] {
+        let mut chain = Chain::with_archive(&addresses, archive)?;
+        let mut commit_s = 0.0;
+        for (i, txs) in signed.iter().enumerate() {
+            let (_, commit) = chain.block(txs)?;
+            if i >= setup {
+                commit_s += commit;
+            }
+        }
+        let (stored, allocated) = chain.store.stored_bytes()?;
+        sizes.push(stored);
+        out.insert(
+            if archive { "archive" } else { "recent_only" }.into(),
+            json!({
+                "stored_bytes": stored,
+                "allocated_bytes": allocated,
+                "file_bytes": std::fs::metadata(chain._dir.path().join("chain.redb"))?.len(),
+                "commit_ms_per_block": commit_s * 1000.0 / blocks as f64,
+            }),
+        );
+    }
+    let extra = sizes[1].saturating_sub(sizes[0]);
+    let changed_keys_per_block = 3 * senders;
+    out.insert("blocks".into(), json!(blocks));
+    out.insert("transfers_per_block".into(), json!(senders));
+    out.insert("archive_extra_bytes".into(), json!(extra));
+    out.insert(
+        "archive_bytes_per_block".into(),
+        json!(extra as f64 / (blocks + setup) as f64),
+    );
+    out.insert(
+        "archive_bytes_per_changed_key".into(),
+        json!(extra as f64 / (blocks * changed_keys_per_block) as f64),
+    );
+    out.insert(
+        "stored_ratio_archive_over_recent".into(),
+        json!(sizes[1] as f64 / sizes[0] as f64),
+    );
+    Ok(Value::Object(out))
 }

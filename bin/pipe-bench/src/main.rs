@@ -32,6 +32,16 @@ enum BenchCommand {
         #[arg(long, default_value = "contracts/out/TestToken.json")]
         token: PathBuf,
     },
+    /// Archive mode's disk cost: the same ERC-20 blocks committed with and without it.
+    Archive {
+        #[arg(long, default_value_t = 200)]
+        blocks: usize,
+        /// Transfers (and senders) per block.
+        #[arg(long, default_value_t = 100)]
+        senders: usize,
+        #[arg(long, default_value = "contracts/out/TestToken.json")]
+        token: PathBuf,
+    },
     /// Per-inference latency, tract vs onnxruntime, on the fixture models; precompile overhead.
     Inference {
         #[arg(long, default_value = "fixtures/models")]
@@ -348,6 +358,17 @@ async fn main() -> anyhow::Result<()> {
             let out =
                 tokio::task::spawn_blocking(move || pipe_bench::bench::exec(txs, rounds, token))
                     .await??;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Archive {
+            blocks,
+            senders,
+            token,
+        } => {
+            let out = tokio::task::spawn_blocking(move || {
+                pipe_bench::bench::archive(blocks, senders, token)
+            })
+            .await??;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchCommand::Ingest {

@@ -267,6 +267,12 @@ struct NodeArgs {
     /// Do not serve the pipeline page.
     #[arg(long)]
     no_ui: bool,
+    /// Keep the state as of every block readable (the dev chain's default).
+    #[arg(long, conflicts_with = "no_archive")]
+    archive: bool,
+    /// Keep only the recent blocks' state (128), not an archive (the default with --genesis).
+    #[arg(long)]
+    no_archive: bool,
     /// Who may store models with pipe_uploadModel: `open` (anyone; the dev chain's default),
     /// `local` (connections from this machine, e.g. `pipe model add`; the default with
     /// --genesis) or `off`.
@@ -395,6 +401,13 @@ fn node_config(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         .metrics_port
         .or(file.metrics_port)
         .map(|port| std::net::SocketAddr::new(c.http_addr, port));
+    c.archive = if args.archive {
+        true
+    } else if args.no_archive {
+        false
+    } else {
+        file.archive.unwrap_or(c.genesis.is_none())
+    };
     let dev_ui = (c.genesis.is_none()).then_some(DEV_UI_PORT);
     c.ui_addr = (!args.no_ui)
         .then(|| args.ui_port.or(file.ui_port).or(dev_ui))

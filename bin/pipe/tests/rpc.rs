@@ -290,6 +290,102 @@ async fn restart_continues_the_chain() {
     node.shutdown().await;
 }
 
+/// Archive mode (the dev chain's default): balances, nonces, calls and traces at blocks far
+/// older than the 128 recent snapshots, before and after a restart (when no snapshot is left);
+/// a proof of such a block is refused with the reason (the tries are not archived).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_serves_old_state_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer: PrivateKeySigner = common::DEV_KEY_0.parse().unwrap();
+    let me = signer.address();
+    let to = Address::repeat_byte(0x31);
+    let node = common::dev_node(dir.path()).await;
+    let url = node.rpc_url();
+    let provider = wallet_provider(&url, signer.clone());
+    let first = mined(
+        &provider,
+        TransactionRequest::default()
+            .with_to(to)
+            .with_value(U256::from(5)),
+    )
+    .await;
+    let b1 = first.block_number.unwrap();
+    let r = common::rpc(&url, "anvil_mine", serde_json::json!(["0xc8"])).await;
+    assert!(r["error"].is_null(), "{r}");
+    mined(
+        &provider,
+        TransactionRequest::default()
+            .with_to(to)
+            .with_value(U256::from(7)),
+    )
+    .await;
+    let head = provider.get_block_number().await.unwrap();
+    assert!(head > b1 + 200);
+
+    let check = |url: String| async move {
+        let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
+        assert_eq!(
+            provider.get_balance(to).number(b1).await.unwrap(),
+            U256::from(5)
+        );
+        assert_eq!(
+            provider.get_balance(to).number(b1 - 1).await.unwrap(),
+            U256::ZERO
+        );
+        assert_eq!(provider.get_balance(to).await.unwrap(), U256::from(12));
+        assert_eq!(
+            provider.get_transaction_count(me).number(b1).await.unwrap(),
+            1
+        );
+        // A call at the old block sees the old state (the balance through BALANCE).
+        let balance_of = Bytes::from(
+            [
+                &hex!("73")[..],
+                to.as_slice(),
+                &hex!("3160005260206000f3")[..],
+            ]
+            .concat(),
+        );
+        let out = provider
+            .call(
+                TransactionRequest::default()
+                    .with_deploy_code(balance_of)
+                    .from(me),
+            )
+            .block(b1.into())
+            .await
+            .unwrap();
+        assert_eq!(U256::from_be_slice(&out), U256::from(5));
+        // The first transaction traced on its parent's archived state.
+        let trace = common::rpc(
+            &url,
+            "debug_traceTransaction",
+            serde_json::json!([first.transaction_hash, {"tracer": "callTracer"}]),
+        )
+        .await;
+        assert_eq!(trace["result"]["value"], "0x5", "{trace}");
+        let proof = common::rpc(
+            &url,
+            "eth_getProof",
+            serde_json::json!([to, [], format!("{b1:#x}")]),
+        )
+        .await;
+        assert_eq!(proof["error"]["code"], -32000, "{proof}");
+        assert!(
+            proof["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("recent blocks only"),
+            "{proof}"
+        );
+    };
+    check(url).await;
+    node.shutdown().await;
+    let node = common::dev_node(dir.path()).await;
+    check(node.rpc_url()).await;
+    node.shutdown().await;
+}
+
 /// `eth_subscribe("newHeads")` over WebSocket, through alloy's pubsub provider: every sealed
 /// block arrives once, in order, with the header `eth_getBlockByNumber` serves (its hash
 /// recomputed from the fields, so the pushed header is the real one); other kinds are refused.

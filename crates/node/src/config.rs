@@ -42,6 +42,9 @@ pub struct NodeConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where the live pipeline page is served (`None`: not served; it needs PIPE).
     pub ui_addr: Option<std::net::SocketAddr>,
+    /// Archive mode: the state as of every block stays readable (`eth_call`, balances,
+    /// storage and traces at any block), at the disk cost of what each block overwrote.
+    pub archive: bool,
     /// Remote inference workers (`pipe worker`) by URL, used beside the in-process ones.
     pub remote_workers: Vec<String>,
     /// What the in-process workers (and inline mode) sign TEE results with; `None`: TEE
@@ -113,6 +116,7 @@ impl NodeConfig {
             audit_one_in: 10,
             metrics_addr: None,
             ui_addr: None,
+            archive: true,
             remote_workers: Vec::new(),
             worker_key: Some(crate::dev::dev_worker_signer()),
             tx_ttl_blocks: 64,
@@ -162,6 +166,7 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     pub metrics_port: Option<u16>,
     pub ui_port: Option<u16>,
+    pub archive: Option<bool>,
 }
 
 impl FileConfig {

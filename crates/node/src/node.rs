@@ -164,6 +164,9 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
     let db_path = config.datadir.join("chain.redb");
     let store =
         Arc::new(Store::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?);
+    store
+        .set_archive(config.archive)
+        .context("setting archive mode")?;
     let genesis = pipe_chain::genesis::init(&store, &chain).context("initialising genesis")?;
     info!(target: "pipe::node", genesis = %genesis.hash, head = store.head()?.unwrap_or_default(), "chain opened");
 

@@ -25,8 +25,8 @@ pub enum RpcError {
     Store(#[from] StoreError),
     #[error("header not found")]
     UnknownBlock,
-    /// Only the most recent blocks' state is kept (no archive).
-    #[error("historical state for block {0} is not available: this node keeps the state of the last {history} blocks only", history = pipe_storage::STATE_HISTORY)]
+    /// Neither among the recent snapshots nor archived.
+    #[error("historical state for block {0} is not available: this node keeps the state of the last {history} blocks, and of the blocks since archive mode was turned on (--archive)", history = pipe_storage::STATE_HISTORY)]
     HistoricalState(u64),
     #[error("{0}")]
     LimitExceeded(String),
@@ -48,6 +48,10 @@ impl From<RpcError> for ErrorObjectOwned {
             RpcError::InvalidParams(_) => ErrorObjectOwned::owned(INVALID_PARAMS, msg, None::<()>),
             RpcError::Call(CallError::Reverted { output, .. }) => {
                 ErrorObjectOwned::owned(EXECUTION_REVERTED, msg, Some(output))
+            }
+            // A proof of state the node has no tries for: the request's limit, not a fault.
+            RpcError::Store(StoreError::ArchiveProof(_) | StoreError::UnfinalizedProof(_)) => {
+                ErrorObjectOwned::owned(SERVER_ERROR, msg, None::<()>)
             }
             RpcError::Store(_) | RpcError::Internal(_) | RpcError::Call(CallError::Internal(_)) => {
                 ErrorObjectOwned::owned(INTERNAL, msg, None::<()>)

@@ -37,6 +37,12 @@ pub enum StoreError {
     /// no stored trie to prove it from.
     #[error("no proof of unfinalized state (block {0}): ask at a finalized block")]
     UnfinalizedProof(u64),
+    /// A Merkle proof of an archived block's state: the tries are kept for the recent
+    /// snapshots only.
+    #[error(
+        "no proof of block {0}'s state: proofs are served for the recent blocks only (the tries are not archived)"
+    )]
+    ArchiveProof(u64),
     /// The finalized head moved while an unfinalized state was being computed on it.
     #[error("finalized head is {head:?}, not the expected {expected}")]
     HeadMoved { expected: u64, head: Option<u64> },

@@ -8,6 +8,14 @@
 //! (`trie_branches`), so a block's state root is computed from what the block changed: unchanged
 //! subtrees go in as their stored hashes ([`trie`], measured in docs/benchmarks.md).
 //!
+//! # History
+//! The state of the [`STATE_HISTORY`] most recent blocks is read from redb snapshots held
+//! open ([`Store::state_at`]). In archive mode ([`Store::set_archive`]) each commit also
+//! records what the block overwrote (`account_history`, `storage_history`), so the state as of
+//! any block since archiving began is read without replaying anything ([`store`]'s `history`
+//! module). Merkle proofs ([`AccountProof`]) come from the tries, which are kept for the head
+//! only, so they are served for the recent snapshots.
+//!
 //! # Unfinalized state
 //! The store holds finalized blocks only. Blocks that are executed but not final keep their
 //! change sets as [`ChangeLayer`]s, which a [`StateView`] stacks on its snapshot

@@ -50,6 +50,9 @@ impl StateView {
         if self.has_layers() {
             return Err(StoreError::UnfinalizedProof(self.head));
         }
+        if self.is_historical() {
+            return Err(StoreError::ArchiveProof(self.head));
+        }
         let tx = &self.tx;
         // Branches written for another head would mislead the walk; without them every leaf
         // is read, which is slower and just as right.

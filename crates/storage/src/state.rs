@@ -10,7 +10,7 @@ use crate::{
     StoreError,
     codec::{decode_account, storage_key},
     overlay::{ChangeLayer, Layered},
-    store::{ACCOUNTS, CODE, HEADERS, STORAGE, Store},
+    store::{ACCOUNTS, CODE, HEADERS, STORAGE, Store, history},
 };
 
 /// An account as stored: what the EVM sees plus its cached storage root.
@@ -74,6 +74,14 @@ pub struct StateView {
     headers: ReadOnlyTable<u64, &'static [u8]>,
     /// The snapshot itself, for reads beyond the EVM's (the tries, for proofs).
     pub(crate) tx: ReadTransaction,
+    /// A view of an older block (archive mode): the history that undoes later blocks.
+    history: Option<History>,
+}
+
+/// What an archive view reads before the current state.
+struct History {
+    accounts: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    storage: ReadOnlyTable<&'static [u8], &'static [u8; 32]>,
 }
 
 impl std::fmt::Debug for StateView {
@@ -98,7 +106,32 @@ impl StateView {
             code: tx.open_table(CODE)?,
             headers: tx.open_table(HEADERS)?,
             tx,
+            history: None,
         })
+    }
+
+    /// The state as of block `number` from the archive ([`crate::store::history`]): `None`
+    /// when the number is the head's or later, or before archiving began.
+    pub(crate) fn open_as_of(store: &Store, number: u64) -> Result<Option<Self>, StoreError> {
+        let mut view = Self::open(store)?;
+        let from = history::archive_from(&view.tx.open_table(crate::store::META)?)?;
+        // The state after `number` is undone by the records of blocks `number + 1 ..`.
+        let covered = from.is_some_and(|from| number + 1 >= from);
+        if number >= view.head || !covered {
+            return Ok(None);
+        }
+        view.history = Some(History {
+            accounts: view.tx.open_table(history::ACCOUNT_HISTORY)?,
+            storage: view.tx.open_table(history::STORAGE_HISTORY)?,
+        });
+        view.head = number;
+        view.finalized = number;
+        Ok(Some(view))
+    }
+
+    /// Whether this is an archive view of an older block.
+    pub(crate) fn is_historical(&self) -> bool {
+        self.history.is_some()
     }
 
     /// This view with `layers` (unfinalized blocks, oldest first) on top: the state after the
@@ -137,6 +170,22 @@ impl StateView {
                 return Ok(a);
             }
         }
+        if let Some(h) = &self.history {
+            let lo = history::account_key(address, self.head + 1);
+            let hi = history::account_key(address, u64::MAX);
+            if let Some(row) = h.accounts.range(lo.as_slice()..=hi.as_slice())?.next() {
+                let (_, before) = row?;
+                if before.value().is_empty() {
+                    return Ok(None);
+                }
+                let r = decode_account(before.value())?;
+                return Ok(Some(AccountInfoChange {
+                    nonce: r.nonce,
+                    balance: r.balance,
+                    code_hash: r.code_hash,
+                }));
+            }
+        }
         match self.accounts.get(&address.0.0)? {
             Some(row) => {
                 let r = decode_account(row.value())?;
@@ -154,6 +203,13 @@ impl StateView {
         for layer in self.layers.iter().rev() {
             if let Layered::Known(v) = layer.storage(address, slot) {
                 return Ok(v);
+            }
+        }
+        if let Some(h) = &self.history {
+            let lo = history::slot_key(address, slot, self.head + 1);
+            let hi = history::slot_key(address, slot, u64::MAX);
+            if let Some(row) = h.storage.range(lo.as_slice()..=hi.as_slice())?.next() {
+                return Ok(history::slot_value(row?.1.value()));
             }
         }
         Ok(self

@@ -25,6 +25,7 @@ use crate::{
 };
 
 mod blocks;
+pub(crate) mod history;
 pub(crate) mod roots;
 
 use blocks::write_block;
@@ -77,6 +78,9 @@ pub struct Store {
     /// writes: this is how `eth_call` at "the block number I just read" keeps working after
     /// the head moved. Older state is not kept (no archive).
     recent: parking_lot::Mutex<std::collections::VecDeque<std::sync::Arc<StateView>>>,
+    /// Archive mode: each commit records what it overwrites ([`history`]), so the state as
+    /// of any block since archiving began stays readable.
+    archive: std::sync::atomic::AtomicBool,
     /// Where the last block commit spent its time, for benchmarks and metrics.
     last_commit: parking_lot::Mutex<CommitTimings>,
 }
@@ -130,10 +134,14 @@ impl Store {
         tx.open_table(HASHED_STORAGE)?;
         tx.open_table(TRIE_BRANCHES)?;
         tx.open_table(POOL)?;
+        tx.open_table(history::ACCOUNT_HISTORY)?;
+        tx.open_table(history::STORAGE_HISTORY)?;
         tx.open_table(crate::models::MODEL_BYTES)?;
         tx.open_table(crate::models::MODEL_META)?;
+        let archive = history::archive_from(&tx.open_table(META)?)?.is_some();
         tx.commit()?;
         let store = Self {
+            archive: std::sync::atomic::AtomicBool::new(archive),
             db: parking_lot::RwLock::new(Some(std::sync::Arc::new(db))),
             path: path.to_path_buf(),
             failed: Default::default(),
@@ -227,14 +235,61 @@ impl Store {
             .transpose()
     }
 
-    /// The state as of block `number`, if it is among the [`STATE_HISTORY`] most recent.
+    /// The state as of block `number`: one of the [`STATE_HISTORY`] most recent snapshots,
+    /// or, in archive mode, any block since archiving began.
     pub fn state_at(&self, number: u64) -> Option<std::sync::Arc<StateView>> {
-        self.recent
+        let recent = self
+            .recent
             .lock()
             .iter()
             .rev()
             .find(|v| v.head == number)
-            .cloned()
+            .cloned();
+        recent.or_else(|| {
+            let r = StateView::open_as_of(self, number);
+            self.seen(r).ok().flatten().map(std::sync::Arc::new)
+        })
+    }
+
+    /// Turns archive mode on (from the block after the head; from genesis on a new store) or
+    /// off ([`history`]).
+    pub fn set_archive(&self, on: bool) -> Result<(), StoreError> {
+        let r = (|| {
+            let tx = self.db()?.begin_write()?;
+            let head = meta_number(&tx.open_table(META)?, HEAD_KEY)?;
+            history::set(&tx, head, on)?;
+            tx.commit()?;
+            self.archive.store(on, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })();
+        self.seen(r)
+    }
+
+    /// Bytes of data the database holds (keys, values and their B-tree pages), and bytes the
+    /// file has allocated: what a disk-cost measurement reads (the file itself grows in large
+    /// steps and keeps freed pages for reuse).
+    pub fn stored_bytes(&self) -> Result<(u64, u64), StoreError> {
+        let r = (|| {
+            let tx = self.db()?.begin_write()?;
+            let stats = tx
+                .stats()
+                .map_err(|e| StoreError::Corrupt(format!("stats: {e}")))?;
+            let out = (
+                stats.stored_bytes() + stats.metadata_bytes(),
+                stats.allocated_pages() * stats.page_size() as u64,
+            );
+            tx.abort()?;
+            Ok(out)
+        })();
+        self.seen(r)
+    }
+
+    /// The first block archive mode recorded; `None` when it is off.
+    pub fn archive_from(&self) -> Result<Option<u64>, StoreError> {
+        let r = self
+            .db()
+            .and_then(|db| history::archive_from(&db.begin_read()?.open_table(META)?));
+        self.seen(r)
     }
 
     fn remember_state(&self) -> Result<(), StoreError> {
@@ -374,6 +429,11 @@ impl Store {
         }
         let mut timings = CommitTimings::default();
         trie_branches_current(&tx)?;
+        if self.archive.load(std::sync::atomic::Ordering::SeqCst) {
+            // The block extends the head (or is genesis): its number follows from it.
+            let number = meta_number(&tx.open_table(META)?, HEAD_KEY)?.map_or(0, |h| h + 1);
+            history::record(&tx, changes, number)?;
+        }
         let root = apply_and_root(&tx, changes, &mut timings, tries)?;
         let started = std::time::Instant::now();
         let block = seal(root)?;
