@@ -375,7 +375,7 @@ async fn archive_serves_old_state_across_a_restart() {
             proof["error"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("recent blocks only"),
+                .contains("proofs are served at the head"),
             "{proof}"
         );
     };

@@ -28,6 +28,22 @@ pub enum SealMode {
     Manual,
 }
 
+/// The timestamp a block sealed on request gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealAt {
+    /// The dev clock (the node's clock plus the offset, or a set next timestamp).
+    Clock,
+    /// This one (`evm_mine(timestamp)`); later blocks go on from it.
+    Exactly(u64),
+    /// This many seconds after the parent's (`anvil_mine`'s interval); later blocks go on
+    /// from it.
+    AfterParent(u64),
+}
+
+/// Largest timestamp or time step the controls take (about 8 900 years in seconds): far past
+/// any use, and small enough that no arithmetic on it, in seconds or milliseconds, overflows.
+pub const MAX_DEV_SECONDS: u64 = 1 << 38;
+
 /// The dev chain's clock as `evm_increaseTime` and `evm_setNextBlockTimestamp` leave it. A
 /// block's timestamp is a header field that replay only checks to be after its parent's, so
 /// moving it keeps the chain replayable; it never goes back.
@@ -117,18 +133,23 @@ impl DevSealer {
         *self.mode.lock()
     }
 
-    /// Seals by `mode` from now on (`anvil_setAutomine`, `anvil_setIntervalMining`).
+    /// Seals by `mode` from now on (`anvil_setAutomine`, `anvil_setIntervalMining`). Taken
+    /// under the seal lock: when this returns, a seal under the old mode has ended and none
+    /// starts under it any more, so a transaction sent after switching automine off is not
+    /// mined by the loop.
     pub fn set_mode(&self, mode: SealMode) {
+        let _one = self.sealing.lock();
         *self.mode.lock() = mode;
         self.mode_changed.notify_one();
     }
 
-    /// Moves the chain's clock forward by `seconds` (`evm_increaseTime`); the total offset.
+    /// Moves the chain's clock forward by `seconds` (`evm_increaseTime`, at most
+    /// [`MAX_DEV_SECONDS`] a call); the total offset.
     pub fn increase_time(&self, seconds: u64) -> i64 {
         let mut time = self.time.lock();
         time.offset_s = time
             .offset_s
-            .saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
+            .saturating_add(seconds.min(MAX_DEV_SECONDS) as i64);
         time.offset_s
     }
 
@@ -140,6 +161,9 @@ impl DevSealer {
     /// The next block's timestamp (`evm_setNextBlockTimestamp`); refused unless it is after
     /// the head's, since timestamps only go forward.
     pub fn set_next_timestamp(&self, timestamp: u64) -> Result<(), String> {
+        if timestamp > MAX_DEV_SECONDS {
+            return Err(format!("timestamp {timestamp} is past {MAX_DEV_SECONDS}"));
+        }
         let head = self.chain.head().header.timestamp;
         if timestamp <= head {
             return Err(format!(
@@ -153,17 +177,22 @@ impl DevSealer {
     /// The timestamp of a block sealed now on `parent`: the set one if any (and the clock
     /// moved so later blocks go on from it), else the clock plus the offset; always after the
     /// parent's.
-    fn next_timestamp(&self, parent: u64) -> u64 {
+    fn next_timestamp(&self, parent: u64, at: SealAt) -> u64 {
         let now_s = (self.clock.now_ms() / 1000) as i64;
         let mut time = self.time.lock();
-        let chosen = match time.next.take() {
+        let chosen = match at {
+            SealAt::Exactly(t) => Some(t.min(MAX_DEV_SECONDS)),
+            SealAt::AfterParent(step) => Some(parent.saturating_add(step.min(MAX_DEV_SECONDS))),
+            SealAt::Clock => time.next.take(),
+        };
+        let t = match chosen {
             Some(t) => {
                 time.offset_s = t as i64 - now_s;
                 t
             }
             None => now_s.saturating_add(time.offset_s).max(0) as u64,
         };
-        chosen.max(parent + 1)
+        t.max(parent + 1)
     }
 
     fn gate(&self) -> Option<&Arc<dyn InferenceGate>> {
@@ -193,10 +222,31 @@ impl DevSealer {
     /// be kept: stale transactions go back to PIPE, invalid ones leave the pool with their
     /// reason (before the chain event, so PIPE hears the reason rather than "gone").
     pub fn seal(&self, deadline_ms: u64) -> Result<Sealed, ChainError> {
+        self.seal_at(deadline_ms, SealAt::Clock)
+    }
+
+    /// [`DevSealer::seal`] with the block's timestamp chosen by `at` (under the seal lock, so
+    /// no other seal takes the chosen time).
+    pub fn seal_at(&self, deadline_ms: u64, at: SealAt) -> Result<Sealed, ChainError> {
         let _one = self.sealing.lock();
+        self.seal_locked(deadline_ms, at)
+    }
+
+    /// The slot loop's seal: only if the mode is still `expected` (checked under the seal
+    /// lock, which [`DevSealer::set_mode`] takes too).
+    fn seal_scheduled(
+        &self,
+        deadline_ms: u64,
+        expected: SealMode,
+    ) -> Option<Result<Sealed, ChainError>> {
+        let _one = self.sealing.lock();
+        (self.mode() == expected).then(|| self.seal_locked(deadline_ms, SealAt::Clock))
+    }
+
+    fn seal_locked(&self, deadline_ms: u64, at: SealAt) -> Result<Sealed, ChainError> {
         let parent = self.chain.head();
         let chosen = ProposeAttributes {
-            timestamp: self.next_timestamp(parent.header.timestamp),
+            timestamp: self.next_timestamp(parent.header.timestamp, at),
             beneficiary: self.beneficiary,
         };
         let never = AtomicBool::new(false);
@@ -258,20 +308,22 @@ impl DevSealer {
             let budget_ms = match mode {
                 SealMode::Manual => {
                     tokio::select! {
+                        biased;
                         _ = self.mode_changed.notified() => continue,
                         _ = shutdown.changed() => return,
                     }
                 }
                 SealMode::Interval(every) => {
-                    next_slot += every.as_millis() as u64;
+                    next_slot = next_slot.saturating_add(every.as_millis() as u64);
                     tokio::select! {
-                        _ = self.clock.sleep_until(next_slot) => {}
+                        biased;
                         _ = self.mode_changed.notified() => {
                             // This slot did not come: the loop counts it again (or anew,
                             // under a new mode).
-                            next_slot -= every.as_millis() as u64;
+                            next_slot = next_slot.saturating_sub(every.as_millis() as u64);
                             continue;
                         }
+                        _ = self.clock.sleep_until(next_slot) => {}
                         _ = shutdown.changed() => return,
                     }
                     (every.as_millis() as f64 * BUILD_SHARE) as u64
@@ -286,9 +338,10 @@ impl DevSealer {
                         must_wait = false;
                         let recheck = self.clock.now_ms() + EMPTY_RETRY_MS;
                         tokio::select! {
+                            biased;
+                            _ = self.mode_changed.notified() => { changed = true; break }
                             _ = self.changed() => {}
                             _ = self.clock.sleep_until(recheck), if retry => {}
-                            _ = self.mode_changed.notified() => { changed = true; break }
                             _ = shutdown.changed() => return,
                         }
                     }
@@ -309,9 +362,14 @@ impl DevSealer {
             let deadline = self.clock.now_ms() + budget_ms;
             let sealer = self.clone();
             // Execution is CPU work: keep it off the async workers.
-            match tasks.blocking(move || sealer.seal(deadline)).await {
-                Ok(Ok(sealed)) => last_empty = sealed.block.transactions.is_empty(),
-                Ok(Err(e)) => {
+            match tasks
+                .blocking(move || sealer.seal_scheduled(deadline, mode))
+                .await
+            {
+                // The mode changed meanwhile: the next round follows the new one.
+                Ok(None) => {}
+                Ok(Some(Ok(sealed))) => last_empty = sealed.block.transactions.is_empty(),
+                Ok(Some(Err(e))) => {
                     error!(target: "pipe::builder", error = %e, "block production failed")
                 }
                 Err(e) => error!(target: "pipe::builder", error = %e, "block production panicked"),

@@ -63,7 +63,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 pub use check::{CheckOutcome, CheckPolicy, LocalResult, LocalResults, ResultCheck};
-pub use dev::{DevSealer, SealMode, Sealed};
+pub use dev::{DevSealer, MAX_DEV_SECONDS, SealAt, SealMode, Sealed};
 pub use error::{ChainError, VerifyError};
 pub use tree::{MAX_PENDING_BLOCKS, PendingBlock};
 

@@ -34,6 +34,34 @@ pub use alloy_rpc_types_trace::geth::{GethDebugTracingOptions, GethTrace};
 
 use crate::{BlockAttributes, CallError, CallRequest, Executor, InferenceProvider, call};
 
+/// Most opcode steps the struct logger records of one transaction with stack snapshots (a
+/// step's snapshot is up to 1024 words), and without them; and with memory snapshots. A
+/// request's own `limit` may lower these, not raise them: a call with state overrides is free
+/// to send and can loop for its whole gas, so what one trace may hold is bounded here.
+/// Execution goes on past the limit; only recording stops.
+pub const MAX_STEPS_WITH_STACK: u64 = 20_000;
+pub const MAX_STEPS: u64 = 100_000;
+pub const MAX_STEPS_WITH_MEMORY: u64 = 5_000;
+
+/// `opts` with the struct logger's step limit bounded, shared by `share` transactions.
+fn bounded(mut opts: GethDebugTracingOptions, share: usize) -> GethDebugTracingOptions {
+    let struct_logger = opts.tracer.as_ref().is_none_or(|t| t.as_str().is_empty());
+    if struct_logger {
+        let c = &opts.config;
+        let cap = if c.is_memory_enabled() {
+            MAX_STEPS_WITH_MEMORY
+        } else if c.disable_stack.unwrap_or_default() {
+            MAX_STEPS
+        } else {
+            MAX_STEPS_WITH_STACK
+        };
+        let cap = (cap / share.max(1) as u64).max(1_000);
+        let asked = opts.config.limit.filter(|l| *l > 0).unwrap_or(cap);
+        opts.config.limit = Some(asked.min(cap));
+    }
+    opts
+}
+
 /// Why a trace could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -105,7 +133,9 @@ impl Executor {
             None if at.transactions.is_empty() => return Ok(Vec::new()),
             None => at.transactions.len() - 1,
         };
-        let template = DebugInspector::new(opts).map_err(|e| TraceError::Tracer(e.to_string()))?;
+        let traced = if only.is_some() { 1 } else { last + 1 };
+        let template = DebugInspector::new(bounded(opts, traced))
+            .map_err(|e| TraceError::Tracer(e.to_string()))?;
         let mut block = self
             .build_block_with(at.parent_state, at.attrs, at.results)
             .map_err(|e| TraceError::Replay(e.to_string()))?;
@@ -159,7 +189,8 @@ impl Executor {
         request: CallRequest,
         opts: GethDebugTracingOptions,
     ) -> Result<GethTrace, TraceError> {
-        let inspector = DebugInspector::new(opts).map_err(|e| TraceError::Tracer(e.to_string()))?;
+        let inspector =
+            DebugInspector::new(bounded(opts, 1)).map_err(|e| TraceError::Tracer(e.to_string()))?;
         let (env, tx, mut db) = self.prepare(view, attrs, request)?;
         let (result, mut inspector) = inspect(&mut db, env.clone(), tx.clone(), inspector, |p| {
             self.install_inference(p, attrs, crate::Purpose::Simulation)

@@ -271,3 +271,46 @@ fn every_builtin_tracer_answers() {
         assert!(trace.is_ok(), "{opts_json}: {trace:?}");
     }
 }
+
+/// A call that loops for all its gas (free to send, with state overrides) is traced with at
+/// most the bounded number of steps recorded; a smaller `limit` is honoured.
+#[test]
+fn the_struct_logger_records_a_bounded_number_of_steps() {
+    use pipe_executor::trace::{MAX_STEPS, MAX_STEPS_WITH_STACK};
+    let s = TestChain::new(1);
+    let attrs = s
+        .executor
+        .next_attributes(&s.genesis, 1_700_000_000_000, Address::ZERO);
+    let looper = Address::repeat_byte(0x66);
+    // JUMPDEST PUSH0 JUMP: forever, 11 gas a round.
+    let overrides: alloy_rpc_types_eth::state::StateOverride =
+        serde_json::from_value(serde_json::json!({
+            format!("{looper:#x}"): {"code": "0x5b5f56"}
+        }))
+        .unwrap();
+    let request = CallRequest {
+        tx: TransactionRequest::default()
+            .to(looper)
+            .gas_limit(5_000_000),
+        overrides: Some(overrides),
+    };
+    let view = Arc::new(s.store.state().unwrap());
+    let steps = |json: serde_json::Value| {
+        let trace = s
+            .executor
+            .trace_call(view.clone(), &attrs, request.clone(), opts(json))
+            .unwrap();
+        let GethTrace::Default(logs) = trace else {
+            panic!("not a struct log")
+        };
+        assert!(logs.failed, "out of gas");
+        logs.struct_logs.len() as u64
+    };
+    assert_eq!(steps(serde_json::json!({})), MAX_STEPS_WITH_STACK);
+    assert_eq!(steps(serde_json::json!({"disableStack": true})), MAX_STEPS);
+    assert_eq!(steps(serde_json::json!({"limit": 10})), 10);
+    assert_eq!(
+        steps(serde_json::json!({"limit": 10_000_000})),
+        MAX_STEPS_WITH_STACK
+    );
+}

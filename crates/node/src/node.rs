@@ -411,11 +411,18 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
                     head: head_rx.clone(),
                     models: models.clone(),
                 };
-                let bound = crate::pipeline_page::serve(addr, sources, &tasks, shutdown_rx.clone())
-                    .await
-                    .with_context(|| format!("serving the pipeline page on {addr}"))?;
-                info!(target: "pipe::node", url = %format!("http://{bound}/"), "pipeline page served");
-                ui_addr = Some(bound);
+                // The page is for people watching: a port taken (a second dev node on the
+                // default one) costs the page, not the node.
+                match crate::pipeline_page::serve(addr, sources, &tasks, shutdown_rx.clone()).await
+                {
+                    Ok(bound) => {
+                        info!(target: "pipe::node", url = %format!("http://{bound}/"), "pipeline page served");
+                        ui_addr = Some(bound);
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "pipe::node", %addr, error = %e, "no pipeline page: its port cannot be used (give another with --ui.port)")
+                    }
+                }
             }
             None => {
                 tracing::warn!(target: "pipe::node", "no pipeline page: this node runs no PIPE (inline inference, or it follows another node)")
@@ -586,7 +593,7 @@ struct DevMiner {
 const MINE_SETTLE: Duration = Duration::from_secs(2);
 
 impl pipe_rpc::dev::DevControls for DevMiner {
-    fn mine(&self) -> Result<u64, String> {
+    fn mine(&self, at: pipe_rpc::dev::MineAt) -> Result<u64, String> {
         if let Some(pipe) = &self.pipe {
             let until = std::time::Instant::now() + MINE_SETTLE;
             while !pipe.discovery_settled() && std::time::Instant::now() < until {
@@ -595,8 +602,13 @@ impl pipe_rpc::dev::DevControls for DevMiner {
         }
         // The build's time budget, as the on-demand sealer gives it: it stops earlier when the
         // pool runs dry.
+        let at = match at {
+            pipe_rpc::dev::MineAt::Clock => pipe_chain::SealAt::Clock,
+            pipe_rpc::dev::MineAt::Exactly(t) => pipe_chain::SealAt::Exactly(t),
+            pipe_rpc::dev::MineAt::AfterParent(s) => pipe_chain::SealAt::AfterParent(s),
+        };
         self.sealer
-            .seal(self.clock.now_ms() + 500)
+            .seal_at(self.clock.now_ms() + 500, at)
             .map(|sealed| sealed.block.header.number)
             .map_err(|e| e.to_string())
     }

@@ -7,7 +7,9 @@
 //! `evm_setAutomine`, `anvil_getAutomine` / `hardhat_getAutomine`, `anvil_setIntervalMining`)
 //! and `anvil_nodeInfo`. Every block they make is an ordinary block, proposed and finalized
 //! like the sealer's own: a timestamp is a header field that replay checks only to be after
-//! the parent's, so a follower and `pipe replay` verify these blocks as any other. Controls
+//! the parent's, so `pipe replay` verifies these blocks as any other. A follower also refuses
+//! blocks more than 15 s ahead of its own clock: after the clock is moved forward, it waits
+//! until its clock gets there. Controls
 //! that edit state (`anvil_setBalance`, `anvil_setCode`, snapshots) are not served: each
 //! needs its edit committed in a block that replay can check, which the block format has no
 //! place for yet.
@@ -31,11 +33,26 @@ pub enum Mining {
     Manual,
 }
 
+/// The timestamp of a block mined on request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MineAt {
+    /// The dev clock.
+    Clock,
+    /// This timestamp (after the head's).
+    Exactly(u64),
+    /// This many seconds after the parent's.
+    AfterParent(u64),
+}
+
+/// Largest timestamp or number of seconds the controls take (about 8 900 years): no
+/// arithmetic on it overflows, in seconds or in milliseconds.
+pub const MAX_SECONDS: u64 = 1 << 38;
+
 /// What the dev chain's driver offers the RPC.
 pub trait DevControls: Send + Sync {
-    /// Seals one block now, with what is ready; its number.
-    fn mine(&self) -> Result<u64, String>;
-    /// Moves the clock forward; the total offset in seconds.
+    /// Seals one block now, with what is ready, at `at`; its number.
+    fn mine(&self, at: MineAt) -> Result<u64, String>;
+    /// Moves the clock forward (at most [`MAX_SECONDS`]); the total offset in seconds.
     fn increase_time(&self, seconds: u64) -> i64;
     /// The next block's timestamp; refused unless after the head's.
     fn set_next_timestamp(&self, timestamp: u64) -> Result<(), String>;
@@ -86,6 +103,17 @@ fn whole(v: &Value, what: &str) -> Result<u64, RpcError> {
     }
 }
 
+/// A number of seconds or a timestamp, at most [`MAX_SECONDS`].
+fn bounded_seconds(v: &Value, what: &str) -> Result<u64, RpcError> {
+    let n = whole(v, what)?;
+    if n > MAX_SECONDS {
+        return Err(RpcError::InvalidParams(format!(
+            "{what}: {n} is past {MAX_SECONDS}"
+        )));
+    }
+    Ok(n)
+}
+
 /// `v` as a whole number, unless it is absent or null.
 fn optional(v: Option<Value>, what: &str) -> Result<Option<u64>, RpcError> {
     v.filter(|v| !v.is_null())
@@ -102,19 +130,39 @@ impl Api {
         })
     }
 
-    /// Seals `blocks` blocks, each `interval` seconds after the one before when given.
-    async fn mine(&self, blocks: u64, interval: Option<u64>) -> Result<(), RpcError> {
+    /// Seals `blocks` blocks, the first at `first`, each later one `interval` seconds after
+    /// the one before when given.
+    /// Switches how blocks are sealed, off the async workers: the switch waits for a seal
+    /// under way to end.
+    async fn set_mining(
+        &self,
+        controls: std::sync::Arc<dyn DevControls>,
+        mining: Mining,
+    ) -> Result<(), RpcError> {
+        self.node
+            .tasks
+            .blocking(move || controls.set_mining(mining))
+            .await
+            .map_err(|e| RpcError::Internal(e.to_string()))
+    }
+
+    async fn mine(
+        &self,
+        blocks: u64,
+        first: MineAt,
+        interval: Option<u64>,
+    ) -> Result<(), RpcError> {
         let controls = self.controls()?;
         self.node
             .tasks
             .blocking(move || {
                 for i in 0..blocks {
-                    if let Some(step) = interval
-                        && i > 0
-                    {
-                        controls.set_next_timestamp(controls.head_timestamp() + step.max(1))?;
-                    }
-                    controls.mine()?;
+                    let at = match interval {
+                        Some(step) if i > 0 => MineAt::AfterParent(step.max(1)),
+                        _ if i == 0 => first,
+                        _ => MineAt::Clock,
+                    };
+                    controls.mine(at)?;
                 }
                 Ok::<_, String>(())
             })
@@ -128,34 +176,50 @@ impl Api {
 impl DevApiServer for Api {
     async fn evm_mine(&self, timestamp: Option<Value>) -> RpcResult<String> {
         let controls = self.controls()?;
-        if let Some(t) = optional(timestamp, "timestamp")? {
-            controls
-                .set_next_timestamp(t)
-                .map_err(RpcError::InvalidParams)?;
-        }
-        self.mine(1, None).await?;
+        let at = match optional(timestamp, "timestamp")? {
+            Some(t) if t > MAX_SECONDS => {
+                return Err(RpcError::InvalidParams(format!(
+                    "timestamp {t} is past {MAX_SECONDS}"
+                ))
+                .into());
+            }
+            Some(t) if t <= controls.head_timestamp() => {
+                return Err(RpcError::InvalidParams(format!(
+                    "timestamp {t} is not after the head block's timestamp {}",
+                    controls.head_timestamp()
+                ))
+                .into());
+            }
+            Some(t) => MineAt::Exactly(t),
+            None => MineAt::Clock,
+        };
+        self.mine(1, at, None).await?;
         Ok("0x0".into())
     }
 
     async fn anvil_mine(&self, blocks: Option<Value>, interval: Option<Value>) -> RpcResult<()> {
         let blocks = optional(blocks, "blocks")?.unwrap_or(1);
-        let interval = optional(interval, "interval")?.filter(|i| *i > 0);
+        let interval = interval
+            .filter(|v| !v.is_null())
+            .map(|v| bounded_seconds(&v, "interval"))
+            .transpose()?
+            .filter(|i| *i > 0);
         if blocks > MAX_MINE {
             return Err(
                 RpcError::LimitExceeded(format!("at most {MAX_MINE} blocks per call")).into(),
             );
         }
-        self.mine(blocks, interval).await?;
+        self.mine(blocks, MineAt::Clock, interval).await?;
         Ok(())
     }
 
     async fn increase_time(&self, seconds: Value) -> RpcResult<i64> {
-        let seconds = whole(&seconds, "seconds")?;
+        let seconds = bounded_seconds(&seconds, "seconds")?;
         Ok(self.controls()?.increase_time(seconds))
     }
 
     async fn set_next_block_timestamp(&self, timestamp: Value) -> RpcResult<()> {
-        let t = whole(&timestamp, "timestamp")?;
+        let t = bounded_seconds(&timestamp, "timestamp")?;
         self.controls()?
             .set_next_timestamp(t)
             .map_err(RpcError::InvalidParams)?;
@@ -168,22 +232,30 @@ impl DevApiServer for Api {
 
     async fn set_automine(&self, on: bool) -> RpcResult<()> {
         let controls = self.controls()?;
-        match (on, controls.mining()) {
-            (true, _) => controls.set_mining(Mining::Auto),
+        let next = match (on, controls.mining()) {
+            (true, _) => Some(Mining::Auto),
             // Interval mining goes on without automine, as on anvil.
-            (false, Mining::Auto) => controls.set_mining(Mining::Manual),
-            (false, _) => {}
+            (false, Mining::Auto) => Some(Mining::Manual),
+            (false, _) => None,
+        };
+        if let Some(mining) = next {
+            self.set_mining(controls, mining).await?;
         }
         Ok(())
     }
 
     async fn set_interval_mining(&self, seconds: Value) -> RpcResult<()> {
-        let seconds = whole(&seconds, "seconds")?;
-        self.controls()?.set_mining(if seconds == 0 {
+        let s = whole(&seconds, "seconds")?;
+        if s > u64::from(u32::MAX) {
+            return Err(RpcError::InvalidParams(format!("interval {s} s is too long")).into());
+        }
+        let controls = self.controls()?;
+        let mining = if s == 0 {
             Mining::Manual
         } else {
-            Mining::Interval(seconds)
-        });
+            Mining::Interval(s)
+        };
+        self.set_mining(controls, mining).await?;
         Ok(())
     }
 

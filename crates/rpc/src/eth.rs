@@ -165,6 +165,9 @@ pub(crate) struct Api {
     pub(crate) node: Arc<NodeHandle>,
     filters: Arc<crate::filters::Filters>,
     feed: Arc<crate::filters::PendingFeed>,
+    /// Traces run one at a time: each may hold a bounded but large recording, and a free
+    /// `debug_traceCall` must not be multiplied into many at once.
+    pub(crate) traces: Arc<tokio::sync::Semaphore>,
 }
 
 impl Api {
@@ -178,6 +181,7 @@ impl Api {
             node: Arc::new(node),
             filters,
             feed,
+            traces: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 

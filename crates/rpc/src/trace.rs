@@ -5,7 +5,7 @@
 //! A transaction of a block is traced on its parent's state with the block's own inference
 //! results (its sidecar), so the trace is what the block ran, including the precompile
 //! call's input (the request) and output (the `ModelOutput`). Like every historical read it
-//! needs the parent's state, which this node keeps for the recent blocks only.
+//! needs the parent's state: the recent blocks', or any block's in archive mode.
 
 use std::sync::Arc;
 
@@ -96,6 +96,7 @@ impl Api {
         let parent_state = self.state_at(Some(BlockId::number(number - 1)))?;
         let models = self.node.executor.inference_provider().cloned();
         let executor = self.node.executor.clone();
+        let _turn = self.traces.acquire().await.map_err(internal_error)?;
         blocking(&self.node.tasks, move || {
             let block: Arc<SealedBlock> = block;
             let results = models.map(|m| {
@@ -184,6 +185,7 @@ impl DebugApiServer for Api {
         let (view, attrs, req) = self.call_request(request, block, opts.state_overrides)?;
         let executor = self.node.executor.clone();
         let tracing = opts.tracing_options;
+        let _turn = self.traces.acquire().await.map_err(internal_error)?;
         Ok(blocking(&self.node.tasks, move || {
             executor.trace_call(view, &attrs, req, tracing)
         })
@@ -226,4 +228,8 @@ impl AccessListApiServer for Api {
             error,
         })
     }
+}
+
+fn internal_error(e: impl std::fmt::Display) -> RpcError {
+    RpcError::Internal(e.to_string())
 }

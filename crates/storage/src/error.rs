@@ -40,7 +40,7 @@ pub enum StoreError {
     /// A Merkle proof of an archived block's state: the tries are kept for the recent
     /// snapshots only.
     #[error(
-        "no proof of block {0}'s state: proofs are served for the recent blocks only (the tries are not archived)"
+        "no proof of block {0}'s state: proofs are served at the head and the blocks sealed since the node started, up to 128 (the tries are not archived)"
     )]
     ArchiveProof(u64),
     /// The finalized head moved while an unfinalized state was being computed on it.

@@ -114,10 +114,12 @@ impl StateView {
     /// when the number is the head's or later, or before archiving began.
     pub(crate) fn open_as_of(store: &Store, number: u64) -> Result<Option<Self>, StoreError> {
         let mut view = Self::open(store)?;
+        if number >= view.head {
+            return Ok(None);
+        }
         let from = history::archive_from(&view.tx.open_table(crate::store::META)?)?;
         // The state after `number` is undone by the records of blocks `number + 1 ..`.
-        let covered = from.is_some_and(|from| number + 1 >= from);
-        if number >= view.head || !covered {
+        if from.is_none_or(|from| number + 1 < from) {
             return Ok(None);
         }
         view.history = Some(History {

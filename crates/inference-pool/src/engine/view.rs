@@ -15,6 +15,8 @@ pub const VIEW_TRANSACTIONS: usize = 200;
 pub const VIEW_REQUESTS: usize = 100;
 /// Ended transactions listed, the newest first.
 pub const VIEW_ENDED: usize = 50;
+/// Recent blocks listed, the newest last.
+pub const VIEW_BLOCKS: usize = 64;
 
 /// A snapshot of the pipeline.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -113,8 +115,13 @@ impl Pipe {
                 }
             })
             .collect();
-        live.sort_by_key(|t| (t.arrived_at, t.sender, t.nonce));
-        live.truncate(VIEW_TRANSACTIONS);
+        // The oldest ones, without sorting a pool of any size under the lock.
+        let order = |t: &LiveTx| (t.arrived_at, t.sender, t.nonce);
+        if live.len() > VIEW_TRANSACTIONS {
+            live.select_nth_unstable_by_key(VIEW_TRANSACTIONS, order);
+            live.truncate(VIEW_TRANSACTIONS);
+        }
+        live.sort_by_key(order);
         let ended = st
             .finished_order
             .iter()
@@ -180,9 +187,11 @@ impl Pipe {
             blocks: Vec::new(),
         };
         drop(st);
-        PipelineView {
-            blocks: self.block_history(),
-            ..view
-        }
+        let blocks = {
+            let history = self.blocks.lock();
+            let skip = history.len().saturating_sub(VIEW_BLOCKS);
+            history.iter().skip(skip).copied().collect()
+        };
+        PipelineView { blocks, ..view }
     }
 }

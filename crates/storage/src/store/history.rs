@@ -75,7 +75,13 @@ pub(super) fn record(
         storage_history.insert(slot_key(address, slot, number).as_slice(), &value)?;
         Ok::<_, StoreError>(())
     };
-    for address in &changes.wiped_storage {
+    // A deleted account loses its storage whether or not the block wiped it explicitly.
+    let deleted = changes
+        .accounts
+        .iter()
+        .filter(|(_, info)| info.is_none())
+        .map(|(a, _)| a);
+    for address in changes.wiped_storage.iter().chain(deleted) {
         let (lo, hi) = storage_range(address);
         for row in storage.range(lo.as_slice()..=hi.as_slice())? {
             let (k, v) = row?;
@@ -300,5 +306,44 @@ mod tests {
         store.set_archive(false).unwrap();
         assert_eq!(store.archive_from().unwrap(), None);
         assert!(StateView::open_as_of(&store, 4).unwrap().is_none());
+    }
+
+    /// An account deleted without an explicit wipe (EIP-161 leaves no wipe) loses its
+    /// storage too: the archive keeps the slots it had.
+    #[test]
+    fn a_deleted_account_keeps_its_old_slots_in_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        store.set_archive(true).unwrap();
+        let a = Address::repeat_byte(2);
+        let slot = B256::with_last_byte(1);
+        commit(
+            &store,
+            &StateChanges {
+                accounts: vec![(
+                    a,
+                    Some(AccountInfoChange {
+                        nonce: 1,
+                        balance: U256::ZERO,
+                        code_hash: KECCAK256_EMPTY,
+                    }),
+                )],
+                storage: vec![(a, vec![(slot, U256::from(9))])],
+                ..Default::default()
+            },
+        );
+        commit(
+            &store,
+            &StateChanges {
+                accounts: vec![(a, None)],
+                ..Default::default()
+            },
+        );
+        let before = StateView::open_as_of(&store, 0).unwrap().unwrap();
+        assert_eq!(before.storage(&a, &slot).unwrap(), U256::from(9));
+        assert_eq!(
+            store.state().unwrap().storage(&a, &slot).unwrap(),
+            U256::ZERO
+        );
     }
 }

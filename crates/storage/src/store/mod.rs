@@ -78,9 +78,6 @@ pub struct Store {
     /// writes: this is how `eth_call` at "the block number I just read" keeps working after
     /// the head moved. Older state is not kept (no archive).
     recent: parking_lot::Mutex<std::collections::VecDeque<std::sync::Arc<StateView>>>,
-    /// Archive mode: each commit records what it overwrites ([`history`]), so the state as
-    /// of any block since archiving began stays readable.
-    archive: std::sync::atomic::AtomicBool,
     /// Where the last block commit spent its time, for benchmarks and metrics.
     last_commit: parking_lot::Mutex<CommitTimings>,
 }
@@ -138,10 +135,8 @@ impl Store {
         tx.open_table(history::STORAGE_HISTORY)?;
         tx.open_table(crate::models::MODEL_BYTES)?;
         tx.open_table(crate::models::MODEL_META)?;
-        let archive = history::archive_from(&tx.open_table(META)?)?.is_some();
         tx.commit()?;
         let store = Self {
-            archive: std::sync::atomic::AtomicBool::new(archive),
             db: parking_lot::RwLock::new(Some(std::sync::Arc::new(db))),
             path: path.to_path_buf(),
             failed: Default::default(),
@@ -247,7 +242,13 @@ impl Store {
             .cloned();
         recent.or_else(|| {
             let r = StateView::open_as_of(self, number);
-            self.seen(r).ok().flatten().map(std::sync::Arc::new)
+            match self.seen(r) {
+                Ok(view) => view.map(std::sync::Arc::new),
+                Err(e) => {
+                    tracing::warn!(target: "pipe::storage", number, error = %e, "reading archived state");
+                    None
+                }
+            }
         })
     }
 
@@ -259,7 +260,6 @@ impl Store {
             let head = meta_number(&tx.open_table(META)?, HEAD_KEY)?;
             history::set(&tx, head, on)?;
             tx.commit()?;
-            self.archive.store(on, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         })();
         self.seen(r)
@@ -429,14 +429,32 @@ impl Store {
         }
         let mut timings = CommitTimings::default();
         trie_branches_current(&tx)?;
-        if self.archive.load(std::sync::atomic::Ordering::SeqCst) {
-            // The block extends the head (or is genesis): its number follows from it.
-            let number = meta_number(&tx.open_table(META)?, HEAD_KEY)?.map_or(0, |h| h + 1);
+        // Decided in this transaction, so archiving turned on or off concurrently can never
+        // leave a block of the archive unrecorded.
+        let recorded = {
+            let meta = tx.open_table(META)?;
+            history::archive_from(&meta)?
+                .is_some()
+                .then(|| meta_number(&meta, HEAD_KEY))
+                .transpose()?
+                // The block extends the head (or is genesis): its number follows from it.
+                .map(|head| head.map_or(0, |h| h + 1))
+        };
+        if let Some(number) = recorded {
             history::record(&tx, changes, number)?;
         }
         let root = apply_and_root(&tx, changes, &mut timings, tries)?;
         let started = std::time::Instant::now();
         let block = seal(root)?;
+        if let Some(number) = recorded
+            && block.number() != number
+        {
+            return Err(StoreError::Corrupt(format!(
+                "block {} committed on head {}: history recorded for block {number}",
+                block.number(),
+                number.saturating_sub(1)
+            )));
+        }
         write_block(&tx, &block)?;
         tx.open_table(META)?
             .insert(TRIE_HEAD_KEY, block.number().to_be_bytes().as_slice())?;
