@@ -142,6 +142,26 @@ pub(crate) fn sign_raw(
     (env.tx_hash().to_string(), env.encoded_2718().into())
 }
 
+/// The TestToken contract's creation code, from its compiled artifact.
+fn token_code(artifact: &std::path::Path) -> anyhow::Result<Bytes> {
+    let artifact: Value =
+        serde_json::from_str(&std::fs::read_to_string(artifact).with_context(|| {
+            format!("reading {} (run tools/js/compile.js)", artifact.display())
+        })?)?;
+    Ok(Bytes::from(hex::decode(
+        artifact["bytecode"].as_str().context("bytecode")?,
+    )?))
+}
+
+/// ERC-20 `transfer(to, amount)` calldata.
+fn transfer_call(to: Address, amount: u64) -> Bytes {
+    let mut data = hex!("a9059cbb").to_vec();
+    data.extend_from_slice(&[0u8; 12]);
+    data.extend_from_slice(to.as_slice());
+    data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+    data.into()
+}
+
 struct Chain {
     store: Arc<Store>,
     executor: Executor,
@@ -288,13 +308,7 @@ pub fn exec(
     };
 
     // ERC-20 setup: deploy, then give every sender tokens.
-    let artifact: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&token)
-            .with_context(|| format!("reading {} (run tools/js/compile.js)", token.display()))?,
-    )?;
-    let code = Bytes::from(hex::decode(
-        artifact["bytecode"].as_str().context("bytecode")?,
-    )?);
+    let code = token_code(&token)?;
     let deployer = &senders[0];
     let deploy = sign(
         deployer,
@@ -305,13 +319,6 @@ pub fn exec(
     );
     chain.block(&[deploy])?;
     let token_addr = deployer.address().create(0);
-    let transfer_call = |to: Address, amount: u64| -> Bytes {
-        let mut data = hex!("a9059cbb").to_vec();
-        data.extend_from_slice(&[0u8; 12]);
-        data.extend_from_slice(to.as_slice());
-        data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
-        data.into()
-    };
     let funding: Vec<Arc<StoredTx>> = addresses[1..]
         .iter()
         .map(|a| {
@@ -662,21 +669,8 @@ pub async fn ingest(
 pub fn archive(blocks: usize, senders: usize, token: PathBuf) -> anyhow::Result<Value> {
     let keys: Vec<PrivateKeySigner> = (0..senders).map(|_| PrivateKeySigner::random()).collect();
     let addresses: Vec<Address> = keys.iter().map(|k| k.address()).collect();
-    let artifact: Value = serde_json::from_str(
-        &std::fs::read_to_string(&token)
-            .with_context(|| format!("reading {} (run tools/js/compile.js)", token.display()))?,
-    )?;
-    let code = Bytes::from(hex::decode(
-        artifact["bytecode"].as_str().context("bytecode")?,
-    )?);
+    let code = token_code(&token)?;
     let token_addr = keys[0].address().create(0);
-    let transfer_call = |to: Address, amount: u64| -> Bytes {
-        let mut data = hex!("a9059cbb").to_vec();
-        data.extend_from_slice(&[0u8; 12]);
-        data.extend_from_slice(to.as_slice());
-        data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
-        data.into()
-    };
     // The blocks, signed once: deployment, funding, then the measured blocks.
     let mut nonces = vec![0u64; senders];
     let mut signed: Vec<Vec<Arc<StoredTx>>> =

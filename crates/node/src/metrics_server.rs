@@ -49,7 +49,7 @@ pub async fn serve(
     pipe: Arc<Pipe>,
     extra: Option<Extra>,
     tasks: &Tasks,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SocketAddr> {
     let app = Router::new().route(
         "/metrics",
@@ -76,6 +76,18 @@ pub async fn serve(
     );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    spawn_http(listener, app, tasks, shutdown);
+    Ok(bound)
+}
+
+/// Serves `app` on `listener` as a task of `tasks` until `shutdown` flips (the node's small
+/// HTTP endpoints: metrics, the pipeline page).
+pub(crate) fn spawn_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tasks: &Tasks,
+    mut shutdown: watch::Receiver<bool>,
+) {
     tasks.spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -83,5 +95,4 @@ pub async fn serve(
             })
             .await;
     });
-    Ok(bound)
 }

@@ -100,14 +100,7 @@ pub async fn serve(
                 async move { Sse::new(stream(watcher)).keep_alive(KeepAlive::default()) }
             }),
         );
-    let mut stop = shutdown;
-    tasks.spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await;
-    });
+    crate::metrics_server::spawn_http(listener, app, tasks, shutdown);
     Ok(bound)
 }
 

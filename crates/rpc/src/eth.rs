@@ -315,7 +315,7 @@ impl Api {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> RpcError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> RpcError {
     RpcError::Internal(e.to_string())
 }
 

@@ -26,7 +26,7 @@ use pipe_primitives::SealedBlock;
 use crate::{
     RpcError,
     error::RpcResult,
-    eth::{Api, blocking},
+    eth::{Api, blocking, internal},
 };
 
 #[rpc(server, namespace = "debug")]
@@ -96,7 +96,7 @@ impl Api {
         let parent_state = self.state_at(Some(BlockId::number(number - 1)))?;
         let models = self.node.executor.inference_provider().cloned();
         let executor = self.node.executor.clone();
-        let _turn = self.traces.acquire().await.map_err(internal_error)?;
+        let _turn = self.traces.acquire().await.map_err(internal)?;
         blocking(&self.node.tasks, move || {
             let block: Arc<SealedBlock> = block;
             let results = models.map(|m| {
@@ -185,7 +185,7 @@ impl DebugApiServer for Api {
         let (view, attrs, req) = self.call_request(request, block, opts.state_overrides)?;
         let executor = self.node.executor.clone();
         let tracing = opts.tracing_options;
-        let _turn = self.traces.acquire().await.map_err(internal_error)?;
+        let _turn = self.traces.acquire().await.map_err(internal)?;
         Ok(blocking(&self.node.tasks, move || {
             executor.trace_call(view, &attrs, req, tracing)
         })
@@ -228,8 +228,4 @@ impl AccessListApiServer for Api {
             error,
         })
     }
-}
-
-fn internal_error(e: impl std::fmt::Display) -> RpcError {
-    RpcError::Internal(e.to_string())
 }
