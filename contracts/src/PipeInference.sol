@@ -12,9 +12,12 @@ pragma solidity ^0.8.18;
  * `OG_INFERENCE_CONTRACT.runModelInference(...)`: since both functions return data, solc
  * does not insert an `extcodesize` check before the call.
  *
+ * The language-model functions (`runLLMCompletion`, `runLLMChat`, their structs and events)
+ * are declared as OpenGradient's file declares them, so their selectors and event topics are
+ * theirs; pipe runs them on GGUF models it stores (docs/llm.md).
+ *
  * Differences in behaviour on pipe (not in the interface):
- *   - `runLLMInference` is declared for source compatibility only; pipe reverts it.
- *   - `modelCID` is the content hash of the ONNX file registered with the node.
+ *   - `modelCID` is the content hash of the ONNX or GGUF file registered with the node.
  *   - `mode` VANILLA and TEE run the model; ZK reverts ("ZKML mode is not supported").
  *   - Failures revert with a readable reason; outputs are never simulation placeholders.
  */
@@ -26,28 +29,69 @@ address constant OG_INFERENCE_ADDRESS = 0x00000000000000000000000000000000000000
 OGInference constant OG_INFERENCE_CONTRACT = OGInference(OG_INFERENCE_ADDRESS);
 
 // ---------------------------------------------------------------------------------------
-// LLM (declared for source compatibility; pipe reverts these calls as unsupported)
+// Language models (OpenGradient's declarations, January 2025)
 // ---------------------------------------------------------------------------------------
 
-/// @notice Execution mode of an LLM request.
-enum LlmInferenceMode {
+/// @notice Execution mode of an LLM request (ABI: uint8 0 / 1).
+enum LLMInferenceMode {
     VANILLA,
     TEE
 }
 
-/// @notice LLM completion request.
-struct LlmInferenceRequest {
-    LlmInferenceMode mode;
+/// @notice A completion: `prompt` continued by model `modelCID`.
+struct LLMCompletionRequest {
+    LLMInferenceMode mode;
     string modelCID;
     string prompt;
     uint32 max_tokens;
     string[] stop_sequence;
-    uint32 temperature; // 0..100
+    uint32 temperature; // 0..100, hundredths: 70 is 0.7
 }
 
-/// @notice LLM completion response.
-struct LlmResponse {
+/// @notice The completion's text.
+struct LLMCompletionResponse {
     string answer;
+}
+
+/// @notice A tool the model may call; `parameters` is a JSON schema, as a string.
+struct ToolDefinition {
+    string description;
+    string name;
+    string parameters;
+}
+
+/// @notice A call of a tool the model made; `arguments` is JSON.
+struct ToolCall {
+    string id;
+    string name;
+    string arguments;
+}
+
+/// @notice One message of a chat.
+struct ChatMessage {
+    string role;
+    string content;
+    string name;
+    string tool_call_id;
+    ToolCall[] tool_calls;
+}
+
+/// @notice A chat: the messages so far, the tools the model may call.
+struct LLMChatRequest {
+    LLMInferenceMode mode;
+    string modelCID;
+    ChatMessage[] messages;
+    ToolDefinition[] tools;
+    string tool_choice;
+    uint32 max_tokens;
+    string[] stop_sequence;
+    uint32 temperature; // 0..100, hundredths
+}
+
+/// @notice The model's next message, and why it stopped ("stop", "length", "tool_calls").
+struct LLMChatResponse {
+    string finish_reason;
+    ChatMessage message;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -74,19 +118,13 @@ struct ModelInput {
     TensorLib.StringTensor[] strings;
 }
 
-/// @notice A named scalar serialised as JSON text.
-struct JsonScalar {
-    string name;
-    string value;
-}
-
 /// @notice Model outputs, in the order the model declares them, split by kind:
 ///         `numbers[i]` is the i-th numeric output, `strings[j]` the j-th string output.
 ///         Look outputs up by name (see `PipeTensors.findNumbers`) rather than by index.
 struct ModelOutput {
     TensorLib.MultiDimensionalNumberTensor[] numbers;
     TensorLib.StringTensor[] strings;
-    JsonScalar[] jsons;
+    TensorLib.JsonScalar[] jsons;
     bool is_simulation_result;
 }
 
@@ -98,11 +136,20 @@ interface OGInference {
     /// @notice Logged for each model inference.
     event ModelInferenceEvent(string inferenceID, ModelInferenceRequest request, ModelOutput response);
 
+    /// @notice Logged for each completion.
+    event LLMCompletionEvent(string inferenceID, LLMCompletionRequest request, LLMCompletionResponse response);
+
+    /// @notice Logged for each chat turn (OpenGradient's name for it).
+    event LLMChat(string inferenceID, LLMChatRequest request, LLMChatResponse response);
+
     /// @notice Run an ONNX model. Reverts if the model is unknown or the input is invalid.
     function runModelInference(ModelInferenceRequest memory request) external returns (ModelOutput memory);
 
-    /// @notice LLM completion. Unsupported on pipe (always reverts).
-    function runLLMInference(LlmInferenceRequest memory request) external returns (LlmResponse memory);
+    /// @notice Complete a prompt with a language model.
+    function runLLMCompletion(LLMCompletionRequest memory request) external returns (LLMCompletionResponse memory);
+
+    /// @notice The next message of a chat with a language model.
+    function runLLMChat(LLMChatRequest memory request) external returns (LLMChatResponse memory);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -128,6 +175,12 @@ library TensorLib {
     struct StringTensor {
         string name;
         string[] values;
+    }
+
+    /// @notice A named scalar serialised as JSON text.
+    struct JsonScalar {
+        string name;
+        string value;
     }
 
     /// @notice A 1-D tensor of shape [values.length].

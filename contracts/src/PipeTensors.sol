@@ -103,7 +103,7 @@ library PipeTensors {
         require(offN <= data.length && offS <= data.length && offJ <= data.length, "bad output encoding");
         out.numbers = abi.decode(_slice(data, base + offN, true), (TensorLib.MultiDimensionalNumberTensor[]));
         out.strings = abi.decode(_slice(data, base + offS, true), (TensorLib.StringTensor[]));
-        out.jsons = abi.decode(_slice(data, base + offJ, true), (JsonScalar[]));
+        out.jsons = abi.decode(_slice(data, base + offJ, true), (TensorLib.JsonScalar[]));
         out.is_simulation_result = sim;
     }
 

@@ -3,7 +3,8 @@ pragma solidity ^0.8.20;
 
 /// @title WorkerRegistry
 /// @notice The inference workers whose signed (TEE mode) results a pipe chain accepts.
-/// @dev Lives at 0x00000000000000000000000000000000000000F5 from genesis. Nodes read
+/// @dev Lives at 0x00000000000000000000000000000000000000F6 from genesis (0x…F5 is OpenGradient's
+/// price-history precompile). Nodes read
 /// `registered` straight from storage (slot 1), so the storage layout is part of the protocol:
 /// `owner` in slot 0, `registered` in slot 1. A change takes effect from the next block.
 /// Registering a key is the owner's statement that it belongs to an enclave running the

@@ -48,6 +48,7 @@ const IGNORE = [
   { re: /^eth_getBlockByHash params\[0\]$/, why: 'each node is queried with its own block hash' },
   { re: /^eth_(getTransactionByBlockHashAndIndex|getUncleCountByBlockHash) params\[0\]$/,
     why: 'each node is queried with its own block hash' },
+  { re: /^anvil_loadState params\[0\]$/, why: "each node loads the other node's state dump" },
 ];
 
 // Known, documented and acceptable differences. Matched against "<label> <method> <path>".
@@ -65,6 +66,12 @@ const EXPECTED = [
     why: "a reverting call: pipe answers the list and gasUsed with the revert in the result's error field, as geth does; anvil answers error 3" },
   { re: /^eth_getProof .* eth_getProof result\.accountProof(\[\d+\])?$/,
     why: 'account proofs lead to each node\'s own state root, and the state roots differ (genesis allocs: see stateRoot); storage proofs, storage hashes and account fields match' },
+  { re: /^eth_sendTransaction from X \(no longer impersonated\) eth_sendTransaction error\.(code|message)$/,
+    why: 'a from address with no key that is not impersonated: pipe answers geth\'s "unknown account" (-32000); anvil "No Signer available" (-32602)' },
+  { re: /^eth_sendTransaction from impersonated X eth_sendTransaction result$/,
+    why: "an impersonated transaction's hash: anvil hashes the transaction with the sender appended; pipe's carries a signature naming the sender (r = address, s = 1) and hashes as any transaction" },
+  { re: /^anvil_reset forking .* anvil_reset error\.(code|message)$/,
+    why: 'pipe never forks another chain and refuses at once (-32000); anvil tries to reach the fork URL and fails (-32603)' },
   { re: /^eth_getUncleCountByBlockNumber nonexistent eth_getUncleCountByBlockNumber (error|result)$/,
     why: 'an unknown block: pipe answers null as geth does; anvil answers -32001 "Resource not found"' },
   { re: /^eth_getBlockByNumber 0x0 eth_getBlockByNumber result\.size$/,
@@ -611,6 +618,76 @@ async function session() {
   await both('eth_blockNumber (end)', 'eth_blockNumber', []);
 
   for (const [n, url] of Object.entries(NODES)) await checkBlocks(n, url, 8);
+
+  // --- dev state edits (after the block checks: each edit is a block on pipe, none on anvil,
+  // so block numbers and base fees part from here; only state is compared) ---
+  const A8 = acct[8].address; const A9 = acct[9].address;
+  const X = '0x00000000000000000000000000000000000c0de1';
+  const counterRuntime = (await rpc(args.anvil, 'eth_getCode', [counterAddr, 'latest'])).result;
+  await both('anvil_setBalance A9', 'anvil_setBalance', [A9, '0x1234']);
+  await both('eth_getBalance A9 (set)', 'eth_getBalance', [A9, 'latest']);
+  await both('hardhat_setBalance fresh', 'hardhat_setBalance', [X, '0x10']);
+  await both('anvil_setCode X (Counter runtime)', 'anvil_setCode', [X, counterRuntime]);
+  await both('eth_getCode X (set)', 'eth_getCode', [X, 'latest']);
+  await both('anvil_setStorageAt X slot0', 'anvil_setStorageAt', [X, '0x0', pad('0x2a', { size: 32 })]);
+  await both('eth_getStorageAt X slot0 (set)', 'eth_getStorageAt', [X, '0x0', 'latest']);
+  await both('eth_call X.get() (set code and storage)', 'eth_call', [{ to: X, data: getData }, 'latest']);
+  await both('anvil_setNonce A8', 'anvil_setNonce', [A8, '0x10']);
+  await both('eth_getTransactionCount A8 (set)', 'eth_getTransactionCount', [A8, 'latest']);
+  await both('eth_getTransactionCount A8 pending (set)', 'eth_getTransactionCount', [A8, 'pending']);
+  await both('eth_getBalance X', 'eth_getBalance', [X, 'latest']);
+
+  // A snapshot, changes by a transaction and by edits, and a revert puts everything back.
+  const snap = await both('evm_snapshot', 'evm_snapshot', []);
+  const incRaw = await sign1559(acct[0], { to: counterAddr, data: incData, gas: 100000n });
+  await both('after snapshot: increment', 'eth_sendRawTransaction', [incRaw]);
+  for (const n of Object.keys(NODES)) await waitReceipt(NODES[n], keccak256(incRaw));
+  await both('anvil_setBalance A9 again', 'anvil_setBalance', [A9, '0x99']);
+  await both('anvil_setStorageAt X slot0 again', 'anvil_setStorageAt', [X, '0x0', pad('0x7', { size: 32 })]);
+  await both('eth_call Counter.get() (after snapshot)', 'eth_call', [{ to: counterAddr, data: getData }, 'latest']);
+  await both('evm_revert', 'evm_revert', (n) => [snap[n].result]);
+  nonces.set(A0, nonces.get(A0) - 1); // the increment is undone on both
+  await both('eth_call Counter.get() (reverted)', 'eth_call', [{ to: counterAddr, data: getData }, 'latest']);
+  await both('eth_getBalance A0 (reverted)', 'eth_getBalance', [A0, 'latest']);
+  await both('eth_getTransactionCount A0 (reverted)', 'eth_getTransactionCount', [A0, 'latest']);
+  await both('eth_getBalance A9 (reverted)', 'eth_getBalance', [A9, 'latest']);
+  await both('eth_getStorageAt X slot0 (reverted)', 'eth_getStorageAt', [X, '0x0', 'latest']);
+  await both('evm_revert again (used up)', 'evm_revert', (n) => [snap[n].result]);
+
+  // Impersonation: X (a contract, since its code was set) sends without a key.
+  await both('anvil_setBalance X (1 ETH)', 'anvil_setBalance', [X, '0xde0b6b3a7640000']);
+  await both('anvil_impersonateAccount X', 'anvil_impersonateAccount', [X]);
+  const A7 = acct[7].address;
+  const sent = await both('eth_sendTransaction from impersonated X', 'eth_sendTransaction',
+    [{ from: X, to: A7, value: '0x5', gas: '0x7530' }]);
+  for (const n of Object.keys(NODES)) {
+    if (sent[n].error) throw new Error(`${n}: impersonated send refused: ${JSON.stringify(sent[n].error)}`);
+    const r = await waitReceipt(NODES[n], sent[n].result);
+    if (r.status !== '0x1' || lc(r.from) !== lc(X)) throw new Error(`${n}: impersonated send: ${JSON.stringify(r)}`);
+  }
+  await both('eth_getBalance A7 (impersonated send)', 'eth_getBalance', [A7, 'latest']);
+  await both('eth_getTransactionCount X (impersonated send)', 'eth_getTransactionCount', [X, 'latest']);
+  await both('anvil_stopImpersonatingAccount X', 'anvil_stopImpersonatingAccount', [X]);
+  await both('eth_sendTransaction from X (no longer impersonated)', 'eth_sendTransaction',
+    [{ from: X, to: A7, value: '0x5', gas: '0x7530' }]);
+
+  // State dumps cross over: what one node dumps, the other loads.
+  const Y = '0x00000000000000000000000000000000000c0de2';
+  const Z = '0x00000000000000000000000000000000000c0de3';
+  await rpc(args.anvil, 'anvil_setCode', [Y, counterRuntime]);
+  await rpc(args.anvil, 'anvil_setStorageAt', [Y, '0x0', pad('0x5', { size: 32 })]);
+  await rpc(args.pipe, 'anvil_setCode', [Z, counterRuntime]);
+  await rpc(args.pipe, 'anvil_setStorageAt', [Z, '0x0', pad('0x6', { size: 32 })]);
+  await rpc(args.pipe, 'anvil_setNonce', [Z, '0x3']);
+  const dumps = {};
+  for (const n of Object.keys(NODES)) dumps[n] = (await rpc(NODES[n], 'anvil_dumpState', [])).result;
+  await both('anvil_loadState (the other node\'s dump)', 'anvil_loadState', (n) => [dumps[n === 'pipe' ? 'anvil' : 'pipe']]);
+  for (const [name, a] of [['Y (from anvil)', Y], ['Z (from pipe)', Z]]) {
+    await both(`eth_getCode ${name}`, 'eth_getCode', [a, 'latest']);
+    await both(`eth_getStorageAt ${name} slot0`, 'eth_getStorageAt', [a, '0x0', 'latest']);
+    await both(`eth_getTransactionCount ${name}`, 'eth_getTransactionCount', [a, 'latest']);
+  }
+  await both('anvil_reset forking (refused on pipe)', 'anvil_reset', [{ forking: { jsonRpcUrl: 'http://127.0.0.1:1' } }]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -212,6 +212,7 @@ impl Chain {
             base_fee: 1,
             prevrandao: self.head.hash,
             inference_gas_price: pipe_primitives::header::DEFAULT_INFERENCE_GAS_PRICE,
+            edits: Default::default(),
         }
     }
 

@@ -376,7 +376,7 @@ impl Relayer {
             while let (Some(w), Some(_)) = (free.last().copied(), queue.front()) {
                 let (tx, id, data) = queue.pop_front().expect("non-empty");
                 free.pop();
-                let (_, call) = decode_request(&data, &|m| {
+                let call = decode_request(&data, &|m| {
                     pipe_executor::InferenceProvider::model(self.node.as_ref(), m)
                 })
                 .map_err(|e| anyhow::anyhow!("relayer decode: {e}"))?;

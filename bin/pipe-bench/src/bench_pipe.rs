@@ -344,7 +344,7 @@ pub(crate) async fn standalone(
             }
             .abi_encode();
             decode_request(&data, &|id| models.model(id))
-                .map(|(_, c)| Arc::new(c))
+                .map(Arc::new)
                 .map_err(|e| anyhow::anyhow!(e))
         })
         .collect::<Result<_, _>>()?;

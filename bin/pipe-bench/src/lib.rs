@@ -3,8 +3,9 @@
 //! against onnxruntime ([`bench_inference`]), PIPE against inline inference ([`bench_pipe`]),
 //! how PIPE's cost grows with the work ([`bench_scale`]), congestion ([`bench_congestion`]) and
 //! a restart with a full pool ([`bench_restart`]) and honest latency under free-riding
-//! attackers ([`bench_freeride`]), and a validator network against the single node
-//! ([`bench_validators`]).
+//! attackers ([`bench_freeride`]), a validator network against the single node
+//! ([`bench_validators`]), and the language-model runtime's speed and determinism
+//! ([`bench_llm`]).
 //!
 //! They live in their own crate and binary (`pipe-bench`; `pipe bench …` forwards to it) so
 //! the node does not ship their dependencies: plotters, rand and onnxruntime's bindings.
@@ -13,6 +14,7 @@ pub mod bench;
 pub mod bench_congestion;
 pub mod bench_freeride;
 pub mod bench_inference;
+pub mod bench_llm;
 pub mod bench_pipe;
 pub mod bench_restart;
 pub mod bench_scale;

@@ -42,6 +42,26 @@ enum BenchCommand {
         #[arg(long, default_value = "contracts/out/TestToken.json")]
         token: PathBuf,
     },
+    /// The language-model runtime: tokens per second at each thread count, and whether the
+    /// answers are bit-identical across thread counts and runs.
+    Llm {
+        /// A GGUF file (default: the test kit's random Llama, dim 512, 6 layers).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Thread counts to compare.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
+        threads: Vec<usize>,
+        #[arg(long, default_value_t = 48)]
+        max_tokens: u32,
+    },
+    /// One run of `llm` at the thread count `RAYON_NUM_THREADS` gives (used by `llm`).
+    #[command(hide = true)]
+    LlmRun {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        max_tokens: u32,
+    },
     /// Per-inference latency, tract vs onnxruntime, on the fixture models; precompile overhead.
     Inference {
         #[arg(long, default_value = "fixtures/models")]
@@ -209,6 +229,22 @@ enum BenchCommand {
 async fn main() -> anyhow::Result<()> {
     pipe_worker::cli::init_logging();
     match Cli::parse().command {
+        BenchCommand::Llm {
+            model,
+            threads,
+            max_tokens,
+        } => {
+            anyhow::ensure!(!threads.is_empty(), "--threads needs at least one count");
+            let out = tokio::task::spawn_blocking(move || {
+                pipe_bench::bench_llm::run(model.as_deref(), &threads, max_tokens)
+            })
+            .await??;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::LlmRun { model, max_tokens } => {
+            let out = pipe_bench::bench_llm::child(&model, max_tokens)?;
+            println!("{out}");
+        }
         BenchCommand::Inference {
             dir,
             iterations,

@@ -69,9 +69,10 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum ModelCommand {
-    /// Upload an ONNX file; prints its metadata, and its id (the modelCID) alone on the last line.
+    /// Upload an ONNX model or a GGUF language model (large files go in chunks); prints its
+    /// metadata, and its id (the modelCID) alone on the last line.
     Add {
-        /// The .onnx file.
+        /// The .onnx or .gguf file.
         file: PathBuf,
         /// The node's JSON-RPC URL.
         #[arg(
@@ -84,10 +85,11 @@ enum ModelCommand {
         /// A label for humans (default: the file name).
         #[arg(long)]
         name: Option<String>,
-        /// Decimals of float outputs, 0..=18 (default 8).
+        /// Decimals of float outputs, 0..=18 (default 8); ONNX models only.
         #[arg(long)]
         decimals: Option<u32>,
-        /// Cost units to charge gas for, if above the derived value.
+        /// Cost units to charge gas for (per token for a language model), if above the
+        /// derived value.
         #[arg(long)]
         cost_units: Option<u64>,
     },
@@ -495,8 +497,16 @@ async fn run_localnet(args: LocalnetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // SAFETY: the first thing main does; no other thread exists yet.
+    unsafe { pipe_llm::pin_threads() };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     pipe_worker::cli::init_logging();
     let cli = Cli::parse();
     match cli.command {

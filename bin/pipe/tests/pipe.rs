@@ -88,6 +88,16 @@ async fn seal_block(clock: &ManualClock, url: &str, expect: u64) {
     panic!("block {expect} never sealed");
 }
 
+/// The creation code of the compiled contract `name` (contracts/out).
+fn compiled(name: &str) -> Vec<u8> {
+    let artifact: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join(format!("contracts/out/{name}.json")))
+            .expect("contracts compiled (node tools/js/compile.js)"),
+    )
+    .unwrap();
+    alloy_primitives::hex::decode(artifact["bytecode"].as_str().unwrap()).unwrap()
+}
+
 /// Deploys the compiled contract `name` (contracts/out) from `key` at nonce 0, seals it into
 /// block `block` on `clock`, and returns its address.
 async fn deploy(
@@ -98,12 +108,7 @@ async fn deploy(
     name: &str,
     block: u64,
 ) -> Address {
-    let artifact: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo_root().join(format!("contracts/out/{name}.json")))
-            .expect("contracts compiled (node tools/js/compile.js)"),
-    )
-    .unwrap();
-    let code = alloy_primitives::hex::decode(artifact["bytecode"].as_str().unwrap()).unwrap();
+    let code = compiled(name);
     let raw = common::signed_raw(
         key,
         chain_id,
@@ -560,31 +565,7 @@ async fn scrape(addr: std::net::SocketAddr) -> Vec<(String, f64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_worker_killed_mid_load_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let node_url = format!("http://127.0.0.1:{port}");
-    let worker = |name: &str| {
-        common::WorkerProcess::start(
-            &node_url,
-            &[
-                "--capacity",
-                "2",
-                "--model-latency-ms",
-                "100",
-                "--name",
-                name,
-            ],
-        )
-    };
-    let (a, mut b) = (worker("a"), worker("b"));
-    let mut config = common::test_config(dir.path());
-    config.http_port = port;
-    config.block_time = BlockTime::Interval(Duration::from_millis(250));
-    config.dev_accounts = 21;
-    config.workers = 0;
-    config.remote_workers = vec![a.url.clone(), b.url.clone()];
-    config.worker_timeout = Duration::from_secs(10);
-    config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
-    let node = launch(config, Arc::new(SystemClock)).await.unwrap();
+    let (node, a, mut b) = with_two_remote_workers(dir.path(), 21).await;
     let url = node.rpc_url();
     let chain_id = node.executor.config().chain_id;
     let metrics_addr = node.metrics_addr.unwrap();
@@ -609,7 +590,58 @@ async fn a_remote_worker_killed_mid_load_loses_nothing() {
         .await
         .remove(0);
 
-    // Kill b once it has delivered results and, with the queue still deep, is running more.
+    kill_once_it_delivered(metrics_addr, &mut b).await;
+    all_succeed(&url, &hashes).await;
+    a_took_over(metrics_addr, 80.0).await;
+
+    let s = status(&url, &tee).await;
+    assert_eq!(s["status"], "rejected", "{s}");
+    assert!(s["reason"].as_str().unwrap().contains("signing key"), "{s}");
+    drop(a);
+    node.shutdown().await;
+}
+
+/// A node (no in-process workers, `accounts` dev accounts, a block every 250 ms) with two
+/// `pipe worker` processes, `a` and `b`, of capacity 2 whose runs take 100 ms more.
+async fn with_two_remote_workers(
+    dir: &std::path::Path,
+    accounts: u32,
+) -> (
+    pipe_node::node::RunningNode,
+    common::WorkerProcess,
+    common::WorkerProcess,
+) {
+    let port = common::free_port();
+    let node_url = format!("http://127.0.0.1:{port}");
+    let worker = |name: &str| {
+        common::WorkerProcess::start(
+            &node_url,
+            &[
+                "--capacity",
+                "2",
+                "--model-latency-ms",
+                "100",
+                "--name",
+                name,
+            ],
+        )
+    };
+    let (a, b) = (worker("a"), worker("b"));
+    let mut config = common::test_config(dir);
+    config.http_port = port;
+    config.block_time = BlockTime::Interval(Duration::from_millis(250));
+    config.dev_accounts = accounts;
+    config.workers = 0;
+    config.remote_workers = vec![a.url.clone(), b.url.clone()];
+    config.worker_timeout = Duration::from_secs(10);
+    config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let node = launch(config, Arc::new(SystemClock)).await.unwrap();
+    (node, a, b)
+}
+
+/// Kills worker `b` once it has delivered results and, with the queue still deep, is running
+/// more.
+async fn kill_once_it_delivered(metrics_addr: std::net::SocketAddr, b: &mut common::WorkerProcess) {
     for _ in 0..2000 {
         if worker_metric(
             &scrape(metrics_addr).await,
@@ -622,34 +654,39 @@ async fn a_remote_worker_killed_mid_load_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     b.kill();
+}
 
-    let receipts = common::wait_receipts(&url, &hashes, 240, Duration::from_millis(250)).await;
-    for (h, r) in hashes.iter().zip(&receipts) {
-        let Some(r) = r else {
-            panic!("{h} not included: {}", status(&url, h).await);
-        };
-        assert_eq!(r["status"], "0x1", "{r}");
-    }
+/// After [`kill_once_it_delivered`]: each of the `requests` distinct requests was computed
+/// once, `b` failed with work in flight, and `a` did at least half.
+async fn a_took_over(metrics_addr: std::net::SocketAddr, requests: f64) {
     let m = scrape(metrics_addr).await;
     assert_eq!(
         sum(&m, "pipe_worker_completed_total"),
-        80.0,
+        requests,
         "each request computed once: {m:?}"
     );
     assert!(
         worker_metric(&m, "pipe_worker_failures_total", "b@") >= 1.0,
-        "{m:?}"
+        "b was killed with work in flight: {m:?}"
     );
     assert!(
-        worker_metric(&m, "pipe_worker_completed_total", "a@") >= 40.0,
+        worker_metric(&m, "pipe_worker_completed_total", "a@") >= requests / 2.0,
         "{m:?}"
     );
+}
 
-    let s = status(&url, &tee).await;
-    assert_eq!(s["status"], "rejected", "{s}");
-    assert!(s["reason"].as_str().unwrap().contains("signing key"), "{s}");
-    drop(a);
-    node.shutdown().await;
+/// Waits for every transaction's receipt; each must have succeeded.
+async fn all_succeed(url: &str, hashes: &[String]) -> Vec<Value> {
+    let receipts = common::wait_receipts(url, hashes, 240, Duration::from_millis(250)).await;
+    let mut out = Vec::new();
+    for (h, r) in hashes.iter().zip(receipts) {
+        let Some(r) = r else {
+            panic!("{h} not included: {}", status(url, h).await);
+        };
+        assert_eq!(r["status"], "0x1", "{r}");
+        out.push(r);
+    }
+    out
 }
 
 /// A remote worker that forges its VANILLA results (a valid `ModelOutput`, with 4242.5
@@ -1993,5 +2030,448 @@ async fn a_base_fee_spike_loses_no_acknowledged_transaction() {
         waited_above_cap,
         "the base fee ({highest}) rose above the cap ({cap}) while transactions waited"
     );
+    node.shutdown().await;
+}
+
+/// The language-model consumer (contracts/test/OGLanguageConsumer.sol).
+mod language {
+    alloy_sol_types::sol! {
+        function complete(string model, string prompt) returns (string);
+        function completeStored(string model) returns (string);
+        function setPrompt(string p);
+        function converse(string model, string question) returns (string);
+        function chat(string model, string question) returns (string);
+        function lastFinishReason() returns (string);
+    }
+}
+
+/// The logs the precompile emitted in a receipt, as (topics, data).
+fn precompile_logs(receipt: &Value) -> Vec<(Vec<B256>, Bytes)> {
+    receipt["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["address"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case(&INFERENCE_PRECOMPILE.to_string())
+        })
+        .map(|l| {
+            let topics = l["topics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().parse().unwrap())
+                .collect();
+            (topics, l["data"].as_str().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+/// `eth_call` at the head, as a `string` return value (or the error object).
+async fn call_string(url: &str, to: Address, data: Vec<u8>) -> Result<String, Value> {
+    let r = common::rpc(
+        url,
+        "eth_call",
+        serde_json::json!([{"to": to, "data": Bytes::from(data)}, "latest"]),
+    )
+    .await;
+    match r["result"].as_str() {
+        Some(hex) => {
+            let bytes = alloy_primitives::hex::decode(hex).unwrap();
+            // Any function returning one `string` decodes the same way.
+            Ok(language::completeCall::abi_decode_returns(&bytes)
+                .unwrap_or_else(|e| panic!("{e}: {r}")))
+        }
+        None => Err(r["error"].clone()),
+    }
+}
+
+/// OpenGradient's `runLLMCompletion` and `runLLMChat` through PIPE on a real node, with a GGUF
+/// model uploaded over RPC (the test kit's tiny Llama: random weights, the real loading,
+/// template and decoding paths). `eth_call` runs the real model and its answer is the one the
+/// block commits; a chat's two dependent turns in one transaction; equal requests from two
+/// senders computed once; a prompt read from storage that an earlier transaction in the block
+/// changes is re-run; the block replays from its sidecar; bad requests revert with reasons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn language_model_calls_are_pre_executed_committed_and_replayed() {
+    use language::*;
+    use pipe_executor::inference::{LLMChat, LLMCompletionEvent};
+    use pipe_llm::test_utils::{CHATML_TEMPLATE, TinyShape, tiny_llama_gguf};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let mut config = common::test_config(dir.path());
+    config.block_time = BlockTime::Interval(Duration::from_secs(1));
+    config.workers = 2;
+    let node = launch(config, Arc::new(clock.clone())).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let keys = &node.dev_keys;
+    let pipe = node.pipe.clone().unwrap();
+
+    let file = tiny_llama_gguf(
+        TinyShape {
+            context: 512,
+            ..Default::default()
+        },
+        Some(CHATML_TEMPLATE),
+    );
+    let up = common::rpc(
+        &url,
+        "pipe_uploadModel",
+        serde_json::json!([alloy_primitives::hex::encode_prefixed(&file), {"name": "tiny-llm"}]),
+    )
+    .await;
+    assert_eq!(up["result"]["kind"], "llm", "{up}");
+    assert_eq!(up["result"]["llm"]["contextLength"], 512, "{up}");
+    let model = up["result"]["id"].as_str().unwrap().to_string();
+    let listed = common::rpc(&url, "pipe_listModels", serde_json::json!([])).await;
+    assert!(
+        listed["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == model.as_str() && m["kind"] == "llm"),
+        "{listed}"
+    );
+    let code = compiled("OGLanguageConsumer");
+    let raw = common::signed_raw(
+        &keys[0],
+        chain_id,
+        0,
+        TxKind::Create,
+        code.into(),
+        6_000_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let hash = common::send_raw_batch(&url, &[raw]).await.remove(0);
+    wait_status(&url, &hash, &["ready"]).await;
+    seal_block(&clock, &url, 1).await;
+    let receipt = common::receipts(&url, std::slice::from_ref(&hash)).await[0]
+        .clone()
+        .expect("deployed");
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+    let contract: Address = receipt["contractAddress"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // eth_call runs the real model.
+    let prompt = "In the beginning";
+    let complete = |prompt: &str| {
+        completeCall {
+            model: model.clone(),
+            prompt: prompt.into(),
+        }
+        .abi_encode()
+    };
+    let expected = call_string(&url, contract, complete(prompt)).await.unwrap();
+    let send = |key: usize, data: Vec<u8>, tip: u128| {
+        common::signed_raw(
+            &keys[key],
+            chain_id,
+            0,
+            TxKind::Call(contract),
+            data.into(),
+            3_000_000,
+            tip,
+            100 * GWEI,
+        )
+    };
+    let converse = converseCall {
+        model: model.clone(),
+        question: "Who made the world?".into(),
+    }
+    .abi_encode();
+    let chat = chatCall {
+        model: model.clone(),
+        question: "What is the price of ETH?".into(),
+    }
+    .abi_encode();
+    let raws = vec![
+        send(1, complete(prompt), GWEI),
+        send(2, complete(prompt), GWEI),
+        send(3, converse, GWEI),
+        send(4, chat, GWEI),
+    ];
+    let hashes = common::send_raw_batch(&url, &raws).await;
+    for h in &hashes {
+        wait_status(&url, h, &["ready"]).await;
+    }
+    seal_block(&clock, &url, 2).await;
+    let receipts: Vec<Value> = common::receipts(&url, &hashes)
+        .await
+        .into_iter()
+        .map(|r| r.expect("included in block 2"))
+        .collect();
+    for r in &receipts {
+        assert_eq!(r["status"], "0x1", "{r}");
+        assert_eq!(common::quantity(&r["blockNumber"]), 2);
+    }
+    // The committed answers are eth_call's, and the two equal requests were computed once.
+    let mut keys_seen = Vec::new();
+    for r in &receipts[..2] {
+        let logs = precompile_logs(r);
+        assert_eq!(logs.len(), 1);
+        let ev = LLMCompletionEvent::decode_raw_log(logs[0].0.clone(), &logs[0].1).unwrap();
+        assert_eq!(ev.response.answer, expected);
+        assert_eq!(ev.request.prompt, prompt);
+        keys_seen.push(ev.inferenceID);
+    }
+    assert_eq!(keys_seen[0], keys_seen[1], "equal requests, one key");
+    // The second turn quotes the first answer: dependent calls in one transaction.
+    let turns: Vec<LLMChat> = precompile_logs(&receipts[2])
+        .iter()
+        .map(|(t, d)| LLMChat::decode_raw_log(t.clone(), d).unwrap())
+        .collect();
+    assert_eq!(turns.len(), 2);
+    assert_eq!(
+        turns[1].request.messages[1].content,
+        turns[0].response.message.content
+    );
+    assert_eq!(turns[1].request.messages[2].content, "And then?");
+    // A TEE chat with a tool offered: answered, signed by the registered dev worker.
+    let tee = precompile_logs(&receipts[3]);
+    let tee = LLMChat::decode_raw_log(tee[0].0.clone(), &tee[0].1).unwrap();
+    assert_eq!(tee.request.mode, 1);
+    assert_eq!(tee.response.message.role, "assistant");
+    assert!(
+        ["stop", "length", "tool_calls"].contains(&tee.response.finish_reason.as_str()),
+        "{}",
+        tee.response.finish_reason
+    );
+    // complete ×2 (one key), converse (2), chat (1): four distinct requests, each run once.
+    assert_eq!(
+        model_runs(&pipe),
+        4.0,
+        "each distinct request computed once"
+    );
+
+    // The block replays from its sidecar, on a node that runs no model for it.
+    let block = node.store.block(2).unwrap().unwrap();
+    assert_eq!(block.sidecar.results().len(), 4);
+    let parent = node.store.block(1).unwrap().unwrap();
+    let view = node.store.state_at(1).unwrap();
+    let replayed = replay_block(
+        &node.executor,
+        view,
+        &parent,
+        &block,
+        node.models.clone() as Arc<dyn InferenceProvider>,
+    )
+    .expect("the block replays");
+    assert_eq!(replayed.header.receipts_root, block.header.receipts_root);
+
+    // Stale: the prompt is read from storage, and a better-paying transaction in the same
+    // block changes it first; the completion is run again on the new prompt.
+    let stored = send(
+        5,
+        completeStoredCall {
+            model: model.clone(),
+        }
+        .abi_encode(),
+        GWEI,
+    );
+    let stored = common::send_raw_batch(&url, &[stored]).await.remove(0);
+    wait_status(&url, &stored, &["ready"]).await;
+    let set = send(
+        6,
+        setPromptCall {
+            p: "And God said".into(),
+        }
+        .abi_encode(),
+        5 * GWEI,
+    );
+    let set = common::send_raw_batch(&url, &[set]).await.remove(0);
+    wait_status(&url, &set, &["ready"]).await;
+    seal_block(&clock, &url, 3).await;
+    let r = common::receipts(&url, &[set.clone(), stored.clone()]).await;
+    assert!(
+        r[0].is_some() && r[1].is_none(),
+        "the stale completion waits"
+    );
+    // Ready again once the new request (for the new prompt) has its result.
+    let mut again = Value::Null;
+    for _ in 0..3000 {
+        again = status(&url, &stored).await;
+        if again["status"] == "ready" && again["outstanding"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(again["stale"], 1, "{again}");
+    assert_eq!(again["requests"].as_array().unwrap().len(), 2, "{again}");
+    seal_block(&clock, &url, 4).await;
+    let receipt = common::receipts(&url, std::slice::from_ref(&stored)).await[0]
+        .clone()
+        .expect("included in block 4");
+    let logs = precompile_logs(&receipt);
+    let ev = LLMCompletionEvent::decode_raw_log(logs[0].0.clone(), &logs[0].1).unwrap();
+    assert_eq!(ev.request.prompt, "And God said");
+    assert_eq!(
+        ev.response.answer,
+        call_string(&url, contract, complete("And God said"))
+            .await
+            .unwrap()
+    );
+
+    // Bad requests revert with their reason (eth_call straight to 0x…F4).
+    let onnx = common::model_id(&url, "linreg").await;
+    let completion = |edit: &dyn Fn(&mut pipe_executor::inference::LLMCompletionRequest)| {
+        let mut request = pipe_executor::inference::LLMCompletionRequest {
+            mode: 0,
+            modelCID: model.clone(),
+            prompt: "hi".into(),
+            max_tokens: 4,
+            stop_sequence: vec![],
+            temperature: 0,
+        };
+        edit(&mut request);
+        pipe_executor::inference::runLLMCompletionCall { request }.abi_encode()
+    };
+    let linreg_as_llm = completion(&|r| r.modelCID = onnx.clone());
+    let over_cap = completion(&|r| r.max_tokens = 513);
+    let too_hot = completion(&|r| r.temperature = 101);
+    let unknown = completion(&|r| r.modelCID = pipe_primitives::ModelId::of(b"none").to_string());
+    let long = completion(&|r| r.prompt = "word ".repeat(600));
+    let llm_as_onnx = runModelInferenceCall {
+        request: common::linreg_request(&model, [1, 2, 3]),
+    }
+    .abi_encode();
+    for (data, why) in [
+        (linreg_as_llm, "is not a language model"),
+        (over_cap, "over the model's cap of 512"),
+        (too_hot, "temperature 101"),
+        (unknown, "unknown model"),
+        (long, "over the model's context of 512 tokens"),
+        (llm_as_onnx, "is a language model"),
+    ] {
+        let e = call_string(&url, INFERENCE_PRECOMPILE, data)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(why), "{e} should say {why}");
+    }
+    node.shutdown().await;
+}
+
+/// Remote workers serve language models too (they fetch the GGUF file from the node by id, in
+/// chunks, and check its hash; `pipe model add` uploaded it in chunks): 40 completions from
+/// 20 senders on two `pipe worker` processes, one killed once it has delivered results with
+/// the queue still deep. Nothing is lost: every
+/// transaction is included, each request computed once, the survivor takes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_llm_worker_killed_mid_load_loses_nothing() {
+    use pipe_executor::inference::{LLMCompletionRequest, runLLMCompletionCall};
+    use pipe_llm::test_utils::{TinyShape, tiny_llama_gguf};
+    let dir = tempfile::tempdir().unwrap();
+    let (node, a, mut b) = with_two_remote_workers(dir.path(), 20).await;
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let metrics_addr = node.metrics_addr.unwrap();
+    // A file of several chunks: `pipe model add` uploads it in pieces, and each worker
+    // fetches it in pieces.
+    let file = tiny_llama_gguf(
+        TinyShape {
+            dim: 128,
+            hidden: 512,
+            layers: 3,
+            ..Default::default()
+        },
+        None,
+    );
+    assert!(file.len() > pipe_rpc::MAX_CHUNK_BYTES, "{}", file.len());
+    let path = dir.path().join("tiny.gguf");
+    std::fs::write(&path, &file).unwrap();
+    let added = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["model", "add", path.to_str().unwrap(), "--name", "tiny-llm"])
+        .env("ETH_RPC_URL", &url)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let printed = String::from_utf8_lossy(&added.stdout);
+    assert!(printed.contains("kind:       llm (llama)"), "{printed}");
+    let model = printed.lines().last().unwrap().trim().to_string();
+    assert_eq!(model, pipe_primitives::ModelId::of(&file).to_string());
+    // Chunks out of order, and sessions never opened, are refused with the reason.
+    let session = B256::repeat_byte(9);
+    let chunk = |offset: &str| {
+        common::rpc(
+            &url,
+            "pipe_uploadModelChunk",
+            serde_json::json!([session, offset, "0x0102"]),
+        )
+    };
+    assert!(
+        chunk("0x5").await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no upload")
+    );
+    assert_eq!(chunk("0x0").await["result"], "0x2");
+    assert!(
+        chunk("0x5").await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("starts there")
+    );
+    let finish = |s: B256| {
+        common::rpc(
+            &url,
+            "pipe_finishModelUpload",
+            serde_json::json!([s, {"name": "x"}]),
+        )
+    };
+    let not_a_model = finish(session).await;
+    assert!(
+        not_a_model["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model rejected"),
+        "{not_a_model}"
+    );
+    assert!(
+        finish(session).await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no upload")
+    );
+
+    let mut raws = Vec::new();
+    for (i, key) in node.dev_keys.iter().enumerate() {
+        for n in 0..2u64 {
+            let data = runLLMCompletionCall {
+                request: LLMCompletionRequest {
+                    mode: 0,
+                    modelCID: model.clone(),
+                    prompt: format!("sender {i} asks question {n}"),
+                    max_tokens: 6,
+                    stop_sequence: vec![],
+                    temperature: 30,
+                },
+            }
+            .abi_encode();
+            raws.push(common::signed_raw(
+                key,
+                chain_id,
+                n,
+                TxKind::Call(INFERENCE_PRECOMPILE),
+                data.into(),
+                1_000_000,
+                GWEI,
+                100 * GWEI,
+            ));
+        }
+    }
+    let hashes = common::send_raw_batch(&url, &raws).await;
+    assert_eq!(hashes.len(), 40);
+    kill_once_it_delivered(metrics_addr, &mut b).await;
+    for r in all_succeed(&url, &hashes).await {
+        assert_eq!(precompile_logs(&r).len(), 1, "{r}");
+    }
+    a_took_over(metrics_addr, 40.0).await;
+    drop(a);
     node.shutdown().await;
 }

@@ -364,20 +364,40 @@ async fn archive_serves_old_state_across_a_restart() {
         )
         .await;
         assert_eq!(trace["result"]["value"], "0x5", "{trace}");
-        let proof = common::rpc(
-            &url,
-            "eth_getProof",
-            serde_json::json!([to, [], format!("{b1:#x}")]),
-        )
-        .await;
-        assert_eq!(proof["error"]["code"], -32000, "{proof}");
-        assert!(
-            proof["error"]["message"]
-                .as_str()
+        // Proofs at archived blocks: the tries rebuilt from the archive lead to each block's
+        // header root. The EIP-2935 contract's slot for block b1 - 1 holds its hash from b1 on.
+        for n in [b1 - 1, b1] {
+            let header = provider
+                .get_block_by_number(BlockNumberOrTag::Number(n))
+                .await
                 .unwrap()
-                .contains("proofs are served at the head"),
-            "{proof}"
-        );
+                .unwrap()
+                .header;
+            let proof = provider.get_proof(to, vec![]).number(n).await.unwrap();
+            verify_account(header.state_root, &proof);
+            assert_eq!(proof.balance, U256::from(if n == b1 { 5 } else { 0 }));
+            let history = alloy_eips::eip2935::HISTORY_STORAGE_ADDRESS;
+            let slot = B256::from(U256::from((b1 - 1) % 8191));
+            let proof = provider
+                .get_proof(history, vec![slot])
+                .number(n)
+                .await
+                .unwrap();
+            verify_account(header.state_root, &proof);
+            let parent_hash = provider
+                .get_block_by_number(BlockNumberOrTag::Number(b1 - 1))
+                .await
+                .unwrap()
+                .unwrap()
+                .header
+                .hash;
+            let want = if n == b1 {
+                U256::from_be_bytes(parent_hash.0)
+            } else {
+                U256::ZERO
+            };
+            assert_eq!(proof.storage_proof[0].value, want, "block {n}");
+        }
     };
     check(url).await;
     node.shutdown().await;
@@ -597,6 +617,21 @@ async fn the_dev_accounts_are_unlocked() {
     }
     assert_eq!(plain.get_balance(to).await.unwrap(), U256::from(11));
     assert_eq!(plain.get_transaction_count(from).await.unwrap(), 2);
+    // The worker registry sits at 0x…F6; 0x…F5 (OpenGradient's price history) is left free.
+    assert!(
+        plain
+            .get_code_at(Address::with_last_byte(0xF5))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        plain
+            .get_code_at(Address::with_last_byte(0xF6))
+            .await
+            .unwrap(),
+        *pipe_executor::attest::WORKER_REGISTRY_CODE
+    );
 
     // Signed, not sent: valid raw bytes from `from`, which the node then takes.
     let raw: Bytes = plain
@@ -831,6 +866,259 @@ async fn evm_mine_and_anvil_mine_seal_blocks_now() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(number().await, stopped, "interval mining off");
     let last = number().await;
+    node.shutdown().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["replay", "--dev", "--datadir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["blocks"].as_u64().unwrap(), last, "{report}");
+}
+
+/// State edits through JSON-RPC (`anvil_setBalance`, `anvil_setCode`, `anvil_setStorageAt`,
+/// `anvil_setNonce`, `evm_snapshot` / `evm_revert`, `anvil_dumpState` / `anvil_loadState`,
+/// `anvil_reset`) take effect when the call returns, with automine off too; each is a block
+/// that a follower replays to the same state root, and `pipe replay` verifies the whole chain.
+/// Off the dev chain they are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_edits_are_blocks_a_follower_and_replay_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::dev_node(dir.path()).await;
+    let url = node.rpc_url();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let mut fc = common::test_config(follower_dir.path());
+    fc.follow = Some(url.clone());
+    fc.follow_interval = std::time::Duration::from_millis(50);
+    let follower = pipe_node::node::launch(fc, std::sync::Arc::new(pipe_primitives::SystemClock))
+        .await
+        .unwrap();
+    let call = |method: &'static str, params: serde_json::Value| {
+        let url = url.clone();
+        async move {
+            let r = common::rpc(&url, method, params).await;
+            assert!(r["error"].is_null(), "{method}: {r}");
+            r["result"].clone()
+        }
+    };
+    let x = Address::repeat_byte(0xc0);
+    let a1 = node.dev_keys[1].address();
+    // Automine off: edits still land at once.
+    call("evm_setAutomine", serde_json::json!([false])).await;
+    let start = common::quantity(&call("eth_blockNumber", serde_json::json!([])).await);
+    call(
+        "anvil_setBalance",
+        serde_json::json!([x, "0xde0b6b3a7640000"]),
+    )
+    .await;
+    call(
+        "anvil_setCode",
+        serde_json::json!([x, Bytes::from(runtime())]),
+    )
+    .await;
+    assert_eq!(
+        call(
+            "anvil_setStorageAt",
+            serde_json::json!([x, "0x0", B256::with_last_byte(9)])
+        )
+        .await,
+        true
+    );
+    call("hardhat_setNonce", serde_json::json!([a1, "0x20"])).await;
+    assert_eq!(
+        common::quantity(&call("eth_blockNumber", serde_json::json!([])).await),
+        start + 4,
+        "one block per edit"
+    );
+    assert_eq!(
+        call("eth_getBalance", serde_json::json!([x, "latest"])).await,
+        "0xde0b6b3a7640000"
+    );
+    assert_eq!(
+        call("eth_getCode", serde_json::json!([x, "latest"])).await,
+        serde_json::json!(Bytes::from(runtime()))
+    );
+    assert_eq!(
+        call("eth_getStorageAt", serde_json::json!([x, "0x0", "latest"])).await,
+        serde_json::json!(B256::with_last_byte(9))
+    );
+    assert_eq!(
+        call(
+            "eth_getTransactionCount",
+            serde_json::json!([a1, "pending"])
+        )
+        .await,
+        "0x20"
+    );
+    // The block says what it applied; the block before still reads the old value (archive).
+    assert_eq!(
+        call(
+            "eth_getBalance",
+            serde_json::json!([x, format!("{:#x}", start)])
+        )
+        .await,
+        "0x0"
+    );
+
+    call("evm_setAutomine", serde_json::json!([true])).await;
+    let snapshot = call("evm_snapshot", serde_json::json!([])).await;
+    let provider = wallet_provider(&url, node.dev_keys[0].clone());
+    mined(
+        &provider,
+        TransactionRequest::default()
+            .with_to(x)
+            .with_input(B256::with_last_byte(0x77).to_vec()),
+    )
+    .await;
+    assert_eq!(
+        call("eth_getStorageAt", serde_json::json!([x, "0x0", "latest"])).await,
+        serde_json::json!(B256::with_last_byte(0x77))
+    );
+    assert_eq!(
+        call("evm_revert", serde_json::json!([snapshot])).await,
+        true
+    );
+    assert_eq!(
+        call("evm_revert", serde_json::json!([snapshot])).await,
+        false
+    );
+    assert_eq!(
+        call("eth_getStorageAt", serde_json::json!([x, "0x0", "latest"])).await,
+        serde_json::json!(B256::with_last_byte(9))
+    );
+    let a0 = node.dev_keys[0].address();
+    assert_eq!(
+        call(
+            "eth_getTransactionCount",
+            serde_json::json!([a0, "pending"])
+        )
+        .await,
+        "0x0",
+        "the reverted transaction's nonce is free again"
+    );
+
+    // An impersonated address sends without a key; the block lists it; stopping refuses it.
+    let to = Address::repeat_byte(0x7a);
+    call("anvil_impersonateAccount", serde_json::json!([x])).await;
+    let hash = call(
+        "eth_sendTransaction",
+        serde_json::json!([{"from": x, "to": to, "value": "0x5"}]),
+    )
+    .await;
+    let receipt = common::wait_receipts(
+        &url,
+        &[hash.as_str().unwrap().to_string()],
+        100,
+        std::time::Duration::from_millis(50),
+    )
+    .await[0]
+        .clone()
+        .expect("mined");
+    assert_eq!(receipt["status"], "0x1");
+    assert_eq!(receipt["from"], serde_json::json!(x));
+    assert_eq!(
+        call("eth_getBalance", serde_json::json!([to, "latest"])).await,
+        "0x5"
+    );
+    let block = node
+        .store
+        .block(common::quantity(&receipt["blockNumber"]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        block
+            .edits
+            .impersonated(&hash.as_str().unwrap().parse().unwrap()),
+        Some(x)
+    );
+    call("anvil_stopImpersonatingAccount", serde_json::json!([x])).await;
+    let refused = common::rpc(
+        &url,
+        "eth_sendTransaction",
+        serde_json::json!([{"from": x, "to": to, "value": "0x5"}]),
+    )
+    .await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown account"),
+        "{refused}"
+    );
+
+    // A dump loads into another dev chain.
+    let dump = call("anvil_dumpState", serde_json::json!([])).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = common::dev_node(other_dir.path()).await;
+    let r = common::rpc(
+        &other.rpc_url(),
+        "anvil_loadState",
+        serde_json::json!([dump]),
+    )
+    .await;
+    assert_eq!(r["result"], true, "{r}");
+    for (method, params) in [
+        ("eth_getCode", serde_json::json!([x, "latest"])),
+        ("eth_getStorageAt", serde_json::json!([x, "0x0", "latest"])),
+        ("eth_getTransactionCount", serde_json::json!([a1, "latest"])),
+        ("eth_getBalance", serde_json::json!([x, "latest"])),
+    ] {
+        assert_eq!(
+            common::rpc(&other.rpc_url(), method, params.clone()).await["result"],
+            call(method, params).await,
+            "{method}"
+        );
+    }
+    other.shutdown().await;
+
+    call("anvil_reset", serde_json::json!([])).await;
+    assert_eq!(
+        call("eth_getCode", serde_json::json!([x, "latest"])).await,
+        "0x"
+    );
+    assert_eq!(
+        call("eth_getTransactionCount", serde_json::json!([a1, "latest"])).await,
+        "0x0"
+    );
+
+    // The follower replays every edit block to the same roots.
+    let last = common::quantity(&call("eth_blockNumber", serde_json::json!([])).await);
+    let following = follower.follower.as_ref().unwrap();
+    for _ in 0..400 {
+        if following.status().imported >= last {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = following.status();
+    assert!(status.imported >= last, "{status:?}");
+    for n in 0..=last {
+        assert_eq!(
+            node.store.block(n).unwrap().unwrap().hash,
+            follower.store.block(n).unwrap().unwrap().hash,
+            "block {n}"
+        );
+    }
+    // Off the dev chain (a follower), edits are refused.
+    let refused = common::rpc(
+        &follower.rpc_url(),
+        "anvil_setBalance",
+        serde_json::json!([x, "0x1"]),
+    )
+    .await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("dev chain only"),
+        "{refused}"
+    );
+    follower.shutdown().await;
     node.shutdown().await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
         .args(["replay", "--dev", "--datadir"])

@@ -181,6 +181,37 @@ fn the_genesis_worker_registry_is_the_compiled_contract() {
     assert_eq!(*pipe_executor::attest::WORKER_REGISTRY_CODE, compiled);
 }
 
+/// `contracts/src/PipeInference.sol` declares OpenGradient's interface: its functions' selectors
+/// and its events' topics are the ones the node's precompile decodes and emits (which a unit
+/// test in `pipe-abi` checks against OpenGradient's published values), and a contract written
+/// against OpenGradient's names (`contracts/test/OGLanguageConsumer.sol`) compiles.
+#[test]
+fn the_solidity_interface_is_opengradients() {
+    use alloy_sol_types::{SolCall, SolEvent};
+    let iface = compiled_artifact("OGInference");
+    let abi: alloy_json_abi::JsonAbi = serde_json::from_value(iface["abi"].clone()).unwrap();
+    let selector = |name: &str| abi.function(name).unwrap()[0].selector();
+    let topic = |name: &str| abi.event(name).unwrap()[0].selector();
+    use pipe_abi::*;
+    assert_eq!(
+        selector("runModelInference"),
+        runModelInferenceCall::SELECTOR
+    );
+    assert_eq!(selector("runLLMCompletion"), runLLMCompletionCall::SELECTOR);
+    assert_eq!(selector("runLLMChat"), runLLMChatCall::SELECTOR);
+    assert_eq!(
+        topic("ModelInferenceEvent"),
+        ModelInferenceEvent::SIGNATURE_HASH
+    );
+    assert_eq!(
+        topic("LLMCompletionEvent"),
+        LLMCompletionEvent::SIGNATURE_HASH
+    );
+    assert_eq!(topic("LLMChat"), LLMChat::SIGNATURE_HASH);
+    let consumer = compiled_artifact("OGLanguageConsumer");
+    assert!(consumer["deployedBytecode"].as_str().unwrap().len() > 2);
+}
+
 /// Runs the `pipe` binary this test suite built.
 fn pipe_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipe"));

@@ -10,16 +10,18 @@
 //! - **Strict decoding** ([`decode_request`], [`decode_encoded_request`]): the selector and a
 //!   canonical ABI encoding (alloy's validating decoder: no dirty high bits, `mode` ≤ 255,
 //!   lengths checked against the data before anything is allocated, so attacker-chosen
-//!   lengths cannot reserve memory). `runLLMInference` and unknown selectors are refused
-//!   with a reason.
+//!   lengths cannot reserve memory). OpenGradient's language-model functions
+//!   (`runLLMCompletion`, `runLLMChat`) are decoded and checked by [`llm`]; the older
+//!   `runLLMInference` and unknown selectors are refused with a reason.
 //! - **Validation** against the model the request names: mode (ZKML is not supported), model
 //!   id (a CIDv1 the caller knows), tensors: names unique and known to the model, rank
 //!   1..=8, no zero dimension, value count equal to the product of the shape, at most
 //!   [`MAX_REQUEST_VALUES`] values in all, decimals within [-38, 38], integer inputs given as
 //!   whole numbers. Every failure is a readable reason the precompile reverts with.
-//! - **Request keys**: the key of a request is `keccak256(abi.encode(request))` over the
-//!   decoded request, i.e. its canonical encoding: equal keys mean equal mode, model and
-//!   inputs, hence equal work.
+//! - **Request keys**: the key of a request is the keccak256 of its canonical encoding
+//!   ([`InferenceCall::request`]): `abi.encode(request)` for `runModelInference`, the selector
+//!   and `abi.encode(request)` for the language-model functions. Equal keys mean equal
+//!   function, mode, model and inputs, hence equal work.
 //! - **Encoding outputs** ([`encode_output`], [`output_result`]): float tensors as `Number`s
 //!   at the model's decimals by the rule in [`pipe_primitives::inference`], integer tensors
 //!   as `Number(v, 0)`, strings as `StringTensor`s; `is_simulation_result` is always false
@@ -29,6 +31,7 @@
 //! - **The gas schedule** ([`InferenceGas`]): fixed by the model's cost units and the block's
 //!   inference gas price, never by the output.
 
+pub mod llm;
 pub mod tolerance;
 
 use alloy_primitives::{Address, B256, Bytes, address, keccak256};
@@ -36,7 +39,8 @@ use alloy_sol_types::{SolCall, SolValue, sol};
 use pipe_primitives::{
     InferenceResult,
     inference::{
-        DType, InferenceMode, ModelId, ModelMeta, Tensor, TensorData, f32_to_number, number_to_f32,
+        DType, InferenceMode, ModelId, ModelKind, ModelMeta, Tensor, TensorData, f32_to_number,
+        number_to_f32,
     },
 };
 
@@ -74,9 +78,9 @@ sol! {
     struct MultiDimensionalNumberTensor { string name; Number[] values; uint32[] shape; }
     #[derive(Debug, PartialEq)]
     struct StringTensor { string name; string[] values; }
-    #[derive(Debug, PartialEq)]
+    #[derive(Debug, PartialEq, Default)]
     struct ModelInput { MultiDimensionalNumberTensor[] numbers; StringTensor[] strings; }
-    #[derive(Debug, PartialEq)]
+    #[derive(Debug, PartialEq, Default)]
     struct ModelInferenceRequest { uint8 mode; string modelCID; ModelInput input; }
     #[derive(Debug, PartialEq)]
     struct JsonScalar { string name; string value; }
@@ -98,6 +102,49 @@ sol! {
     }
     function runLLMInference(LlmInferenceRequest request) returns (string answer);
     event ModelInferenceEvent(string inferenceID, ModelInferenceRequest request, ModelOutput response);
+
+    // OpenGradient's language-model functions (their `OGInference.sol`, January 2025).
+    // `mode` is `LLMInferenceMode` (VANILLA 0, TEE 1); `temperature` is in hundredths.
+    #[derive(Debug, PartialEq)]
+    struct LLMCompletionRequest {
+        uint8 mode;
+        string modelCID;
+        string prompt;
+        uint32 max_tokens;
+        string[] stop_sequence;
+        uint32 temperature;
+    }
+    #[derive(Debug, PartialEq)]
+    struct LLMCompletionResponse { string answer; }
+    #[derive(Debug, PartialEq)]
+    struct ToolDefinition { string description; string name; string parameters; }
+    #[derive(Debug, PartialEq)]
+    struct ToolCall { string id; string name; string arguments; }
+    #[derive(Debug, PartialEq)]
+    struct ChatMessage {
+        string role;
+        string content;
+        string name;
+        string tool_call_id;
+        ToolCall[] tool_calls;
+    }
+    #[derive(Debug, PartialEq)]
+    struct LLMChatRequest {
+        uint8 mode;
+        string modelCID;
+        ChatMessage[] messages;
+        ToolDefinition[] tools;
+        string tool_choice;
+        uint32 max_tokens;
+        string[] stop_sequence;
+        uint32 temperature;
+    }
+    #[derive(Debug, PartialEq)]
+    struct LLMChatResponse { string finish_reason; ChatMessage message; }
+    function runLLMCompletion(LLMCompletionRequest request) returns (LLMCompletionResponse);
+    function runLLMChat(LLMChatRequest request) returns (LLMChatResponse);
+    event LLMCompletionEvent(string inferenceID, LLMCompletionRequest request, LLMCompletionResponse response);
+    event LLMChat(string inferenceID, LLMChatRequest request, LLMChatResponse response);
 }
 
 /// Why the engine behind the precompile could not produce an output.
@@ -120,14 +167,84 @@ pub enum InferenceFailure {
 /// One decoded, validated inference request.
 #[derive(Debug, Clone)]
 pub struct InferenceCall {
-    /// `keccak256(abi.encode(request))`.
+    /// `keccak256(request)`.
     pub key: B256,
-    /// `abi.encode(request)`: what a remote worker is sent (it checks the key itself).
+    /// The request's canonical encoding, what a remote worker is sent (it checks the key
+    /// itself): `abi.encode(request)` for `runModelInference`, the selector followed by
+    /// `abi.encode(request)` for the language-model functions (see [`llm`]).
     pub request: Bytes,
     pub mode: InferenceMode,
     pub model: ModelMeta,
-    /// In the order the request listed them (numbers, then strings).
-    pub inputs: Vec<Tensor>,
+    pub task: Task,
+}
+
+/// What a request asks the model to do.
+#[derive(Debug, Clone)]
+pub enum Task {
+    /// `runModelInference`: the request (for the event) and its tensors as the runtime takes
+    /// them, in the order the request listed them (numbers, then strings).
+    Model {
+        request: ModelInferenceRequest,
+        inputs: Vec<Tensor>,
+    },
+    /// `runLLMCompletion`.
+    Completion(LLMCompletionRequest),
+    /// `runLLMChat`.
+    Chat(LLMChatRequest),
+}
+
+impl InferenceCall {
+    /// The tensors of a model request; a language-model request has none.
+    pub fn inputs(&self) -> &[Tensor] {
+        match &self.task {
+            Task::Model { inputs, .. } => inputs,
+            Task::Completion(_) | Task::Chat(_) => &[],
+        }
+    }
+
+    /// The cost units the precompile charges for, from the request alone: the model's for an
+    /// ONNX model; per token for a language model, over the prompt's bound and `max_tokens`
+    /// ([`llm::billed_tokens`]). Never a function of the answer.
+    pub fn units(&self) -> u64 {
+        match &self.task {
+            Task::Model { .. } => self.model.cost_units,
+            Task::Completion(_) | Task::Chat(_) => self
+                .model
+                .cost_units
+                .saturating_mul(llm::billed_tokens(&self.task)),
+        }
+    }
+
+    /// The event the precompile emits for this call and its committed return data, which is
+    /// checked to be the function's canonical return encoding (a corrupt sidecar is caught
+    /// here, not by a contract). `Err` is why the return data is not acceptable.
+    pub fn event(&self, returndata: &[u8]) -> Result<alloy_primitives::LogData, String> {
+        use alloy_sol_types::SolEvent;
+        let id = self.key.to_string();
+        Ok(match &self.task {
+            Task::Model { request, .. } => ModelInferenceEvent {
+                inferenceID: id,
+                request: request.clone(),
+                response: runModelInferenceCall::abi_decode_returns_validate(returndata)
+                    .map_err(|e| e.to_string())?,
+            }
+            .encode_log_data(),
+            Task::Completion(request) => LLMCompletionEvent {
+                inferenceID: id,
+                request: request.clone(),
+                response: runLLMCompletionCall::abi_decode_returns_validate(returndata)
+                    .map_err(|e| e.to_string())?,
+            }
+            .encode_log_data(),
+            Task::Chat(request) => LLMChat {
+                inferenceID: id,
+                request: request.clone(),
+                response: runLLMChatCall::abi_decode_returns_validate(returndata)
+                    .map_err(|e| e.to_string())?,
+            }
+            .encode_log_data(),
+        })
+    }
 }
 
 /// The committed form of runtime outputs: the ABI return data of `runModelInference`, or the
@@ -178,24 +295,33 @@ impl InferenceGas {
 pub fn decode_request(
     data: &[u8],
     models: &dyn Fn(&ModelId) -> Option<ModelMeta>,
-) -> Result<(ModelInferenceRequest, InferenceCall), String> {
+) -> Result<InferenceCall, String> {
     if data.len() > MAX_REQUEST_BYTES {
         return Err(format!("request larger than {MAX_REQUEST_BYTES} bytes"));
     }
     if data.starts_with(&runLLMInferenceCall::SELECTOR) {
-        return Err("runLLMInference is not supported by this node".into());
+        return Err(
+            "runLLMInference is not supported by this node: call runLLMCompletion or runLLMChat"
+                .into(),
+        );
+    }
+    if llm::is_llm_call(data) {
+        return llm::decode(data, models);
     }
     if !data.starts_with(&runModelInferenceCall::SELECTOR) {
-        return Err("unknown function: the inference precompile serves runModelInference".into());
+        return Err(
+            "unknown function: the inference precompile serves runModelInference, runLLMCompletion and runLLMChat"
+                .into(),
+        );
     }
     let request = runModelInferenceCall::abi_decode_validate(data)
         .map_err(|e| format!("malformed runModelInference request: {e}"))?
         .request;
-    let call = check_request(&request, models)?;
-    Ok((request, call))
+    check_request(request, models)
 }
 
-/// Decodes `abi.encode(request)` (what a remote worker receives) strictly and validates it.
+/// Decodes a request's canonical encoding ([`InferenceCall::request`], what a remote worker
+/// receives) strictly and validates it.
 pub fn decode_encoded_request(
     encoded: &[u8],
     models: &dyn Fn(&ModelId) -> Option<ModelMeta>,
@@ -203,24 +329,42 @@ pub fn decode_encoded_request(
     if encoded.len() > MAX_REQUEST_BYTES {
         return Err(format!("request larger than {MAX_REQUEST_BYTES} bytes"));
     }
+    if llm::is_llm_call(encoded) {
+        return llm::decode(encoded, models);
+    }
     let request = <ModelInferenceRequest as SolValue>::abi_decode_validate(encoded)
         .map_err(|e| format!("malformed ModelInferenceRequest: {e}"))?;
-    check_request(&request, models)
+    check_request(request, models)
 }
 
-/// The model a request names, before anything else is checked (a worker fetches it first).
+/// The model a request's canonical encoding names, before anything else is checked (a
+/// worker fetches it first).
 pub fn requested_model(encoded: &[u8]) -> Result<ModelId, String> {
-    let request = <ModelInferenceRequest as SolValue>::abi_decode_validate(encoded)
-        .map_err(|e| format!("malformed ModelInferenceRequest: {e}"))?;
-    request
-        .modelCID
-        .parse()
+    let cid = if llm::is_llm_call(encoded) {
+        llm::requested_model(encoded)?
+    } else {
+        <ModelInferenceRequest as SolValue>::abi_decode_validate(encoded)
+            .map_err(|e| format!("malformed ModelInferenceRequest: {e}"))?
+            .modelCID
+    };
+    cid.parse()
         .map_err(|e: pipe_primitives::inference::ModelIdError| e.to_string())
+}
+
+/// The stored model a request names, by its `modelCID`.
+fn named_model(
+    cid: &str,
+    models: &dyn Fn(&ModelId) -> Option<ModelMeta>,
+) -> Result<ModelMeta, String> {
+    let id: ModelId = cid
+        .parse()
+        .map_err(|e: pipe_primitives::inference::ModelIdError| e.to_string())?;
+    models(&id).ok_or_else(|| format!("unknown model {id}"))
 }
 
 /// Step 2: validates a decoded request against the model it names.
 fn check_request(
-    request: &ModelInferenceRequest,
+    request: ModelInferenceRequest,
     models: &dyn Fn(&ModelId) -> Option<ModelMeta>,
 ) -> Result<InferenceCall, String> {
     let mode = InferenceMode::from_u8(request.mode)
@@ -228,11 +372,13 @@ fn check_request(
     if mode == InferenceMode::Zkml {
         return Err("ZKML mode is not supported".into());
     }
-    let id: ModelId = request
-        .modelCID
-        .parse()
-        .map_err(|e: pipe_primitives::inference::ModelIdError| e.to_string())?;
-    let model = models(&id).ok_or_else(|| format!("unknown model {id}"))?;
+    let model = named_model(&request.modelCID, models)?;
+    if model.kind != ModelKind::Onnx {
+        return Err(format!(
+            "model {} is a language model: call runLLMCompletion or runLLMChat",
+            model.id
+        ));
+    }
     let inputs = tensors(&request.input, &model)?;
     let encoded = Bytes::from(request.abi_encode());
     Ok(InferenceCall {
@@ -240,7 +386,7 @@ fn check_request(
         request: encoded,
         mode,
         model,
-        inputs,
+        task: Task::Model { request, inputs },
     })
 }
 
@@ -429,6 +575,19 @@ mod tests {
     fn interface_matches_opengradient() {
         assert_eq!(runModelInferenceCall::SELECTOR, hex!("7289e9c2"));
         assert_eq!(runLLMInferenceCall::SELECTOR, hex!("ea3dd516"));
+        // OpenGradient's language-model functions and events, as their SDK's ABI has them.
+        assert_eq!(runLLMCompletionCall::SELECTOR, hex!("14800c61"));
+        assert_eq!(runLLMChatCall::SELECTOR, hex!("e39aa7e7"));
+        let completion = LLMCompletionEvent::SIGNATURE_HASH;
+        assert!(
+            completion.0.starts_with(&hex!("51fe69d5")) && completion.0.ends_with(&hex!("27a3")),
+            "{completion}"
+        );
+        let chat = LLMChat::SIGNATURE_HASH;
+        assert!(
+            chat.0.starts_with(&hex!("4c92d3df")) && chat.0.ends_with(&hex!("9c3b")),
+            "{chat}"
+        );
         assert_eq!(
             ModelInferenceEvent::SIGNATURE_HASH,
             B256::from(hex!(
@@ -463,6 +622,8 @@ mod tests {
             decimals: 4,
             cost_units: 1000,
             operators: vec![],
+            kind: pipe_primitives::ModelKind::Onnx,
+            llm: None,
         }
     }
 
@@ -496,7 +657,7 @@ mod tests {
 
     fn decode(data: &[u8]) -> Result<InferenceCall, String> {
         let m = meta();
-        decode_request(data, &|id| (*id == m.id).then(|| m.clone())).map(|(_, c)| c)
+        decode_request(data, &|id| (*id == m.id).then(|| m.clone()))
     }
 
     #[test]
@@ -509,8 +670,8 @@ mod tests {
             vec![],
         );
         let call = decode(&data).unwrap();
-        assert_eq!(call.inputs[0].data, TensorData::Float32(vec![1.5, -2.0]));
-        assert_eq!(call.inputs[0].shape, vec![1, 2]);
+        assert_eq!(call.inputs()[0].data, TensorData::Float32(vec![1.5, -2.0]));
+        assert_eq!(call.inputs()[0].shape, vec![1, 2]);
         // The key is a function of the request only.
         assert_eq!(decode(&data).unwrap().key, call.key);
         let other = encode(
@@ -636,6 +797,14 @@ mod tests {
                 hex!("ea3dd516").to_vec(),
                 "runLLMInference is not supported",
             ),
+            (
+                runLLMCompletionCall::SELECTOR.to_vec(),
+                "malformed runLLMCompletion request",
+            ),
+            (
+                runLLMChatCall::SELECTOR.to_vec(),
+                "malformed runLLMChat request",
+            ),
             (hex!("12345678").to_vec(), "unknown function"),
             (vec![], "unknown function"),
             (runModelInferenceCall::SELECTOR.to_vec(), "malformed"),
@@ -648,7 +817,7 @@ mod tests {
         }
         // Whole numbers for integer inputs may use any decimals.
         let call = decode(&encode(0, &cid, vec![k(vec![num(150, 1)])], vec![])).unwrap();
-        assert_eq!(call.inputs[0].data, TensorData::Int64(vec![15]));
+        assert_eq!(call.inputs()[0].data, TensorData::Int64(vec![15]));
     }
 
     #[test]

@@ -155,8 +155,12 @@ fn attributes(
 ) -> Result<(BlockAttributes, InferenceFields), ReplayError> {
     let h = &block.header;
     let n = h.number;
-    let expected =
+    let mut expected =
         executor.next_attributes(parent, h.timestamp.saturating_mul(1000), h.beneficiary);
+    // The dev chain's state edits come with the block; the header must commit to exactly
+    // these (a block whose carrier dropped them, as the validators' codec does, fails here).
+    // Its impersonated senders are not applied: execution lists them again, checked below.
+    expected.edits = block.edits.state_only();
     expect_eq(n, "number", n, expected.number)?;
     expect_eq(n, "parent hash", h.parent_hash, expected.parent_hash)?;
     expect_eq(n, "timestamp", h.timestamp, expected.timestamp)?;
@@ -175,6 +179,21 @@ fn attributes(
         claimed.gas_price,
         expected.inference_gas_price,
     )?;
+    expect_eq(
+        n,
+        "state edits hash",
+        claimed.edits_root,
+        block.edits.commitment(),
+    )?;
+    if claimed.edits_root.is_some() && !executor.config().dev_controls {
+        return Err(ReplayError::Mismatch {
+            number: n,
+            field: "state edits",
+            header: "present".into(),
+            replay: "refused: only a dev chain's blocks carry state edits or unsigned senders"
+                .into(),
+        });
+    }
     Ok((expected, claimed))
 }
 
@@ -252,6 +271,12 @@ pub fn replay_block_calls(
             used: executed.sidecar.len(),
         });
     }
+    expect_eq(
+        number,
+        "state edits and impersonated senders",
+        &block.edits,
+        &executed.edits,
+    )?;
     let (h, r) = (&block.header, &executed.header);
     let n = number;
     expect_eq(

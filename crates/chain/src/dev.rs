@@ -75,7 +75,13 @@ pub struct DevSealer {
     /// Inline mode: blocks in a row each transaction was left out of for want of a model
     /// (PIPE handles stale transactions itself).
     inline_stale: parking_lot::Mutex<std::collections::HashMap<B256, u32>>,
+    /// `evm_snapshot`s: id and the head block when taken, oldest first; and the next id.
+    snapshots: parking_lot::Mutex<(Vec<(u64, u64)>, u64)>,
 }
+
+/// Most snapshots kept (the oldest go first): each is two numbers, but a test suite that
+/// never reverts should not grow the node without bound.
+pub const MAX_SNAPSHOTS: usize = 10_000;
 
 /// Inline mode: blocks a transaction may be left out of because its model cannot be loaded
 /// before it is dropped with the reason.
@@ -125,6 +131,7 @@ impl DevSealer {
             start_ms,
             sealing: parking_lot::Mutex::new(()),
             inline_stale: Default::default(),
+            snapshots: Default::default(),
         }
     }
 
@@ -195,6 +202,19 @@ impl DevSealer {
         t.max(parent + 1)
     }
 
+    /// An edit block's timestamp: the dev clock (never before one second after the parent),
+    /// or, when a timestamp is set for the next block (`evm_setNextBlockTimestamp`), the
+    /// earliest the chain allows, leaving the set one to the next mined block.
+    fn edit_timestamp(&self, parent: u64) -> u64 {
+        let time = self.time.lock();
+        let earliest = parent.saturating_add(1);
+        if time.next.is_some() {
+            return earliest;
+        }
+        let now_s = (self.clock.now_ms() / 1000) as i64;
+        (now_s.saturating_add(time.offset_s).max(0) as u64).max(earliest)
+    }
+
     fn gate(&self) -> Option<&Arc<dyn InferenceGate>> {
         self.builder.gate()
     }
@@ -230,6 +250,84 @@ impl DevSealer {
     pub fn seal_at(&self, deadline_ms: u64, at: SealAt) -> Result<Sealed, ChainError> {
         let _one = self.sealing.lock();
         self.seal_locked(deadline_ms, at)
+    }
+
+    /// Seals a block that applies `edits` and includes no transaction, whatever the mode:
+    /// an edit takes effect when the call returns, as anvil's do, and is committed like any
+    /// block (see [`pipe_primitives::edits`]).
+    pub fn edit(&self, edits: pipe_primitives::StateEdits) -> Result<Sealed, ChainError> {
+        let _one = self.sealing.lock();
+        self.edit_locked(edits)
+    }
+
+    /// `evm_snapshot`: remembers the head; its id.
+    pub fn snapshot(&self) -> u64 {
+        let _one = self.sealing.lock();
+        let head = self.chain.head().number();
+        let mut s = self.snapshots.lock();
+        let id = s.1;
+        s.1 += 1;
+        s.0.push((id, head));
+        if s.0.len() > MAX_SNAPSHOTS {
+            s.0.remove(0);
+        }
+        id
+    }
+
+    /// `evm_revert`: puts the state back as it was when snapshot `id` was taken, by sealing a
+    /// block of edits ([`pipe_storage::Store::restore_edits`]; the chain only grows, so it
+    /// stays replayable). The system contracts that record the chain's history (EIP-2935,
+    /// EIP-4788) are not put back: the blocks they record are still in the chain. That snapshot and later ones are used up, as on anvil. `None`: no
+    /// such snapshot; `Some(None)`: nothing had changed.
+    pub fn revert(&self, id: u64) -> Result<Option<Option<Sealed>>, ChainError> {
+        let _one = self.sealing.lock();
+        let block = {
+            let mut s = self.snapshots.lock();
+            let Some(i) = s.0.iter().position(|(sid, _)| *sid == id) else {
+                return Ok(None);
+            };
+            let block = s.0[i].1;
+            s.0.truncate(i);
+            block
+        };
+        self.restore_locked(block).map(Some)
+    }
+
+    /// `anvil_reset`: the state of genesis again (needs the archive from genesis, the dev
+    /// chain's default), every snapshot forgotten.
+    pub fn reset(&self) -> Result<Option<Sealed>, ChainError> {
+        let _one = self.sealing.lock();
+        self.snapshots.lock().0.clear();
+        self.restore_locked(0)
+    }
+
+    fn restore_locked(&self, block: u64) -> Result<Option<Sealed>, ChainError> {
+        // The chain's own history (EIP-2935 block hashes, EIP-4788 roots) goes on: the blocks
+        // it records still exist.
+        let edits = self
+            .chain
+            .store()
+            .restore_edits(block, &pipe_primitives::CHAIN_HISTORY_CONTRACTS)?;
+        if edits.is_empty() {
+            return Ok(None);
+        }
+        let edits = pipe_primitives::StateEdits::new(edits)
+            .map_err(|e| ChainError::Exec(pipe_executor::ExecError::Block(e.to_string())))?;
+        self.edit_locked(edits).map(Some)
+    }
+
+    fn edit_locked(&self, edits: pipe_primitives::StateEdits) -> Result<Sealed, ChainError> {
+        let parent = self.chain.head();
+        let chosen = ProposeAttributes {
+            timestamp: self.edit_timestamp(parent.header.timestamp),
+            beneficiary: self.beneficiary,
+        };
+        let proposal = self.chain.propose_edits(parent.hash, chosen, edits)?;
+        let block = self.chain.finalize(proposal.block.hash)?;
+        Ok(Sealed {
+            block,
+            stats: proposal.stats,
+        })
     }
 
     /// The slot loop's seal: only if the mode is still `expected` (checked under the seal

@@ -18,6 +18,9 @@ pub enum ChainError {
     /// A proposal's timestamp does not follow its parent's.
     #[error("timestamp {timestamp} is not after the parent's {parent}")]
     Timestamp { timestamp: u64, parent: u64 },
+    /// The dev chain cannot put the state back (not archived, too much changed).
+    #[error(transparent)]
+    Restore(#[from] pipe_storage::RestoreError),
     /// The tree of unfinalized blocks is full.
     #[error("{0} unfinalized blocks already: finalize before proposing or verifying more")]
     TreeFull(usize),

@@ -291,22 +291,83 @@ impl Chain {
         deadline_ms: u64,
         cancel: &AtomicBool,
     ) -> Result<Proposal, ChainError> {
-        let (parent, view, path) = self.parent_state(parent)?;
-        if chosen.timestamp <= parent.header.timestamp {
-            return Err(ChainError::Timestamp {
-                timestamp: chosen.timestamp,
-                parent: parent.header.timestamp,
-            });
-        }
+        let (parent, view, path) = self.proposal_parent(parent, &chosen)?;
         let finalized = view.finalized();
         let attrs = self.attributes(&parent, chosen);
         let payload = builder.build(view, attrs, deadline_ms, cancel)?;
+        let (block, stats) =
+            self.seal_and_keep(&path, finalized, payload.executed, payload.stats)?;
+        Ok(Proposal {
+            block,
+            stats,
+            invalid: payload.invalid,
+            stale: payload.stale,
+        })
+    }
+
+    /// Proposes a dev chain block on `parent` that applies `edits` and includes no
+    /// transaction ([`pipe_primitives::edits`]): how `anvil_setBalance` and its kin are
+    /// committed. The block replays like any other; validators never propose one.
+    pub fn propose_edits(
+        &self,
+        parent: B256,
+        chosen: ProposeAttributes,
+        edits: pipe_primitives::StateEdits,
+    ) -> Result<Proposal, ChainError> {
+        let (parent, view, path) = self.proposal_parent(parent, &chosen)?;
+        let finalized = view.finalized();
+        let mut attrs = self.attributes(&parent, chosen);
+        attrs.edits = edits;
         let timer = std::time::Instant::now();
-        let mut executed = payload.executed;
+        // No transactions, so nothing asks for inference: no provider.
+        let executed = self
+            .executor
+            .build_block_with(view, attrs, None)?
+            .finish()?;
+        let stats = BuildStats {
+            execute_us: timer.elapsed().as_micros() as u64,
+            ..Default::default()
+        };
+        let (block, stats) = self.seal_and_keep(&path, finalized, executed, stats)?;
+        Ok(Proposal {
+            block,
+            stats,
+            invalid: Vec::new(),
+            stale: Vec::new(),
+        })
+    }
+
+    /// The parent of a proposal, the state after it and its unfinalized ancestry; refused
+    /// unless `chosen`'s timestamp is after the parent's.
+    fn proposal_parent(
+        &self,
+        parent: B256,
+        chosen: &ProposeAttributes,
+    ) -> Result<ParentState, ChainError> {
+        let state = self.parent_state(parent)?;
+        let parent_time = state.0.header.timestamp;
+        if chosen.timestamp <= parent_time {
+            return Err(ChainError::Timestamp {
+                timestamp: chosen.timestamp,
+                parent: parent_time,
+            });
+        }
+        Ok(state)
+    }
+
+    /// Computes the state root of `executed` on `path` without writing, seals it and keeps it
+    /// in the pending tree.
+    fn seal_and_keep(
+        &self,
+        path: &[Arc<PendingBlock>],
+        finalized: u64,
+        mut executed: pipe_executor::ExecutedBlock,
+        mut stats: BuildStats,
+    ) -> Result<(Arc<SealedBlock>, BuildStats), ChainError> {
+        let timer = std::time::Instant::now();
         let changes = std::mem::take(&mut executed.changes);
-        let tries = self.root_on(&path, finalized, &changes)?;
+        let tries = self.root_on(path, finalized, &changes)?;
         let block = Arc::new(executed.seal(tries.root()));
-        let mut stats = payload.stats;
         stats.commit_us = timer.elapsed().as_micros() as u64;
         self.keep(PendingBlock {
             layer: Arc::new(ChangeLayer::new(block.number(), block.hash, changes)),
@@ -314,13 +375,8 @@ impl Chain {
             tries,
             stats: Some(stats),
         })?;
-        debug!(target: "pipe::chain", number = block.number(), hash = %block.hash, txs = block.transactions.len(), "proposed");
-        Ok(Proposal {
-            block,
-            stats,
-            invalid: payload.invalid,
-            stale: payload.stale,
-        })
+        debug!(target: "pipe::chain", number = block.number(), hash = %block.hash, txs = block.transactions.len(), edits = block.edits.len(), "proposed");
+        Ok((block, stats))
     }
 
     fn keep(&self, block: PendingBlock) -> Result<(), ChainError> {
@@ -495,6 +551,10 @@ impl Chain {
             // Included transactions leave the pool, and later nonces of the block's senders
             // that another transaction used are gone for good (the pool forgets them).
             pool.on_block(block.number(), &block.transactions);
+            if !block.edits.is_empty() {
+                // A dev state edit moved nonces the pool counts from.
+                pool.on_nonce_edits(&block.edits.nonces());
+            }
         }
         for l in &self.listeners {
             l.on_finalized(block, stats);

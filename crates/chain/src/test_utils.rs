@@ -249,6 +249,8 @@ pub fn test_model() -> ModelMeta {
         decimals: 4,
         cost_units: 10,
         operators: vec![],
+        kind: pipe_primitives::ModelKind::Onnx,
+        llm: None,
     }
 }
 

@@ -83,7 +83,7 @@ impl Executor {
                 model: call.model.id.to_string(),
                 cost,
                 price,
-                units: call.model.cost_units,
+                units: call.units(),
             }),
             Some(SimOutcome::Complete {
                 refused: Some(reason),

@@ -38,7 +38,7 @@ use pipe_storage::StateView;
 use crate::{InferenceCall, InferenceProvider, Purpose};
 
 /// Where the worker registry contract lives (from genesis).
-pub const WORKER_REGISTRY: Address = address!("0x00000000000000000000000000000000000000F5");
+pub const WORKER_REGISTRY: Address = address!("0x00000000000000000000000000000000000000F6");
 /// The registry's runtime code: `contracts/src/WorkerRegistry.sol` compiled by
 /// `tools/js/compile.js` (a test checks the two agree).
 pub static WORKER_REGISTRY_CODE: std::sync::LazyLock<alloy_primitives::Bytes> =

@@ -10,7 +10,10 @@ use alloy_evm::{
 };
 use alloy_primitives::{Address, B256};
 use alloy_trie::EMPTY_ROOT_HASH;
-use pipe_primitives::{BlockTx, InferenceFields, InferenceResult, SealedBlock, Sidecar, StoredTx};
+use pipe_primitives::{
+    BlockTx, InferenceFields, InferenceResult, SealedBlock, Sidecar, StateEdit, StateEdits,
+    StoredTx,
+};
 use pipe_storage::{AccountInfoChange, StateChanges, StateView};
 use revm::{
     DatabaseCommit,
@@ -44,6 +47,8 @@ pub struct BlockAttributes {
     /// Gas per model cost unit the precompile charges in this block (a header field:
     /// [`pipe_primitives::header`]).
     pub inference_gas_price: u64,
+    /// State edits applied before the transactions (dev chain only: [`StateEdits`]).
+    pub edits: StateEdits,
 }
 
 impl BlockAttributes {
@@ -60,6 +65,15 @@ impl BlockAttributes {
             inference_gas_price: InferenceFields::decode(&header.extra_data)
                 .map(|f| f.gas_price)
                 .unwrap_or_default(),
+            edits: StateEdits::default(),
+        }
+    }
+
+    /// The attributes `block` was built with: its header's, and the edits it carries.
+    pub fn of_block(block: &SealedBlock) -> Self {
+        Self {
+            edits: block.edits.clone(),
+            ..Self::of_header(&block.header, block.header.parent_hash)
         }
     }
 }
@@ -100,6 +114,11 @@ pub struct BlockBuilder {
     results: Vec<InferenceResult>,
     /// Cost units the kept transactions were charged for: the load that sets the next price.
     units: u64,
+    /// Kept transactions sent without a signature (the dev chain's impersonation), in block
+    /// order: listed in the block after its state edits.
+    impersonated: Vec<StateEdit>,
+    /// Whether this chain takes them at all ([`pipe_primitives::ChainConfig::dev_controls`]).
+    dev_controls: bool,
 }
 
 impl std::fmt::Debug for BlockBuilder {
@@ -132,6 +151,7 @@ impl Executor {
             // No beacon chain: derive the randomness from the parent so it is deterministic.
             prevrandao: alloy_primitives::keccak256(parent.hash),
             inference_gas_price: self.next_inference_gas_price(p),
+            edits: StateEdits::default(),
         }
     }
 
@@ -197,6 +217,12 @@ impl Executor {
         system
             .apply_beacon_root_contract_call(Some(B256::ZERO), &mut evm)
             .map_err(|e| ExecError::Block(e.to_string()))?;
+        if !attrs.edits.is_empty() && !self.config.dev_controls {
+            return Err(ExecError::Block(
+                "state edits are for the dev chain only".into(),
+            ));
+        }
+        apply_edits(evm.db_mut(), &attrs.edits)?;
         Ok(BlockBuilder {
             evm,
             system,
@@ -208,6 +234,8 @@ impl Executor {
             attested,
             results: Vec::new(),
             units: 0,
+            impersonated: Vec::new(),
+            dev_controls: self.config.dev_controls,
         })
     }
 }
@@ -219,6 +247,11 @@ impl BlockBuilder {
 
     /// The state after the transactions kept so far, the block's environment and what
     /// answers its inference requests: what a tracer re-runs the next transaction on.
+    /// Whether this chain takes unsigned (impersonated) transactions.
+    pub(crate) fn dev_controls(&self) -> bool {
+        self.dev_controls
+    }
+
     pub(crate) fn parts(&mut self) -> (&mut BlockDb, EvmEnv, Option<Arc<Recorder>>) {
         let env = EvmEnv {
             cfg_env: self.evm.cfg_env().clone(),
@@ -245,6 +278,15 @@ impl BlockBuilder {
     pub fn execute(&mut self, tx: Arc<dyn BlockTx>) -> Result<ExecutedTx, TxRejected> {
         let stored = tx.stored();
         let hash = stored.hash;
+        let unsigned_sender = (pipe_primitives::edits::impersonated_sender(&stored.tx)
+            == Some(stored.sender))
+        .then_some(stored.sender);
+        if unsigned_sender.is_some() && !waives_eip3607(stored, self.dev_controls) {
+            return Err(TxRejected::Invalid {
+                hash,
+                reason: "an unsigned (impersonated) transaction: the dev chain's only".into(),
+            });
+        }
         // EIP-7825: a transaction's gas limit above the cap is invalid anyway (revm says so);
         // counting the cap keeps such a transaction from being reported as not fitting.
         let needed = stored
@@ -259,6 +301,7 @@ impl BlockBuilder {
             });
         }
         let tx_type = stored.tx.tx_type();
+        self.evm.ctx_mut().cfg.disable_eip3607 = waives_eip3607(stored, self.dev_controls);
         let executed = self
             .evm
             .transact_raw(TxEnv::from_recovered_tx(&stored.tx, stored.sender));
@@ -297,6 +340,10 @@ impl BlockBuilder {
             logs: result.into_logs(),
         });
         self.kept += 1;
+        if let Some(address) = unsigned_sender {
+            self.impersonated
+                .push(StateEdit::Impersonated { address, tx: hash });
+        }
         Ok(ExecutedTx { gas_used, outcome })
     }
 
@@ -311,8 +358,10 @@ impl BlockBuilder {
             mut assembler,
             results,
             units,
+            impersonated,
             ..
         } = self;
+        let edits = attrs.edits.with_senders(impersonated);
         // The assembler finishes the tries while this thread finishes the state.
         assembler.close();
         let sidecar = Sidecar::new(results);
@@ -343,6 +392,7 @@ impl BlockBuilder {
                 gas_price: attrs.inference_gas_price,
                 units,
                 results_root: sidecar.commitment(),
+                edits_root: edits.commitment(),
             }
             .encode(),
             mix_hash: attrs.prevrandao,
@@ -365,6 +415,7 @@ impl BlockBuilder {
             receipts: assembled.receipts,
             changes,
             sidecar,
+            edits,
         })
     }
 }
@@ -379,6 +430,8 @@ pub struct ExecutedBlock {
     pub changes: StateChanges,
     /// The inference results the kept transactions used.
     pub sidecar: Sidecar,
+    /// The state edits applied before the transactions.
+    pub edits: StateEdits,
 }
 
 impl ExecutedBlock {
@@ -386,8 +439,90 @@ impl ExecutedBlock {
     pub fn seal(self, state_root: B256) -> SealedBlock {
         let mut header = self.header;
         header.state_root = state_root;
-        SealedBlock::new(header, self.transactions, self.receipts).with_sidecar(self.sidecar)
+        SealedBlock::new(header, self.transactions, self.receipts)
+            .with_sidecar(self.sidecar)
+            .with_edits(self.edits)
     }
+}
+
+/// Whether `tx` is sent unsigned by an impersonated sender on a chain that allows it: then
+/// EIP-3607 is waived for it (anvil lets an impersonated contract send), and for it only.
+/// Every path that runs block transactions (building, replay, traces, PIPE's simulation) asks
+/// this, so none of them disagrees.
+pub(crate) fn waives_eip3607(tx: &StoredTx, dev_controls: bool) -> bool {
+    dev_controls && pipe_primitives::edits::impersonated_sender(&tx.tx) == Some(tx.sender)
+}
+
+/// Applies the dev chain's state edits to the block's state, in order. Each edited account is
+/// marked changed (created when it did not exist, storage included), so the block's change
+/// set carries it; a deletion leaves it non-existent with no storage, as a self-destruct does.
+fn apply_edits(db: &mut BlockDb, edits: &StateEdits) -> Result<(), ExecError> {
+    let mut stored_into = Vec::new();
+    for edit in edits.edits() {
+        if let StateEdit::Storage { address, value, .. } = edit
+            && !value.is_zero()
+        {
+            stored_into.push(*address);
+        }
+        let address = edit.address();
+        if let StateEdit::Code { code, .. } = edit {
+            // Edits are checked when made; a malformed EIP-7702 designator from elsewhere is
+            // an error here, not revm's panic.
+            let bytecode = revm::bytecode::Bytecode::new_raw_checked(code.clone())
+                .map_err(|e| ExecError::Block(format!("code for {address}: {e:?}")))?;
+            let account = db
+                .load_account(address)
+                .map_err(|e| ExecError::Storage(e.0))?;
+            account.info.code_hash = if code.is_empty() {
+                revm::primitives::KECCAK_EMPTY
+            } else {
+                bytecode.hash_slow()
+            };
+            account.info.code = Some(bytecode.clone());
+            if !code.is_empty() {
+                db.cache.contracts.insert(bytecode.hash_slow(), bytecode);
+            }
+        }
+        let account = db
+            .load_account(address)
+            .map_err(|e| ExecError::Storage(e.0))?;
+        match edit {
+            StateEdit::Balance { balance, .. } => account.info.balance = *balance,
+            StateEdit::Nonce { nonce, .. } => account.info.nonce = *nonce,
+            StateEdit::Code { .. } => {}
+            StateEdit::Storage { slot, value, .. } => {
+                account.storage.insert((*slot).into(), *value);
+            }
+            // Says who sent a transaction; changes nothing.
+            StateEdit::Impersonated { .. } => continue,
+            StateEdit::Delete { .. } => {
+                account.info = Default::default();
+                account.storage.clear();
+                account.account_state = AccountState::NotExisting;
+                continue;
+            }
+        }
+        account.account_state = match account.account_state {
+            // Did not exist (or was deleted by an earlier edit): created, with no old storage.
+            AccountState::NotExisting | AccountState::StorageCleared => {
+                AccountState::StorageCleared
+            }
+            AccountState::None | AccountState::Touched => AccountState::Touched,
+        };
+    }
+    // EIP-161 removes an account left empty (no nonce, balance or code) with its storage: a
+    // slot written into one would vanish, so such an edit is refused rather than lost.
+    for address in stored_into {
+        if let Some(account) = db.cache.accounts.get(&address)
+            && account.info.is_empty()
+        {
+            return Err(ExecError::Block(format!(
+                "storage set on {address}, an empty account (no nonce, balance or code), would \
+                 be removed with it: give it a balance, nonce or code first"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// revm's verdict on a transaction → why the block did not take it. A transaction revm finds

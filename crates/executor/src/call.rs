@@ -129,6 +129,9 @@ impl Executor {
         // Calls are not bound by the sender's nonce, and with no fee given they pay nothing,
         // as in geth and anvil.
         env.cfg_env.disable_nonce_check = true;
+        // A call may come from a contract (geth and anvil answer it): EIP-3607 is for
+        // transactions.
+        env.cfg_env.disable_eip3607 = true;
         let fees_given = req.gas_price.is_some() || req.max_fee_per_gas.is_some();
         if !fees_given {
             env.cfg_env.disable_base_fee = true;

@@ -1,5 +1,6 @@
 //! The inference precompile at `0x00000000000000000000000000000000000000F4`: OpenGradient's
-//! `runModelInference(ModelInferenceRequest) returns (ModelOutput)`, byte for byte.
+//! `runModelInference(ModelInferenceRequest) returns (ModelOutput)`, `runLLMCompletion` and
+//! `runLLMChat`, byte for byte.
 //!
 //! The ABI itself (types, strict decoding, validation, request keys, output encoding) lives in
 //! `pipe-abi`, which a remote worker uses without the EVM, and is re-exported here; this
@@ -9,7 +10,8 @@
 //! 1. **Decode, strictly.** The calldata must be the selector and a canonical ABI encoding
 //!    (alloy's validating decoder: no dirty high bits, `mode` ≤ 255, lengths checked against
 //!    the data before anything is allocated, so attacker-chosen lengths cannot reserve memory).
-//!    `runLLMInference` and unknown selectors revert with a reason.
+//!    `runLLMInference` and unknown selectors revert with a reason; the language-model
+//!    functions have their own checks (`pipe_abi::llm`).
 //! 2. **Validate.** Mode (ZKML is not supported), model id (a CIDv1 the store knows), tensors:
 //!    names unique and known to the model, rank 1..=8, no zero dimension, value count equal to
 //!    the product of the shape, at most [`MAX_REQUEST_VALUES`] values in all, decimals within
@@ -21,8 +23,10 @@
 //!    before it ran and were charged, so such a transaction is included as a revert that pays
 //!    for its work, never dropped with the work unpaid. The count is per transaction and per
 //!    EVM ([`TxRequests`]), so blocks, discovery, replay and `eth_call` apply the same rule.
-//! 4. **Charge gas, before running.** `INFERENCE_BASE_GAS + cost_units × gas_per_unit +
-//!    INFERENCE_WORD_GAS × ⌈calldata / 32⌉`. `cost_units` is fixed by the model's metadata and
+//! 4. **Charge gas, before running.** `INFERENCE_BASE_GAS + units × gas_per_unit +
+//!    INFERENCE_WORD_GAS × ⌈calldata / 32⌉`. `units` ([`InferenceCall::units`]) is the model's
+//!    `cost_units` (per token for a language model, times the prompt's bytes and `max_tokens`),
+//!    fixed by the model's metadata and the request, and
 //!    `gas_per_unit` is the block's inference gas price (a header field that load moves:
 //!    [`pipe_primitives::header`]), so the charge never depends on the output. Too little gas
 //!    halts with out-of-gas, as any precompile, before a result is asked for (and tells the
@@ -49,7 +53,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use alloy_primitives::{B256, Bytes, Log};
-use alloy_sol_types::{SolCall, SolError, SolEvent};
+use alloy_sol_types::SolError;
 use pipe_primitives::{
     InferenceResult,
     inference::{ModelId, ModelMeta},
@@ -200,7 +204,7 @@ pub fn run(
     purpose: Purpose,
     requests: &mut TxRequests,
 ) -> Outcome {
-    let (request, call) = match decode_request(data, &|id| provider.model(id)) {
+    let call = match decode_request(data, &|id| provider.model(id)) {
         Ok(v) => v,
         Err(reason) => {
             provider.refused(&reason);
@@ -212,7 +216,7 @@ pub fn run(
         provider.refused(&reason);
         return early(gas, gas_limit, reason);
     }
-    let cost = gas.cost(call.model.cost_units, data.len());
+    let cost = gas.cost(call.units(), data.len());
     if gas_limit < cost {
         provider.underpaid(&call, cost);
         return Outcome::OutOfGas;
@@ -227,18 +231,12 @@ pub fn run(
         Ok(data) => data.clone(),
         Err(reason) => return Outcome::Revert { gas: cost, reason },
     };
-    let response = match runModelInferenceCall::abi_decode_returns_validate(&returndata) {
-        Ok(r) => r,
-        Err(e) => return Outcome::InvalidResult(call.key, e.to_string()),
-    };
-    let event = ModelInferenceEvent {
-        inferenceID: call.key.to_string(),
-        request,
-        response,
-    };
-    let log = Log {
-        address: INFERENCE_PRECOMPILE,
-        data: event.encode_log_data(),
+    let log = match call.event(&returndata) {
+        Ok(data) => Log {
+            address: INFERENCE_PRECOMPILE,
+            data,
+        },
+        Err(e) => return Outcome::InvalidResult(call.key, e),
     };
     Outcome::Success {
         gas: cost,

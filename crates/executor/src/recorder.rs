@@ -64,7 +64,7 @@ impl InferenceProvider for Recorder {
         match self.source.infer(call, purpose) {
             Some(result) => {
                 record.used.push(result.clone());
-                record.units = record.units.saturating_add(call.model.cost_units);
+                record.units = record.units.saturating_add(call.units());
                 Some(result)
             }
             None => {

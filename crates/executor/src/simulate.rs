@@ -66,6 +66,8 @@ impl Executor {
         let mut out = Vec::with_capacity(txs.len());
         for tx in txs {
             let env = TxEnv::from_recovered_tx(&tx.tx, tx.sender);
+            evm.ctx_mut().cfg.disable_eip3607 =
+                crate::block::waives_eip3607(tx, self.config.dev_controls);
             let result = evm.transact(env);
             let record = recorder.take();
             if let Some(call) = record.missing {

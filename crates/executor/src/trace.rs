@@ -146,7 +146,9 @@ impl Executor {
                 let inspector = template
                     .try_clone()
                     .map_err(|e| TraceError::Tracer(e.to_string()))?;
-                let (db, env, recorder) = block.parts();
+                let dev = block.dev_controls();
+                let (db, mut env, recorder) = block.parts();
+                env.cfg_env.disable_eip3607 = crate::block::waives_eip3607(target, dev);
                 let tx = TxEnv::from_recovered_tx(&target.tx, target.sender);
                 let answers = recorder.clone();
                 let (result, mut inspector) =

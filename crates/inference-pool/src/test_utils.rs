@@ -127,8 +127,13 @@ pub fn call(n: u8) -> InferenceCall {
             decimals: 0,
             cost_units: 1,
             operators: vec![],
+            kind: pipe_primitives::ModelKind::Onnx,
+            llm: None,
         },
-        inputs: vec![],
+        task: pipe_executor::inference::Task::Model {
+            request: Default::default(),
+            inputs: vec![],
+        },
     }
 }
 

@@ -147,6 +147,8 @@ pub fn describe(
         decimals,
         cost_units: options.cost_units.unwrap_or(0).max(derived),
         operators: model.operators().to_vec(),
+        kind: pipe_primitives::ModelKind::Onnx,
+        llm: None,
     };
     Ok((model, meta))
 }

@@ -27,22 +27,23 @@ use std::{
 
 use alloy_signer_local::PrivateKeySigner;
 use parking_lot::RwLock;
-use pipe_executor::{
-    InferenceCall, InferenceFailure, InferenceProvider, Purpose, failure_result, output_result,
-};
-use pipe_inference::{InferenceError, Model, ModelCache};
+use pipe_executor::{InferenceCall, InferenceFailure, InferenceProvider, Purpose, failure_result};
+use pipe_inference::{InferenceError, ModelCache};
+use pipe_llm::LlmModel;
 use pipe_primitives::{
     InferenceResult,
-    inference::{MAX_OUTPUT_DECIMALS, ModelId, ModelMeta},
+    inference::{MAX_OUTPUT_DECIMALS, ModelId, ModelKind, ModelMeta},
 };
 use pipe_rpc::{ModelRegistry, UploadError, UploadOptions};
 use pipe_storage::Store;
-use pipe_worker::run::{failure, run_call};
+use pipe_worker::run::{Runtime, failure, run_call};
 
 pub mod offline;
 
 /// Compiled models kept in memory.
 const CACHE_MODELS: usize = 64;
+/// Language models kept in memory: each holds its weights (hundreds of MB for real ones).
+const CACHE_LLMS: usize = 2;
 /// Simulations whose timed-out runs may still be finishing in the background.
 const MAX_DETACHED_RUNS: usize = 16;
 
@@ -90,6 +91,8 @@ pub struct NodeModels {
     store: Arc<Store>,
     metas: RwLock<HashMap<ModelId, ModelMeta>>,
     cache: ModelCache,
+    /// Loaded language models, the most recently used last.
+    llms: parking_lot::Mutex<Vec<(ModelId, Arc<LlmModel>)>>,
     simulation_timeout: Duration,
     /// How long a worker's run may take before it stops ([`NodeModels::compute_for_worker`]).
     run_timeout: Duration,
@@ -111,6 +114,7 @@ impl NodeModels {
             store,
             metas: RwLock::new(metas),
             cache: ModelCache::new(CACHE_MODELS),
+            llms: Default::default(),
             simulation_timeout,
             run_timeout: Duration::from_secs(30),
             store_limit: u64::MAX,
@@ -166,11 +170,77 @@ impl NodeModels {
         Ok(out)
     }
 
-    fn load(&self, id: &ModelId) -> Result<Arc<Model>, InferenceFailure> {
-        self.cache
-            .get_or_load(id, || self.store.model_bytes(id).ok().flatten())
+    /// The runtime for stored model `id`, loaded on first use.
+    fn load(&self, id: &ModelId) -> Result<Runtime, InferenceFailure> {
+        let unavailable = |e: String| InferenceFailure::Unavailable(e);
+        let kind = self.model(id).map(|m| m.kind).unwrap_or_default();
+        match kind {
+            ModelKind::Onnx => self
+                .cache
+                .get_or_load(id, || self.store.model_bytes(id).ok().flatten())
+                .map_err(|e| unavailable(e.to_string()))?
+                .map(Runtime::Onnx)
+                .ok_or_else(|| unavailable(format!("model {id} is not stored"))),
+            ModelKind::Llm => self.load_llm(id).map(Runtime::Llm),
+        }
+    }
+
+    fn load_llm(&self, id: &ModelId) -> Result<Arc<LlmModel>, InferenceFailure> {
+        {
+            let mut llms = self.llms.lock();
+            if let Some(at) = llms.iter().position(|(m, _)| m == id) {
+                let entry = llms.remove(at);
+                let model = entry.1.clone();
+                llms.push(entry);
+                return Ok(model);
+            }
+        }
+        // Loaded outside the lock: a large file takes seconds, and other models go on.
+        let bytes = self
+            .store
+            .model_bytes(id)
             .map_err(|e| InferenceFailure::Unavailable(e.to_string()))?
-            .ok_or_else(|| InferenceFailure::Unavailable(format!("model {id} is not stored")))
+            .ok_or_else(|| InferenceFailure::Unavailable(format!("model {id} is not stored")))?;
+        let model = Arc::new(
+            LlmModel::load(&bytes).map_err(|e| InferenceFailure::Unavailable(e.to_string()))?,
+        );
+        self.keep_llm(*id, model.clone());
+        Ok(model)
+    }
+
+    fn keep_llm(&self, id: ModelId, model: Arc<LlmModel>) {
+        let mut llms = self.llms.lock();
+        llms.retain(|(m, _)| *m != id);
+        if llms.len() >= CACHE_LLMS {
+            llms.remove(0);
+        }
+        llms.push((id, model));
+    }
+
+    /// Describes and stores a GGUF upload: a language model.
+    fn upload_llm(
+        &self,
+        bytes: &[u8],
+        options: &UploadOptions,
+    ) -> Result<(ModelMeta, bool), UploadError> {
+        if options.decimals.is_some() {
+            return Err(UploadError::Invalid(
+                "decimals do not apply to a language model (its answers are text)".into(),
+            ));
+        }
+        let name = options.name.clone().unwrap_or_default();
+        if name.len() > 256 {
+            return Err(UploadError::Invalid("name longer than 256 bytes".into()));
+        }
+        let (model, meta) = pipe_llm::describe(bytes, &name, options.cost_units)
+            .map_err(|e| UploadError::Invalid(e.to_string()))?;
+        let fresh = self
+            .store
+            .put_model(&meta, bytes)
+            .map_err(|e| UploadError::Storage(e.to_string()))?;
+        self.keep_llm(meta.id, Arc::new(model));
+        self.metas.write().insert(meta.id, meta.clone());
+        Ok((meta, fresh))
     }
 }
 
@@ -223,23 +293,28 @@ impl NodeModels {
                 "too many inferences still running".into(),
             ));
         }
-        let model = self.load(&call.model.id)?;
+        let runtime = self.load(&call.model.id)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let inputs = call.inputs.clone();
+        let job = call.clone();
         let detached = self.detached.clone();
         let deadline = Instant::now() + self.simulation_timeout;
         detached.fetch_add(1, Ordering::Relaxed);
         std::thread::Builder::new()
             .name("pipe-simulate".into())
             .spawn(move || {
-                let past = move || Instant::now() >= deadline;
-                let _ = tx.send(model.run_until(&inputs, Some(&past)));
+                let _ = tx.send(run_call(
+                    &runtime,
+                    &job,
+                    Duration::ZERO,
+                    None,
+                    Some(deadline),
+                ));
                 detached.fetch_sub(1, Ordering::Relaxed);
             })
             .map_err(|e| InferenceFailure::Model(e.to_string()))?;
         let timeout = InferenceFailure::Timeout(self.simulation_timeout.as_millis() as u64);
         match rx.recv_timeout(self.simulation_timeout) {
-            Ok(Ok(outputs)) => Ok(output_result(call.key, &outputs, call.model.decimals)),
+            Ok(Ok(result)) => Ok(result),
             Ok(Err(InferenceError::Cancelled(_))) | Err(_) => Err(timeout),
             Ok(Err(e)) => Err(failure(e)),
         }
@@ -278,6 +353,24 @@ impl InferenceProvider for NodeModels {
     }
 }
 
+impl NodeModels {
+    fn stored_bytes(&self) -> u64 {
+        self.metas.read().values().map(|m| m.size_bytes).sum()
+    }
+
+    /// Refuses a file the store has no room for.
+    fn check_room(&self, len: usize) -> Result<(), UploadError> {
+        let stored = self.stored_bytes();
+        if stored.saturating_add(len as u64) > self.store_limit {
+            return Err(UploadError::Invalid(format!(
+                "the model store holds {stored} bytes and this file is {len}: the limit is {} (--max-model-store-mb)",
+                self.store_limit
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl ModelRegistry for NodeModels {
     fn upload(
         &self,
@@ -285,6 +378,11 @@ impl ModelRegistry for NodeModels {
         options: &UploadOptions,
     ) -> Result<(ModelMeta, bool), UploadError> {
         let id = ModelId::of(bytes);
+        if pipe_llm::is_gguf(bytes) && self.model(&id).is_none() {
+            return self
+                .check_room(bytes.len())
+                .and_then(|_| self.upload_llm(bytes, options));
+        }
         if let Some(d) = options.decimals.filter(|&d| d > MAX_OUTPUT_DECIMALS) {
             return Err(UploadError::Invalid(format!(
                 "decimals {d} above {MAX_OUTPUT_DECIMALS}"
@@ -302,14 +400,7 @@ impl ModelRegistry for NodeModels {
             }
             return Ok((meta, false));
         }
-        let stored: u64 = self.metas.read().values().map(|m| m.size_bytes).sum();
-        if stored.saturating_add(bytes.len() as u64) > self.store_limit {
-            return Err(UploadError::Invalid(format!(
-                "the model store holds {stored} bytes and this file is {}: the limit is {} (--max-model-store-mb)",
-                bytes.len(),
-                self.store_limit
-            )));
-        }
+        self.check_room(bytes.len())?;
         let opts = pipe_inference::UploadOptions {
             name: options.name.clone().unwrap_or_default(),
             decimals: options.decimals,
@@ -334,6 +425,22 @@ impl ModelRegistry for NodeModels {
 
     fn get(&self, id: &ModelId) -> Option<ModelMeta> {
         self.model(id)
+    }
+
+    fn file_range(
+        &self,
+        id: &ModelId,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<alloy_primitives::Bytes>, UploadError> {
+        self.store
+            .model_bytes_range(id, offset, len)
+            .map(|b| b.map(Into::into))
+            .map_err(|e| UploadError::Storage(e.to_string()))
+    }
+
+    fn room(&self) -> u64 {
+        self.store_limit.saturating_sub(self.stored_bytes())
     }
 
     fn file(&self, id: &ModelId) -> Result<Option<alloy_primitives::Bytes>, UploadError> {
@@ -370,10 +477,39 @@ async fn rpc_call(
     Ok(response.get("result").cloned().unwrap_or_default())
 }
 
-/// `pipe model add`: uploads a file over `pipe_uploadModel`.
+/// `pipe model add`: uploads a file over `pipe_uploadModel`, or in chunks
+/// (`pipe_uploadModelChunk`, `pipe_finishModelUpload`) when it is larger than one chunk.
 pub async fn upload(url: &str, bytes: &[u8], options: &UploadOptions) -> anyhow::Result<ModelMeta> {
-    let hex = alloy_primitives::hex::encode_prefixed(bytes);
-    let result = rpc_call(url, "pipe_uploadModel", serde_json::json!([hex, options])).await?;
+    use pipe_rpc::MAX_CHUNK_BYTES;
+    if bytes.len() <= MAX_CHUNK_BYTES {
+        let hex = alloy_primitives::hex::encode_prefixed(bytes);
+        let result = rpc_call(url, "pipe_uploadModel", serde_json::json!([hex, options])).await?;
+        return Ok(serde_json::from_value(result)?);
+    }
+    // A session id nobody else picks: the file's hash and this moment.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut seed = alloy_primitives::keccak256(bytes).to_vec();
+    seed.extend_from_slice(&nanos.to_be_bytes());
+    let session = alloy_primitives::keccak256(seed);
+    for (i, chunk) in bytes.chunks(MAX_CHUNK_BYTES).enumerate() {
+        let offset = (i * MAX_CHUNK_BYTES) as u64;
+        let hex = alloy_primitives::hex::encode_prefixed(chunk);
+        rpc_call(
+            url,
+            "pipe_uploadModelChunk",
+            serde_json::json!([session, format!("{offset:#x}"), hex]),
+        )
+        .await?;
+    }
+    let result = rpc_call(
+        url,
+        "pipe_finishModelUpload",
+        serde_json::json!([session, options]),
+    )
+    .await?;
     Ok(serde_json::from_value(result)?)
 }
 
@@ -400,8 +536,21 @@ pub fn describe_meta(meta: &ModelMeta) -> String {
             .collect::<Vec<_>>()
             .join("; ")
     };
+    if let Some(llm) = &meta.llm {
+        return format!(
+            "id:         {}\nname:       {}\nkind:       llm ({})\nsize:       {} bytes\ncontext:    {} tokens\nmax tokens: {}\nparameters: {}\ncost units: {} per token",
+            meta.id,
+            meta.name,
+            llm.architecture,
+            meta.size_bytes,
+            llm.context_length,
+            llm.max_tokens,
+            llm.parameters,
+            meta.cost_units,
+        );
+    }
     format!(
-        "id:         {}\nname:       {}\nsize:       {} bytes\ninputs:     {}\noutputs:    {}\ndecimals:   {}\ncost units: {}\noperators:  {}",
+        "id:         {}\nname:       {}\nkind:       onnx\nsize:       {} bytes\ninputs:     {}\noutputs:    {}\ndecimals:   {}\ncost units: {}\noperators:  {}",
         meta.id,
         meta.name,
         meta.size_bytes,
@@ -433,6 +582,8 @@ mod tests {
             decimals: 4,
             cost_units: 1,
             operators: vec![],
+            kind: pipe_primitives::ModelKind::Onnx,
+            llm: None,
         };
         models.metas.write().insert(meta.id, meta.clone());
         let call = InferenceCall {
@@ -440,7 +591,10 @@ mod tests {
             request: Default::default(),
             mode: pipe_primitives::inference::InferenceMode::Vanilla,
             model: meta,
-            inputs: vec![],
+            task: pipe_executor::inference::Task::Model {
+                request: Default::default(),
+                inputs: vec![],
+            },
         };
         assert!(models.infer(&call, Purpose::Block).is_none());
         let simulated = models.infer(&call, Purpose::Simulation).unwrap();
@@ -466,11 +620,14 @@ mod tests {
             request: Default::default(),
             mode: pipe_primitives::inference::InferenceMode::Vanilla,
             model: linreg.clone(),
-            inputs: vec![pipe_primitives::inference::Tensor {
-                name: linreg.inputs[0].name.clone(),
-                shape: vec![1, 3],
-                data: pipe_primitives::inference::TensorData::Float32(vec![1.0, 2.0, 3.0]),
-            }],
+            task: pipe_executor::inference::Task::Model {
+                request: Default::default(),
+                inputs: vec![pipe_primitives::inference::Tensor {
+                    name: linreg.inputs[0].name.clone(),
+                    shape: vec![1, 3],
+                    data: pipe_primitives::inference::TensorData::Float32(vec![1.0, 2.0, 3.0]),
+                }],
+            },
         };
         let started = Instant::now();
         let err = models.compute_for_worker(&call).unwrap_err();
@@ -494,12 +651,130 @@ mod tests {
             .unwrap()
             .with_store_limit(linreg.len() as u64 + 16);
         let options = UploadOptions::default();
+        assert_eq!(models.room(), linreg.len() as u64 + 16);
         let (meta, fresh) = models.upload(linreg, &options).unwrap();
         assert!(fresh);
+        // What a chunked upload may still grow to.
+        assert_eq!(models.room(), 16);
         let err = models.upload(mlp, &options).unwrap_err().to_string();
         assert!(err.contains("the limit is"), "{err}");
         assert_eq!(models.list(), vec![meta]);
         // The same file again is not a new byte.
         assert!(!models.upload(linreg, &options).unwrap().1);
+    }
+
+    /// A GGUF upload is a language model: stored with kind `llm` and its terms, answered
+    /// through the same provider seam as ONNX models (blocks and simulations alike, the same
+    /// bytes every run and after a restart), with a chat's tool calls read back out, and a
+    /// prompt over the context a committed failure with the reason.
+    #[test]
+    fn language_models_store_answer_and_repeat() {
+        use alloy_sol_types::SolCall;
+        use pipe_executor::inference::{
+            ChatMessage, LLMChatRequest, LLMCompletionRequest, ToolDefinition, decode_request,
+            runLLMChatCall, runLLMCompletionCall,
+        };
+        use pipe_llm::test_utils::{CHATML_TEMPLATE, TinyShape, tiny_llama_gguf};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        let shape = TinyShape {
+            context: 512,
+            ..Default::default()
+        };
+        let bytes = tiny_llama_gguf(shape, Some(CHATML_TEMPLATE));
+        let models = NodeModels::open(
+            Arc::new(Store::open(&path).unwrap()),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let refused = models.upload(
+            &bytes,
+            &UploadOptions {
+                decimals: Some(2),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(refused, Err(UploadError::Invalid(e)) if e.contains("decimals")));
+        let options = UploadOptions {
+            name: Some("tiny".into()),
+            ..Default::default()
+        };
+        let (meta, fresh) = models.upload(&bytes, &options).unwrap();
+        assert!(fresh);
+        assert_eq!(meta.kind, ModelKind::Llm);
+        assert_eq!(meta.llm.as_ref().unwrap().context_length, 512);
+        assert_eq!(models.list()[0].kind, ModelKind::Llm);
+        let described = describe_meta(&meta);
+        assert!(described.contains("kind:       llm (llama)"), "{described}");
+        assert!(described.contains("context:    512 tokens"), "{described}");
+
+        let completion = |prompt: &str, max_tokens: u32| {
+            let data = runLLMCompletionCall {
+                request: LLMCompletionRequest {
+                    mode: 0,
+                    modelCID: meta.id.to_string(),
+                    prompt: prompt.into(),
+                    max_tokens,
+                    stop_sequence: vec![],
+                    temperature: 0,
+                },
+            }
+            .abi_encode();
+            decode_request(&data, &|id| models.model(id)).unwrap()
+        };
+        let call = completion("hello world", 8);
+        let block = models.infer(&call, Purpose::Block).unwrap();
+        assert_eq!(models.infer(&call, Purpose::Simulation).unwrap(), block);
+        let answer = runLLMCompletionCall::abi_decode_returns_validate(block.as_result().unwrap())
+            .unwrap()
+            .answer;
+        assert!(!answer.is_empty());
+        let long = completion(&"word ".repeat(600), 8);
+        let over = models.infer(&long, Purpose::Block).unwrap();
+        assert!(
+            over.as_result().unwrap_err().contains("context"),
+            "{over:?}"
+        );
+
+        let data = runLLMChatCall {
+            request: LLMChatRequest {
+                mode: 0,
+                modelCID: meta.id.to_string(),
+                messages: vec![ChatMessage {
+                    role: "user".into(),
+                    content: "What is the price of ETH?".into(),
+                    name: String::new(),
+                    tool_call_id: String::new(),
+                    tool_calls: vec![],
+                }],
+                tools: vec![ToolDefinition {
+                    description: "price".into(),
+                    name: "price".into(),
+                    parameters: "{}".into(),
+                }],
+                tool_choice: "auto".into(),
+                max_tokens: 6,
+                stop_sequence: vec![],
+                temperature: 50,
+            },
+        }
+        .abi_encode();
+        let chat = decode_request(&data, &|id| models.model(id)).unwrap();
+        let chatted = models.infer(&chat, Purpose::Block).unwrap();
+        let response =
+            runLLMChatCall::abi_decode_returns_validate(chatted.as_result().unwrap()).unwrap();
+        assert_eq!(response.message.role, "assistant");
+        assert!(["stop", "length"].contains(&response.finish_reason.as_str()));
+
+        // Reopened: the model comes back from the store and answers the same.
+        drop(models);
+        let models = NodeModels::open(
+            Arc::new(Store::open(&path).unwrap()),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(models.model(&meta.id).unwrap(), meta);
+        assert_eq!(models.infer(&call, Purpose::Block).unwrap(), block);
+        assert_eq!(models.infer(&chat, Purpose::Block).unwrap(), chatted);
     }
 }

@@ -14,9 +14,8 @@ use std::cell::RefCell;
 
 use alloy_primitives::Bytes;
 use pipe_executor::inference::decode_request;
-use pipe_inference::Model;
 use pipe_primitives::inference::{ModelId, ModelMeta};
-use pipe_worker::run::run_call;
+use pipe_worker::run::{Runtime, run_call};
 
 use crate::EXAMPLE_MODELS;
 
@@ -51,6 +50,21 @@ impl Candidate {
                 decimals,
                 cost_units,
             },
+        }
+    }
+}
+
+impl Candidate {
+    /// The file as its runtime loads it (a GGUF file is a language model), and its metadata.
+    fn describe(&self) -> Result<(Runtime, ModelMeta), String> {
+        if pipe_llm::is_gguf(&self.bytes) {
+            pipe_llm::describe(&self.bytes, &self.name, self.options.cost_units)
+                .map(|(model, meta)| (Runtime::Llm(std::sync::Arc::new(model)), meta))
+                .map_err(|e| e.to_string())
+        } else {
+            pipe_inference::describe(&self.bytes, &self.options)
+                .map(|(model, meta)| (Runtime::Onnx(std::sync::Arc::new(model)), meta))
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -92,18 +106,19 @@ impl OfflineModels {
         id
     }
 
-    /// Answers `calldata` (a `runModelInference` call as a contract sends it to `0x…F4`)
-    /// with the ABI-encoded `ModelOutput` the precompile would return.
+    /// Answers `calldata` (a `runModelInference`, `runLLMCompletion` or `runLLMChat` call as
+    /// a contract sends it to `0x…F4`) with the ABI-encoded output the precompile would
+    /// return.
     pub fn infer(&self, calldata: &[u8]) -> Result<Bytes, OfflineError> {
         // The decoder looks the model up by id; the first lookup of a known id loads it.
-        let loaded: RefCell<Option<(Model, ModelMeta)>> = RefCell::new(None);
+        let loaded: RefCell<Option<(Runtime, ModelMeta)>> = RefCell::new(None);
         let bad: RefCell<Option<OfflineError>> = RefCell::new(None);
         let lookup = |id: &ModelId| -> Option<ModelMeta> {
             if let Some((_, meta)) = loaded.borrow().as_ref().filter(|(_, m)| m.id == *id) {
                 return Some(meta.clone());
             }
             let (_, c) = self.candidates.iter().find(|(known, _)| known == id)?;
-            match pipe_inference::describe(&c.bytes, &c.options) {
+            match c.describe() {
                 Ok((model, meta)) => {
                     *loaded.borrow_mut() = Some((model, meta.clone()));
                     Some(meta)
@@ -111,7 +126,7 @@ impl OfflineModels {
                 Err(e) => {
                     *bad.borrow_mut() = Some(OfflineError::BadModel {
                         name: c.name.clone(),
-                        reason: e.to_string(),
+                        reason: e,
                     });
                     None
                 }
@@ -121,7 +136,7 @@ impl OfflineModels {
         if let Some(e) = bad.into_inner() {
             return Err(e);
         }
-        let (_, call) = decoded.map_err(OfflineError::Refused)?;
+        let call = decoded.map_err(OfflineError::Refused)?;
         let (model, _) = loaded
             .into_inner()
             .expect("a decoded request's model was loaded by the lookup");
@@ -182,7 +197,7 @@ mod tests {
             std::sync::Arc::new(pipe_storage::Store::open(&dir.path().join("chain.redb")).unwrap());
         let node = crate::NodeModels::open(store, std::time::Duration::from_secs(5)).unwrap();
         node.add_examples().unwrap();
-        let (_, call) = decode_request(&calldata, &|id| {
+        let call = decode_request(&calldata, &|id| {
             pipe_executor::InferenceProvider::model(&node, id)
         })
         .unwrap();

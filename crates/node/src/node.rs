@@ -200,10 +200,11 @@ pub async fn launch(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             .with_context(|| format!("opening {}", pending_path.display()))?,
     );
     migrate_legacy_pending(&store, &pending)?;
-    let pool = Arc::new(Pool::with_store(
-        PoolConfig::new(chain.chain_id, chain.gas_limit),
-        pending,
-    )?);
+    let mut pool_config = PoolConfig::new(chain.chain_id, chain.gas_limit);
+    // Only the dev chain takes impersonated (unsigned) transactions, as its controls do.
+    pool_config.dev_impersonation =
+        config.genesis.is_none() && config.follow.is_none() && validator_files.is_none();
+    let pool = Arc::new(Pool::with_store(pool_config, pending)?);
     startup.open_ms = launched.elapsed().as_millis() as u64;
     let mut ledger = Chain::new(
         store.clone(),
@@ -641,5 +642,27 @@ impl pipe_rpc::dev::DevControls for DevMiner {
             pipe_rpc::dev::Mining::Interval(s) => SealMode::Interval(Duration::from_secs(s)),
             pipe_rpc::dev::Mining::Manual => SealMode::Manual,
         })
+    }
+
+    fn edit(&self, edits: pipe_primitives::StateEdits) -> Result<u64, String> {
+        self.sealer
+            .edit(edits)
+            .map(|sealed| sealed.block.header.number)
+            .map_err(|e| e.to_string())
+    }
+
+    fn snapshot(&self) -> u64 {
+        self.sealer.snapshot()
+    }
+
+    fn revert(&self, id: u64) -> Result<bool, String> {
+        self.sealer
+            .revert(id)
+            .map(|reverted| reverted.is_some())
+            .map_err(|e| e.to_string())
+    }
+
+    fn reset(&self) -> Result<(), String> {
+        self.sealer.reset().map(|_| ()).map_err(|e| e.to_string())
     }
 }

@@ -3,7 +3,7 @@
 use alloy_consensus::{Header, ReceiptEnvelope, TxEnvelope};
 use alloy_primitives::{Address, B256};
 
-use crate::sidecar::Sidecar;
+use crate::{edits::StateEdits, sidecar::Sidecar};
 
 /// A transaction as it sits in a block: the signed envelope, its hash and its recovered sender
 /// (kept so serving it never needs another signature recovery).
@@ -35,8 +35,9 @@ impl BlockTx for StoredTx {
     }
 }
 
-/// A sealed block: header, its hash, the transactions, their receipts (same order), and the
-/// inference results the transactions used (committed to by the header's `extra_data`).
+/// A sealed block: header, its hash, the transactions, their receipts (same order), the
+/// inference results the transactions used, and on the dev chain the state edits applied
+/// before them (both committed to by the header's `extra_data`).
 #[derive(Clone, Debug)]
 pub struct SealedBlock {
     pub hash: B256,
@@ -44,6 +45,8 @@ pub struct SealedBlock {
     pub transactions: Vec<StoredTx>,
     pub receipts: Vec<ReceiptEnvelope>,
     pub sidecar: Sidecar,
+    /// Applied after the system calls, before the transactions; empty but on the dev chain.
+    pub edits: StateEdits,
 }
 
 impl SealedBlock {
@@ -59,12 +62,19 @@ impl SealedBlock {
             transactions,
             receipts,
             sidecar: Sidecar::default(),
+            edits: StateEdits::default(),
         }
     }
 
     /// The same block carrying `sidecar` (the header must already commit to it).
     pub fn with_sidecar(mut self, sidecar: Sidecar) -> Self {
         self.sidecar = sidecar;
+        self
+    }
+
+    /// The same block carrying `edits` (the header must already commit to them).
+    pub fn with_edits(mut self, edits: StateEdits) -> Self {
+        self.edits = edits;
         self
     }
 

@@ -40,6 +40,14 @@ pub fn system_contracts() -> [(Address, Bytes); 4] {
     ]
 }
 
+/// The system contracts that record the chain's own history (EIP-2935 block hashes, EIP-4788
+/// beacon roots): a dev chain's revert leaves them alone (the blocks they record still exist),
+/// and a loaded state dump does not overwrite them.
+pub const CHAIN_HISTORY_CONTRACTS: [Address; 2] = [
+    alloy_eips::eip2935::HISTORY_STORAGE_ADDRESS,
+    alloy_eips::eip4788::BEACON_ROOTS_ADDRESS,
+];
+
 /// The deterministic CREATE2 deployer (Arachnid's proxy) every dev chain has at this address;
 /// forge deploys through it by default, so `forge script`/`forge create --create2` work.
 pub const CREATE2_DEPLOYER: Address =
@@ -61,6 +69,11 @@ pub struct ChainConfig {
     /// How the inference gas price moves with load ([`crate::header`]).
     #[serde(default)]
     pub inference_pricing: InferencePricing,
+    /// The dev chain: blocks may carry state edits and impersonated senders
+    /// ([`crate::edits`]). Only [`ChainConfig::dev`] sets it; every other chain refuses both,
+    /// in its own blocks and in blocks it replays.
+    #[serde(default)]
+    pub dev_controls: bool,
 }
 
 impl ChainConfig {
@@ -80,7 +93,10 @@ impl ChainConfig {
             ..Default::default()
         }
         .extend_accounts(alloc);
-        Self::from_genesis(DEV_CHAIN_ID, genesis)
+        Self {
+            dev_controls: true,
+            ..Self::from_genesis(DEV_CHAIN_ID, genesis)
+        }
     }
 
     /// Wraps a genesis file, adding the system contracts where the file does not set them.
@@ -103,6 +119,7 @@ impl ChainConfig {
             gas_limit,
             genesis,
             inference_pricing: InferencePricing::default(),
+            dev_controls: false,
         }
     }
 

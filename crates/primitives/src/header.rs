@@ -5,10 +5,12 @@
 //!
 //! ```text
 //! inference gas price (u64, big-endian) ‖ inference units used (u64, big-endian) ‖ [results root (32 bytes)]
+//! price ‖ units ‖ results root or 32 zero bytes ‖ state edits hash (32 bytes)
 //! ```
 //!
 //! 16 bytes for a block that used no inference results, 48 for one that did (the results root
-//! is the sidecar's, [`crate::sidecar`]). The header hash therefore commits to the price every
+//! is the sidecar's, [`crate::sidecar`]), 80 for a dev chain block that carries state edits
+//! ([`crate::edits`]; a results root is never zero, so zeros there mean "no results"). The header hash therefore commits to the price every
 //! transaction of the block paid, to the load that sets the next block's price, and to every
 //! result. The fields are in `extra_data`, not new header fields, so every Ethereum tool
 //! decodes and hashes pipe headers unchanged; this chain's `extra_data` is longer than the
@@ -94,30 +96,45 @@ pub struct InferenceFields {
     pub units: u64,
     /// Root of the block's sidecar, when it used any result.
     pub results_root: Option<B256>,
+    /// Hash of the block's state edits, when it carries any (dev chain only).
+    pub edits_root: Option<B256>,
 }
 
 /// `extra_data` that is not a pipe header's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("extra data of {0} bytes is not pipe's (16 or 48: price, units, results root)")]
+#[error(
+    "extra data of {0} bytes is not pipe's (16, 48 or 80: price, units, results root, edits hash)"
+)]
 pub struct FieldsError(pub usize);
 
 impl InferenceFields {
     /// The header's `extra_data`.
     pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(48);
+        let mut out = Vec::with_capacity(80);
         out.extend_from_slice(&self.gas_price.to_be_bytes());
         out.extend_from_slice(&self.units.to_be_bytes());
-        if let Some(root) = self.results_root {
-            out.extend_from_slice(root.as_slice());
+        match (self.results_root, self.edits_root) {
+            (None, None) => {}
+            (Some(root), None) => out.extend_from_slice(root.as_slice()),
+            (results, Some(edits)) => {
+                out.extend_from_slice(results.unwrap_or_default().as_slice());
+                out.extend_from_slice(edits.as_slice());
+            }
         }
         out.into()
     }
 
-    /// Strict: exactly 16 or 48 bytes.
+    /// Strict: exactly 16, 48 or 80 bytes (80 with a nonzero edits hash).
     pub fn decode(extra: &[u8]) -> Result<Self, FieldsError> {
-        if extra.len() != 16 && extra.len() != 48 {
+        if ![16, 48, 80].contains(&extra.len()) {
             return Err(FieldsError(extra.len()));
         }
+        let hash = |i: usize| Some(B256::from_slice(&extra[i..i + 32])).filter(|h| !h.is_zero());
+        let (results_root, edits_root) = match extra.len() {
+            16 => (None, None),
+            48 => (Some(B256::from_slice(&extra[16..48])), None),
+            _ => (hash(16), Some(hash(48).ok_or(FieldsError(extra.len()))?)),
+        };
         let word = |i: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&extra[i..i + 8]);
@@ -126,7 +143,8 @@ impl InferenceFields {
         Ok(Self {
             gas_price: word(0),
             units: word(8),
-            results_root: (extra.len() == 48).then(|| B256::from_slice(&extra[16..48])),
+            results_root,
+            edits_root,
         })
     }
 }
@@ -137,16 +155,24 @@ mod tests {
 
     #[test]
     fn fields_round_trip_and_reject_other_lengths() {
-        for root in [None, Some(B256::repeat_byte(7))] {
+        for (root, edits, len) in [
+            (None, None, 16),
+            (Some(B256::repeat_byte(7)), None, 48),
+            (None, Some(B256::repeat_byte(8)), 80),
+            (Some(B256::repeat_byte(7)), Some(B256::repeat_byte(8)), 80),
+        ] {
             let f = InferenceFields {
                 gas_price: 12,
                 units: 3_000,
                 results_root: root,
+                edits_root: edits,
             };
             let bytes = f.encode();
-            assert_eq!(bytes.len(), if root.is_some() { 48 } else { 16 });
+            assert_eq!(bytes.len(), len);
             assert_eq!(InferenceFields::decode(&bytes), Ok(f));
         }
+        // 80 bytes whose edits hash is zero say nothing the shorter forms do not: refused.
+        assert_eq!(InferenceFields::decode(&[0; 80]), Err(FieldsError(80)));
         for len in [0, 15, 17, 32, 47, 49] {
             assert_eq!(
                 InferenceFields::decode(&vec![0; len]),
@@ -160,6 +186,7 @@ mod tests {
             gas_price: price,
             units,
             results_root: None,
+            edits_root: None,
         }))
     }
 

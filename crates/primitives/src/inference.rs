@@ -194,6 +194,49 @@ pub struct ModelMeta {
     pub cost_units: u64,
     /// The ONNX operators the graph uses, `domain:op_type`, sorted.
     pub operators: Vec<String>,
+    /// What runs the file: an ONNX graph (`runModelInference`) or a language model
+    /// (`runLLMCompletion`, `runLLMChat`). Rows stored before language models existed are ONNX.
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// A language model's terms; `None` for ONNX models. For a language model `cost_units`
+    /// is per token (prompt and answer alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSpec>,
+}
+
+/// What runs a stored model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// An ONNX graph, run by tract.
+    #[default]
+    Onnx,
+    /// A GGUF language model.
+    Llm,
+}
+
+impl ModelKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Onnx => "onnx",
+            Self::Llm => "llm",
+        }
+    }
+}
+
+/// What the chain knows about a language model: read from its GGUF file at upload, so every
+/// node validates a request against the same limits without loading the model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmSpec {
+    /// `general.architecture` (`llama`, `qwen2`).
+    pub architecture: String,
+    /// Most tokens, prompt and answer together, one run may hold.
+    pub context_length: u32,
+    /// The largest `max_tokens` a request may ask for.
+    pub max_tokens: u32,
+    /// Weights in the file (elements, whatever their quantization).
+    pub parameters: u64,
 }
 
 /// Verification mode of a request, as the `ModelInferenceMode` enum encodes it.
@@ -295,6 +338,8 @@ mod tests {
             decimals: 8,
             cost_units: 7,
             operators: vec![],
+            kind: ModelKind::Onnx,
+            llm: None,
         };
         let json = serde_json::to_value(&meta).unwrap();
         assert_eq!(json["costUnits"], 7);

@@ -6,6 +6,7 @@
 pub mod block;
 pub mod chain;
 pub mod clock;
+pub mod edits;
 pub mod header;
 pub mod inference;
 pub mod sidecar;
@@ -13,9 +14,10 @@ pub mod status;
 pub mod tasks;
 
 pub use block::{BlockTx, SealedBlock, StoredTx};
-pub use chain::{ChainConfig, system_contracts};
+pub use chain::{CHAIN_HISTORY_CONTRACTS, ChainConfig, system_contracts};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use edits::{EditsError, StateEdit, StateEdits};
 pub use header::{InferenceFields, InferencePricing};
-pub use inference::{ModelId, ModelMeta};
+pub use inference::{LlmSpec, ModelId, ModelKind, ModelMeta};
 pub use sidecar::{InferenceResult, Sidecar, SidecarError};
 pub use tasks::{TaskError, Tasks};

@@ -7,6 +7,9 @@
 //! the dev chain ([`crate::NodeHandle::unlocked`] is empty elsewhere): any other `from` is
 //! refused with geth's `unknown account`.
 //!
+//! An address impersonated on the dev chain (`anvil_impersonateAccount`) sends too, without a
+//! signature ([`pipe_primitives::edits`]).
+//!
 //! A transaction built here goes through `eth_sendRawTransaction`'s path, so it is admitted,
 //! made durable and tracked exactly as a signed one.
 
@@ -74,7 +77,12 @@ impl Api {
         let from = request
             .from
             .ok_or_else(|| RpcError::InvalidParams("from is required".into()))?;
-        let signer = self.unlocked(&from)?.clone();
+        // A dev key signs; an impersonated address (anvil_impersonateAccount) sends unsigned.
+        let signer = match self.unlocked(&from) {
+            Ok(signer) => Some(signer.clone()),
+            Err(_) if self.node.pool.impersonates(&from) => None,
+            Err(e) => return Err(e),
+        };
         // No `to` is a creation (web3.py's `constructor().transact()` sends none).
         request.to.get_or_insert(alloy_primitives::TxKind::Create);
         request
@@ -106,9 +114,12 @@ impl Api {
         let mut tx = request.build_typed_tx().map_err(|_| {
             RpcError::InvalidParams("the transaction cannot be completed: missing fields".into())
         })?;
-        let signature = signer
-            .sign_transaction_sync(&mut tx)
-            .map_err(|e| RpcError::Internal(e.to_string()))?;
+        let signature = match signer {
+            Some(signer) => signer
+                .sign_transaction_sync(&mut tx)
+                .map_err(|e| RpcError::Internal(e.to_string()))?,
+            None => pipe_primitives::edits::impersonation_signature(from),
+        };
         Ok(tx.into_envelope(signature).encoded_2718().into())
     }
 

@@ -37,7 +37,9 @@ impl Api {
         {
             return Ok(());
         }
-        let Ok(sender) = tx.recover_signer() else {
+        let unsigned = pipe_primitives::edits::impersonated_sender(&tx)
+            .filter(|claimed| self.node.pool.impersonates(claimed));
+        let Some(sender) = unsigned.or_else(|| tx.recover_signer().ok()) else {
             return Ok(());
         };
         let on_chain = store.account(&sender)?.map_or(0, |a| a.nonce);

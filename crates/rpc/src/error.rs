@@ -50,9 +50,9 @@ impl From<RpcError> for ErrorObjectOwned {
                 ErrorObjectOwned::owned(EXECUTION_REVERTED, msg, Some(output))
             }
             // A proof of state the node has no tries for: the request's limit, not a fault.
-            RpcError::Store(StoreError::ArchiveProof(_) | StoreError::UnfinalizedProof(_)) => {
-                ErrorObjectOwned::owned(SERVER_ERROR, msg, None::<()>)
-            }
+            RpcError::Store(
+                StoreError::ArchivedProofTooLarge { .. } | StoreError::UnfinalizedProof(_),
+            ) => ErrorObjectOwned::owned(SERVER_ERROR, msg, None::<()>),
             RpcError::Store(_) | RpcError::Internal(_) | RpcError::Call(CallError::Internal(_)) => {
                 ErrorObjectOwned::owned(INTERNAL, msg, None::<()>)
             }

@@ -289,6 +289,7 @@ impl Api {
             base_fee: h.base_fee_per_gas.unwrap_or_default(),
             prevrandao: h.mix_hash,
             inference_gas_price: self.node.executor.next_inference_gas_price(h),
+            edits: Default::default(),
         })
     }
 

@@ -40,8 +40,8 @@ pub use connections::{ConnLimits, PeerAddr};
 pub use error::RpcError;
 pub use eth::{EthApiServer, NetApiServer, Web3ApiServer};
 pub use pipe::{
-    ModelRegistry, ModelUploads, PipeApiServer, TxLifecycle, UploadError, UploadOptions, WireBlock,
-    WireError,
+    MAX_CHUNK_BYTES, MAX_UPLOAD_BYTES, MAX_UPLOAD_SESSIONS, ModelRegistry, ModelUploads,
+    PipeApiServer, TxLifecycle, UploadError, UploadOptions, WireBlock, WireError,
 };
 
 /// Widest block range one `eth_getLogs` may scan.
@@ -118,48 +118,8 @@ pub async fn start(
         .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch))
         .set_id_provider(geth::HexIds::default())
         .build();
-    let pipe_api = pipe::PipeRpc {
-        models: node.models.clone(),
-        lifecycle: node.lifecycle.clone(),
-        store: node.store.clone(),
-        pool: node.pool.clone(),
-        executor: node.executor.clone(),
-        tasks: node.tasks.clone(),
-        uploads: node.model_uploads,
-    };
     let metrics = node.metrics.clone();
-    let api = eth::Api::new(node);
-    let mut module = EthApiServer::into_rpc(api.clone());
-    module
-        .merge(NetApiServer::into_rpc(api.clone()))
-        .map_err(std::io::Error::other)?;
-    module
-        .merge(eth::TxpoolApiServer::into_rpc(api.clone()))
-        .map_err(std::io::Error::other)?;
-    module
-        .merge(accounts::AccountsApiServer::into_rpc(api.clone()))
-        .map_err(std::io::Error::other)?;
-    module
-        .merge(accounts::PersonalApiServer::into_rpc(api.clone()))
-        .map_err(std::io::Error::other)?;
-    module
-        .merge(dev::DevApiServer::into_rpc(api.clone()))
-        .map_err(std::io::Error::other)?;
-    module
-        .merge(proof::ProofApiServer::into_rpc(api.clone()))
-        .map_err(std::io::Error::other)?;
-    module
-        .merge(trace::DebugApiServer::into_rpc(api.clone()))
-        .map_err(std::io::Error::other)?;
-    module
-        .merge(trace::AccessListApiServer::into_rpc(api.clone()))
-        .map_err(std::io::Error::other)?;
-    module
-        .merge(Web3ApiServer::into_rpc(api))
-        .map_err(std::io::Error::other)?;
-    module
-        .merge(PipeApiServer::into_rpc(pipe_api))
-        .map_err(std::io::Error::other)?;
+    let module = methods(node).map_err(std::io::Error::other)?;
     connections::serve(
         config.addr,
         server_config,
@@ -168,4 +128,35 @@ pub async fn start(
         metrics,
     )
     .await
+}
+
+/// Every method the server serves, over `node`: the module [`start`] serves, and what
+/// `docs/rpc.md` lists (a test checks they agree).
+pub fn methods(
+    node: NodeHandle,
+) -> Result<jsonrpsee::RpcModule<()>, jsonrpsee::core::RegisterMethodError> {
+    let pipe_api = pipe::PipeRpc {
+        models: node.models.clone(),
+        lifecycle: node.lifecycle.clone(),
+        store: node.store.clone(),
+        pool: node.pool.clone(),
+        executor: node.executor.clone(),
+        tasks: node.tasks.clone(),
+        uploads: node.model_uploads,
+        chunked: Default::default(),
+    };
+    let api = eth::Api::new(node);
+    let mut module = jsonrpsee::RpcModule::new(());
+    module.merge(EthApiServer::into_rpc(api.clone()))?;
+    module.merge(NetApiServer::into_rpc(api.clone()))?;
+    module.merge(eth::TxpoolApiServer::into_rpc(api.clone()))?;
+    module.merge(accounts::AccountsApiServer::into_rpc(api.clone()))?;
+    module.merge(accounts::PersonalApiServer::into_rpc(api.clone()))?;
+    module.merge(dev::DevApiServer::into_rpc(api.clone()))?;
+    module.merge(proof::ProofApiServer::into_rpc(api.clone()))?;
+    module.merge(trace::DebugApiServer::into_rpc(api.clone()))?;
+    module.merge(trace::AccessListApiServer::into_rpc(api.clone()))?;
+    module.merge(Web3ApiServer::into_rpc(api))?;
+    module.merge(PipeApiServer::into_rpc(pipe_api))?;
+    Ok(module)
 }

@@ -1,14 +1,19 @@
 //! The `pipe_` namespace: the model store.
 //!
-//! - `pipe_uploadModel(bytes, options?)` stores an ONNX file and returns its metadata (the
+//! - `pipe_uploadModel(bytes, options?)` stores an ONNX or GGUF file and returns its metadata (the
 //!   `id` is the `modelCID` contracts pass). Uploading a stored file again returns the stored
 //!   metadata (name included); asking for other decimals or more cost units than stored is
 //!   refused, since a model's terms never change under its users.
 //!   `options`: `{ "name": string, "decimals": 0..=18, "costUnits": n }`.
 //! - `pipe_listModels()` lists every stored model's metadata.
 //! - `pipe_getModel(id)` returns one model's metadata, or `null`.
-//! - `pipe_getModelFile(id)` returns a model's ONNX bytes, or `null`: remote workers fetch
-//!   models they lack this way and check the bytes hash to the id.
+//! - `pipe_uploadModelChunk(session, offset, bytes)` and `pipe_finishModelUpload(session,
+//!   options?)`: the same upload for files too large for one request body (language models
+//!   of hundreds of MB), in chunks of at most [`MAX_CHUNK_BYTES`] sent in order under a
+//!   session id the uploader chooses; at most [`MAX_UPLOAD_SESSIONS`] are open at once.
+//! - `pipe_getModelFile(id)` returns a model's file, or `null`;
+//!   `pipe_getModelFileChunk(id, offset, length)` a part of it: remote workers fetch models
+//!   they lack this way, in chunks, and check the bytes hash to the id.
 //! - `pipe_getBlockWithSidecar(number)` returns block `number` as a follower needs it
 //!   ([`WireBlock`]: the RLP header, the EIP-2718 transactions and the RLP sidecar), or
 //!   `null` past the head. Receipts are not sent: a follower computes them by replay.
@@ -72,6 +77,79 @@ pub trait ModelRegistry: Send + Sync {
     fn get(&self, id: &ModelId) -> Option<ModelMeta>;
     /// The stored file.
     fn file(&self, id: &ModelId) -> Result<Option<Bytes>, UploadError>;
+    /// Up to `len` bytes of the stored file from `offset`.
+    fn file_range(
+        &self,
+        id: &ModelId,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<Bytes>, UploadError>;
+    /// Bytes of model files the store can still take.
+    fn room(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+/// Most bytes one chunk of an upload or a file may carry (hex doubles it on the wire, inside
+/// the default 5 MiB request body).
+pub const MAX_CHUNK_BYTES: usize = 2 << 20;
+/// Most bytes of one chunked upload.
+pub const MAX_UPLOAD_BYTES: usize = 4 << 30;
+/// Chunked uploads open at once; opening one more drops the oldest.
+pub const MAX_UPLOAD_SESSIONS: usize = 2;
+
+/// Chunked uploads in progress, by the session id their uploader chose; the oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Uploads(parking_lot::Mutex<Vec<(B256, Vec<u8>)>>);
+
+impl Uploads {
+    /// Appends `chunk` at `offset` of session `session` (offset 0 opens, or restarts, it);
+    /// the bytes received so far. An upload may not outgrow `room` (what the store could
+    /// take), so a file that could never be stored is not held in memory first.
+    fn append(&self, session: B256, offset: u64, chunk: &[u8], room: u64) -> Result<u64, String> {
+        if chunk.len() > MAX_CHUNK_BYTES {
+            return Err(format!(
+                "a chunk of {} bytes: at most {MAX_CHUNK_BYTES}",
+                chunk.len()
+            ));
+        }
+        let mut open = self.0.lock();
+        if offset == 0 {
+            open.retain(|(s, _)| *s != session);
+            if open.len() >= MAX_UPLOAD_SESSIONS {
+                open.remove(0);
+            }
+            open.push((session, Vec::new()));
+        }
+        let Some((_, bytes)) = open.iter_mut().find(|(s, _)| *s == session) else {
+            return Err(format!(
+                "no upload {session} in progress (start it at offset 0)"
+            ));
+        };
+        if offset != bytes.len() as u64 {
+            return Err(format!(
+                "upload {session} has {} bytes: the next chunk starts there, not at {offset}",
+                bytes.len()
+            ));
+        }
+        let len = bytes.len() + chunk.len();
+        if len > MAX_UPLOAD_BYTES {
+            return Err(format!("an upload of more than {MAX_UPLOAD_BYTES} bytes"));
+        }
+        if len as u64 > room {
+            return Err(format!(
+                "an upload of {len} bytes: the model store has room for {room} (--max-model-store-mb)"
+            ));
+        }
+        bytes.extend_from_slice(chunk);
+        Ok(bytes.len() as u64)
+    }
+
+    fn take(&self, session: B256) -> Option<Vec<u8>> {
+        let mut open = self.0.lock();
+        let at = open.iter().position(|(s, _)| *s == session)?;
+        Some(open.remove(at).1)
+    }
 }
 
 /// PIPE's view of a transaction's life (absent in inline mode).
@@ -91,6 +169,14 @@ pub struct WireBlock {
     pub transactions: Vec<Bytes>,
     /// RLP of the sidecar (its root is the header's `extra_data`).
     pub sidecar: Bytes,
+    /// RLP of the dev chain's state edits (their hash is in the header's `extra_data`);
+    /// absent for blocks without any.
+    #[serde(default, skip_serializing_if = "no_bytes")]
+    pub edits: Bytes,
+}
+
+fn no_bytes(b: &Bytes) -> bool {
+    b.is_empty()
 }
 
 /// Why a [`WireBlock`] is not a block.
@@ -102,6 +188,8 @@ pub enum WireError {
     Transaction { index: usize, reason: String },
     #[error("sidecar: {0}")]
     Sidecar(#[from] pipe_primitives::sidecar::SidecarError),
+    #[error(transparent)]
+    Edits(#[from] pipe_primitives::EditsError),
 }
 
 impl WireBlock {
@@ -114,6 +202,11 @@ impl WireBlock {
                 .map(|t| t.tx.encoded_2718().into())
                 .collect(),
             sidecar: block.sidecar.encode().into(),
+            edits: if block.edits.is_empty() {
+                Bytes::new()
+            } else {
+                block.edits.encode().into()
+            },
         }
     }
 
@@ -121,6 +214,12 @@ impl WireBlock {
     pub fn into_block(self) -> Result<SealedBlock, WireError> {
         let header = alloy_consensus::Header::decode(&mut self.header.as_ref())
             .map_err(|e| WireError::Header(e.to_string()))?;
+        let edits = if self.edits.is_empty() {
+            Default::default()
+        } else {
+            pipe_primitives::StateEdits::decode(&self.edits)?
+        };
+        let unsigned = edits.impersonated_senders();
         let transactions = self
             .transactions
             .iter()
@@ -129,7 +228,16 @@ impl WireBlock {
                 let bad = |reason: String| WireError::Transaction { index, reason };
                 let tx =
                     TxEnvelope::decode_2718_exact(raw.as_ref()).map_err(|e| bad(e.to_string()))?;
-                let sender = tx.recover_signer().map_err(|e| bad(e.to_string()))?;
+                // A dev chain block names the senders it took without a signature; replay
+                // checks the list is exactly the block's.
+                let listed = unsigned
+                    .get(tx.tx_hash())
+                    .copied()
+                    .filter(|a| pipe_primitives::edits::impersonated_sender(&tx) == Some(*a));
+                let sender = match listed {
+                    Some(a) => a,
+                    None => tx.recover_signer().map_err(|e| bad(e.to_string()))?,
+                };
                 Ok(StoredTx {
                     hash: *tx.tx_hash(),
                     sender,
@@ -138,7 +246,9 @@ impl WireBlock {
             })
             .collect::<Result<Vec<_>, WireError>>()?;
         let sidecar = Sidecar::decode(&self.sidecar)?;
-        Ok(SealedBlock::new(header, transactions, Vec::new()).with_sidecar(sidecar))
+        Ok(SealedBlock::new(header, transactions, Vec::new())
+            .with_sidecar(sidecar)
+            .with_edits(edits))
     }
 }
 
@@ -179,8 +289,27 @@ pub trait PipeApi {
     fn list_models(&self) -> RpcResult<Vec<ModelMeta>>;
     #[method(name = "getModel")]
     fn get_model(&self, id: String) -> RpcResult<Option<ModelMeta>>;
+    /// One chunk of a file too large for one request body: `offset` 0 opens session
+    /// `session`; each next chunk starts where the last ended. Returns the bytes received.
+    #[method(name = "uploadModelChunk", with_extensions)]
+    async fn upload_model_chunk(&self, session: B256, offset: U64, chunk: Bytes) -> RpcResult<U64>;
+    /// Stores the file uploaded in chunks under `session`, as `pipe_uploadModel` would.
+    #[method(name = "finishModelUpload", with_extensions)]
+    async fn finish_model_upload(
+        &self,
+        session: B256,
+        options: Option<UploadOptions>,
+    ) -> RpcResult<ModelMeta>;
     #[method(name = "getModelFile")]
     fn get_model_file(&self, id: String) -> RpcResult<Option<Bytes>>;
+    /// Up to `length` (at most 2 MiB) bytes of a stored file from `offset`.
+    #[method(name = "getModelFileChunk")]
+    fn get_model_file_chunk(
+        &self,
+        id: String,
+        offset: U64,
+        length: U64,
+    ) -> RpcResult<Option<Bytes>>;
     #[method(name = "getTransactionStatus")]
     fn transaction_status(&self, hash: B256) -> RpcResult<Option<TxStatus>>;
     #[method(name = "getBlockWithSidecar")]
@@ -217,6 +346,46 @@ pub(crate) struct PipeRpc {
     pub(crate) executor: pipe_executor::Executor,
     pub(crate) tasks: pipe_primitives::Tasks,
     pub(crate) uploads: ModelUploads,
+    pub(crate) chunked: Uploads,
+}
+
+impl PipeRpc {
+    /// Refuses an upload from `ext`'s peer unless `--model-uploads` allows it.
+    fn check_uploader(&self, ext: &jsonrpsee::Extensions) -> Result<(), RpcError> {
+        let peer = ext.get::<crate::PeerAddr>().map(|p| p.0);
+        if self.uploads.allows(peer) {
+            return Ok(());
+        }
+        Err(RpcError::Unsupported(format!(
+            "model uploads are {} on this node (--model-uploads): store models from the node's own machine, e.g. with `pipe model add`",
+            match self.uploads {
+                ModelUploads::Local => "limited to local connections",
+                _ => "off",
+            }
+        )))
+    }
+
+    /// Stores `bytes` off the RPC reactor (loading a model takes CPU).
+    async fn store_model(&self, bytes: Vec<u8>, options: UploadOptions) -> RpcResult<ModelMeta> {
+        let models = self.models.clone();
+        let result = self
+            .tasks
+            .blocking(move || models.upload(&bytes, &options))
+            .await
+            .map_err(|e| RpcError::Internal(e.to_string()))?;
+        match result {
+            Ok((meta, fresh)) => {
+                if fresh {
+                    tracing::info!(id = %meta.id, name = %meta.name, kind = meta.kind.as_str(), "model stored");
+                }
+                Ok(meta)
+            }
+            Err(UploadError::Invalid(why)) => {
+                Err(RpcError::InvalidParams(format!("model rejected: {why}")).into())
+            }
+            Err(UploadError::Storage(why)) => Err(RpcError::Internal(why).into()),
+        }
+    }
 }
 
 #[jsonrpsee::core::async_trait]
@@ -227,36 +396,37 @@ impl PipeApiServer for PipeRpc {
         bytes: Bytes,
         options: Option<UploadOptions>,
     ) -> RpcResult<ModelMeta> {
-        let peer = ext.get::<crate::PeerAddr>().map(|p| p.0);
-        if !self.uploads.allows(peer) {
-            return Err(RpcError::Unsupported(format!(
-                "model uploads are {} on this node (--model-uploads): store models from the node's own machine, e.g. with `pipe model add`",
-                match self.uploads {
-                    ModelUploads::Local => "limited to local connections",
-                    _ => "off",
-                }
-            ))
-            .into());
-        }
-        let models = self.models.clone();
-        // Compiling a model takes milliseconds of CPU: keep it off the RPC reactor.
-        let result = self
-            .tasks
-            .blocking(move || models.upload(&bytes, &options.unwrap_or_default()))
+        self.check_uploader(ext)?;
+        self.store_model(bytes.into(), options.unwrap_or_default())
             .await
-            .map_err(|e| RpcError::Internal(e.to_string()))?;
-        match result {
-            Ok((meta, fresh)) => {
-                if fresh {
-                    tracing::info!(id = %meta.id, name = %meta.name, "model stored");
-                }
-                Ok(meta)
-            }
-            Err(UploadError::Invalid(why)) => {
-                Err(RpcError::InvalidParams(format!("model rejected: {why}")).into())
-            }
-            Err(UploadError::Storage(why)) => Err(RpcError::Internal(why).into()),
-        }
+    }
+
+    async fn upload_model_chunk(
+        &self,
+        ext: &jsonrpsee::Extensions,
+        session: B256,
+        offset: U64,
+        chunk: Bytes,
+    ) -> RpcResult<U64> {
+        self.check_uploader(ext)?;
+        self.chunked
+            .append(session, offset.to(), &chunk, self.models.room())
+            .map(U64::from)
+            .map_err(|e| RpcError::InvalidParams(e).into())
+    }
+
+    async fn finish_model_upload(
+        &self,
+        ext: &jsonrpsee::Extensions,
+        session: B256,
+        options: Option<UploadOptions>,
+    ) -> RpcResult<ModelMeta> {
+        self.check_uploader(ext)?;
+        let bytes = self
+            .chunked
+            .take(session)
+            .ok_or_else(|| RpcError::InvalidParams(format!("no upload {session} in progress")))?;
+        self.store_model(bytes, options.unwrap_or_default()).await
     }
 
     fn list_models(&self) -> RpcResult<Vec<ModelMeta>> {
@@ -270,6 +440,20 @@ impl PipeApiServer for PipeRpc {
     fn get_model_file(&self, id: String) -> RpcResult<Option<Bytes>> {
         self.models
             .file(&parse_id(&id)?)
+            .map_err(|e| RpcError::Internal(e.to_string()).into())
+    }
+
+    fn get_model_file_chunk(
+        &self,
+        id: String,
+        offset: U64,
+        length: U64,
+    ) -> RpcResult<Option<Bytes>> {
+        let length = usize::try_from(length.to::<u64>())
+            .unwrap_or(usize::MAX)
+            .min(MAX_CHUNK_BYTES);
+        self.models
+            .file_range(&parse_id(&id)?, offset.to(), length)
             .map_err(|e| RpcError::Internal(e.to_string()).into())
     }
 
@@ -328,4 +512,45 @@ fn parse_id(id: &str) -> Result<ModelId, RpcError> {
         .map_err(|e: pipe_primitives::inference::ModelIdError| {
             RpcError::InvalidParams(e.to_string())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks come in order, and an upload never outgrows the store's room or its bound.
+    #[test]
+    fn chunked_uploads_are_ordered_and_bounded() {
+        let uploads = Uploads::default();
+        let s = B256::repeat_byte(1);
+        assert!(
+            uploads
+                .append(s, 2, b"ab", 10)
+                .unwrap_err()
+                .contains("no upload")
+        );
+        assert_eq!(uploads.append(s, 0, b"ab", 10), Ok(2));
+        assert!(
+            uploads
+                .append(s, 1, b"cd", 10)
+                .unwrap_err()
+                .contains("starts there")
+        );
+        let full = uploads.append(s, 2, b"cd", 3).unwrap_err();
+        assert!(full.contains("room for 3"), "{full}");
+        assert_eq!(uploads.append(s, 2, b"cd", 10), Ok(4));
+        let big = vec![0u8; MAX_CHUNK_BYTES + 1];
+        assert!(
+            uploads
+                .append(s, 4, &big, u64::MAX)
+                .unwrap_err()
+                .contains("a chunk of")
+        );
+        // A third session drops the oldest.
+        for n in 2..=3 {
+            uploads.append(B256::repeat_byte(n), 0, b"x", 10).unwrap();
+        }
+        assert!(uploads.take(s).is_none());
+        assert_eq!(uploads.take(B256::repeat_byte(3)), Some(b"x".to_vec()));
+    }
 }

@@ -1,5 +1,6 @@
 //! `eth_getProof` (EIP-1186): an account and some of its storage slots with Merkle proofs,
-//! from the store's tries at a recent block ([`pipe_storage::StateView::proof`]).
+//! from the store's tries at a recent block, or rebuilt from the archive at an older one
+//! ([`pipe_storage::StateView::proof`]; one of those at a time).
 
 use alloy_consensus::EMPTY_ROOT_HASH;
 use alloy_eips::BlockId;
@@ -50,6 +51,18 @@ impl ProofApiServer for Api {
             .header
             .clone();
         let slots: Vec<_> = keys.iter().map(|k| k.as_b256()).collect();
+        // A proof at an archived block rebuilds tries from the archive: one such heavy read
+        // at a time, sharing the traces' turn.
+        let _turn = if view.proves_from_archive() {
+            Some(
+                self.traces
+                    .acquire()
+                    .await
+                    .map_err(|e| RpcError::Internal(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         let proof = blocking(&self.node.tasks, move || view.proof(&address, &slots)).await?;
         // The proof is only worth something if it leads to the block's root.
         if proof.state_root != header.state_root {

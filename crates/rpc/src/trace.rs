@@ -105,7 +105,7 @@ impl Api {
             });
             let at = InBlock {
                 parent_state,
-                attrs: BlockAttributes::of_header(&block.header, block.header.parent_hash),
+                attrs: BlockAttributes::of_block(&block),
                 block_hash: block.hash,
                 transactions: &block.transactions,
                 index: index.unwrap_or_default(),

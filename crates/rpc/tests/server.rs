@@ -28,6 +28,9 @@ impl ModelRegistry for NoRegistry {
     fn file(&self, _: &ModelId) -> Result<Option<Bytes>, UploadError> {
         Ok(None)
     }
+    fn file_range(&self, _: &ModelId, _: u64, _: usize) -> Result<Option<Bytes>, UploadError> {
+        Ok(None)
+    }
 }
 
 struct Server {
@@ -38,6 +41,84 @@ struct Server {
     /// Keeps the head channel open (subscriptions end when it closes).
     _head: tokio::sync::watch::Sender<Arc<pipe_primitives::SealedBlock>>,
     _shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// A node handle over `chain` with `pool`, and the senders that keep its head and shutdown
+/// channels open.
+fn node_handle(
+    chain: &TestChain,
+    pool: Arc<Pool>,
+    uploads: pipe_rpc::ModelUploads,
+) -> (
+    NodeHandle,
+    tokio::sync::watch::Sender<Arc<pipe_primitives::SealedBlock>>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let (head_tx, head) = tokio::sync::watch::channel(Arc::new(chain.genesis.clone()));
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let node = NodeHandle {
+        store: chain.store.clone(),
+        pool,
+        executor: chain.executor.clone(),
+        head,
+        accounts: vec![],
+        client_version: "pipe/test".into(),
+        models: Arc::new(NoRegistry),
+        lifecycle: None,
+        follows: None,
+        tasks: Tasks::new(),
+        shutdown: shutdown_rx,
+        model_uploads: uploads,
+        unlocked: Vec::new(),
+        dev: Default::default(),
+        metrics: Default::default(),
+    };
+    (node, head_tx, shutdown_tx)
+}
+
+/// `docs/rpc.md` lists exactly the methods the server serves (aliases included).
+#[tokio::test]
+async fn the_docs_list_every_served_method_and_no_other() {
+    let chain = TestChain::new(1);
+    let pool = Arc::new(Pool::new(PoolConfig::new(
+        chain.config.chain_id,
+        chain.config.gas_limit,
+    )));
+    let (node, _head, _shutdown) = node_handle(&chain, pool, pipe_rpc::ModelUploads::Local);
+    let served: std::collections::BTreeSet<String> = pipe_rpc::methods(node)
+        .unwrap()
+        .method_names()
+        .map(String::from)
+        .collect();
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/rpc.md"),
+    )
+    .unwrap();
+    // The served table's first column: `name` or `name` / `alias` / ...
+    let section = doc
+        .split("## Served")
+        .nth(1)
+        .expect("a Served section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let documented: std::collections::BTreeSet<String> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .flat_map(|l| {
+            l.split('|')
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .map(|n| n.trim().trim_matches('`').to_string())
+        })
+        .collect();
+    let missing: Vec<_> = served.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "served but not in docs/rpc.md: {missing:?}; in docs/rpc.md but not served: {extra:?}"
+    );
 }
 
 async fn server() -> Server {
@@ -61,25 +142,7 @@ async fn server_with_uploads(
         )
         .unwrap(),
     );
-    let (head_tx, head) = tokio::sync::watch::channel(Arc::new(chain.genesis.clone()));
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let node = NodeHandle {
-        store: chain.store.clone(),
-        pool,
-        executor: chain.executor.clone(),
-        head,
-        accounts: vec![],
-        client_version: "pipe/test".into(),
-        models: Arc::new(NoRegistry),
-        lifecycle: None,
-        follows: None,
-        tasks: Tasks::new(),
-        shutdown: shutdown_rx,
-        model_uploads: uploads,
-        unlocked: Vec::new(),
-        dev: Default::default(),
-        metrics: Default::default(),
-    };
+    let (node, head_tx, shutdown_tx) = node_handle(&chain, pool, uploads);
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut config = RpcConfig::new(addr);
     configure(&mut config);

@@ -37,12 +37,11 @@ pub enum StoreError {
     /// no stored trie to prove it from.
     #[error("no proof of unfinalized state (block {0}): ask at a finalized block")]
     UnfinalizedProof(u64),
-    /// A Merkle proof of an archived block's state: the tries are kept for the recent
-    /// snapshots only.
+    /// A Merkle proof of an archived block's state would read more than the bound.
     #[error(
-        "no proof of block {0}'s state: proofs are served at the head and the blocks sealed since the node started, up to 128 (the tries are not archived)"
+        "no proof of block {block}'s state: rebuilding its tries from the archive would read over {limit} accounts and slots"
     )]
-    ArchiveProof(u64),
+    ArchivedProofTooLarge { block: u64, limit: usize },
     /// The finalized head moved while an unfinalized state was being computed on it.
     #[error("finalized head is {head:?}, not the expected {expected}")]
     HeadMoved { expected: u64, head: Option<u64> },

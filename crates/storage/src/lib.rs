@@ -52,4 +52,7 @@ pub use overlay::ChangeLayer;
 pub use pending::PendingLog;
 pub use proof::{AccountProof, SlotProof};
 pub use state::{AccountInfoChange, AccountRecord, StateChanges, StateView};
-pub use store::{CommitTimings, STATE_HISTORY, Store, TrieUpdates, genesis_state_root};
+pub use store::{
+    CommitTimings, DumpedAccount, RestoreError, STATE_HISTORY, Store, TrieUpdates,
+    genesis_state_root,
+};

@@ -57,6 +57,25 @@ impl Store {
         Ok(table.get(&id.0)?.map(|v| v.value().to_vec()))
     }
 
+    /// Up to `len` bytes of a stored file from `offset` (fewer at its end; none past it).
+    pub fn model_bytes_range(
+        &self,
+        id: &ModelId,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db()?.begin_read()?;
+        let table = tx.open_table(MODEL_BYTES)?;
+        Ok(table.get(&id.0)?.map(|v| {
+            let bytes = v.value();
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = start.saturating_add(len).min(bytes.len());
+            bytes[start..end].to_vec()
+        }))
+    }
+
     /// Every stored model's metadata, in id order.
     pub fn models(&self) -> Result<Vec<ModelMeta>, StoreError> {
         let tx = self.db()?.begin_read()?;

@@ -26,8 +26,8 @@
 //!
 //! # Models
 //! A worker stores nothing. It fetches a model the first time a request names it, from the
-//! node given with `--node` (`pipe_getModel` for the metadata, `pipe_getModelFile` for the
-//! ONNX bytes), checks that the bytes hash to the id (the id *is* the content hash), compiles
+//! node given with `--node` (`pipe_getModel` for the metadata, `pipe_getModelFileChunk` for the
+//! file, ONNX or GGUF, in chunks of 2 MiB), checks that the bytes hash to the id (the id *is* the content hash), compiles
 //! it once and keeps it in memory. Concurrent requests for a model being fetched wait for the
 //! one fetch; a failed fetch is not remembered, so the next request tries again.
 //!
@@ -38,6 +38,7 @@
 
 pub mod cli;
 pub mod client;
+mod llm;
 pub mod protocol;
 pub mod run;
 pub mod server;

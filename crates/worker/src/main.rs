@@ -14,8 +14,14 @@ struct Cli {
     args: pipe_worker::cli::WorkerArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    pipe_worker::cli::init_logging();
-    pipe_worker::cli::run(Cli::parse().args).await
+fn main() -> anyhow::Result<()> {
+    // SAFETY: the first thing main does; no other thread exists yet.
+    unsafe { pipe_llm::pin_threads() };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            pipe_worker::cli::init_logging();
+            pipe_worker::cli::run(Cli::parse().args).await
+        })
 }

@@ -1,24 +1,62 @@
 //! One request on one model: what an in-process worker, a remote worker and inline inference
 //! all do, so a result is the same wherever it was computed.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use pipe_abi::{InferenceCall, InferenceFailure, failure_result, output_result};
 use pipe_inference::{InferenceError, Model};
-use pipe_primitives::{InferenceResult, inference::InferenceMode};
+use pipe_llm::LlmModel;
+use pipe_primitives::{
+    InferenceResult,
+    inference::{InferenceMode, ModelKind, ModelMeta},
+};
 
-/// Runs `call` on `model` (after `latency`, the heavy-model stand-in) into the result to
+/// A stored model ready to run, of either kind.
+#[derive(Clone, Debug)]
+pub enum Runtime {
+    /// An ONNX graph compiled by tract.
+    Onnx(Arc<Model>),
+    /// A GGUF language model.
+    Llm(Arc<LlmModel>),
+}
+
+impl Runtime {
+    /// Loads a stored model's file as its metadata says it is (a worker fetching a model; a
+    /// node loading one it stored). `Err` is why it cannot run.
+    pub fn load(meta: &ModelMeta, bytes: &[u8]) -> Result<Self, String> {
+        match meta.kind {
+            ModelKind::Onnx => {
+                let options = pipe_inference::UploadOptions {
+                    name: meta.name.clone(),
+                    decimals: Some(meta.decimals),
+                    cost_units: Some(meta.cost_units),
+                };
+                pipe_inference::describe(bytes, &options)
+                    .map(|(model, _)| Self::Onnx(Arc::new(model)))
+                    .map_err(|e| e.to_string())
+            }
+            ModelKind::Llm => LlmModel::load(bytes)
+                .map(|model| Self::Llm(Arc::new(model)))
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Runs `call` on `runtime` (after `latency`, the heavy-model stand-in) into the result to
 /// commit; a TEE result is signed by `signer` over
 /// [`InferenceResult::signing_hash`], which the chain checks against its worker registry.
 ///
-/// With a `deadline` the run stops once it has passed (between two nodes of the plan) and
-/// the answer is `Err(InferenceError::Cancelled)`: no result, since a run cut short says
-/// nothing about the model. Every other outcome, the model's failure on this input included,
-/// is a result.
+/// With a `deadline` the run stops once it has passed (between two nodes of the plan, or two
+/// tokens of an answer) and the answer is `Err(InferenceError::Cancelled)`: no result, since
+/// a run cut short says nothing about the model. Every other outcome, the model's failure on
+/// this input included, is a result.
 pub fn run_call(
-    model: &Model,
+    runtime: &Runtime,
     call: &InferenceCall,
     latency: Duration,
     signer: Option<&PrivateKeySigner>,
@@ -34,10 +72,13 @@ pub fn run_call(
     let past = |d: Instant| move || Instant::now() >= d;
     let stop = deadline.map(past);
     let stop = stop.as_ref().map(|f| f as &dyn Fn() -> bool);
-    let mut result = match model.run_until(&call.inputs, stop) {
-        Ok(outputs) => output_result(call.key, &outputs, call.model.decimals),
-        Err(e @ InferenceError::Cancelled(_)) => return Err(e),
-        Err(e) => failure_result(call.key, &failure(e)),
+    let mut result = match runtime {
+        Runtime::Onnx(model) => match model.run_until(call.inputs(), stop) {
+            Ok(outputs) => output_result(call.key, &outputs, call.model.decimals),
+            Err(e @ InferenceError::Cancelled(_)) => return Err(e),
+            Err(e) => failure_result(call.key, &failure(e)),
+        },
+        Runtime::Llm(model) => crate::llm::answer(model, call, stop)?,
     };
     if call.mode == InferenceMode::Tee
         && let Some(signer) = signer

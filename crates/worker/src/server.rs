@@ -19,7 +19,6 @@ use axum::{
 };
 use parking_lot::Mutex;
 use pipe_abi::{decode_encoded_request, requested_model};
-use pipe_inference::Model;
 use pipe_primitives::inference::{ModelId, ModelMeta};
 use serde::Serialize;
 use tokio::sync::{OnceCell, Semaphore};
@@ -27,8 +26,11 @@ use tracing::{info, warn};
 
 use crate::{
     protocol::{InferRequest, WorkerInfo},
-    run::run_call,
+    run::{Runtime, run_call},
 };
+
+/// Bytes of a model file asked for at once (the node's chunk bound).
+const FETCH_CHUNK: usize = 2 << 20;
 
 /// Largest request body accepted: a request the precompile accepts is at most 1 MiB.
 const MAX_BODY: usize = 2 << 20;
@@ -54,7 +56,7 @@ pub struct WorkerOptions {
 #[derive(Debug)]
 struct Loaded {
     meta: ModelMeta,
-    model: Arc<Model>,
+    model: Runtime,
 }
 
 struct Worker {
@@ -112,40 +114,54 @@ impl Worker {
 
     /// Fetches, checks and compiles model `id` from the node.
     async fn fetch(&self, id: ModelId) -> Result<Arc<Loaded>, String> {
-        let meta: Option<ModelMeta> = self.rpc("pipe_getModel", &id).await?;
+        let meta: Option<ModelMeta> = self.rpc("pipe_getModel", serde_json::json!([id])).await?;
         let meta = meta.ok_or_else(|| format!("the node has no model {id}"))?;
-        let bytes: Option<Bytes> = self.rpc("pipe_getModelFile", &id).await?;
-        let bytes = bytes.ok_or_else(|| format!("the node has no file for model {id}"))?;
+        // In chunks: a language model is hundreds of MB, more than one response should carry.
+        let size = usize::try_from(meta.size_bytes)
+            .map_err(|_| format!("model {id} is too large for this machine"))?;
+        let mut bytes = Vec::with_capacity(size.min(1 << 30));
+        while bytes.len() < size {
+            let chunk: Option<Bytes> = self
+                .rpc(
+                    "pipe_getModelFileChunk",
+                    serde_json::json!([
+                        id,
+                        format!("{:#x}", bytes.len()),
+                        format!("{FETCH_CHUNK:#x}")
+                    ]),
+                )
+                .await?;
+            let chunk = chunk.ok_or_else(|| format!("the node has no file for model {id}"))?;
+            if chunk.is_empty() {
+                return Err(format!(
+                    "the node's file for model {id} ends at {} of {size} bytes",
+                    bytes.len()
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if ModelId::of(&bytes) != id {
             return Err(format!(
                 "the node sent bytes for model {id} that hash to {}",
                 ModelId::of(&bytes)
             ));
         }
-        let options = pipe_inference::UploadOptions {
-            name: meta.name.clone(),
-            decimals: Some(meta.decimals),
-            cost_units: Some(meta.cost_units),
-        };
-        let model = tokio::task::spawn_blocking(move || pipe_inference::describe(&bytes, &options))
+        let load_meta = meta.clone();
+        let model = tokio::task::spawn_blocking(move || Runtime::load(&load_meta, &bytes))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("model {id}: {e}"))?
-            .0;
+            .map_err(|e| format!("model {id}: {e}"))?;
         info!(target: "pipe::worker", %id, name = %meta.name, "model fetched");
-        Ok(Arc::new(Loaded {
-            meta,
-            model: Arc::new(model),
-        }))
+        Ok(Arc::new(Loaded { meta, model }))
     }
 
     async fn rpc<T: serde::de::DeserializeOwned>(
         &self,
         method: &str,
-        id: &ModelId,
+        params: serde_json::Value,
     ) -> Result<T, String> {
         let body = serde_json::json!({
-            "jsonrpc": "2.0", "id": 1, "method": method, "params": [id.to_string()]
+            "jsonrpc": "2.0", "id": 1, "method": method, "params": params
         });
         let response: serde_json::Value = self
             .client

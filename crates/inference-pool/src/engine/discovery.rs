@@ -157,7 +157,7 @@ impl Pipe {
                             hash,
                             format!(
                                 "gas cannot cover inference: request {} on model {} costs {cost} gas at inference gas price {price} ({} cost units); raise the gas limit (eth_estimateGas includes it)",
-                                call.key, call.model.id, call.model.cost_units
+                                call.key, call.model.id, call.units()
                             ),
                         ));
                     }
@@ -290,7 +290,7 @@ impl Pipe {
         // Fairness at equal tips: behind the work already done for this transaction (its
         // requests before this one, which `e.units` counts with this one).
         let priority = Priority {
-            consumed: e.units.saturating_sub(call.model.cost_units),
+            consumed: e.units.saturating_sub(call.units()),
             ..e.priority
         };
         self.events.pinned.lock().insert(hash);

@@ -98,7 +98,7 @@ impl SenderLoad {
                 self.txs, config.max_inference_txs_per_sender
             ));
         }
-        let units = self.units.saturating_add(call.model.cost_units);
+        let units = self.units.saturating_add(call.units());
         if units > config.max_inference_units_per_sender {
             return Err(format!(
                 "sender's pending inference would cost {units} cost units (limit {})",
@@ -107,7 +107,7 @@ impl SenderLoad {
         }
         self.txs += usize::from(first);
         self.units = units;
-        e.units = e.units.saturating_add(call.model.cost_units);
+        e.units = e.units.saturating_add(call.units());
         Ok(())
     }
 }
@@ -237,8 +237,13 @@ mod tests {
                 decimals: 0,
                 cost_units: units,
                 operators: Vec::new(),
+                kind: pipe_primitives::ModelKind::Onnx,
+                llm: None,
             },
-            inputs: Vec::new(),
+            task: pipe_executor::inference::Task::Model {
+                request: Default::default(),
+                inputs: Vec::new(),
+            },
         }
     }
 

@@ -26,6 +26,17 @@ impl Pool {
         tx: &TxEnvelope,
         encoded_len: usize,
     ) -> Result<Address, PoolError> {
+        self.check_stateless_as(tx, encoded_len, true)
+    }
+
+    /// [`Pool::check_stateless`]; `admitting` false when restoring what was admitted before,
+    /// which takes an impersonated sender whether or not it is still impersonated.
+    fn check_stateless_as(
+        &self,
+        tx: &TxEnvelope,
+        encoded_len: usize,
+        admitting: bool,
+    ) -> Result<Address, PoolError> {
         let hash = *tx.tx_hash();
         let err = |kind| PoolError { hash, kind };
         if encoded_len > self.config.max_tx_size {
@@ -60,9 +71,15 @@ impl Pool {
         {
             return Err(err(PoolErrorKind::TipAboveFeeCap));
         }
-        let sender = tx
-            .recover_signer()
-            .map_err(|e| err(PoolErrorKind::InvalidSignature(e.to_string())))?;
+        let unsigned = pipe_primitives::edits::impersonated_sender(tx).filter(|claimed| {
+            self.config.dev_impersonation && (!admitting || self.impersonates(claimed))
+        });
+        let sender = match unsigned {
+            Some(sender) => sender,
+            None => tx
+                .recover_signer()
+                .map_err(|e| err(PoolErrorKind::InvalidSignature(e.to_string())))?,
+        };
         let want = pipe_executor::intrinsic_gas(tx, sender);
         if tx.gas_limit() < want {
             return Err(err(PoolErrorKind::IntrinsicGasTooLow {
@@ -482,7 +499,7 @@ impl Pool {
                 .map_err(|_| RestoreFault::Undecodable)
                 .and_then(|tx| {
                     let sender = self
-                        .check_stateless(&tx, raw.len())
+                        .check_stateless_as(&tx, raw.len(), false)
                         .map_err(RestoreFault::Stateless)?;
                     Ok((tx, sender))
                 });

@@ -42,6 +42,9 @@ pub struct PoolConfig {
     pub max_queued_total: usize,
     /// Percent by which a replacement must raise fee cap and tip.
     pub price_bump: u128,
+    /// The dev chain: transactions from impersonated addresses ([`Pool::impersonate`]) are
+    /// taken without a signature ([`pipe_primitives::edits::impersonated_sender`]).
+    pub dev_impersonation: bool,
 }
 
 impl PoolConfig {
@@ -56,6 +59,7 @@ impl PoolConfig {
             max_queued_per_sender: 64,
             max_queued_total: 1024,
             price_bump: 10,
+            dev_impersonation: false,
         }
     }
 }
@@ -120,6 +124,10 @@ pub struct Pool {
     /// Each flips to `true` when its submission is done, for a second submission of the same
     /// bytes waiting on it.
     in_flight: parking_lot::Mutex<HashMap<B256, tokio::sync::watch::Sender<bool>>>,
+    /// Addresses whose transactions are taken unsigned (`anvil_impersonateAccount`), and
+    /// whether every address is (`anvil_autoImpersonateAccount`). Not persisted, as on anvil;
+    /// transactions admitted under it are, and come back after a restart.
+    impersonating: RwLock<(HashSet<Address>, bool)>,
 }
 
 /// What [`Pool::restore`] did with the persisted transactions.
@@ -154,6 +162,7 @@ impl Pool {
             listeners: RwLock::default(),
             journal: None,
             in_flight: Default::default(),
+            impersonating: Default::default(),
         }
     }
 
@@ -165,6 +174,36 @@ impl Pool {
             journal: Some(Journal::start(store)?),
             ..Self::new(config)
         })
+    }
+
+    /// Takes `address`'s transactions without a signature from now on (`on`), or no longer.
+    /// Refused unless the pool is the dev chain's ([`PoolConfig::dev_impersonation`]).
+    pub fn impersonate(&self, address: Address, on: bool) -> bool {
+        if !self.config.dev_impersonation {
+            return false;
+        }
+        let mut imp = self.impersonating.write();
+        if on {
+            imp.0.insert(address);
+        } else {
+            imp.0.remove(&address);
+        }
+        true
+    }
+
+    /// Takes every address's transactions without a signature (`on`), or only the listed ones.
+    pub fn impersonate_all(&self, on: bool) -> bool {
+        if !self.config.dev_impersonation {
+            return false;
+        }
+        self.impersonating.write().1 = on;
+        true
+    }
+
+    /// Whether `address`'s transactions are taken without a signature.
+    pub fn impersonates(&self, address: &Address) -> bool {
+        let imp = self.impersonating.read();
+        self.config.dev_impersonation && (imp.1 || imp.0.contains(address))
     }
 
     /// Writes what the journal has queued and stops it; later submissions fail.
@@ -359,6 +398,40 @@ impl Pool {
                 .collect(),
         );
         superseded
+    }
+
+    /// The dev chain set these senders' nonces (a state edit, up or down): each pending
+    /// transaction below its sender's new nonce can never be included and leaves with the
+    /// reason; the rest wait for their turn from the new nonce. Returns the hashes removed.
+    pub fn on_nonce_edits(&self, nonces: &[(Address, u64)]) -> Vec<B256> {
+        let mut inner = self.inner.write();
+        let mut gone_all = Vec::new();
+        for (sender, nonce) in nonces {
+            inner.state_nonce.insert(*sender, *nonce);
+            if let Some(queue) = inner.by_sender.get_mut(sender) {
+                let keep = queue.split_off(nonce);
+                let gone = std::mem::replace(queue, keep);
+                if queue.is_empty() {
+                    inner.by_sender.remove(sender);
+                }
+                for (_, tx) in gone {
+                    inner.cost_out(&tx);
+                    gone_all.push(tx.hash());
+                }
+            }
+            inner.recount(sender);
+        }
+        for h in &gone_all {
+            inner.by_hash.remove(h);
+            self.emit(PoolEvent::Removed {
+                hash: *h,
+                reason: RemovalReason::Dropped {
+                    reason: "its nonce is below the sender's, which a dev state edit set".into(),
+                },
+            });
+        }
+        self.forget(gone_all.clone());
+        gone_all
     }
 
     /// Drops a transaction that will never be included (invalid, rejected, expired: `reason`

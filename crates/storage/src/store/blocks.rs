@@ -48,12 +48,18 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt(format!("sidecar {number}: {e}")))?,
             None => Sidecar::default(),
         };
+        let edits = match tx.open_table(EDITS)?.get(number)? {
+            Some(b) => StateEdits::decode(b.value())
+                .map_err(|e| StoreError::Corrupt(format!("state edits {number}: {e}")))?,
+            None => StateEdits::default(),
+        };
         Ok(Some(SealedBlock {
             hash: keccak256(raw),
             header,
             transactions,
             receipts,
             sidecar,
+            edits,
         }))
     }
 
@@ -92,6 +98,10 @@ pub(super) fn write_block(tx: &WriteTransaction, block: &SealedBlock) -> Result<
     if !block.sidecar.is_empty() {
         tx.open_table(SIDECARS)?
             .insert(number, block.sidecar.encode().as_slice())?;
+    }
+    if !block.edits.is_empty() {
+        tx.open_table(EDITS)?
+            .insert(number, block.edits.encode().as_slice())?;
     }
     let mut lookup = tx.open_table(TX_LOOKUP)?;
     for (i, t) in block.transactions.iter().enumerate() {

@@ -45,6 +45,61 @@ pub(crate) fn slot_key(address: &Address, slot: &B256, block: u64) -> [u8; 60] {
     k
 }
 
+/// The block a history row was recorded for: the last 8 bytes of its key.
+pub(crate) fn block_of(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key[key.len() - 8..]);
+    u64::from_be_bytes(b)
+}
+
+/// What blocks after some block changed, read off the history: the accounts (those whose
+/// slots changed among them) and the slots, by account, each once and in key order.
+#[derive(Debug, Default)]
+pub(crate) struct ChangedAfter {
+    pub(crate) accounts: std::collections::BTreeSet<Address>,
+    pub(crate) slots: std::collections::BTreeMap<Address, std::collections::BTreeSet<B256>>,
+}
+
+/// Every account and slot a block after `number` changed, from `tx`'s snapshot of the
+/// history tables (what undoes the state back to `number`). `check` runs after each row read
+/// with the distinct slots found so far: the caller's bound, which stops the scan.
+pub(crate) fn changed_after<E: From<StoreError>>(
+    tx: &redb::ReadTransaction,
+    number: u64,
+    mut check: impl FnMut(usize) -> Result<(), E>,
+) -> Result<ChangedAfter, E> {
+    let mut out = ChangedAfter::default();
+    let mut slots = 0usize;
+    let accounts = tx.open_table(ACCOUNT_HISTORY).map_err(StoreError::from)?;
+    for row in accounts.iter().map_err(StoreError::from)? {
+        let (k, _) = row.map_err(StoreError::from)?;
+        let k = k.value();
+        if block_of(k) > number {
+            out.accounts.insert(Address::from_slice(&k[..20]));
+        }
+        check(slots)?;
+    }
+    let storage = tx.open_table(STORAGE_HISTORY).map_err(StoreError::from)?;
+    for row in storage.iter().map_err(StoreError::from)? {
+        let (k, _) = row.map_err(StoreError::from)?;
+        let k = k.value();
+        if block_of(k) > number {
+            let a = Address::from_slice(&k[..20]);
+            if out
+                .slots
+                .entry(a)
+                .or_default()
+                .insert(B256::from_slice(&k[20..52]))
+            {
+                slots += 1;
+            }
+            out.accounts.insert(a);
+        }
+        check(slots)?;
+    }
+    Ok(out)
+}
+
 /// The first block recorded, if archiving is on for this store.
 pub(crate) fn archive_from(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,

@@ -8,7 +8,7 @@ use alloy_consensus::Header;
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_rlp::{Decodable, Encodable};
 use alloy_trie::{EMPTY_ROOT_HASH, HashBuilder, Nibbles, TrieAccount};
-use pipe_primitives::{SealedBlock, Sidecar};
+use pipe_primitives::{SealedBlock, Sidecar, StateEdits};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition, WriteTransaction,
@@ -25,10 +25,12 @@ use crate::{
 };
 
 mod blocks;
+mod edits;
 pub(crate) mod history;
 pub(crate) mod roots;
 
 use blocks::write_block;
+pub use edits::{DumpedAccount, RestoreError};
 use roots::*;
 pub use roots::{TrieUpdates, genesis_state_root};
 
@@ -39,6 +41,8 @@ const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
 const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
 /// Inference sidecars (RLP), only for blocks that used results.
 const SIDECARS: TableDefinition<u64, &[u8]> = TableDefinition::new("sidecars");
+/// The dev chain's state edits (RLP), only for blocks that carry any.
+const EDITS: TableDefinition<u64, &[u8]> = TableDefinition::new("state_edits");
 const TX_LOOKUP: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_lookup");
 pub(crate) const ACCOUNTS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("accounts");
 pub(crate) const STORAGE: TableDefinition<&[u8], &[u8; 32]> = TableDefinition::new("storage");
@@ -123,6 +127,7 @@ impl Store {
         tx.open_table(BODIES)?;
         tx.open_table(RECEIPTS)?;
         tx.open_table(SIDECARS)?;
+        tx.open_table(EDITS)?;
         tx.open_table(TX_LOOKUP)?;
         tx.open_table(ACCOUNTS)?;
         tx.open_table(STORAGE)?;

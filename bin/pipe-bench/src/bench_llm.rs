@@ -1,0 +1,142 @@
+//! `pipe bench llm`: the language-model runtime on this machine. Decoding speed (tokens per
+//! second) at each thread count asked for, and whether answers are bit-identical across
+//! thread counts and across runs: the determinism `docs/llm.md` promises rests on it for
+//! anything but replay (which uses the committed answer).
+//!
+//! candle reads its thread count from `RAYON_NUM_THREADS` once per process, so each thread
+//! count runs in a child process of this binary (`pipe-bench llm-run`), twice. Each run loads
+//! the model, answers the same prompts greedily and with seeded sampling, and prints the
+//! tokens of every answer and its timings.
+//!
+//! The model is a GGUF file given with `--model`, or the test kit's random Llama of a shape
+//! large enough for the matrix products to run threaded (random weights decode as fast as
+//! trained ones; their answers are noise, which is as good as text for comparing bits).
+
+use std::{path::Path, process::Command, time::Instant};
+
+use anyhow::Context;
+use pipe_llm::{LlmModel, Request, Sampling};
+use serde_json::{Value, json};
+
+/// The prompts every run answers.
+const PROMPTS: &[&str] = &[
+    "In the beginning God created the heaven and the earth.",
+    "The quick brown fox jumps over the lazy dog, and then",
+    "Once upon a time, in a land far away, there lived",
+    "A smart contract calls a language model and",
+];
+
+/// One child run: loads `model`, answers every prompt at temperature 0 and 70 with
+/// `max_tokens`, and returns the tokens and timings as JSON.
+pub fn child(model: &Path, max_tokens: u32) -> anyhow::Result<Value> {
+    let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
+    let model = LlmModel::load(&bytes)?;
+    let mut answers = Vec::new();
+    let (mut tokens, mut seconds) = (0usize, 0f64);
+    for (i, prompt) in PROMPTS.iter().enumerate() {
+        for temperature in [0u32, 70] {
+            let seed = alloy_primitives::keccak256(format!("{i}/{temperature}"));
+            let request = Request {
+                prompt,
+                max_tokens,
+                stop: &[],
+                sampling: Sampling::new(temperature, seed),
+            };
+            let started = Instant::now();
+            let answer = model.generate(&request)?;
+            seconds += started.elapsed().as_secs_f64();
+            tokens += answer.tokens.len();
+            answers.push(answer.tokens);
+        }
+    }
+    Ok(json!({
+        "threads": candle_threads(),
+        "answers": answers,
+        "tokens": tokens,
+        "seconds": seconds,
+    }))
+}
+
+fn candle_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs [`child`] in child processes at each of `threads`, twice each, and compares.
+pub fn run(model: Option<&Path>, threads: &[usize], max_tokens: u32) -> anyhow::Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let (path, source) = match model {
+        Some(p) => (p.to_path_buf(), p.display().to_string()),
+        None => {
+            let shape = pipe_llm::test_utils::TinyShape {
+                dim: 512,
+                hidden: 1536,
+                layers: 6,
+                heads: 8,
+                kv_heads: 4,
+                context: 1024,
+                seed: 11,
+            };
+            let path = dir.path().join("bench.gguf");
+            std::fs::write(&path, pipe_llm::test_utils::tiny_llama_gguf(shape, None))?;
+            (
+                path,
+                "the test kit's random Llama (dim 512, 6 layers, f32)".to_string(),
+            )
+        }
+    };
+    let parameters = LlmModel::load(&std::fs::read(&path)?)?.meta().parameters;
+    let exe = std::env::current_exe()?;
+    let mut by_threads = Vec::new();
+    for &t in threads {
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let out = Command::new(&exe)
+                .args(["llm-run", "--model"])
+                .arg(&path)
+                .args(["--max-tokens", &max_tokens.to_string()])
+                .env("RAYON_NUM_THREADS", t.to_string())
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "llm-run at {t} threads failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            runs.push(serde_json::from_slice::<Value>(&out.stdout)?);
+        }
+        by_threads.push((t, runs));
+    }
+    let answers = |run: &Value| run["answers"].clone();
+    let reference = answers(&by_threads[0].1[0]);
+    let across_runs = by_threads
+        .iter()
+        .all(|(_, runs)| answers(&runs[0]) == answers(&runs[1]));
+    let across_threads = by_threads
+        .iter()
+        .all(|(_, runs)| answers(&runs[0]) == reference);
+    let rows: Vec<Value> = by_threads
+        .iter()
+        .map(|(t, runs)| {
+            let rate = |r: &Value| {
+                r["tokens"].as_f64().unwrap_or(0.0) / r["seconds"].as_f64().unwrap_or(1.0).max(1e-9)
+            };
+            json!({
+                "threads": t,
+                "tokens": runs[0]["tokens"],
+                "tokens_per_s": [rate(&runs[0]), rate(&runs[1])],
+            })
+        })
+        .collect();
+    Ok(json!({
+        "model": source,
+        "parameters": parameters,
+        "prompts": PROMPTS.len(),
+        "temperatures": [0, 70],
+        "max_tokens": max_tokens,
+        "runs": rows,
+        "identical_across_runs": across_runs,
+        "identical_across_threads": across_threads,
+    }))
+}

@@ -1,0 +1,240 @@
+//! Loading a GGUF file: the family's weights through candle, the tokenizer from the file's own
+//! vocabulary, and what generation needs to know (context, end tokens, chat template).
+
+use std::io::Cursor;
+
+use candle_core::{
+    Device, Tensor,
+    quantized::{gguf_file, tokenizer::TokenizerFromGguf},
+};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use parking_lot::Mutex;
+use tokenizers::Tokenizer;
+
+use crate::{LlmError, error::guarded};
+
+/// The families this runtime runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    /// `llama`: Llama 2 and 3, SmolLM, TinyLlama and the many models of that shape.
+    Llama,
+    /// `qwen2`: Qwen 2 and 2.5.
+    Qwen2,
+}
+
+impl Architecture {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// What a loaded model says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LlmMeta {
+    pub architecture: Architecture,
+    /// Most tokens (prompt and answer together) one run may hold.
+    pub context_length: usize,
+    pub vocab_size: usize,
+    /// Tokens that end an answer (end of sequence, end of turn).
+    pub end_tokens: Vec<u32>,
+    /// The chat template the file carries (`tokenizer.chat_template`), Jinja.
+    pub chat_template: Option<String>,
+    /// The beginning-of-sequence token, when the file names one.
+    pub bos_token: Option<u32>,
+    /// `general.name`, when the file has one.
+    pub name: Option<String>,
+    /// Weights in the file (elements, whatever their quantization): what a token costs.
+    pub parameters: u64,
+}
+
+/// Whether `bytes` start as a GGUF file does (its magic, `GGUF`): how an upload is told
+/// apart from an ONNX file before either parser sees it.
+pub fn is_gguf(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"GGUF")
+}
+
+/// candle's weights of one family. Generation holds them one run at a time: the attention
+/// cache lives inside them.
+enum Weights {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+}
+
+impl Weights {
+    pub(crate) fn clear(&mut self) {
+        match self {
+            Self::Llama(w) => w.clear_kv_cache(),
+            Self::Qwen2(w) => w.clear_kv_cache(),
+        }
+    }
+
+    /// The logits of the position after `tokens`, which start at position `index`.
+    fn forward(&mut self, tokens: &[u32], index: usize) -> Result<Vec<f32>, LlmError> {
+        let mut run = || -> candle_core::Result<Vec<f32>> {
+            let x = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+            let logits = match self {
+                Self::Llama(w) => w.forward(&x, index)?,
+                Self::Qwen2(w) => w.forward(&x, index)?,
+            };
+            logits
+                .squeeze(0)?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()
+        };
+        run().map_err(|e| LlmError::Run(e.to_string()))
+    }
+}
+
+/// A language model ready to answer.
+pub struct LlmModel {
+    meta: LlmMeta,
+    tokenizer: Tokenizer,
+    weights: Mutex<Weights>,
+}
+
+impl std::fmt::Debug for LlmModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmModel")
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+/// The largest context candle's Llama runs (its rotary tables are this long).
+const LLAMA_MAX_CONTEXT: usize = quantized_llama::MAX_SEQ_LEN;
+
+impl LlmModel {
+    /// Loads a GGUF file from memory.
+    pub fn load(bytes: &[u8]) -> Result<Self, LlmError> {
+        guarded("loading the model", || Self::load_unguarded(bytes))
+    }
+
+    fn load_unguarded(bytes: &[u8]) -> Result<Self, LlmError> {
+        let mut reader = Cursor::new(bytes);
+        let content = gguf_file::Content::read(&mut reader)
+            .map_err(|e| LlmError::Malformed(e.to_string()))?;
+        let text = |key: &str| {
+            content
+                .metadata
+                .get(key)
+                .and_then(|v| v.to_string().ok())
+                .cloned()
+        };
+        let number = |key: &str| {
+            content
+                .metadata
+                .get(key)
+                .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+        };
+        let arch_name = text("general.architecture")
+            .ok_or_else(|| LlmError::Malformed("no general.architecture".into()))?;
+        let architecture = match arch_name.as_str() {
+            "llama" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            other => {
+                return Err(LlmError::Unsupported(format!(
+                    "architecture `{other}` (this node runs llama and qwen2)"
+                )));
+            }
+        };
+        let tokenizer_kind = text("tokenizer.ggml.model").unwrap_or_default();
+        if tokenizer_kind != "gpt2" {
+            return Err(LlmError::Unsupported(format!(
+                "tokenizer `{tokenizer_kind}` (this node reads byte-level BPE tokenizers, `gpt2`)"
+            )));
+        }
+        let tokenizer =
+            Tokenizer::from_gguf(&content).map_err(|e| LlmError::Malformed(e.to_string()))?;
+        let vocab_size = tokenizer.get_vocab_size(true);
+        let declared = number(&format!("{arch_name}.context_length")).map(|n| n as usize);
+        let context_length = match architecture {
+            Architecture::Llama => declared.unwrap_or(LLAMA_MAX_CONTEXT).min(LLAMA_MAX_CONTEXT),
+            Architecture::Qwen2 => {
+                declared.ok_or_else(|| LlmError::Malformed("no qwen2.context_length".into()))?
+            }
+        };
+        let mut end_tokens: Vec<u32> = [
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.eom_token_id",
+        ]
+        .iter()
+        .filter_map(|k| number(k))
+        .filter_map(|n| u32::try_from(n).ok())
+        .collect();
+        end_tokens.sort_unstable();
+        end_tokens.dedup();
+        let parameters = content
+            .tensor_infos
+            .values()
+            .map(|t| t.shape.elem_count() as u64)
+            .fold(0u64, u64::saturating_add);
+        let meta = LlmMeta {
+            architecture,
+            context_length,
+            vocab_size,
+            end_tokens,
+            chat_template: text("tokenizer.chat_template"),
+            bos_token: number("tokenizer.ggml.bos_token_id").and_then(|n| u32::try_from(n).ok()),
+            name: text("general.name"),
+            parameters,
+        };
+        let device = Device::Cpu;
+        let weights = match architecture {
+            Architecture::Llama => {
+                quantized_llama::ModelWeights::from_gguf(content, &mut reader, &device)
+                    .map(Weights::Llama)
+            }
+            Architecture::Qwen2 => {
+                quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
+                    .map(Weights::Qwen2)
+            }
+        }
+        .map_err(|e| LlmError::Malformed(e.to_string()))?;
+        Ok(Self {
+            meta,
+            tokenizer,
+            weights: Mutex::new(weights),
+        })
+    }
+
+    pub fn meta(&self) -> &LlmMeta {
+        &self.meta
+    }
+
+    /// The tokens of `text`, as a prompt is encoded (with the file's BOS rule).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, LlmError> {
+        guarded("tokenizing", || {
+            self.tokenizer
+                .encode(text, true)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| LlmError::Tokenizer(e.to_string()))
+        })
+    }
+
+    /// The text of one token, special or not.
+    pub(crate) fn token_text(&self, id: u32) -> Option<String> {
+        self.tokenizer.id_to_token(id)
+    }
+
+    /// The text of `tokens`, special tokens left out.
+    pub(crate) fn detokenize(&self, tokens: &[u32]) -> Result<String, LlmError> {
+        self.tokenizer
+            .decode(tokens, true)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))
+    }
+
+    /// Runs `f` with the weights, their attention cache cleared: one run at a time.
+    pub(crate) fn with_weights<T>(
+        &self,
+        f: impl FnOnce(&mut dyn FnMut(&[u32], usize) -> Result<Vec<f32>, LlmError>) -> T,
+    ) -> T {
+        let mut weights = self.weights.lock();
+        weights.clear();
+        let mut forward = |tokens: &[u32], index: usize| weights.forward(tokens, index);
+        f(&mut forward)
+    }
+}

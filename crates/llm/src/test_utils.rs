@@ -1,0 +1,257 @@
+//! Tiny models with random weights, written as GGUF files in memory (feature `test-utils`):
+//! the real loading and decoding paths of each family on a model small enough for any test.
+//! Their answers are noise, but the same noise every time, which is what determinism tests
+//! need. The tokenizer is named by its pre-tokenizer (`tokenizer.ggml.pre`: `llama3` for a
+//! Llama, `qwen2` for a Qwen 2), as real files name theirs.
+
+use candle_core::{
+    DType, Device, Tensor,
+    quantized::{GgmlDType, QTensor, gguf_file},
+};
+
+/// The shape of the tiny model.
+#[derive(Clone, Copy, Debug)]
+pub struct TinyShape {
+    pub dim: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub context: u32,
+    /// Seed of the weights.
+    pub seed: u64,
+}
+
+impl Default for TinyShape {
+    fn default() -> Self {
+        Self {
+            dim: 32,
+            hidden: 64,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            context: 256,
+            seed: 7,
+        }
+    }
+}
+
+/// GPT-2's byte-to-character table: each byte as the printable character byte-level BPE
+/// tokenizers write it as.
+pub fn byte_chars() -> Vec<char> {
+    let mut bs: Vec<u32> = (u32::from(b'!')..=u32::from(b'~'))
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut table = vec!['\0'; 256];
+    for (b, c) in bs.iter().zip(cs) {
+        table[*b as usize] = char::from_u32(c).expect("a valid char");
+    }
+    table
+}
+
+/// The tiny model's vocabulary and merges: the 256 bytes, a few merged tokens, and
+/// `<|endoftext|>` (the end token) last.
+pub fn vocabulary() -> (Vec<String>, Vec<String>, u32) {
+    let chars = byte_chars();
+    let mut tokens: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+    let space = chars[b' ' as usize];
+    let merges = vec![
+        format!("{space} t"),
+        "h e".to_string(),
+        format!("{space}t he"),
+        "i n".to_string(),
+        format!("{space} a"),
+    ];
+    for m in &merges {
+        tokens.push(m.replace(' ', ""));
+    }
+    tokens.push("<|endoftext|>".into());
+    let eos = (tokens.len() - 1) as u32;
+    (tokens, merges, eos)
+}
+
+/// Deterministic pseudo-random numbers in [-scale, scale].
+fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// The tiny Llama as GGUF bytes, with `chat_template` if given.
+pub fn tiny_llama_gguf(shape: TinyShape, chat_template: Option<&str>) -> Vec<u8> {
+    tiny_gguf(crate::Architecture::Llama, shape, chat_template)
+}
+
+/// A tiny model of `family` as GGUF bytes, with `chat_template` if given.
+pub fn tiny_gguf(
+    family: crate::Architecture,
+    shape: TinyShape,
+    chat_template: Option<&str>,
+) -> Vec<u8> {
+    let arch = family.name();
+    let (tokens, merges, eos) = vocabulary();
+    let vocab = tokens.len();
+    let head_dim = shape.dim / shape.heads;
+    let kv_dim = head_dim * shape.kv_heads;
+    let mut seed = shape.seed;
+    let mut tensor = |dims: &[usize], scale: f32| {
+        seed += 1;
+        let n = dims.iter().product();
+        let t = Tensor::from_vec(noise(seed, n, scale), dims, &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .expect("a tensor");
+        QTensor::quantize(&t, GgmlDType::F32).expect("f32 needs no quantization")
+    };
+    let ones = |n: usize| {
+        let t = Tensor::ones(n, DType::F32, &Device::Cpu).expect("a tensor");
+        QTensor::quantize(&t, GgmlDType::F32).expect("f32")
+    };
+    let mut named: Vec<(String, QTensor)> = vec![
+        ("token_embd.weight".into(), tensor(&[vocab, shape.dim], 1.0)),
+        ("output_norm.weight".into(), ones(shape.dim)),
+        ("output.weight".into(), tensor(&[vocab, shape.dim], 0.5)),
+    ];
+    for l in 0..shape.layers {
+        let p = format!("blk.{l}");
+        named.push((format!("{p}.attn_norm.weight"), ones(shape.dim)));
+        named.push((format!("{p}.ffn_norm.weight"), ones(shape.dim)));
+        named.push((
+            format!("{p}.attn_q.weight"),
+            tensor(&[shape.dim, shape.dim], 0.3),
+        ));
+        named.push((
+            format!("{p}.attn_k.weight"),
+            tensor(&[kv_dim, shape.dim], 0.3),
+        ));
+        named.push((
+            format!("{p}.attn_v.weight"),
+            tensor(&[kv_dim, shape.dim], 0.3),
+        ));
+        if family == crate::Architecture::Qwen2 {
+            // Qwen 2 has biases on its query, key and value projections.
+            named.push((format!("{p}.attn_q.bias"), tensor(&[shape.dim], 0.1)));
+            named.push((format!("{p}.attn_k.bias"), tensor(&[kv_dim], 0.1)));
+            named.push((format!("{p}.attn_v.bias"), tensor(&[kv_dim], 0.1)));
+        }
+        named.push((
+            format!("{p}.attn_output.weight"),
+            tensor(&[shape.dim, shape.dim], 0.3),
+        ));
+        named.push((
+            format!("{p}.ffn_gate.weight"),
+            tensor(&[shape.hidden, shape.dim], 0.3),
+        ));
+        named.push((
+            format!("{p}.ffn_up.weight"),
+            tensor(&[shape.hidden, shape.dim], 0.3),
+        ));
+        named.push((
+            format!("{p}.ffn_down.weight"),
+            tensor(&[shape.dim, shape.hidden], 0.3),
+        ));
+    }
+    use gguf_file::Value;
+    let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+    let keys: Vec<(String, Value)> = vec![
+        (format!("{arch}.context_length"), Value::U32(shape.context)),
+        (
+            format!("{arch}.embedding_length"),
+            Value::U32(shape.dim as u32),
+        ),
+        (
+            format!("{arch}.feed_forward_length"),
+            Value::U32(shape.hidden as u32),
+        ),
+        (
+            format!("{arch}.block_count"),
+            Value::U32(shape.layers as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count"),
+            Value::U32(shape.heads as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count_kv"),
+            Value::U32(shape.kv_heads as u32),
+        ),
+        (
+            format!("{arch}.rope.dimension_count"),
+            Value::U32(head_dim as u32),
+        ),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
+    ];
+    let pre = match family {
+        crate::Architecture::Llama => "llama3",
+        crate::Architecture::Qwen2 => "qwen2",
+    };
+    let mut metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String(arch.into())),
+        (
+            "general.name",
+            Value::String(format!("pipe tiny test {arch}")),
+        ),
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String(pre.into())),
+        ("tokenizer.ggml.tokens", strings(&tokens)),
+        ("tokenizer.ggml.merges", strings(&merges)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(eos)),
+    ];
+    if let Some(t) = chat_template {
+        metadata.push(("tokenizer.chat_template", Value::String(t.into())));
+    }
+    metadata.extend(keys.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = named.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &tensors).expect("writes to memory");
+    out.into_inner()
+}
+
+/// ChatML, the way Qwen 2.5's template writes it: tools listed in the system turn as JSON,
+/// tool calls and tool answers in tags, Python string methods, `raise_exception`.
+pub const CHATML_TEMPLATE: &str = r#"{%- if tools %}<|im_start|>system
+{{ messages[0].content.strip() if messages[0].role == 'system' else 'You are a helpful assistant.' }}
+
+# Tools
+<tools>
+{%- for tool in tools %}
+{{ tool | tojson }}
+{%- endfor %}
+</tools>
+For each call, return <tool_call>{"name": <name>, "arguments": <args>}</tool_call><|im_end|>
+{% elif messages[0].role == 'system' %}<|im_start|>system
+{{ messages[0].content.strip() }}<|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role not in ['system', 'user', 'assistant', 'tool'] %}{{ raise_exception('unknown role ' ~ message.role) }}{% endif %}
+{%- if message.role == 'user' or (message.role == 'assistant' and not message.tool_calls) %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% elif message.role == 'assistant' %}<|im_start|>assistant
+{%- for call in message.tool_calls %}
+<tool_call>{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}</tool_call>
+{%- endfor %}<|im_end|>
+{% elif message.role == 'tool' %}<|im_start|>user
+<tool_response>{{ message.content }}</tool_response><|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"#;
