@@ -25,7 +25,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use jsonrpsee::server::{Methods, ServerConfig, ServerHandle, StopHandle, stop_channel};
@@ -155,6 +155,10 @@ impl<C> ConnectionTable<C> {
     }
 }
 
+/// The table's clock: milliseconds from the node's [`pipe_primitives::Clock`], so the
+/// eviction rule is tested against a real server on a clock the test moves.
+type Clock = Arc<dyn pipe_primitives::Clock>;
+
 /// A socket that records when it last moved a byte and leaves the table when dropped.
 ///
 /// The socket itself carries both because it outlives the HTTP service: a WebSocket is
@@ -191,7 +195,7 @@ impl Drop for Entry {
 
 impl Tracked {
     fn touch(&self) {
-        self.last.store(self.clock.now(), Ordering::Relaxed);
+        self.last.store(self.clock.now_ms(), Ordering::Relaxed);
     }
 }
 
@@ -233,15 +237,6 @@ impl AsyncWrite for Tracked {
 }
 
 /// Milliseconds since the server started.
-#[derive(Clone, Copy)]
-struct Clock(Instant);
-
-impl Clock {
-    fn now(&self) -> u64 {
-        self.0.elapsed().as_millis() as u64
-    }
-}
-
 /// jsonrpsee's per-connection service with the peer's address added to each request.
 #[derive(Clone)]
 struct WithPeer<S> {
@@ -272,6 +267,7 @@ pub(crate) async fn serve(
     addr: SocketAddr,
     config: ServerConfig,
     limits: ConnLimits,
+    clock: Clock,
     methods: Methods,
     metrics: Arc<crate::metrics::RpcMetrics>,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
@@ -287,9 +283,11 @@ pub(crate) async fn serve(
         .set_config(config)
         .set_rpc_middleware(middleware)
         .to_service_builder()
-        .max_connections((limits.max_connections + 1) as u32);
+        // Our table is the gate. jsonrpsee's own count is a backstop with room to spare: a
+        // connection the table has closed holds its permit until its task sees the end of
+        // the stream, and must not make a newcomer the table admitted answer 429.
+        .max_connections(limits.max_connections.saturating_mul(2).max(2) as u32);
     let table = Arc::new(Mutex::new(Table::default()));
-    let clock = Clock(Instant::now());
     tokio::spawn(accept_loop(
         listener, builder, methods, stop, table, clock, limits,
     ));
@@ -318,7 +316,7 @@ async fn accept_loop(
         tokio::select! {
             _ = &mut stopped => break,
             _ = sweep.tick() => {
-                let idle = table.lock().expire(clock.now(), limits.idle_timeout);
+                let idle = table.lock().expire(clock.now_ms(), limits.idle_timeout);
                 idle.into_iter().for_each(close);
             }
             accepted = listener.accept() => {
@@ -338,10 +336,10 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                let last = Arc::new(AtomicU64::new(clock.now()));
+                let last = Arc::new(AtomicU64::new(clock.now_ms()));
                 let admitted = table.lock().admit(
                     peer.ip(),
-                    clock.now(),
+                    clock.now_ms(),
                     &limits,
                     last.clone(),
                     handle,
@@ -370,7 +368,7 @@ async fn accept_loop(
                 let io = Tracked {
                     inner: socket,
                     last,
-                    clock,
+                    clock: clock.clone(),
                     _entry: Entry { table: table.clone(), id },
                 };
                 let stop = stop.clone();

@@ -52,13 +52,27 @@ pub const MAX_LOGS: usize = 20_000;
 pub const MAX_FEE_HISTORY: u64 = 1024;
 
 /// Server limits.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RpcConfig {
     pub addr: SocketAddr,
     pub max_request_body_size: u32,
     pub max_response_body_size: u32,
     pub max_batch: u32,
     pub connections: ConnLimits,
+    /// What connection idleness is measured on (the system clock; a test's manual one).
+    pub clock: Arc<dyn pipe_primitives::Clock>,
+}
+
+impl std::fmt::Debug for RpcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcConfig")
+            .field("addr", &self.addr)
+            .field("max_request_body_size", &self.max_request_body_size)
+            .field("max_response_body_size", &self.max_response_body_size)
+            .field("max_batch", &self.max_batch)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RpcConfig {
@@ -69,6 +83,7 @@ impl RpcConfig {
             max_response_body_size: 64 * 1024 * 1024,
             max_batch: 1000,
             connections: ConnLimits::default(),
+            clock: Arc::new(pipe_primitives::SystemClock),
         }
     }
 }
@@ -124,6 +139,7 @@ pub async fn start(
         config.addr,
         server_config,
         config.connections,
+        config.clock.clone(),
         module.into(),
         metrics,
     )
