@@ -13,6 +13,8 @@
 #   8. bad requests straight to the precompile revert with readable reasons; a good one decodes
 #   9. precompile outputs match the onnxruntime reference outputs in fixtures/models/reference.json
 #  10. RawInference: precompile reverts bubble through a contract; mined reverts keep no event
+#  11. the dev chain's language model: the README's `cast call` answers what llama.cpp answers
+#      (fixtures/models/kjv.reference.json); `cast estimate` and `cast send` of a completion
 # Exits nonzero on the first failure, printing the failing command and its output.
 #
 # Env:
@@ -493,5 +495,25 @@ expect_eq "RawCalled returnHash = keccak(eth_call return data)" "$(jget "$RC_LOG
 run_fails "cast send callRaw(zk) --gas-limit 1000000" "inference request refused: ZKML mode is not supported" \
   "$CAST" send "$RAWC" "callRaw(bytes)" "$ZK_CD" "${CASTTX[@]}" --gas-limit 1000000 --json
 ok "cast send callRaw(ZK request) refused: $(grep -oE 'inference request refused: [^"]*' <<<"$OUT" | head -n1)"
+
+# --- 11. The dev chain's language model --------------------------------------------------------
+section "11. the dev chain's language model"
+run "cast rpc pipe_listModels" "$CAST" rpc pipe_listModels --rpc-url "$RPC_URL"
+KJV="$(jget "$OUT" "j.find(m=>m.name==='kjv').id")"
+expect_eq "the kjv model's kind" "$(jget "$OUT" "j.find(m=>m.name==='kjv').kind")" llm
+LLM_SIG="runLLMCompletion((uint8,string,string,uint32,string[],uint32))((string))"
+KJV_REF="$REPO/fixtures/models/kjv.reference.json"
+# The README's call, word for word but for the model id.
+run "cast call runLLMCompletion" "$CAST" call "$PC" "$LLM_SIG" "(0,$KJV,\"In the beginning God\",32,[],0)" --rpc-url "$RPC_URL"
+ANSWER="$OUT"
+WANT="$(node -e 'const r=require(process.argv[1]); const c=r.cases.find(c=>c.prompt==="In the beginning God"); console.log(JSON.stringify([c.text]).replace(/^\[/,"(").replace(/\]$/,")"))' "$KJV_REF")"
+expect_same "cast call's answer is llama.cpp's greedy answer" "$ANSWER" "$WANT"
+ok "In the beginning God -> $ANSWER"
+run "cast estimate runLLMCompletion" "$CAST" estimate "$PC" "$LLM_SIG" "(0,$KJV,\"And God said,\",16,[],0)" --rpc-url "$RPC_URL"
+EST="$(num "$OUT")"
+expect_range "cast estimate of a 16-token completion" "$EST" 25000 1000000
+send "cast send runLLMCompletion --gas-limit estimate" "$PC" "$LLM_SIG" "(0,$KJV,\"And God said,\",16,[],0)" --gas-limit "$EST"
+run "cast keccak LLMCompletionEvent" "$CAST" keccak "LLMCompletionEvent(string,(uint8,string,string,uint32,string[],uint32),(string))"
+expect_eq "LLMCompletionEvent logs from 0xF4" "$(jget "$(logs_from "$RCPT" "$PC_LC" "$OUT")" j.length)" 1
 
 echo "inference-smoke: all $PASS checks passed against $RPC_URL"

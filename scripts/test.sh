@@ -22,6 +22,13 @@ if ! python3 -m venv --help >/dev/null 2>&1; then
   apt-get update && apt-get install -y python3-venv
 fi
 ./scripts/fixtures.sh --check
+# Re-check the dev chain's language model against llama.cpp (built from PyPI's source; needs a
+# C++ compiler): it must still give the committed greedy answers, which a Rust test then
+# requires of pipe's runtime.
+if ! command -v g++ >/dev/null 2>&1; then
+  apt-get update && apt-get install -y g++
+fi
+./scripts/llm-reference.sh --check
 
 # A one-shot build gains nothing from incremental caches, which only cost disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"

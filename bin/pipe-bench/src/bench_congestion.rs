@@ -756,8 +756,13 @@ fn cdf(decile: &[&Fate]) -> Vec<(f64, f64)> {
 
 pub async fn run(cfg: CongestionBench) -> anyhow::Result<Value> {
     std::fs::create_dir_all(&cfg.out)?;
-    let capacity =
-        crate::bench_pipe::standalone(cfg.workers, cfg.latency, 40 * cfg.workers).await?;
+    let capacity = crate::bench_pipe::standalone(
+        cfg.workers,
+        cfg.latency,
+        40 * cfg.workers,
+        crate::bench_pipe::Load::Model,
+    )
+    .await?;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     // The models of the mix and their cost units, read off a throw-away node.
     let (probe, _probe_dir) = start_node(&cfg, InferenceMode::Pipe, 1, 1).await?;

@@ -11,6 +11,12 @@
 //! The model is a GGUF file given with `--model`, or the test kit's random Llama of a shape
 //! large enough for the matrix products to run threaded (random weights decode as fast as
 //! trained ones; their answers are noise, which is as good as text for comparing bits).
+//!
+//! With `--llama-cpp PYTHON`, llama.cpp (through llama-cpp-python,
+//! `tools/py/bench_llama_cpp.py`) answers the same prompts greedily on the same file at each
+//! thread count, in the same invocation, and each row gets `ratio_vs_llama_cpp`: our greedy
+//! tokens per second ÷ llama.cpp's (the goal is ≥ 0.8), and whether the two engines chose the
+//! same tokens.
 
 use std::{path::Path, process::Command, time::Instant};
 
@@ -33,6 +39,7 @@ pub fn child(model: &Path, max_tokens: u32) -> anyhow::Result<Value> {
     let model = LlmModel::load(&bytes)?;
     let mut answers = Vec::new();
     let (mut tokens, mut seconds) = (0usize, 0f64);
+    let (mut greedy, mut greedy_tokens, mut greedy_seconds) = (Vec::new(), 0usize, 0f64);
     for (i, prompt) in PROMPTS.iter().enumerate() {
         for temperature in [0u32, 70] {
             let seed = alloy_primitives::keccak256(format!("{i}/{temperature}"));
@@ -44,8 +51,14 @@ pub fn child(model: &Path, max_tokens: u32) -> anyhow::Result<Value> {
             };
             let started = Instant::now();
             let answer = model.generate(&request)?;
-            seconds += started.elapsed().as_secs_f64();
+            let took = started.elapsed().as_secs_f64();
+            seconds += took;
             tokens += answer.tokens.len();
+            if temperature == 0 {
+                greedy_seconds += took;
+                greedy_tokens += answer.tokens.len();
+                greedy.push(answer.tokens.clone());
+            }
             answers.push(answer.tokens);
         }
     }
@@ -54,6 +67,7 @@ pub fn child(model: &Path, max_tokens: u32) -> anyhow::Result<Value> {
         "answers": answers,
         "tokens": tokens,
         "seconds": seconds,
+        "greedy": {"answers": greedy, "tokens": greedy_tokens, "seconds": greedy_seconds},
     }))
 }
 
@@ -64,8 +78,42 @@ fn candle_threads() -> usize {
         .unwrap_or(0)
 }
 
-/// Runs [`child`] in child processes at each of `threads`, twice each, and compares.
-pub fn run(model: Option<&Path>, threads: &[usize], max_tokens: u32) -> anyhow::Result<Value> {
+/// llama.cpp's greedy answers and speed on `model` at `threads` threads, from `python`.
+fn llama_cpp(
+    python: &Path,
+    model: &Path,
+    threads: usize,
+    max_tokens: u32,
+) -> anyhow::Result<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/py/bench_llama_cpp.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(model)
+        .args([threads.to_string(), max_tokens.to_string()])
+        .args(PROMPTS)
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "llama.cpp at {threads} threads failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Tokens per second of a run's `tokens` and `seconds`.
+fn rate(r: &Value) -> f64 {
+    r["tokens"].as_f64().unwrap_or(0.0) / r["seconds"].as_f64().unwrap_or(1.0).max(1e-9)
+}
+
+/// Runs [`child`] in child processes at each of `threads`, twice each, and compares; and
+/// llama.cpp at the same thread counts when `python` has it.
+pub fn run(
+    model: Option<&Path>,
+    threads: &[usize],
+    max_tokens: u32,
+    python: Option<&Path>,
+) -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
     let (path, source) = match model {
         Some(p) => (p.to_path_buf(), p.display().to_string()),
@@ -116,20 +164,28 @@ pub fn run(model: Option<&Path>, threads: &[usize], max_tokens: u32) -> anyhow::
     let across_threads = by_threads
         .iter()
         .all(|(_, runs)| answers(&runs[0]) == reference);
-    let rows: Vec<Value> = by_threads
-        .iter()
-        .map(|(t, runs)| {
-            let rate = |r: &Value| {
-                r["tokens"].as_f64().unwrap_or(0.0) / r["seconds"].as_f64().unwrap_or(1.0).max(1e-9)
-            };
-            json!({
-                "threads": t,
-                "tokens": runs[0]["tokens"],
-                "tokens_per_s": [rate(&runs[0]), rate(&runs[1])],
-            })
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for (t, runs) in &by_threads {
+        let mut row = json!({
+            "threads": t,
+            "tokens": runs[0]["tokens"],
+            "tokens_per_s": [rate(&runs[0]), rate(&runs[1])],
+        });
+        if let Some(python) = python {
+            let theirs = llama_cpp(python, &path, *t, max_tokens)?;
+            // Ours: the better of the two runs' greedy halves, as llama.cpp gets one run.
+            let ours = rate(&runs[0]["greedy"]).max(rate(&runs[1]["greedy"]));
+            row["greedy_tokens_per_s"] = json!(ours);
+            row["llama_cpp_tokens_per_s"] = json!(rate(&theirs));
+            row["ratio_vs_llama_cpp"] = json!(ours / rate(&theirs).max(1e-9));
+            row["same_tokens_as_llama_cpp"] =
+                json!(runs[0]["greedy"]["answers"] == theirs["answers"]);
+            row["llama_cpp"] = theirs["engine"].clone();
+        }
+        rows.push(row);
+    }
     Ok(json!({
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "model": source,
         "parameters": parameters,
         "prompts": PROMPTS.len(),

@@ -17,6 +17,11 @@
 //!    standalone capacity. A PIPE node with the same workers gets M transactions at once:
 //!    transactions per second from the first send to the last receipt. Ratio: node ÷ workers.
 //! 3. **PIPE vs inline** on that same load: transactions per second and mean block build time.
+//!
+//! With `--llm N`, every transaction calls `runLLMCompletion` on the dev chain's language
+//! model (`kjv`) instead, greedy, with its own prompt and `max_tokens` N: a real model run of
+//! some milliseconds per token, plus `latency` on the slow-model node (seconds, as a large
+//! model takes), against the same model with nothing added.
 
 use std::{
     sync::Arc,
@@ -30,8 +35,9 @@ use futures::{StreamExt, stream::FuturesUnordered};
 use pipe_executor::{
     InferenceProvider,
     inference::{
-        INFERENCE_PRECOMPILE, ModelInferenceRequest, ModelInput, MultiDimensionalNumberTensor,
-        Number, decode_request, runModelInferenceCall,
+        INFERENCE_PRECOMPILE, LLMCompletionRequest, ModelInferenceRequest, ModelInput,
+        MultiDimensionalNumberTensor, Number, decode_request, runLLMCompletionCall,
+        runModelInferenceCall,
     },
 };
 use pipe_inference_pool::Worker;
@@ -50,6 +56,55 @@ const SENDERS: u32 = 50;
 /// Pause between the last transaction becoming ready and a timed build.
 const SETTLE: Duration = Duration::from_millis(500);
 
+/// What each transaction asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// `runModelInference` on the example linear regression, its first input the salt.
+    Model,
+    /// `runLLMCompletion` on the dev chain's language model, greedy, its prompt naming the
+    /// salt.
+    Completion { max_tokens: u32 },
+}
+
+impl Load {
+    /// The example model the load calls.
+    pub fn model(&self) -> &'static str {
+        match self {
+            Load::Model => "linreg",
+            Load::Completion { .. } => "kjv",
+        }
+    }
+
+    /// The calldata of the transaction with `salt`: distinct salts, distinct work.
+    pub(crate) fn data(&self, cid: &str, salt: i128) -> Vec<u8> {
+        match *self {
+            Load::Model => runModelInferenceCall {
+                request: request(cid, salt),
+            }
+            .abi_encode(),
+            Load::Completion { max_tokens } => runLLMCompletionCall {
+                request: LLMCompletionRequest {
+                    mode: 0,
+                    modelCID: cid.into(),
+                    prompt: format!("And the {salt}th day God said"),
+                    max_tokens,
+                    stop_sequence: vec![],
+                    temperature: 0,
+                },
+            }
+            .abi_encode(),
+        }
+    }
+
+    /// A gas limit that covers the call at the dev chain's prices.
+    fn gas(&self) -> u64 {
+        match self {
+            Load::Model => 300_000,
+            Load::Completion { .. } => 2_000_000,
+        }
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct PipeBench {
@@ -62,6 +117,7 @@ pub struct PipeBench {
     pub latency: Duration,
     pub workers: usize,
     pub block_time: Duration,
+    pub load: Load,
 }
 
 /// A node for one scenario, with its data dir.
@@ -69,6 +125,7 @@ struct Bench {
     node: RunningNode,
     nonces: Vec<u64>,
     cid: String,
+    load: Load,
     _dir: tempfile::TempDir,
 }
 
@@ -78,6 +135,7 @@ async fn start(
     workers: usize,
     block_time: Duration,
     gas_limit: Option<u64>,
+    load: Load,
 ) -> anyhow::Result<Bench> {
     let dir = tempfile::tempdir()?;
     let mut config = crate::bench::node_config(dir.path(), mode, workers, latency, block_time);
@@ -86,13 +144,14 @@ async fn start(
     let node = launch(config, Arc::new(SystemClock)).await?;
     let cid = pipe_rpc::ModelRegistry::list(node.models.as_ref())
         .into_iter()
-        .find(|m| m.name == "linreg")
+        .find(|m| m.name == load.model())
         .map(|m| m.id.to_string())
-        .context("linreg example model")?;
+        .with_context(|| format!("the {} example model", load.model()))?;
     Ok(Bench {
         nonces: vec![0; node.dev_keys.len()],
         node,
         cid,
+        load,
         _dir: dir,
     })
 }
@@ -126,23 +185,32 @@ pub(crate) fn inference_load(
     count: usize,
     salt: i128,
 ) -> Vec<(String, Bytes)> {
+    load_of(Load::Model, node, cid, nonces, count, salt)
+}
+
+/// [`inference_load`] of any [`Load`].
+fn load_of(
+    load: Load,
+    node: &RunningNode,
+    cid: &str,
+    nonces: &mut [u64],
+    count: usize,
+    salt: i128,
+) -> Vec<(String, Bytes)> {
     let chain_id = node.executor.config().chain_id;
     (0..count)
         .map(|i| {
             let s = i % node.dev_keys.len();
             let nonce = nonces[s];
             nonces[s] += 1;
-            let data = runModelInferenceCall {
-                request: request(cid, salt + i as i128),
-            }
-            .abi_encode();
+            let data = load.data(cid, salt + i as i128);
             crate::bench::sign_raw(
                 &node.dev_keys[s],
                 chain_id,
                 nonce,
                 TxKind::Call(INFERENCE_PRECOMPILE),
                 data.into(),
-                300_000,
+                load.gas(),
                 (1 + (i % 20) as u128) * GWEI,
             )
         })
@@ -152,7 +220,14 @@ pub(crate) fn inference_load(
 impl Bench {
     /// `count` transactions with distinct requests, spread over the senders; (hash, raw).
     fn load(&mut self, count: usize, salt: i128) -> Vec<(String, Bytes)> {
-        inference_load(&self.node, &self.cid, &mut self.nonces, count, salt)
+        load_of(
+            self.load,
+            &self.node,
+            &self.cid,
+            &mut self.nonces,
+            count,
+            salt,
+        )
     }
 
     async fn send(&self, txs: &[(String, Bytes)]) -> anyhow::Result<()> {
@@ -242,6 +317,7 @@ async fn builder_node(cfg: &PipeBench, latency: Duration) -> anyhow::Result<Benc
         cfg.workers,
         Duration::from_secs(3600),
         Some(1_000_000_000),
+        cfg.load,
     )
     .await
 }
@@ -327,6 +403,7 @@ pub(crate) async fn standalone(
     workers: usize,
     latency: Duration,
     count: usize,
+    load: Load,
 ) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(pipe_storage::Store::open(&dir.path().join("m.redb"))?);
@@ -334,15 +411,12 @@ pub(crate) async fn standalone(
     let examples = models.add_examples()?;
     let cid = examples
         .iter()
-        .find(|(n, _)| n == "linreg")
+        .find(|(n, _)| n == load.model())
         .map(|(_, m)| m.id.to_string())
-        .context("linreg")?;
+        .context(load.model())?;
     let calls: Vec<_> = (0..count)
         .map(|i| {
-            let data = runModelInferenceCall {
-                request: request(&cid, 5_000_000 + i as i128),
-            }
-            .abi_encode();
+            let data = load.data(&cid, 5_000_000 + i as i128);
             decode_request(&data, &|id| models.model(id))
                 .map(Arc::new)
                 .map_err(|e| anyhow::anyhow!(e))
@@ -381,7 +455,15 @@ async fn tagged(
 
 /// One load through a node: transactions per second, mean build ms, transactions per block.
 async fn throughput(cfg: &PipeBench, mode: InferenceMode) -> anyhow::Result<Value> {
-    let mut b = start(mode, cfg.latency, cfg.workers, cfg.block_time, None).await?;
+    let mut b = start(
+        mode,
+        cfg.latency,
+        cfg.workers,
+        cfg.block_time,
+        None,
+        cfg.load,
+    )
+    .await?;
     let txs = b.load(cfg.txs, 9_000_000);
     let t = Instant::now();
     b.send(&txs).await?;
@@ -410,7 +492,7 @@ pub async fn run(cfg: PipeBench) -> anyhow::Result<Value> {
     let (_, free_exec) = phase(&free, |t| t.execute);
     let (_, slow_commit) = phase(&slow, |t| t.commit);
     let (_, free_commit) = phase(&free, |t| t.commit);
-    let capacity = standalone(cfg.workers, cfg.latency, cfg.txs).await?;
+    let capacity = standalone(cfg.workers, cfg.latency, cfg.txs, cfg.load).await?;
     let pipe = throughput(&cfg, InferenceMode::Pipe).await?;
     let inline = throughput(&cfg, InferenceMode::Inline).await?;
     let pipe_tps = pipe["tps"].as_f64().unwrap_or_default();
@@ -423,7 +505,10 @@ pub async fn run(cfg: PipeBench) -> anyhow::Result<Value> {
             "model_latency_ms": cfg.latency.as_millis() as u64,
             "workers": cfg.workers,
             "block_time_ms": cfg.block_time.as_millis() as u64,
-            "model": "linreg (example), one distinct request per transaction",
+            "model": match cfg.load {
+                Load::Model => "linreg (example): runModelInference, one distinct request per transaction".to_string(),
+                Load::Completion { max_tokens } => format!("kjv (the dev chain's language model): runLLMCompletion, greedy, max_tokens {max_tokens}, one distinct prompt per transaction"),
+            },
         },
         "build_with_ready_txs": {
             "slow_model_ms": slow_all,

@@ -53,6 +53,11 @@ enum BenchCommand {
         threads: Vec<usize>,
         #[arg(long, default_value_t = 48)]
         max_tokens: u32,
+        /// A Python with llama-cpp-python (`scripts/llm-reference.sh` makes
+        /// tools/py/.venv-llm): llama.cpp answers the same prompts greedily on the same file
+        /// at each thread count, and the speeds are compared.
+        #[arg(long, value_name = "PYTHON")]
+        llama_cpp: Option<PathBuf>,
     },
     /// One run of `llm` at the thread count `RAYON_NUM_THREADS` gives (used by `llm`).
     #[command(hide = true)]
@@ -98,6 +103,10 @@ enum BenchCommand {
         workers: usize,
         #[arg(long, default_value_t = 250)]
         block_time_ms: u64,
+        /// Each transaction a completion of the dev chain's language model with this
+        /// `max_tokens`, instead of a linear regression.
+        #[arg(long, value_name = "MAX_TOKENS")]
+        llm: Option<u32>,
     },
     /// How PIPE's cost grows with the work: discovery per transaction, memory per pending
     /// transaction, dispatch throughput against the slots' capacity, block build time, for
@@ -233,10 +242,16 @@ async fn main() -> anyhow::Result<()> {
             model,
             threads,
             max_tokens,
+            llama_cpp,
         } => {
             anyhow::ensure!(!threads.is_empty(), "--threads needs at least one count");
             let out = tokio::task::spawn_blocking(move || {
-                pipe_bench::bench_llm::run(model.as_deref(), &threads, max_tokens)
+                pipe_bench::bench_llm::run(
+                    model.as_deref(),
+                    &threads,
+                    max_tokens,
+                    llama_cpp.as_deref(),
+                )
             })
             .await??;
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -269,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
             latency_ms,
             workers,
             block_time_ms,
+            llm,
         } => {
             let out = pipe_bench::bench_pipe::run(pipe_bench::bench_pipe::PipeBench {
                 txs,
@@ -277,6 +293,10 @@ async fn main() -> anyhow::Result<()> {
                 latency: Duration::from_millis(latency_ms),
                 workers,
                 block_time: Duration::from_millis(block_time_ms.max(1)),
+                load: match llm {
+                    Some(max_tokens) => pipe_bench::bench_pipe::Load::Completion { max_tokens },
+                    None => pipe_bench::bench_pipe::Load::Model,
+                },
             })
             .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);

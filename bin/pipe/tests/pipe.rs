@@ -2475,3 +2475,88 @@ async fn a_remote_llm_worker_killed_mid_load_loses_nothing() {
     drop(a);
     node.shutdown().await;
 }
+
+/// Workers say what they run (`--kinds`), and the dispatcher sends each only that: with one
+/// worker for ONNX models and one for language models, every model request is answered by the
+/// first and every completion (on the dev chain's own language model) by the second, and
+/// neither is ever sent a request it would refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_are_sent_only_the_kinds_of_model_they_run() {
+    use pipe_executor::inference::{LLMCompletionRequest, runLLMCompletionCall};
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let node_url = format!("http://127.0.0.1:{port}");
+    let worker = |name: &str, kinds: &str| {
+        common::WorkerProcess::start(
+            &node_url,
+            &["--capacity", "2", "--name", name, "--kinds", kinds],
+        )
+    };
+    let (onnx, llm) = (worker("onnx", "onnx"), worker("llm", "llm"));
+    let mut config = common::test_config(dir.path());
+    config.http_port = port;
+    config.block_time = BlockTime::Interval(Duration::from_millis(250));
+    config.dev_accounts = 4;
+    config.workers = 0;
+    config.remote_workers = vec![onnx.url.clone(), llm.url.clone()];
+    config.worker_timeout = Duration::from_secs(20);
+    config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let node = launch(config, Arc::new(SystemClock)).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let metrics_addr = node.metrics_addr.unwrap();
+    let linreg = common::model_id(&url, "linreg").await;
+    let kjv = common::model_id(&url, "kjv").await;
+    let mut raws = Vec::new();
+    for (i, key) in node.dev_keys.iter().enumerate() {
+        let model = runModelInferenceCall {
+            request: common::linreg_request(&linreg, [i as i128, 2, 3]),
+        }
+        .abi_encode();
+        let completion = runLLMCompletionCall {
+            request: LLMCompletionRequest {
+                mode: 0,
+                modelCID: kjv.clone(),
+                prompt: format!(
+                    "And the LORD said unto {}",
+                    ["Moses", "Aaron", "Noah", "Abram"][i]
+                ),
+                max_tokens: 8,
+                stop_sequence: vec![],
+                temperature: 0,
+            },
+        }
+        .abi_encode();
+        for (nonce, data) in [(0, model), (1, completion)] {
+            raws.push(common::signed_raw(
+                key,
+                chain_id,
+                nonce,
+                TxKind::Call(INFERENCE_PRECOMPILE),
+                data.into(),
+                2_000_000,
+                GWEI,
+                100 * GWEI,
+            ));
+        }
+    }
+    let hashes = common::send_raw_batch(&url, &raws).await;
+    assert_eq!(hashes.len(), 8);
+    for r in all_succeed(&url, &hashes).await {
+        assert_eq!(precompile_logs(&r).len(), 1, "{r}");
+    }
+    let m = scrape(metrics_addr).await;
+    assert_eq!(
+        worker_metric(&m, "pipe_worker_completed_total", "onnx@"),
+        4.0,
+        "{m:?}"
+    );
+    assert_eq!(
+        worker_metric(&m, "pipe_worker_completed_total", "llm@"),
+        4.0,
+        "{m:?}"
+    );
+    assert_eq!(sum(&m, "pipe_worker_failures_total"), 0.0, "{m:?}");
+    drop((onnx, llm));
+    node.shutdown().await;
+}

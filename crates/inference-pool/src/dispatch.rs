@@ -10,8 +10,13 @@ use std::{
 
 use alloy_primitives::B256;
 use pipe_executor::InferenceCall;
+use pipe_primitives::inference::{ModelId, ModelKind};
 
-use crate::Worker;
+use crate::{Need, Worker};
+
+/// Language models a worker is taken to hold loaded: the last ones it ran (a worker keeps a
+/// few in memory; this is a hint for where a request is answered soonest, never a promise).
+const WARM_LLMS: usize = 2;
 
 /// How urgent a request is: the best priority among the transactions waiting for it.
 /// Higher is better: a higher effective tip; at equal tips, the transaction that has had less
@@ -195,6 +200,10 @@ impl Requests {
 pub struct WorkerSlot {
     pub worker: Arc<dyn Worker>,
     pub in_flight: usize,
+    /// Of `in_flight`, language-model runs (bounded by [`Worker::llm_capacity`]).
+    pub llm_in_flight: usize,
+    /// The language models it ran last, the most recent last: probably still loaded.
+    pub warm: Vec<ModelId>,
     /// Consecutive failures; reset by a success.
     pub failures_in_row: u32,
     /// No new work before this time (ms): it kept failing.
@@ -231,6 +240,8 @@ impl Workers {
                 .map(|worker| WorkerSlot {
                     worker,
                     in_flight: 0,
+                    llm_in_flight: 0,
+                    warm: Vec::new(),
                     failures_in_row: 0,
                     benched_until: 0,
                     quarantined: false,
@@ -251,17 +262,30 @@ impl Workers {
             .sum()
     }
 
-    /// The worker for the next request: among those with a free slot and not benched (and,
-    /// for a TEE request, with a signing key), the least loaded relative to its capacity,
-    /// preferring any other than `avoid`.
-    pub fn pick(&self, now: u64, avoid: Option<usize>, tee: bool) -> Option<usize> {
+    /// Whether any worker in service has a free slot at `now` (for some request).
+    pub fn any_free(&self, now: u64) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.benched_until <= now && !s.quarantined && s.in_flight < s.worker.capacity())
+    }
+
+    /// The worker for a request that needs `need`: among those in service that run its kind
+    /// of model, have a free slot (and a free language-model slot for a language model) and,
+    /// for a TEE request, a signing key; preferring any other than `avoid`, then one that ran
+    /// the same language model last (loading one takes seconds), then the least loaded
+    /// relative to its capacity.
+    pub fn pick(&self, now: u64, avoid: Option<usize>, need: &Need) -> Option<usize> {
+        let llm = need.kind == ModelKind::Llm;
         let free = |i: &usize| {
             let s = &self.slots[*i];
             s.benched_until <= now
                 && !s.quarantined
                 && s.in_flight < s.worker.capacity()
-                && (!tee || s.worker.signer().is_some())
+                && s.worker.runs(need.kind)
+                && (!llm || s.llm_in_flight < s.worker.llm_capacity())
+                && (!need.tee || s.worker.signer().is_some())
         };
+        let cold = |i: &usize| llm && !self.slots[*i].warm.contains(&need.model);
         let load = |i: &usize| {
             let s = &self.slots[*i];
             (s.in_flight as u128 * 1_000_000) / s.worker.capacity().max(1) as u128
@@ -277,14 +301,39 @@ impl Workers {
         } else {
             preferred
         };
-        pool.into_iter().min_by_key(|i| (load(i), *i))
+        pool.into_iter().min_by_key(|i| (cold(i), load(i), *i))
+    }
+
+    /// A run of a request that needs `need` starts on worker `i`.
+    pub fn start(&mut self, i: usize, need: &Need) {
+        let s = &mut self.slots[i];
+        s.in_flight += 1;
+        if need.kind == ModelKind::Llm {
+            s.llm_in_flight += 1;
+            s.warm.retain(|m| *m != need.model);
+            s.warm.push(need.model);
+            if s.warm.len() > WARM_LLMS {
+                s.warm.remove(0);
+            }
+        }
     }
 
     /// A run ended. A failure counts against the worker; `max_failures` in a row bench it
     /// for `backoff_ms`, after which it gets one probe (one more failure benches it again).
-    pub fn record(&mut self, i: usize, ok: bool, now: u64, max_failures: u32, backoff_ms: u64) {
+    pub fn record(
+        &mut self,
+        i: usize,
+        kind: ModelKind,
+        ok: bool,
+        now: u64,
+        max_failures: u32,
+        backoff_ms: u64,
+    ) {
         let s = &mut self.slots[i];
         s.in_flight = s.in_flight.saturating_sub(1);
+        if kind == ModelKind::Llm {
+            s.llm_in_flight = s.llm_in_flight.saturating_sub(1);
+        }
         if ok {
             s.completed += 1;
             s.failures_in_row = 0;
@@ -321,6 +370,22 @@ mod tests {
     use pipe_primitives::InferenceResult;
 
     use crate::WorkerError;
+
+    fn need(tee: bool, kind: ModelKind, model: u8) -> Need {
+        Need {
+            tee,
+            kind,
+            model: ModelId([model; 32]),
+        }
+    }
+
+    fn plain() -> Need {
+        need(false, ModelKind::Onnx, 1)
+    }
+
+    fn tee() -> Need {
+        need(true, ModelKind::Onnx, 1)
+    }
 
     /// Capacity, name, and whether it signs TEE results.
     struct Fixed(usize, &'static str, bool);
@@ -363,27 +428,27 @@ mod tests {
             Arc::new(Fixed(2, "a", false)),
             Arc::new(Fixed(4, "b", false)),
         ]);
-        assert_eq!(w.pick(0, None, false), Some(0));
+        assert_eq!(w.pick(0, None, &plain()), Some(0));
         w.slots[0].in_flight = 1; // a at 1/2, b at 0/4
-        assert_eq!(w.pick(0, None, false), Some(1));
-        assert_eq!(w.pick(0, Some(1), false), Some(0));
+        assert_eq!(w.pick(0, None, &plain()), Some(1));
+        assert_eq!(w.pick(0, Some(1), &plain()), Some(0));
         w.slots[0].in_flight = 2; // a full: the avoided one is still better than nothing
-        assert_eq!(w.pick(0, Some(1), false), Some(1));
+        assert_eq!(w.pick(0, Some(1), &plain()), Some(1));
         for _ in 0..3 {
             w.slots[1].in_flight += 1;
-            w.record(1, false, 100, 3, 1_000);
+            w.record(1, ModelKind::Onnx, false, 100, 3, 1_000);
         }
         assert_eq!(w.slots[1].benched_until, 1_100);
-        assert_eq!(w.pick(500, None, false), None, "a is full, b is benched");
+        assert_eq!(w.pick(500, None, &plain()), None, "a is full, b is benched");
         assert_eq!(w.next_return(500), Some(1_100));
         assert_eq!(w.capacity(500), 2);
         assert_eq!(
-            w.pick(1_100, None, false),
+            w.pick(1_100, None, &plain()),
             Some(1),
             "back after the backoff"
         );
         w.slots[1].in_flight += 1;
-        w.record(1, false, 1_100, 3, 1_000);
+        w.record(1, ModelKind::Onnx, false, 1_100, 3, 1_000);
         assert_eq!(
             w.slots[1].benched_until, 2_100,
             "one failed probe benches again"
@@ -396,15 +461,93 @@ mod tests {
             Arc::new(Fixed(1, "plain", false)),
             Arc::new(Fixed(1, "tee", true)),
         ]);
-        assert_eq!(w.pick(0, None, true), Some(1));
-        assert_eq!(w.pick(0, Some(1), true), Some(1), "no other can sign");
+        assert_eq!(w.pick(0, None, &tee()), Some(1));
+        assert_eq!(w.pick(0, Some(1), &tee()), Some(1), "no other can sign");
         w.slots[1].in_flight = 1;
-        assert_eq!(w.pick(0, None, true), None, "the signer is busy");
+        assert_eq!(w.pick(0, None, &tee()), None, "the signer is busy");
         assert_eq!(
-            w.pick(0, None, false),
+            w.pick(0, None, &plain()),
             Some(0),
             "VANILLA work still goes out"
         );
+    }
+
+    /// Runs only some kinds, with its own bound on language-model runs.
+    struct Kinds {
+        capacity: usize,
+        llm_capacity: usize,
+        onnx: bool,
+        llm: bool,
+    }
+    impl Worker for Kinds {
+        fn name(&self) -> &str {
+            "kinds"
+        }
+        fn capacity(&self) -> usize {
+            self.capacity
+        }
+        fn runs(&self, kind: ModelKind) -> bool {
+            match kind {
+                ModelKind::Onnx => self.onnx,
+                ModelKind::Llm => self.llm,
+            }
+        }
+        fn llm_capacity(&self) -> usize {
+            self.llm_capacity
+        }
+        fn run(
+            &self,
+            _: Arc<InferenceCall>,
+        ) -> BoxFuture<'static, Result<InferenceResult, WorkerError>> {
+            Box::pin(async { Err(WorkerError::Failed("unused".into())) })
+        }
+    }
+
+    #[test]
+    fn language_model_work_goes_where_it_runs_is_bounded_and_follows_the_loaded_model() {
+        let kinds = |capacity, llm_capacity, onnx, llm| -> Arc<dyn Worker> {
+            Arc::new(Kinds {
+                capacity,
+                llm_capacity,
+                onnx,
+                llm,
+            })
+        };
+        let mut w = Workers::new(vec![
+            kinds(4, 0, true, false), // ONNX only
+            kinds(4, 1, true, true),  // both, one LLM run at a time
+            kinds(2, 2, false, true), // LLMs only
+        ]);
+        let llm = |model| need(false, ModelKind::Llm, model);
+        // Never to a worker that does not run it.
+        assert_eq!(w.pick(0, None, &llm(7)), Some(1));
+        w.start(1, &llm(7));
+        // Worker 1's one LLM slot is taken: the next LLM request goes to 2, an ONNX request
+        // still to the least loaded ONNX worker.
+        assert_eq!(w.pick(0, None, &llm(7)), Some(2));
+        assert_eq!(w.pick(0, None, &plain()), Some(0));
+        w.start(2, &llm(8));
+        // 1 finishes. Model 7 goes back to 1, which ran it last; model 8 to 2, which has it
+        // loaded, although 2 is half full and 1 is empty.
+        w.record(1, ModelKind::Llm, true, 0, 3, 1_000);
+        assert_eq!(w.pick(0, None, &llm(7)), Some(1));
+        assert_eq!(w.pick(0, None, &llm(8)), Some(2));
+        // A worker remembers the last two models it ran.
+        w.start(1, &llm(9));
+        w.record(1, ModelKind::Llm, true, 0, 3, 1_000);
+        w.start(1, &llm(10));
+        w.record(1, ModelKind::Llm, true, 0, 3, 1_000);
+        assert_eq!(w.slots[1].warm, vec![ModelId([9; 32]), ModelId([10; 32])]);
+        assert_eq!(w.slots[1].llm_in_flight, 0);
+        assert_eq!(w.slots[1].in_flight, 0);
+        // ONNX work never counts against the LLM bound.
+        w.start(1, &plain());
+        w.start(1, &plain());
+        assert_eq!(w.pick(0, None, &llm(10)), Some(1));
+        // With no worker that runs a kind, nothing is picked (the request waits).
+        let onnx_only = Workers::new(vec![kinds(4, 4, true, false)]);
+        assert_eq!(onnx_only.pick(0, None, &llm(7)), None);
+        assert!(onnx_only.any_free(0));
     }
 
     #[test]

@@ -50,4 +50,4 @@ pub use cache::{CachedResults, ResultCache, ResultStore};
 pub use dispatch::Priority;
 pub use engine::{BLOCK_HISTORY, BlockCongestion, Pipe, PipeConfig, view};
 pub use metrics::Metrics;
-pub use worker::{Auditor, Worker, WorkerError};
+pub use worker::{Auditor, Need, Worker, WorkerError};

@@ -83,6 +83,9 @@ pub const EXAMPLE_MODELS: &[(&str, &[u8])] = &[
     ),
     ("mlp", include_bytes!("../../../fixtures/models/mlp.onnx")),
     ("cnn", include_bytes!("../../../fixtures/models/cnn.onnx")),
+    // A 1 M-parameter Llama trained on the King James Bible (scripts/make-dev-llm.sh), for
+    // runLLMCompletion and runLLMChat out of the box.
+    ("kjv", include_bytes!("../../../fixtures/models/kjv.gguf")),
 ];
 
 /// The model store plus the inline runtime.

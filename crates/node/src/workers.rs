@@ -13,7 +13,7 @@ use alloy_primitives::Address;
 use futures::future::BoxFuture;
 use pipe_executor::InferenceCall;
 use pipe_inference_pool::{Worker, WorkerError};
-use pipe_primitives::{InferenceResult, Tasks};
+use pipe_primitives::{InferenceResult, Tasks, inference::ModelKind};
 
 use pipe_worker::{ClientError, WorkerClient};
 
@@ -68,6 +68,12 @@ impl Worker for LocalWorker {
         self.capacity
     }
 
+    /// One: the node holds one copy of each language model, which answers one run at a
+    /// time, and the other slots stay free for model requests.
+    fn llm_capacity(&self) -> usize {
+        1
+    }
+
     fn signer(&self) -> Option<Address> {
         self.models.signer()
     }
@@ -120,6 +126,15 @@ impl Worker for RemoteWorker {
 
     fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// What it said it runs (`GET /v1/info`).
+    fn runs(&self, kind: ModelKind) -> bool {
+        self.client.info().kinds.contains(&kind)
+    }
+
+    fn llm_capacity(&self) -> usize {
+        self.client.info().llm_capacity.clamp(1, self.capacity)
     }
 
     fn signer(&self) -> Option<Address> {

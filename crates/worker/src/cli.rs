@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Args;
+use pipe_primitives::inference::ModelKind;
 
 use crate::{WorkerOptions, dev_worker_signer, serve};
 
@@ -34,6 +35,21 @@ pub struct WorkerArgs {
     /// stops waiting at 10 s and retries elsewhere).
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub run_timeout_ms: u64,
+    /// The kinds of model it runs: `onnx`, `llm`, or both (the node sends it nothing else).
+    #[arg(long, value_delimiter = ',', default_value = "onnx,llm", value_parser = parse_kind)]
+    pub kinds: Vec<ModelKind>,
+    /// Language-model runs at once, within --capacity (each loaded model answers one run at a
+    /// time; more only helps with several models).
+    #[arg(long, default_value_t = 1)]
+    pub llm_capacity: usize,
+}
+
+fn parse_kind(s: &str) -> Result<ModelKind, String> {
+    match s.trim() {
+        "onnx" => Ok(ModelKind::Onnx),
+        "llm" => Ok(ModelKind::Llm),
+        other => Err(format!("`{other}`: the kinds are onnx and llm")),
+    }
 }
 
 /// Logs to stderr at `RUST_LOG`'s levels (`info` when unset): what every pipe binary does
@@ -72,8 +88,15 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         key,
         latency: Duration::from_millis(args.model_latency_ms.unwrap_or(0)),
         run_timeout: Duration::from_millis(args.run_timeout_ms.max(1)),
+        kinds: {
+            let mut kinds = args.kinds;
+            kinds.dedup();
+            kinds
+        },
+        llm_capacity: args.llm_capacity.clamp(1, args.capacity.max(1)),
     };
     let signer = options.key.as_ref().map(|k| k.address());
+    let runs = crate::server::kinds_text(&options.kinds);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr, server) = serve(options, async move {
         let _ = stop_rx.await;
@@ -81,6 +104,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     .await?;
     // Tests and scripts read the address from this line.
     println!("Listening on {addr}");
+    // A log line, not stdout: scripts may stop reading after the address.
+    tracing::info!(target: "pipe::worker", "runs {runs}");
     if let Some(a) = signer {
         println!("Signing TEE results as {a}");
     }

@@ -12,11 +12,15 @@
 //! - [`cli`]: the command line both binaries share.
 //!
 //! # Protocol (HTTP/1.1, JSON bodies, hex bytes)
-//! - `GET /v1/info` → [`WorkerInfo`]: `{"name", "capacity", "signer", "version"}`. `signer`
-//!   is the address TEE results are signed with, or `null` (the worker serves VANILLA only).
-//!   The node asks once, at start, and sends at most `capacity` requests at once.
-//! - `POST /v1/infer` with [`InferRequest`] `{"request": "0x…"}`, the ABI encoding of the
-//!   `ModelInferenceRequest` (`abi.encode(request)`, whose keccak256 is the request key) →
+//! - `GET /v1/info` → [`WorkerInfo`]: `{"name", "capacity", "signer", "version", "kinds",
+//!   "llmCapacity", "loaded"}`. `signer` is the address TEE results are signed with, or `null`
+//!   (the worker serves VANILLA only); `kinds` the kinds of model it runs (`onnx`, `llm`;
+//!   both when absent); `llmCapacity` how many of its `capacity` slots may run language models
+//!   at once; `loaded` the language models in its memory. The node asks once, at start, and
+//!   sends at most `capacity` requests at once, only of those kinds.
+//! - `POST /v1/infer` with [`InferRequest`] `{"request": "0x…"}`, the request's canonical
+//!   encoding (for a model, `abi.encode(ModelInferenceRequest)`; for a language model, the
+//!   function's selector and `abi.encode(request)`; its keccak256 is the request key) →
 //!   `200` with the result, `{"key", "status", "payload", "signature"}`
 //!   ([`pipe_primitives::InferenceResult`]). A model failing on its inputs is a `200` with
 //!   status 1: a failure is a fact about the request and is committed. `400`: the request is
@@ -29,7 +33,10 @@
 //! node given with `--node` (`pipe_getModel` for the metadata, `pipe_getModelFileChunk` for the
 //! file, ONNX or GGUF, in chunks of 2 MiB), checks that the bytes hash to the id (the id *is* the content hash), compiles
 //! it once and keeps it in memory. Concurrent requests for a model being fetched wait for the
-//! one fetch; a failed fetch is not remembered, so the next request tries again.
+//! one fetch; a failed fetch is not remembered, so the next request tries again. The two
+//! language models used last stay loaded; an older one is dropped (a run in progress keeps
+//! its copy until it ends). A model of a kind the worker does not run is refused before its
+//! file is fetched.
 //!
 //! # TEE
 //! With `--key` (or `--dev-key`), results of TEE requests are signed over

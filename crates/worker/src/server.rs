@@ -19,7 +19,7 @@ use axum::{
 };
 use parking_lot::Mutex;
 use pipe_abi::{decode_encoded_request, requested_model};
-use pipe_primitives::inference::{ModelId, ModelMeta};
+use pipe_primitives::inference::{ModelId, ModelKind, ModelMeta};
 use serde::Serialize;
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::{info, warn};
@@ -31,6 +31,10 @@ use crate::{
 
 /// Bytes of a model file asked for at once (the node's chunk bound).
 const FETCH_CHUNK: usize = 2 << 20;
+
+/// Language models kept in memory (each holds its weights: hundreds of MB for real ones). A
+/// run in progress keeps its model alive past eviction.
+const LOADED_LLMS: usize = 2;
 
 /// Largest request body accepted: a request the precompile accepts is at most 1 MiB.
 const MAX_BODY: usize = 2 << 20;
@@ -51,6 +55,11 @@ pub struct WorkerOptions {
     /// A run still going after this long stops (the node has stopped waiting for it) and the
     /// request is answered `503`, so the node retries it elsewhere.
     pub run_timeout: Duration,
+    /// The kinds of model it runs; a request for another kind is refused before its model is
+    /// fetched.
+    pub kinds: Vec<ModelKind>,
+    /// Language-model runs at once, within `capacity`.
+    pub llm_capacity: usize,
 }
 
 #[derive(Debug)]
@@ -64,8 +73,12 @@ struct Worker {
     client: reqwest::Client,
     /// One cell per model: concurrent first requests share one fetch.
     models: Mutex<HashMap<ModelId, Arc<OnceCell<Arc<Loaded>>>>>,
+    /// The language models in `models`, the most recently used last.
+    llms: Mutex<Vec<ModelId>>,
     /// Bounds the runs at once to the advertised capacity.
     slots: Semaphore,
+    /// Bounds the language-model runs at once to the advertised `llm_capacity`.
+    llm_slots: Semaphore,
 }
 
 /// Why a request got no result.
@@ -101,21 +114,50 @@ impl Worker {
             capacity: self.options.capacity,
             signer: self.options.key.as_ref().map(|k| k.address()),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            kinds: self.options.kinds.clone(),
+            llm_capacity: self.options.llm_capacity,
+            loaded: self.llms.lock().clone(),
         }
     }
 
     async fn model(&self, id: ModelId) -> Result<Arc<Loaded>, ServeError> {
         let cell = self.models.lock().entry(id).or_default().clone();
-        cell.get_or_try_init(|| self.fetch(id))
+        // A failed fetch leaves the cell empty: the next request tries again.
+        let loaded = cell
+            .get_or_try_init(|| self.fetch(id))
             .await
             .cloned()
-            .map_err(ServeError::Unavailable)
+            .map_err(ServeError::Unavailable)?;
+        if loaded.meta.kind == ModelKind::Llm {
+            self.used_llm(id);
+        }
+        Ok(loaded)
+    }
+
+    /// Language model `id` was just used: the least recently used beyond [`LOADED_LLMS`]
+    /// leaves memory.
+    fn used_llm(&self, id: ModelId) {
+        let mut llms = self.llms.lock();
+        llms.retain(|m| *m != id);
+        llms.push(id);
+        while llms.len() > LOADED_LLMS {
+            let old = llms.remove(0);
+            self.models.lock().remove(&old);
+            info!(target: "pipe::worker", id = %old, "language model unloaded");
+        }
     }
 
     /// Fetches, checks and compiles model `id` from the node.
     async fn fetch(&self, id: ModelId) -> Result<Arc<Loaded>, String> {
         let meta: Option<ModelMeta> = self.rpc("pipe_getModel", serde_json::json!([id])).await?;
         let meta = meta.ok_or_else(|| format!("the node has no model {id}"))?;
+        if !self.options.kinds.contains(&meta.kind) {
+            return Err(format!(
+                "model {id} is {} and this worker runs {}",
+                meta.kind.as_str(),
+                kinds_text(&self.options.kinds)
+            ));
+        }
         // In chunks: a language model is hundreds of MB, more than one response should carry.
         let size = usize::try_from(meta.size_bytes)
             .map_err(|_| format!("model {id} is too large for this machine"))?;
@@ -194,6 +236,15 @@ impl Worker {
             .acquire()
             .await
             .map_err(|e| ServeError::Unavailable(e.to_string()))?;
+        let _llm_slot = match meta.kind {
+            ModelKind::Llm => Some(
+                self.llm_slots
+                    .acquire()
+                    .await
+                    .map_err(|e| ServeError::Unavailable(e.to_string()))?,
+            ),
+            ModelKind::Onnx => None,
+        };
         let (latency, key) = (self.options.latency, self.options.key.clone());
         let started = Instant::now();
         let deadline = started + self.options.run_timeout;
@@ -208,6 +259,16 @@ impl Worker {
     }
 }
 
+/// `onnx and llm`, for messages.
+pub fn kinds_text(kinds: &[ModelKind]) -> String {
+    let names: Vec<&str> = kinds.iter().map(ModelKind::as_str).collect();
+    if names.is_empty() {
+        "nothing".into()
+    } else {
+        names.join(" and ")
+    }
+}
+
 /// Binds `options.listen` and serves until `shutdown` resolves; returns the bound address.
 pub async fn serve(
     options: WorkerOptions,
@@ -215,6 +276,8 @@ pub async fn serve(
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let worker = Arc::new(Worker {
         slots: Semaphore::new(options.capacity.max(1)),
+        llm_slots: Semaphore::new(options.llm_capacity.clamp(1, options.capacity.max(1))),
+        llms: Mutex::default(),
         client: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()?,

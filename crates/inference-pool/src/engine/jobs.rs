@@ -21,7 +21,15 @@ pub(super) fn attested_now(
         .map_err(|e| e.to_string())
 }
 
-pub(super) type JobDone = (usize, B256, Result<InferenceResult, WorkerError>, u64);
+/// A finished run: the worker, the request's key, its kind of model, the result, and when it
+/// started (ms).
+pub(super) type JobDone = (
+    usize,
+    B256,
+    ModelKind,
+    Result<InferenceResult, WorkerError>,
+    u64,
+);
 
 impl Pipe {
     pub(super) async fn dispatch_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -61,26 +69,28 @@ impl Pipe {
         let State {
             requests, workers, ..
         } = &mut *st;
-        // Best first. A TEE request no free signing worker can take is stepped over, so it
-        // does not hold back the requests behind it; `skipped` counts those left queued.
+        // Best first. A request no free worker can take (a TEE request needs a signer, a
+        // language-model request a worker that runs them with a language-model slot free) is
+        // stepped over, so it does not hold back the requests behind it; `skipped` counts
+        // those left queued.
         let mut skipped = 0;
-        while workers.pick(now, None, false).is_some() {
+        while workers.any_free(now) {
             let Some(key) = requests.queued_desc().nth(skipped) else {
                 break;
             };
             let Some(r) = requests.by_key.get(&key) else {
                 break;
             };
-            let tee = r.call.mode == InferenceMode::Tee;
-            let Some(w) = workers.pick(now, r.avoid, tee) else {
+            let need = Need::of(&r.call);
+            let Some(w) = workers.pick(now, r.avoid, &need) else {
                 skipped += 1;
                 continue;
             };
             let Some(call) = requests.start(&key, w, now) else {
                 break;
             };
-            let slot = &mut workers.slots[w];
-            slot.in_flight += 1;
+            workers.start(w, &need);
+            let slot = &workers.slots[w];
             let worker = slot.worker.clone();
             self.metrics
                 .worker_in_flight
@@ -123,6 +133,7 @@ impl Pipe {
         async move {
             let started = clock.now_ms();
             let mode = call.mode;
+            let kind = call.model.kind;
             let run = worker.run(call);
             let result = tokio::select! {
                 r = run => r,
@@ -169,7 +180,7 @@ impl Pipe {
                 }
                 (result, _) => result,
             };
-            (w, key, result, started)
+            (w, key, kind, result, started)
         }
         .boxed()
     }
@@ -199,7 +210,10 @@ impl Pipe {
     }
 
     /// Applies a finished run; returns the waiters to end when its request was given up.
-    fn record_result(&self, (w, key, result, started): JobDone) -> Option<(Vec<B256>, String)> {
+    fn record_result(
+        &self,
+        (w, key, kind, result, started): JobDone,
+    ) -> Option<(Vec<B256>, String)> {
         let now = self.clock.now_ms();
         let block = self.head.borrow().number();
         let mut st = self.state.lock();
@@ -223,6 +237,7 @@ impl Pipe {
         let ok = result.is_ok();
         workers.record(
             w,
+            kind,
             ok,
             now,
             self.config.worker_max_failures,

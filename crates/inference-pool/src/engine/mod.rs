@@ -22,7 +22,7 @@ use pipe_executor::{Executor, InferenceCall, InferenceProvider, SimOutcome, atte
 use pipe_mempool::{Pool, PoolEvent, PoolListener, PoolTx, RemovalReason};
 use pipe_primitives::{
     Clock, InferenceResult, ModelId, SealedBlock, StoredTx, Tasks,
-    inference::InferenceMode,
+    inference::{InferenceMode, ModelKind},
     status::{Lifecycle, RequestState, RequestStatus, TxStatus},
 };
 use pipe_storage::{StateView, Store};
@@ -30,7 +30,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    CachedResults, Metrics, ResultCache, Worker, WorkerError,
+    CachedResults, Metrics, Need, ResultCache, Worker, WorkerError,
     dispatch::{Priority, Requests, Retry, Workers},
     metrics::label,
 };
