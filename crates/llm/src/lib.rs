@@ -3,7 +3,7 @@
 //! # What it runs
 //! GGUF files (the llama.cpp / ollama format, quantized or not) of the families candle
 //! implements and whose tokenizer the file itself describes: `general.architecture` `llama`
-//! (Llama 3, SmolLM, TinyLlama-style BPE models) and `qwen2` (Qwen 2 and 2.5), with a
+//! (Llama 3, SmolLM: byte-level BPE models) and `qwen2` (Qwen 2 and 2.5), with a
 //! byte-level BPE tokenizer (`tokenizer.ggml.model` `gpt2`: GPT-2, Llama 3, Qwen 2 pre-
 //! tokenizers). Anything else is refused at load with the reason ([`LlmError::Unsupported`]).
 //! The transformer is candle's (`candle-transformers`), the tokenizer Hugging Face's

@@ -16,7 +16,8 @@ use crate::{LlmError, error::guarded};
 /// The families this runtime runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Architecture {
-    /// `llama`: Llama 2 and 3, SmolLM, TinyLlama and the many models of that shape.
+    /// `llama` with a byte-level BPE tokenizer: Llama 3, SmolLM (Llama 2, TinyLlama and
+    /// Mistral files carry a SentencePiece tokenizer, which is not read yet).
     Llama,
     /// `qwen2`: Qwen 2 and 2.5.
     Qwen2,
