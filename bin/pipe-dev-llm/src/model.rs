@@ -46,20 +46,6 @@ pub struct Llama {
     pub weights: Vec<Named>,
 }
 
-/// Deterministic uniform numbers in [-scale, scale] (xorshift), so the same seed gives the
-/// same starting weights on every machine.
-fn uniform(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
 impl Llama {
     /// Fresh weights: uniform with a standard deviation of 0.02, the projections back into
     /// the residual stream scaled down by `sqrt(2 * layers)` (GPT-2's rule), norms at one.
@@ -72,7 +58,7 @@ impl Llama {
             let count = dims.iter().product();
             let t = match std {
                 Some(std) => Tensor::from_vec(
-                    uniform(seed ^ n, count, std * std_to_scale),
+                    pipe_llm::test_utils::noise(seed ^ n, count, std * std_to_scale),
                     dims,
                     &Device::Cpu,
                 )?,

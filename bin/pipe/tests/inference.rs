@@ -267,7 +267,18 @@ async fn every_model_by_call_and_transaction_matches_onnxruntime() {
         common::rpc(&node.rpc_url(), "pipe_listModels", serde_json::json!([])).await["result"]
             .clone();
     assert_eq!(before, after);
-    assert_eq!(after.as_array().unwrap().len(), reference.len());
+    // Every fixture model, and the dev chain's language model beside them.
+    let kinds: Vec<&str> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "onnx").count(),
+        reference.len()
+    );
+    assert_eq!(kinds.iter().filter(|k| **k == "llm").count(), 1);
     node.shutdown().await;
 }
 

@@ -387,23 +387,51 @@ mod tests {
         need(true, ModelKind::Onnx, 1)
     }
 
-    /// Capacity, name, and whether it signs TEE results.
-    struct Fixed(usize, &'static str, bool);
-    impl Worker for Fixed {
+    /// A worker double: its capacity, whether it signs TEE results, the kinds it runs and
+    /// its own bound on language-model runs.
+    struct Kinds {
+        capacity: usize,
+        signs: bool,
+        llm_capacity: usize,
+        onnx: bool,
+        llm: bool,
+    }
+    impl Worker for Kinds {
         fn name(&self) -> &str {
-            self.1
+            "double"
         }
         fn capacity(&self) -> usize {
-            self.0
+            self.capacity
         }
         fn signer(&self) -> Option<alloy_primitives::Address> {
-            self.2.then_some(alloy_primitives::Address::repeat_byte(7))
+            self.signs
+                .then_some(alloy_primitives::Address::repeat_byte(7))
+        }
+        fn runs(&self, kind: ModelKind) -> bool {
+            match kind {
+                ModelKind::Onnx => self.onnx,
+                ModelKind::Llm => self.llm,
+            }
+        }
+        fn llm_capacity(&self) -> usize {
+            self.llm_capacity
         }
         fn run(
             &self,
             _: Arc<InferenceCall>,
         ) -> BoxFuture<'static, Result<InferenceResult, WorkerError>> {
             Box::pin(async { Err(WorkerError::Failed("unused".into())) })
+        }
+    }
+
+    /// Runs every kind; `signs` TEE results or not.
+    fn runs_all(capacity: usize, signs: bool) -> Kinds {
+        Kinds {
+            capacity,
+            signs,
+            llm_capacity: capacity,
+            onnx: true,
+            llm: true,
         }
     }
 
@@ -425,8 +453,8 @@ mod tests {
     #[test]
     fn picks_least_loaded_and_avoids_the_failed_one_and_benches_repeat_failures() {
         let mut w = Workers::new(vec![
-            Arc::new(Fixed(2, "a", false)),
-            Arc::new(Fixed(4, "b", false)),
+            Arc::new(runs_all(2, false)),
+            Arc::new(runs_all(4, false)),
         ]);
         assert_eq!(w.pick(0, None, &plain()), Some(0));
         w.slots[0].in_flight = 1; // a at 1/2, b at 0/4
@@ -458,8 +486,8 @@ mod tests {
     #[test]
     fn tee_requests_go_only_to_signing_workers() {
         let mut w = Workers::new(vec![
-            Arc::new(Fixed(1, "plain", false)),
-            Arc::new(Fixed(1, "tee", true)),
+            Arc::new(runs_all(1, false)),
+            Arc::new(runs_all(1, true)),
         ]);
         assert_eq!(w.pick(0, None, &tee()), Some(1));
         assert_eq!(w.pick(0, Some(1), &tee()), Some(1), "no other can sign");
@@ -472,42 +500,12 @@ mod tests {
         );
     }
 
-    /// Runs only some kinds, with its own bound on language-model runs.
-    struct Kinds {
-        capacity: usize,
-        llm_capacity: usize,
-        onnx: bool,
-        llm: bool,
-    }
-    impl Worker for Kinds {
-        fn name(&self) -> &str {
-            "kinds"
-        }
-        fn capacity(&self) -> usize {
-            self.capacity
-        }
-        fn runs(&self, kind: ModelKind) -> bool {
-            match kind {
-                ModelKind::Onnx => self.onnx,
-                ModelKind::Llm => self.llm,
-            }
-        }
-        fn llm_capacity(&self) -> usize {
-            self.llm_capacity
-        }
-        fn run(
-            &self,
-            _: Arc<InferenceCall>,
-        ) -> BoxFuture<'static, Result<InferenceResult, WorkerError>> {
-            Box::pin(async { Err(WorkerError::Failed("unused".into())) })
-        }
-    }
-
     #[test]
     fn language_model_work_goes_where_it_runs_is_bounded_and_follows_the_loaded_model() {
         let kinds = |capacity, llm_capacity, onnx, llm| -> Arc<dyn Worker> {
             Arc::new(Kinds {
                 capacity,
+                signs: false,
                 llm_capacity,
                 onnx,
                 llm,

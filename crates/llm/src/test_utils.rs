@@ -80,8 +80,9 @@ pub fn vocabulary() -> (Vec<String>, Vec<String>, u32) {
     (tokens, merges, eos)
 }
 
-/// Deterministic pseudo-random numbers in [-scale, scale].
-fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+/// Deterministic pseudo-random numbers in [-scale, scale] (xorshift): the same seed gives the
+/// same numbers on every machine.
+pub fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
