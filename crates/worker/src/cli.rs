@@ -84,16 +84,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("worker-{}", args.listen.port())),
         node: args.node,
         listen: args.listen,
-        capacity: args.capacity.max(1),
+        capacity: args.capacity,
         key,
         latency: Duration::from_millis(args.model_latency_ms.unwrap_or(0)),
         run_timeout: Duration::from_millis(args.run_timeout_ms.max(1)),
-        kinds: {
-            let mut kinds = args.kinds;
-            kinds.dedup();
-            kinds
-        },
-        llm_capacity: args.llm_capacity.clamp(1, args.capacity.max(1)),
+        kinds: args.kinds,
+        llm_capacity: args.llm_capacity,
     };
     let signer = options.key.as_ref().map(|k| k.address());
     let runs = crate::server::kinds_text(&options.kinds);

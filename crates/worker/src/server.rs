@@ -274,9 +274,14 @@ pub async fn serve(
     options: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let mut options = options;
+    // Bounds as served and as `/v1/info` reports them: at least one slot, and no more
+    // language-model slots than slots.
+    options.capacity = options.capacity.max(1);
+    options.llm_capacity = options.llm_capacity.clamp(1, options.capacity);
     let worker = Arc::new(Worker {
-        slots: Semaphore::new(options.capacity.max(1)),
-        llm_slots: Semaphore::new(options.llm_capacity.clamp(1, options.capacity.max(1))),
+        slots: Semaphore::new(options.capacity),
+        llm_slots: Semaphore::new(options.llm_capacity),
         llms: Mutex::default(),
         client: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
