@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# llama.cpp's greedy answers for fixtures/models/kjv.gguf (tools/py/llm_reference.py):
+# llama.cpp's greedy answers and tokens for fixtures/models/kjv.gguf and kjv-spm.gguf
+# (tools/py/llm_reference.py):
 #
-#   scripts/llm-reference.sh           write fixtures/models/kjv.reference.json
+#   scripts/llm-reference.sh           write fixtures/models/<model>.reference.json
 #   scripts/llm-reference.sh --check   compare llama.cpp's answers with the committed ones
 #
 # llama-cpp-python comes from PyPI as source and is compiled here (CPU only, a few minutes on

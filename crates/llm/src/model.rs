@@ -3,10 +3,7 @@
 
 use std::io::Cursor;
 
-use candle_core::{
-    Device, Tensor,
-    quantized::{gguf_file, tokenizer::TokenizerFromGguf},
-};
+use candle_core::{Device, Tensor, quantized::gguf_file};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use parking_lot::Mutex;
 use tokenizers::Tokenizer;
@@ -16,8 +13,8 @@ use crate::{LlmError, error::guarded};
 /// The families this runtime runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Architecture {
-    /// `llama` with a byte-level BPE tokenizer: Llama 3, SmolLM (Llama 2, TinyLlama and
-    /// Mistral files carry a SentencePiece tokenizer, which is not read yet).
+    /// `llama`: Llama 2 and 3, TinyLlama, Mistral, SmolLM (byte-level BPE or SentencePiece
+    /// vocabularies).
     Llama,
     /// `qwen2`: Qwen 2 and 2.5.
     Qwen2,
@@ -141,14 +138,7 @@ impl LlmModel {
                 )));
             }
         };
-        let tokenizer_kind = text("tokenizer.ggml.model").unwrap_or_default();
-        if tokenizer_kind != "gpt2" {
-            return Err(LlmError::Unsupported(format!(
-                "tokenizer `{tokenizer_kind}` (this node reads byte-level BPE tokenizers, `gpt2`)"
-            )));
-        }
-        let tokenizer =
-            Tokenizer::from_gguf(&content).map_err(|e| LlmError::Malformed(e.to_string()))?;
+        let tokenizer = crate::tokenizer::from_gguf(&content)?;
         let vocab_size = tokenizer.get_vocab_size(true);
         let declared = number(&format!("{arch_name}.context_length")).map(|n| n as usize);
         let context_length = match architecture {
@@ -221,8 +211,9 @@ impl LlmModel {
         self.tokenizer.id_to_token(id)
     }
 
-    /// The text of `tokens`, special tokens left out.
-    pub(crate) fn detokenize(&self, tokens: &[u32]) -> Result<String, LlmError> {
+    /// The text of `tokens`, special tokens left out: the pieces joined, as llama.cpp writes
+    /// them.
+    pub fn detokenize(&self, tokens: &[u32]) -> Result<String, LlmError> {
         self.tokenizer
             .decode(tokens, true)
             .map_err(|e| LlmError::Tokenizer(e.to_string()))

@@ -1,0 +1,307 @@
+//! The tokenizer a GGUF file describes, as a Hugging Face `tokenizers` pipeline.
+//!
+//! Two kinds of vocabulary are in the files people have (`tokenizer.ggml.model`):
+//! - `gpt2`: byte-level BPE with its merges (Llama 3, Qwen 2, SmolLM). candle builds it.
+//! - `llama`: SentencePiece (Llama 2, TinyLlama, Mistral, Vicuna). The file keeps pieces
+//!   (`▁` for a space), a score per piece and its type, and no merges: llama.cpp tokenizes by
+//!   repeatedly joining the adjacent pair whose join is a piece, the highest-scoring join
+//!   first (the leftmost on a tie), and spells characters no piece covers as byte tokens
+//!   (`<0x0A>`). That is byte-pair encoding whose merge ranks follow the joined piece's
+//!   score, which is how it is built here: every split of every piece into two pieces is a
+//!   merge, ranked by the whole piece's score. The text is prefixed with a space (unless the
+//!   file says `add_space_prefix` false) and its spaces written as `▁`; decoding writes them
+//!   back and turns byte tokens into bytes.
+//!
+//! Both are checked against llama.cpp on the same files (`fixtures/models/*.reference.json`,
+//! `tests/dev_model.rs`).
+
+use candle_core::quantized::{gguf_file, tokenizer::TokenizerFromGguf};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, Tokenizer,
+    decoders::{byte_fallback::ByteFallback, fuse::Fuse, sequence::Sequence as Decoders},
+    models::bpe::{BPE, Vocab},
+    normalizers::{Prepend, Replace, Sequence as Normalizers},
+    processors::template::TemplateProcessing,
+};
+
+use crate::LlmError;
+
+/// llama.cpp's token types (`tokenizer.ggml.token_type`).
+const NORMAL: i64 = 1;
+const UNKNOWN: i64 = 2;
+const CONTROL: i64 = 3;
+const USER_DEFINED: i64 = 4;
+const UNUSED: i64 = 5;
+
+/// SentencePiece's space.
+const SPACE: &str = "\u{2581}";
+
+/// The most merges a SentencePiece vocabulary may expand to: every split of every piece is
+/// one, so a hostile file of long pieces could otherwise ask for a quadratic table.
+const MAX_MERGES: usize = 4_000_000;
+
+/// The tokenizer `content` describes.
+pub(crate) fn from_gguf(content: &gguf_file::Content) -> Result<Tokenizer, LlmError> {
+    let kind = content
+        .metadata
+        .get("tokenizer.ggml.model")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    match kind.as_str() {
+        "gpt2" => Tokenizer::from_gguf(content).map_err(|e| LlmError::Malformed(e.to_string())),
+        "llama" => sentencepiece(content),
+        other => Err(LlmError::Unsupported(format!(
+            "tokenizer `{other}` (this node reads byte-level BPE, `gpt2`, and SentencePiece, `llama`)"
+        ))),
+    }
+}
+
+fn sentencepiece(content: &gguf_file::Content) -> Result<Tokenizer, LlmError> {
+    let malformed = |what: &str| LlmError::Malformed(format!("SentencePiece vocabulary: {what}"));
+    let meta = |key: &str| content.metadata.get(key);
+    let array = |key: &str| match meta(key) {
+        Some(gguf_file::Value::Array(a)) => Some(a),
+        _ => None,
+    };
+    let pieces: Vec<String> = array("tokenizer.ggml.tokens")
+        .ok_or_else(|| malformed("no tokenizer.ggml.tokens"))?
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|_| malformed("a token is not text"))
+        })
+        .collect::<Result<_, _>>()?;
+    let n = pieces.len();
+    let scores: Vec<f32> = match array("tokenizer.ggml.scores") {
+        Some(a) if a.len() == n => a
+            .iter()
+            .map(|v| v.to_f32().map_err(|_| malformed("a score is not a number")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(malformed("scores and tokens differ in number")),
+        None => vec![0.0; n],
+    };
+    let types: Vec<i64> = match array("tokenizer.ggml.token_type") {
+        Some(a) if a.len() == n => a
+            .iter()
+            .map(|v| {
+                v.to_i32()
+                    .map(i64::from)
+                    .or_else(|_| v.to_u32().map(i64::from))
+                    .map_err(|_| malformed("a token type is not a number"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(malformed("token types and tokens differ in number")),
+        None => vec![NORMAL; n],
+    };
+    let id = |key: &str| {
+        meta(key)
+            .and_then(|v| v.to_u32().ok())
+            .filter(|i| (*i as usize) < n)
+    };
+    let flag =
+        |key: &str, default: bool| meta(key).and_then(|v| v.to_bool().ok()).unwrap_or(default);
+
+    // The first of equal pieces keeps its id, as llama.cpp's lookup does.
+    let mut vocab = Vocab::default();
+    for (i, p) in pieces.iter().enumerate() {
+        vocab.entry(p.clone()).or_insert(i as u32);
+    }
+    let merges = merges(&pieces, &scores, &types, &vocab)?;
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true);
+    if let Some(unk) = id("tokenizer.ggml.unknown_token_id") {
+        builder = builder.unk_token(pieces[unk as usize].clone());
+    }
+    let bpe = builder.build().map_err(|e| malformed(&e.to_string()))?;
+    let mut tokenizer = Tokenizer::new(bpe);
+
+    let space = Replace::new(" ", SPACE).map_err(|e| malformed(&e.to_string()))?;
+    let normalizer: NormalizerWrapper = if flag("tokenizer.ggml.add_space_prefix", true) {
+        Normalizers::new(vec![Prepend::new(SPACE.into()).into(), space.into()]).into()
+    } else {
+        space.into()
+    };
+    tokenizer
+        .with_normalizer(Some(normalizer))
+        .map_err(|e| malformed(&e.to_string()))?;
+    // An answer's text is its tokens' pieces joined, as llama.cpp writes them: a leading
+    // space stays (a completion continues the prompt's text).
+    let unspace = Replace::new(SPACE, " ").map_err(|e| malformed(&e.to_string()))?;
+    let decoder: DecoderWrapper = Decoders::new(vec![
+        unspace.into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ])
+    .into();
+    tokenizer.with_decoder(Some(decoder));
+
+    if flag("tokenizer.ggml.add_bos_token", true)
+        && let Some(bos) = id("tokenizer.ggml.bos_token_id")
+    {
+        let text = pieces[bos as usize].clone();
+        let template = TemplateProcessing::builder()
+            .try_single(format!("{text}:0 $A:0"))
+            .and_then(|b| b.try_pair(format!("{text}:0 $A:0 {text}:1 $B:1")))
+            .map_err(|e| malformed(&e.to_string()))?
+            .special_tokens(vec![(text, bos)])
+            .build()
+            .map_err(|e| malformed(&e.to_string()))?;
+        tokenizer.with_post_processor(Some(template));
+    }
+    // Control, unknown, user-defined and unused pieces are special: left out of answers, and
+    // found as wholes in a rendered chat.
+    let specials: Vec<AddedToken> = pieces
+        .iter()
+        .zip(&types)
+        .filter(|(_, t)| matches!(**t, UNKNOWN | CONTROL | USER_DEFINED | UNUSED))
+        .map(|(p, _)| AddedToken::from(p.clone(), true))
+        .collect();
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(|e| malformed(&e.to_string()))?;
+    Ok(tokenizer)
+}
+
+/// Every split of a piece into two pieces, ranked by the whole piece's score (highest first;
+/// then the lower id, then the shorter left part, so the order never depends on a hash).
+fn merges(
+    pieces: &[String],
+    scores: &[f32],
+    types: &[i64],
+    vocab: &Vocab,
+) -> Result<Vec<(String, String)>, LlmError> {
+    let joinable = |id: u32| matches!(types[id as usize], NORMAL | USER_DEFINED);
+    let mut ranked: Vec<(f32, u32, usize)> = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        if !joinable(i as u32) || vocab.get(piece) != Some(&(i as u32)) {
+            continue;
+        }
+        for (cut, _) in piece.char_indices().skip(1) {
+            let (l, r) = piece.split_at(cut);
+            if vocab.get(l).is_some_and(|&l| joinable(l))
+                && vocab.get(r).is_some_and(|&r| joinable(r))
+            {
+                ranked.push((scores[i], i as u32, cut));
+                if ranked.len() > MAX_MERGES {
+                    return Err(LlmError::Unsupported(format!(
+                        "a SentencePiece vocabulary of over {MAX_MERGES} merges"
+                    )));
+                }
+            }
+        }
+    }
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    Ok(ranked
+        .into_iter()
+        .map(|(_, i, cut)| {
+            let (l, r) = pieces[i as usize].split_at(cut);
+            (l.to_string(), r.to_string())
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    use gguf_file::Value;
+
+    /// A SentencePiece vocabulary: `<unk> <s> </s>`, the 256 byte tokens, then pieces with
+    /// descending scores.
+    fn content(pieces: &[&str], add_bos: bool) -> gguf_file::Content {
+        let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+        let mut types = vec![UNKNOWN, CONTROL, CONTROL];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(6);
+        }
+        for p in pieces {
+            tokens.push(p.to_string());
+            types.push(NORMAL);
+        }
+        let scores: Vec<Value> = (0..tokens.len())
+            .map(|i| Value::F32(if types[i] == NORMAL { -(i as f32) } else { 0.0 }))
+            .collect();
+        let mut metadata = HashMap::new();
+        metadata.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
+        metadata.insert(
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        );
+        metadata.insert("tokenizer.ggml.scores".into(), Value::Array(scores));
+        metadata.insert(
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.iter().map(|t| Value::I32(*t as i32)).collect()),
+        );
+        metadata.insert("tokenizer.ggml.bos_token_id".into(), Value::U32(1));
+        metadata.insert("tokenizer.ggml.unknown_token_id".into(), Value::U32(0));
+        metadata.insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(add_bos));
+        gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata,
+            tensor_infos: HashMap::new(),
+            tensor_data_offset: 0,
+        }
+    }
+
+    fn pieces_of(t: &Tokenizer, text: &str) -> Vec<String> {
+        let ids = t.encode(text, true).unwrap().get_ids().to_vec();
+        ids.iter().map(|i| t.id_to_token(*i).unwrap()).collect()
+    }
+
+    #[test]
+    fn higher_scoring_joins_win_and_spaces_become_pieces() {
+        // Joins go on while the join is a piece: "▁" + "t", "h" + "e", then "▁t" + "he".
+        let t = from_gguf(&content(
+            &["▁", "t", "h", "e", "a", "▁t", "he", "▁the", "▁a"],
+            false,
+        ))
+        .unwrap();
+        assert_eq!(pieces_of(&t, "the a"), ["▁the", "▁a"]);
+        assert_eq!(pieces_of(&t, "ta"), ["▁t", "a"]);
+        // A character no piece covers is spelled in bytes (é is C3 A9).
+        assert_eq!(pieces_of(&t, "é"), ["▁", "<0xC3>", "<0xA9>"]);
+        let ids = t.encode("the é", false).unwrap().get_ids().to_vec();
+        assert_eq!(t.decode(&ids, true).unwrap(), " the é");
+    }
+
+    #[test]
+    fn the_score_not_the_order_of_discovery_ranks_a_join() {
+        // "ab" scores above "bc" (a lower id), so "abc" splits as "ab" + "c".
+        let t = from_gguf(&content(&["a", "b", "c", "ab", "bc", "▁"], false)).unwrap();
+        assert_eq!(pieces_of(&t, "abc"), ["▁", "ab", "c"]);
+        let t = from_gguf(&content(&["a", "b", "c", "bc", "ab", "▁"], false)).unwrap();
+        assert_eq!(pieces_of(&t, "abc"), ["▁", "a", "bc"]);
+    }
+
+    #[test]
+    fn the_bos_rule_and_control_pieces() {
+        let t = from_gguf(&content(&["▁", "a"], true)).unwrap();
+        assert_eq!(pieces_of(&t, "a"), ["<s>", "▁", "a"]);
+        let ids = t.encode("a", true).unwrap().get_ids().to_vec();
+        assert_eq!(t.decode(&ids, true).unwrap(), " a", "<s> is left out");
+    }
+
+    #[test]
+    fn hostile_vocabularies_are_refused_not_trusted() {
+        let mut c = content(&["a"], false);
+        c.metadata.insert(
+            "tokenizer.ggml.scores".into(),
+            Value::Array(vec![Value::F32(0.0)]),
+        );
+        assert!(matches!(from_gguf(&c), Err(LlmError::Malformed(_))));
+        let mut c = content(&["a"], false);
+        c.metadata
+            .insert("tokenizer.ggml.model".into(), Value::String("t5".into()));
+        assert!(matches!(from_gguf(&c), Err(LlmError::Unsupported(_))));
+        // An out-of-range BOS id is ignored, not indexed.
+        let mut c = content(&["a"], true);
+        c.metadata
+            .insert("tokenizer.ggml.bos_token_id".into(), Value::U32(1 << 30));
+        assert!(from_gguf(&c).is_ok());
+    }
+}
