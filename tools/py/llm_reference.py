@@ -1,7 +1,9 @@
 """llama.cpp's greedy answers for the dev chain's language model: an independent
 implementation of the `llama` architecture and of GGUF's tokenizers, reading the same files
 pipe reads: kjv.gguf (byte-level BPE) and kjv-spm.gguf (the same weights with a SentencePiece
-vocabulary, the kind Llama 2, TinyLlama and Mistral files carry).
+vocabulary, the kind Llama 2, TinyLlama and Mistral files carry), and the test kit's tiny
+random models of each family pipe runs (tiny-llama, tiny-qwen2, tiny-phi3: noise, but the same
+architecture, so their logits must agree even where their greedy answers cannot be compared).
 
     llm_reference.py            write fixtures/models/<model>.reference.json
     llm_reference.py --check    compute again and compare with the committed files (exit 1 if
@@ -26,7 +28,9 @@ import llama_cpp
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-MODELS = ["kjv", "kjv-spm"]
+MODELS = ["kjv", "kjv-spm", "tiny-llama", "tiny-qwen2", "tiny-phi3"]
+# Logits recorded per prompt: the highest few after the prompt, (token, logit).
+TOP = 8
 MAX_TOKENS = 32
 PROMPTS = [
     "In the beginning God",
@@ -65,6 +69,8 @@ def answer(llm, eos, prompt):
     prompt_tokens = tokens_of(llm, prompt)
     llm.reset()
     llm.eval(prompt_tokens)
+    first = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+    top = [[int(i), round(float(first[i]), 4)] for i in np.argsort(-first, kind="stable")[:TOP]]
     tokens = []
     margins = []
     for _ in range(MAX_TOKENS):
@@ -81,7 +87,7 @@ def answer(llm, eos, prompt):
     text = text_of(llm, tokens)
     return {
         "prompt": prompt, "prompt_tokens": prompt_tokens, "tokens": tokens, "text": text,
-        "margins": margins,
+        "margins": margins, "top_logits": top,
     }
 
 
@@ -104,6 +110,9 @@ def reference(name, check):
     llm = llama_cpp.Llama(
         model_path=str(model), n_ctx=128, n_batch=128, n_threads=1, n_threads_batch=1,
         seed=0, verbose=False,
+        # An f32 attention cache (llama.cpp's default is f16), as pipe's: the logits then
+        # differ by summation order only.
+        type_k=0, type_v=0,
         # Without it, llama-cpp-python keeps no logits in `scores` for us to read.
         logits_all=True,
     )

@@ -24,6 +24,15 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write the test kit's tiny random model of a family (pipe_llm::test_utils): a file
+    /// llama.cpp's logits are recorded for.
+    Tiny {
+        /// llama, qwen2 or phi3.
+        #[arg(long)]
+        arch: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -62,6 +71,26 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Train(a) => train_model(a),
+        Command::Tiny { arch, out } => {
+            let family = match arch.as_str() {
+                "llama" => pipe_llm::Architecture::Llama,
+                "qwen2" => pipe_llm::Architecture::Qwen2,
+                "phi3" => pipe_llm::Architecture::Phi3,
+                other => anyhow::bail!("no tiny model of `{other}`"),
+            };
+            let bytes = pipe_llm::test_utils::tiny_gguf(
+                family,
+                pipe_llm::test_utils::TinyShape::default(),
+                None,
+            );
+            std::fs::write(&out, &bytes)?;
+            println!(
+                "{{\"out\":{:?},\"bytes\":{}}}",
+                out.display().to_string(),
+                bytes.len()
+            );
+            Ok(())
+        }
         Command::Sentencepiece { from, out } => {
             let bytes = sentencepiece::rewrite(&std::fs::read(&from)?)?;
             std::fs::write(&out, &bytes)?;

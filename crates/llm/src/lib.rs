@@ -3,7 +3,8 @@
 //! # What it runs
 //! GGUF files (the llama.cpp / ollama format, quantized or not) of the families candle
 //! implements and whose tokenizer the file itself describes: `general.architecture` `llama`
-//! (Llama 2 and 3, TinyLlama, Mistral, SmolLM) and `qwen2` (Qwen 2 and 2.5), with a
+//! (Llama 2 and 3, TinyLlama, Mistral, SmolLM), `qwen2` (Qwen 2 and 2.5) and `phi3` (Phi-3
+//! mini with its 4k rotary embedding), with a
 //! byte-level BPE tokenizer (`tokenizer.ggml.model` `gpt2`: GPT-2, Llama 3, Qwen 2 pre-
 //! tokenizers) or a SentencePiece one (`llama`). Anything else is refused at load with the
 //! reason ([`LlmError::Unsupported`]). The transformer is candle's (`candle-transformers`), the

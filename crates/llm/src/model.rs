@@ -4,9 +4,8 @@
 use std::io::Cursor;
 
 use candle_core::{Device, Tensor, quantized::gguf_file};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen2};
 use parking_lot::Mutex;
-use tokenizers::Tokenizer;
 
 use crate::{LlmError, error::guarded};
 
@@ -18,6 +17,9 @@ pub enum Architecture {
     Llama,
     /// `qwen2`: Qwen 2 and 2.5.
     Qwen2,
+    /// `phi3`: Phi-3 and Phi-3.5 mini with their 4k-context rotary embedding (the long-context
+    /// files' scaled rotary factors are refused).
+    Phi3,
 }
 
 impl Architecture {
@@ -25,6 +27,7 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Phi3 => "phi3",
         }
     }
 }
@@ -59,6 +62,7 @@ pub fn is_gguf(bytes: &[u8]) -> bool {
 enum Weights {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
 }
 
 impl Weights {
@@ -66,6 +70,8 @@ impl Weights {
         match self {
             Self::Llama(w) => w.clear_kv_cache(),
             Self::Qwen2(w) => w.clear_kv_cache(),
+            // Its cache starts over at position 0, which every run begins with.
+            Self::Phi3(_) => {}
         }
     }
 
@@ -76,6 +82,7 @@ impl Weights {
             let logits = match self {
                 Self::Llama(w) => w.forward(&x, index)?,
                 Self::Qwen2(w) => w.forward(&x, index)?,
+                Self::Phi3(w) => w.forward(&x, index)?,
             };
             logits
                 .squeeze(0)?
@@ -89,7 +96,7 @@ impl Weights {
 /// A language model ready to answer.
 pub struct LlmModel {
     meta: LlmMeta,
-    tokenizer: Tokenizer,
+    tokenizer: crate::tokenizer::TextCodec,
     weights: Mutex<Weights>,
 }
 
@@ -101,8 +108,12 @@ impl std::fmt::Debug for LlmModel {
     }
 }
 
-/// The largest context candle's Llama runs (its rotary tables are this long).
+/// The largest context candle's Llama runs (its rotary tables are this long), and the most a
+/// Phi-3 is given: candle's Phi-3 allocates its attention cache for the whole context up front.
 const LLAMA_MAX_CONTEXT: usize = quantized_llama::MAX_SEQ_LEN;
+
+/// The rotary base candle's Phi-3 is written for (it does not read the file's).
+const PHI3_ROPE_BASE: f32 = 10_000.0;
 
 impl LlmModel {
     /// Loads a GGUF file from memory.
@@ -112,7 +123,7 @@ impl LlmModel {
 
     fn load_unguarded(bytes: &[u8]) -> Result<Self, LlmError> {
         let mut reader = Cursor::new(bytes);
-        let content = gguf_file::Content::read(&mut reader)
+        let mut content = gguf_file::Content::read(&mut reader)
             .map_err(|e| LlmError::Malformed(e.to_string()))?;
         let text = |key: &str| {
             content
@@ -132,20 +143,22 @@ impl LlmModel {
         let architecture = match arch_name.as_str() {
             "llama" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
+            "phi3" => Architecture::Phi3,
             other => {
                 return Err(LlmError::Unsupported(format!(
-                    "architecture `{other}` (this node runs llama and qwen2)"
+                    "architecture `{other}` (this node runs llama, qwen2 and phi3)"
                 )));
             }
         };
         let tokenizer = crate::tokenizer::from_gguf(&content)?;
-        let vocab_size = tokenizer.get_vocab_size(true);
+        let vocab_size = tokenizer.vocab_size();
         let declared = number(&format!("{arch_name}.context_length")).map(|n| n as usize);
         let context_length = match architecture {
             Architecture::Llama => declared.unwrap_or(LLAMA_MAX_CONTEXT).min(LLAMA_MAX_CONTEXT),
             Architecture::Qwen2 => {
                 declared.ok_or_else(|| LlmError::Malformed("no qwen2.context_length".into()))?
             }
+            Architecture::Phi3 => phi3_context(&content, declared)?,
         };
         let mut end_tokens: Vec<u32> = [
             "tokenizer.ggml.eos_token_id",
@@ -183,6 +196,16 @@ impl LlmModel {
                 quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
                     .map(Weights::Qwen2)
             }
+            Architecture::Phi3 => {
+                // candle sizes its rotary tables and attention cache by the declared context:
+                // declare the one this runtime serves.
+                content.metadata.insert(
+                    "phi3.context_length".into(),
+                    gguf_file::Value::U32(context_length as u32),
+                );
+                quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, &device)
+                    .map(Weights::Phi3)
+            }
         }
         .map_err(|e| LlmError::Malformed(e.to_string()))?;
         Ok(Self {
@@ -192,31 +215,39 @@ impl LlmModel {
         })
     }
 
+    /// The logits of the position after `tokens` (a fresh run: the attention cache is cleared
+    /// first). What generation picks from; tests compare them with other engines'.
+    pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>, LlmError> {
+        if tokens.is_empty() || tokens.len() > self.meta.context_length {
+            return Err(LlmError::Context {
+                prompt: tokens.len(),
+                max_tokens: 0,
+                context: self.meta.context_length,
+            });
+        }
+        guarded("running the model", || {
+            self.with_weights(|forward| forward(tokens, 0))
+        })
+    }
+
     pub fn meta(&self) -> &LlmMeta {
         &self.meta
     }
 
     /// The tokens of `text`, as a prompt is encoded (with the file's BOS rule).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, LlmError> {
-        guarded("tokenizing", || {
-            self.tokenizer
-                .encode(text, true)
-                .map(|e| e.get_ids().to_vec())
-                .map_err(|e| LlmError::Tokenizer(e.to_string()))
-        })
+        guarded("tokenizing", || self.tokenizer.encode(text))
     }
 
     /// The text of one token, special or not.
     pub(crate) fn token_text(&self, id: u32) -> Option<String> {
-        self.tokenizer.id_to_token(id)
+        self.tokenizer.token_text(id)
     }
 
     /// The text of `tokens`, special tokens left out: the pieces joined, as llama.cpp writes
     /// them.
     pub fn detokenize(&self, tokens: &[u32]) -> Result<String, LlmError> {
-        self.tokenizer
-            .decode(tokens, true)
-            .map_err(|e| LlmError::Tokenizer(e.to_string()))
+        self.tokenizer.decode(tokens)
     }
 
     /// Runs `f` with the weights, their attention cache cleared: one run at a time.
@@ -229,4 +260,38 @@ impl LlmModel {
         let mut forward = |tokens: &[u32], index: usize| weights.forward(tokens, index);
         f(&mut forward)
     }
+}
+
+/// The context a Phi-3 file is served with, or why it is refused. candle's Phi-3 has a fixed
+/// rotary base and no scaled rotary factors, and attends to the whole context: files that say
+/// otherwise would be answered differently from the model's own definition (and llama.cpp's).
+fn phi3_context(content: &gguf_file::Content, declared: Option<usize>) -> Result<usize, LlmError> {
+    let declared = declared.ok_or_else(|| LlmError::Malformed("no phi3.context_length".into()))?;
+    if content
+        .tensor_infos
+        .keys()
+        .any(|k| k.starts_with("rope_factors"))
+    {
+        return Err(LlmError::Unsupported(
+            "a long-context Phi-3 (scaled rotary factors); its 4k-context sibling runs".into(),
+        ));
+    }
+    if let Some(base) = content
+        .metadata
+        .get("phi3.rope.freq_base")
+        .and_then(|v| v.to_f32().ok())
+        && base != PHI3_ROPE_BASE
+    {
+        return Err(LlmError::Unsupported(format!(
+            "a Phi-3 with rotary base {base} (this runtime's Phi-3 uses {PHI3_ROPE_BASE})"
+        )));
+    }
+    let window = content
+        .metadata
+        .get("phi3.attention.sliding_window")
+        .and_then(|v| v.to_u32().ok())
+        .filter(|w| *w > 0)
+        .map_or(usize::MAX, |w| w as usize);
+    // Within the sliding window, windowed and full attention are the same thing.
+    Ok(declared.min(window).min(LLAMA_MAX_CONTEXT))
 }

@@ -80,6 +80,45 @@ pub fn vocabulary() -> (Vec<String>, Vec<String>, u32) {
     (tokens, merges, eos)
 }
 
+/// A SentencePiece vocabulary (Llama 2's layout): `<unk> <s> </s>`, the 256 byte tokens, `▁`
+/// and the printable ASCII characters, a few joined pieces, and Phi-3's `<|endoftext|>` and
+/// `<|end|>`.
+/// Tokens, scores (a later piece scores lower), llama.cpp token types, and the end token
+/// (`</s>`).
+pub fn sentencepiece_vocabulary() -> (Vec<String>, Vec<f32>, Vec<i32>, u32) {
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types = vec![2, 3, 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    let chars = std::iter::once("\u{2581}".to_string())
+        .chain((b'!'..=b'~').map(|b| (b as char).to_string()));
+    let joined = [
+        "\u{2581}t",
+        "he",
+        "\u{2581}the",
+        "in",
+        "\u{2581}a",
+        "\u{2581}L",
+        "OR",
+        "\u{2581}LORD",
+    ];
+    for t in chars.chain(joined.iter().map(|s| s.to_string())) {
+        tokens.push(t);
+        types.push(1);
+    }
+    // Phi-3's specials (llama.cpp looks them up by text in a file named Phi-3).
+    for special in ["<|endoftext|>", "<|end|>"] {
+        tokens.push(special.into());
+        types.push(3);
+    }
+    let scores = (0..tokens.len())
+        .map(|i| if types[i] == 1 { -(i as f32) } else { 0.0 })
+        .collect();
+    (tokens, scores, types, 2)
+}
+
 /// Deterministic pseudo-random numbers in [-scale, scale] (xorshift): the same seed gives the
 /// same numbers on every machine.
 pub fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
@@ -106,7 +145,14 @@ pub fn tiny_gguf(
     chat_template: Option<&str>,
 ) -> Vec<u8> {
     let arch = family.name();
-    let (tokens, merges, eos) = vocabulary();
+    // Phi-3 files carry a SentencePiece vocabulary, the others byte-level BPE.
+    let sentencepiece = family == crate::Architecture::Phi3;
+    let (tokens, merges, eos) = if sentencepiece {
+        let (tokens, _, _, eos) = sentencepiece_vocabulary();
+        (tokens, vec![], eos)
+    } else {
+        vocabulary()
+    };
     let vocab = tokens.len();
     let head_dim = shape.dim / shape.heads;
     let kv_dim = head_dim * shape.kv_heads;
@@ -132,6 +178,26 @@ pub fn tiny_gguf(
         let p = format!("blk.{l}");
         named.push((format!("{p}.attn_norm.weight"), ones(shape.dim)));
         named.push((format!("{p}.ffn_norm.weight"), ones(shape.dim)));
+        if family == crate::Architecture::Phi3 {
+            // Phi-3 keeps query, key and value in one matrix, and gate and up in another.
+            named.push((
+                format!("{p}.attn_qkv.weight"),
+                tensor(&[shape.dim + 2 * kv_dim, shape.dim], 0.3),
+            ));
+            named.push((
+                format!("{p}.attn_output.weight"),
+                tensor(&[shape.dim, shape.dim], 0.3),
+            ));
+            named.push((
+                format!("{p}.ffn_up.weight"),
+                tensor(&[2 * shape.hidden, shape.dim], 0.3),
+            ));
+            named.push((
+                format!("{p}.ffn_down.weight"),
+                tensor(&[shape.dim, shape.hidden], 0.3),
+            ));
+            continue;
+        }
         named.push((
             format!("{p}.attn_q.weight"),
             tensor(&[shape.dim, shape.dim], 0.3),
@@ -201,7 +267,7 @@ pub fn tiny_gguf(
         ),
     ];
     let pre = match family {
-        crate::Architecture::Llama => "llama3",
+        crate::Architecture::Llama | crate::Architecture::Phi3 => "llama3",
         crate::Architecture::Qwen2 => "qwen2",
     };
     let mut metadata: Vec<(&str, Value)> = vec![
@@ -210,12 +276,33 @@ pub fn tiny_gguf(
             "general.name",
             Value::String(format!("pipe tiny test {arch}")),
         ),
-        ("tokenizer.ggml.model", Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre", Value::String(pre.into())),
         ("tokenizer.ggml.tokens", strings(&tokens)),
-        ("tokenizer.ggml.merges", strings(&merges)),
         ("tokenizer.ggml.eos_token_id", Value::U32(eos)),
+        // Said outright: llama.cpp's default for a `llama3` vocabulary is to add one.
+        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
     ];
+    if sentencepiece {
+        let (_, scores, types, _) = sentencepiece_vocabulary();
+        metadata.extend([
+            ("tokenizer.ggml.model", Value::String("llama".into())),
+            (
+                "tokenizer.ggml.scores",
+                Value::Array(scores.into_iter().map(Value::F32).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(types.into_iter().map(Value::I32).collect()),
+            ),
+            ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+            ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
+        ]);
+    } else {
+        metadata.extend([
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre", Value::String(pre.into())),
+            ("tokenizer.ggml.merges", strings(&merges)),
+        ]);
+    }
     if let Some(t) = chat_template {
         metadata.push(("tokenizer.chat_template", Value::String(t.into())));
     }

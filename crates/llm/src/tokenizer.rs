@@ -9,16 +9,17 @@
 //!   (`<0x0A>`). That is byte-pair encoding whose merge ranks follow the joined piece's
 //!   score, which is how it is built here: every split of every piece into two pieces is a
 //!   merge, ranked by the whole piece's score. The text is prefixed with a space (unless the
-//!   file says `add_space_prefix` false) and its spaces written as `▁`; decoding writes them
-//!   back and turns byte tokens into bytes.
+//!   file says `add_space_prefix` false) and its spaces written as `▁`. Decoding is
+//!   llama.cpp's: every token's bytes (a byte token's byte, a piece's text with `▁` as a
+//!   space, nothing for a special) joined, then read as UTF-8, each invalid sequence one
+//!   U+FFFD.
 //!
 //! Both are checked against llama.cpp on the same files (`fixtures/models/*.reference.json`,
 //! `tests/dev_model.rs`).
 
 use candle_core::quantized::{gguf_file, tokenizer::TokenizerFromGguf};
 use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, Tokenizer,
-    decoders::{byte_fallback::ByteFallback, fuse::Fuse, sequence::Sequence as Decoders},
+    AddedToken, NormalizerWrapper, Tokenizer,
     models::bpe::{BPE, Vocab},
     normalizers::{Prepend, Replace, Sequence as Normalizers},
     processors::template::TemplateProcessing,
@@ -32,6 +33,7 @@ const UNKNOWN: i64 = 2;
 const CONTROL: i64 = 3;
 const USER_DEFINED: i64 = 4;
 const UNUSED: i64 = 5;
+const BYTE: i64 = 6;
 
 /// SentencePiece's space.
 const SPACE: &str = "\u{2581}";
@@ -40,8 +42,54 @@ const SPACE: &str = "\u{2581}";
 /// one, so a hostile file of long pieces could otherwise ask for a quadratic table.
 const MAX_MERGES: usize = 4_000_000;
 
+/// A file's tokenizer: text to tokens through `tokenizers`, tokens to text as llama.cpp
+/// writes it.
+pub(crate) struct TextCodec {
+    tokenizer: Tokenizer,
+    /// SentencePiece: every token's bytes. (Byte-level BPE decodes through `tokenizers`,
+    /// whose byte-level decoder already joins bytes before reading UTF-8.)
+    pieces: Option<Vec<Vec<u8>>>,
+}
+
+impl TextCodec {
+    /// The tokens of `text`, with the file's BOS rule.
+    pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>, LlmError> {
+        self.tokenizer
+            .encode(text, true)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))
+    }
+
+    /// The text of `tokens`, special tokens left out.
+    pub(crate) fn decode(&self, tokens: &[u32]) -> Result<String, LlmError> {
+        let Some(pieces) = &self.pieces else {
+            return self
+                .tokenizer
+                .decode(tokens, true)
+                .map_err(|e| LlmError::Tokenizer(e.to_string()));
+        };
+        let mut bytes = Vec::new();
+        for t in tokens {
+            let piece = pieces
+                .get(*t as usize)
+                .ok_or_else(|| LlmError::Tokenizer(format!("no token {t}")))?;
+            bytes.extend_from_slice(piece);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The text of one token, special or not.
+    pub(crate) fn token_text(&self, id: u32) -> Option<String> {
+        self.tokenizer.id_to_token(id)
+    }
+
+    pub(crate) fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+}
+
 /// The tokenizer `content` describes.
-pub(crate) fn from_gguf(content: &gguf_file::Content) -> Result<Tokenizer, LlmError> {
+pub(crate) fn from_gguf(content: &gguf_file::Content) -> Result<TextCodec, LlmError> {
     let kind = content
         .metadata
         .get("tokenizer.ggml.model")
@@ -49,7 +97,11 @@ pub(crate) fn from_gguf(content: &gguf_file::Content) -> Result<Tokenizer, LlmEr
         .cloned()
         .unwrap_or_default();
     match kind.as_str() {
-        "gpt2" => Tokenizer::from_gguf(content).map_err(|e| LlmError::Malformed(e.to_string())),
+        "gpt2" => Ok(TextCodec {
+            tokenizer: Tokenizer::from_gguf(content)
+                .map_err(|e| LlmError::Malformed(e.to_string()))?,
+            pieces: None,
+        }),
         "llama" => sentencepiece(content),
         other => Err(LlmError::Unsupported(format!(
             "tokenizer `{other}` (this node reads byte-level BPE, `gpt2`, and SentencePiece, `llama`)"
@@ -57,7 +109,7 @@ pub(crate) fn from_gguf(content: &gguf_file::Content) -> Result<Tokenizer, LlmEr
     }
 }
 
-fn sentencepiece(content: &gguf_file::Content) -> Result<Tokenizer, LlmError> {
+fn sentencepiece(content: &gguf_file::Content) -> Result<TextCodec, LlmError> {
     let malformed = |what: &str| LlmError::Malformed(format!("SentencePiece vocabulary: {what}"));
     let meta = |key: &str| content.metadata.get(key);
     let array = |key: &str| match meta(key) {
@@ -102,6 +154,15 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<Tokenizer, LlmError> {
     };
     let flag =
         |key: &str, default: bool| meta(key).and_then(|v| v.to_bool().ok()).unwrap_or(default);
+    let decoded: Vec<Vec<u8>> = pieces
+        .iter()
+        .zip(&types)
+        .map(|(p, t)| match *t {
+            BYTE => byte_of(p).map_or_else(|| p.as_bytes().to_vec(), |b| vec![b]),
+            NORMAL | USER_DEFINED => p.replace(SPACE, " ").into_bytes(),
+            _ => vec![],
+        })
+        .collect();
 
     // The first of equal pieces keeps its id, as llama.cpp's lookup does.
     let mut vocab = Vocab::default();
@@ -127,16 +188,6 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<Tokenizer, LlmError> {
     tokenizer
         .with_normalizer(Some(normalizer))
         .map_err(|e| malformed(&e.to_string()))?;
-    // An answer's text is its tokens' pieces joined, as llama.cpp writes them: a leading
-    // space stays (a completion continues the prompt's text).
-    let unspace = Replace::new(SPACE, " ").map_err(|e| malformed(&e.to_string()))?;
-    let decoder: DecoderWrapper = Decoders::new(vec![
-        unspace.into(),
-        ByteFallback::new().into(),
-        Fuse::new().into(),
-    ])
-    .into();
-    tokenizer.with_decoder(Some(decoder));
 
     if flag("tokenizer.ggml.add_bos_token", true)
         && let Some(bos) = id("tokenizer.ggml.bos_token_id")
@@ -162,7 +213,18 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<Tokenizer, LlmError> {
     tokenizer
         .add_special_tokens(specials)
         .map_err(|e| malformed(&e.to_string()))?;
-    Ok(tokenizer)
+    // An answer's text is its tokens' bytes joined, as llama.cpp writes them: a leading space
+    // stays (a completion continues the prompt's text).
+    Ok(TextCodec {
+        tokenizer,
+        pieces: Some(decoded),
+    })
+}
+
+/// The byte of a byte token's text (`<0x0A>`).
+fn byte_of(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok())?
 }
 
 /// Every split of a piece into two pieces, ranked by the whole piece's score (highest first;
@@ -248,9 +310,9 @@ mod tests {
         }
     }
 
-    fn pieces_of(t: &Tokenizer, text: &str) -> Vec<String> {
-        let ids = t.encode(text, true).unwrap().get_ids().to_vec();
-        ids.iter().map(|i| t.id_to_token(*i).unwrap()).collect()
+    fn pieces_of(t: &TextCodec, text: &str) -> Vec<String> {
+        let ids = t.encode(text).unwrap();
+        ids.iter().map(|i| t.token_text(*i).unwrap()).collect()
     }
 
     #[test]
@@ -265,8 +327,19 @@ mod tests {
         assert_eq!(pieces_of(&t, "ta"), ["▁t", "a"]);
         // A character no piece covers is spelled in bytes (é is C3 A9).
         assert_eq!(pieces_of(&t, "é"), ["▁", "<0xC3>", "<0xA9>"]);
-        let ids = t.encode("the é", false).unwrap().get_ids().to_vec();
-        assert_eq!(t.decode(&ids, true).unwrap(), " the é");
+        let ids = t.encode("the é").unwrap();
+        assert_eq!(t.decode(&ids).unwrap(), " the é");
+        // Bytes are joined before they are read: a character split over byte tokens is
+        // whole, a lone invalid byte is one U+FFFD, and control bytes stay.
+        let id = |p: &str| t.tokenizer.token_to_id(p).unwrap();
+        let split = [
+            id("<0xC3>"),
+            id("<0x1E>"),
+            id("<0xC3>"),
+            id("<0xA9>"),
+            id("<0x0A>"),
+        ];
+        assert_eq!(t.decode(&split).unwrap(), "\u{FFFD}\u{1E}é\n");
     }
 
     #[test]
@@ -282,8 +355,8 @@ mod tests {
     fn the_bos_rule_and_control_pieces() {
         let t = from_gguf(&content(&["▁", "a"], true)).unwrap();
         assert_eq!(pieces_of(&t, "a"), ["<s>", "▁", "a"]);
-        let ids = t.encode("a", true).unwrap().get_ids().to_vec();
-        assert_eq!(t.decode(&ids, true).unwrap(), " a", "<s> is left out");
+        let ids = t.encode("a").unwrap();
+        assert_eq!(t.decode(&ids).unwrap(), " a", "<s> is left out");
     }
 
     #[test]

@@ -238,6 +238,63 @@ fn a_qwen2_file_loads_and_decodes_deterministically() {
     assert!(!a.tokens.is_empty());
 }
 
+/// A Phi-3 file (fused projections, a SentencePiece vocabulary) loads and decodes the same way;
+/// the Phi-3 files candle would answer differently from the model's definition are refused.
+#[test]
+fn a_phi3_file_loads_and_its_unlike_siblings_are_refused() {
+    let bytes = pipe_llm::test_utils::tiny_gguf(Architecture::Phi3, TinyShape::default(), None);
+    let m = LlmModel::load(&bytes).unwrap();
+    assert_eq!(m.meta().architecture, Architecture::Phi3);
+    assert_eq!(m.meta().context_length, 256);
+    let a = ask(&m, "Once upon a time", 16, &[], Sampling::Greedy);
+    assert_eq!(a, ask(&m, "Once upon a time", 16, &[], Sampling::Greedy));
+    assert!(!a.tokens.is_empty());
+
+    use candle_core::quantized::gguf_file::{self, Value};
+    // The same file with `extra` metadata and tensors.
+    let edited = |key: &str, value: Value, tensor: Option<&str>| -> Vec<u8> {
+        let mut r = std::io::Cursor::new(&bytes);
+        let c = gguf_file::Content::read(&mut r).unwrap();
+        let mut names: Vec<String> = c.tensor_infos.keys().cloned().collect();
+        names.sort();
+        let mut tensors: Vec<(String, _)> = names
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    c.tensor(&mut r, n, &candle_core::Device::Cpu).unwrap(),
+                )
+            })
+            .collect();
+        if let Some(t) = tensor {
+            let norm = c.tensor(&mut r, "output_norm.weight", &candle_core::Device::Cpu);
+            tensors.push((t.to_string(), norm.unwrap()));
+        }
+        let mut md: Vec<(String, Value)> = c.metadata.clone().into_iter().collect();
+        md.push((key.to_string(), value));
+        let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let ts: Vec<(&str, _)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut out = std::io::Cursor::new(Vec::new());
+        gguf_file::write(&mut out, &md, &ts).unwrap();
+        out.into_inner()
+    };
+    let refused = |b: &[u8]| match LlmModel::load(b) {
+        Err(LlmError::Unsupported(why)) => why,
+        other => panic!("{other:?}"),
+    };
+    let long = edited(
+        "general.note",
+        Value::String("128k".into()),
+        Some("rope_factors_long.weight"),
+    );
+    assert!(refused(&long).contains("long-context"));
+    let base = edited("phi3.rope.freq_base", Value::F32(250_000.0), None);
+    assert!(refused(&base).contains("rotary base 250000"));
+    // A sliding window bounds the context served (windowed and full attention then agree).
+    let window = edited("phi3.attention.sliding_window", Value::U32(64), None);
+    assert_eq!(LlmModel::load(&window).unwrap().meta().context_length, 64);
+}
+
 /// A run stopped from outside ends with `Cancelled` (no answer), and the model answers the
 /// next request as if nothing had happened.
 #[test]
