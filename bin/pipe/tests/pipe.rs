@@ -2560,3 +2560,78 @@ async fn workers_are_sent_only_the_kinds_of_model_they_run() {
     drop((onnx, llm));
     node.shutdown().await;
 }
+
+/// A node whose only worker runs ONNX models rejects a language-model request with the reason
+/// as soon as a simulation reaches it (no worker would ever be sent it), instead of leaving
+/// the transaction to expire; model requests are served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_no_worker_runs_is_rejected_with_the_reason() {
+    use pipe_executor::inference::{LLMCompletionRequest, runLLMCompletionCall};
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let node_url = format!("http://127.0.0.1:{port}");
+    let onnx = common::WorkerProcess::start(
+        &node_url,
+        &["--capacity", "2", "--name", "onnx", "--kinds", "onnx"],
+    );
+    let mut config = common::test_config(dir.path());
+    config.http_port = port;
+    config.block_time = BlockTime::Interval(Duration::from_millis(250));
+    config.dev_accounts = 2;
+    config.workers = 0;
+    config.remote_workers = vec![onnx.url.clone()];
+    config.worker_timeout = Duration::from_secs(20);
+    let node = launch(config, Arc::new(SystemClock)).await.unwrap();
+    let url = node.rpc_url();
+    let chain_id = node.executor.config().chain_id;
+    let linreg = common::model_id(&url, "linreg").await;
+    let kjv = common::model_id(&url, "kjv").await;
+    let model = common::inference_raw(
+        &node.dev_keys[0],
+        chain_id,
+        0,
+        common::linreg_request(&linreg, [1, 2, 3]),
+        GWEI,
+    );
+    let completion = runLLMCompletionCall {
+        request: LLMCompletionRequest {
+            mode: 0,
+            modelCID: kjv,
+            prompt: "In the beginning God".into(),
+            max_tokens: 8,
+            stop_sequence: vec![],
+            temperature: 0,
+        },
+    }
+    .abi_encode();
+    let completion = common::signed_raw(
+        &node.dev_keys[1],
+        chain_id,
+        0,
+        TxKind::Call(INFERENCE_PRECOMPILE),
+        completion.into(),
+        2_000_000,
+        GWEI,
+        100 * GWEI,
+    );
+    let hashes = common::send_raw_batch(&url, &[model, completion]).await;
+    all_succeed(&url, &hashes[..1]).await;
+    let mut s = status(&url, &hashes[1]).await;
+    for _ in 0..100 {
+        if s["status"] == "rejected" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s = status(&url, &hashes[1]).await;
+    }
+    assert_eq!(s["status"], "rejected", "{s}");
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no worker of this node runs that kind"),
+        "{s}"
+    );
+    drop(onnx);
+    node.shutdown().await;
+}

@@ -14,9 +14,9 @@ use pipe_primitives::inference::{ModelId, ModelKind};
 
 use crate::{Need, Worker};
 
-/// Language models a worker is taken to hold loaded: the last ones it ran (a worker keeps a
-/// few in memory; this is a hint for where a request is answered soonest, never a promise).
-const WARM_LLMS: usize = 2;
+/// Language models a worker is taken to hold loaded: the last ones it ran (a hint for where a
+/// request is answered soonest, never a promise).
+const WARM_LLMS: usize = pipe_primitives::inference::LOADED_LLMS;
 
 /// How urgent a request is: the best priority among the transactions waiting for it.
 /// Higher is better: a higher effective tip; at equal tips, the transaction that has had less

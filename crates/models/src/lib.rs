@@ -42,8 +42,6 @@ pub mod offline;
 
 /// Compiled models kept in memory.
 const CACHE_MODELS: usize = 64;
-/// Language models kept in memory: each holds its weights (hundreds of MB for real ones).
-const CACHE_LLMS: usize = 2;
 /// Simulations whose timed-out runs may still be finishing in the background.
 const MAX_DETACHED_RUNS: usize = 16;
 
@@ -214,7 +212,7 @@ impl NodeModels {
     fn keep_llm(&self, id: ModelId, model: Arc<LlmModel>) {
         let mut llms = self.llms.lock();
         llms.retain(|(m, _)| *m != id);
-        if llms.len() >= CACHE_LLMS {
+        if llms.len() >= pipe_primitives::inference::LOADED_LLMS {
             llms.remove(0);
         }
         llms.push((id, model));

@@ -224,12 +224,18 @@ impl ModelKind {
     }
 }
 
+/// Language models a node or worker keeps loaded (each holds its weights, hundreds of MB for
+/// real ones; loading one takes seconds): the node's store and a worker evict the least
+/// recently used beyond this many, and the dispatcher, taking a worker to hold the last this
+/// many it ran, sends a request for one of them back there.
+pub const LOADED_LLMS: usize = 2;
+
 /// What the chain knows about a language model: read from its GGUF file at upload, so every
 /// node validates a request against the same limits without loading the model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LlmSpec {
-    /// `general.architecture` (`llama`, `qwen2`).
+    /// `general.architecture` (`llama`, `qwen2`, `phi3`).
     pub architecture: String,
     /// Most tokens, prompt and answer together, one run may hold.
     pub context_length: u32,

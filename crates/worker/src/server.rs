@@ -19,7 +19,9 @@ use axum::{
 };
 use parking_lot::Mutex;
 use pipe_abi::{decode_encoded_request, requested_model};
-use pipe_primitives::inference::{ModelId, ModelKind, ModelMeta};
+// Language models kept in memory: LOADED_LLMS (a run in progress keeps its model alive past
+// eviction).
+use pipe_primitives::inference::{LOADED_LLMS, ModelId, ModelKind, ModelMeta};
 use serde::Serialize;
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::{info, warn};
@@ -31,10 +33,6 @@ use crate::{
 
 /// Bytes of a model file asked for at once (the node's chunk bound).
 const FETCH_CHUNK: usize = 2 << 20;
-
-/// Language models kept in memory (each holds its weights: hundreds of MB for real ones). A
-/// run in progress keeps its model alive past eviction.
-const LOADED_LLMS: usize = 2;
 
 /// Largest request body accepted: a request the precompile accepts is at most 1 MiB.
 const MAX_BODY: usize = 2 << 20;

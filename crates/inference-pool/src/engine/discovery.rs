@@ -286,6 +286,13 @@ impl Pipe {
             dirty.insert(e.sender);
             return Ok(false);
         }
+        // (After the cache: a result that came from elsewhere needs no worker.)
+        if !self.served_kinds.contains(&call.model.kind) {
+            return Err(format!(
+                "a model of kind `{}` was requested, but no worker of this node runs that kind",
+                call.model.kind.as_str()
+            ));
+        }
         e.phase = Phase::Awaiting(call.key);
         // Fairness at equal tips: behind the work already done for this transaction (its
         // requests before this one, which `e.units` counts with this one).

@@ -127,6 +127,9 @@ pub struct Pipe {
     pub metrics: Arc<Metrics>,
     /// Whether any worker signs TEE results (without one, TEE requests are rejected).
     tee_workers: bool,
+    /// The kinds of model some worker runs (a request of another kind is rejected: no worker
+    /// would ever be sent it). Workers say what they run once, when they connect.
+    served_kinds: Vec<ModelKind>,
     /// Checks audited workers' results (see [`PipeConfig::audit_one_in`]).
     auditor: std::sync::OnceLock<Arc<dyn crate::Auditor>>,
     /// The audit sample's salt.
@@ -225,8 +228,13 @@ impl Pipe {
         let events = Arc::new(EventQueue::default());
         pool.add_listener(events.clone());
         let tee_workers = workers.iter().any(|w| w.signer().is_some());
+        let served_kinds = [ModelKind::Onnx, ModelKind::Llm]
+            .into_iter()
+            .filter(|k| workers.iter().any(|w| w.runs(*k)))
+            .collect();
         Arc::new(Self {
             tee_workers,
+            served_kinds,
             auditor: Default::default(),
             audit_salt: config.audit_seed.unwrap_or_else(|| {
                 use std::hash::{BuildHasher, Hasher};
