@@ -8,9 +8,16 @@
 //! given in the OpenAI shape templates expect (`{id, type: "function", function: {name,
 //! arguments}}`, arguments parsed from their JSON); a tool's `parameters` likewise.
 //!
-//! A model announces a tool call in its family's words; the format read here is the one
-//! Qwen 2 / 2.5 and Hermes-style templates teach: `<tool_call>{"name": ..., "arguments":
-//! {...}}</tool_call>`, any number of them. Text outside the tags is the message's content.
+//! A model announces a tool call in its family's words ([`parse_tool_calls`]):
+//! - Qwen 2 / 2.5 and Hermes-style templates: `<tool_call>{"name": ..., "arguments": {...}}
+//!   </tool_call>`, any number of them; text outside the tags is the message's content;
+//! - Llama 3.x: the whole answer is the call, `{"name": ..., "parameters": {...}}` (after
+//!   `<|python_tag|>` when the template asks for it), or several separated by `;`;
+//! - Mistral: `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]` (the marker is a control
+//!   token, so an answer usually holds just the list).
+//!
+//! The last two are bare JSON, which an ordinary answer can be too: they count as calls only
+//! when every name is one of the tools the request offered.
 
 use serde_json::{Value as Json, json};
 
@@ -126,9 +133,70 @@ impl LlmModel {
     }
 }
 
-/// The tool calls in a model's answer, and the text around them. Calls are numbered
-/// `call_0`, `call_1`, ... in order; a tag whose JSON has no `name` is left as text.
-pub fn parse_tool_calls(answer: &str) -> (String, Vec<ToolCall>) {
+/// The tool calls in a model's answer to a chat that offered `tools`, and the text around
+/// them, in any of the families' forms (module docs). Calls are numbered `call_0`, `call_1`,
+/// ... in order; a tag whose JSON has no `name` is left as text.
+pub fn parse_tool_calls(answer: &str, tools: &[Tool]) -> (String, Vec<ToolCall>) {
+    let (content, calls) = tagged_calls(answer);
+    if !calls.is_empty() {
+        return (content, calls);
+    }
+    let offered = |name: &str| tools.iter().any(|t| t.name == name);
+    let body = answer.trim();
+    let body = body.strip_prefix("[TOOL_CALLS]").unwrap_or(body).trim();
+    let body = body.strip_prefix("<|python_tag|>").unwrap_or(body).trim();
+    match bare_calls(body) {
+        Some(calls) if !calls.is_empty() && calls.iter().all(|c| offered(&c.name)) => {
+            (String::new(), calls)
+        }
+        _ => (content, calls),
+    }
+}
+
+/// A call's name and arguments (JSON text) from its object: `arguments` (Qwen, Mistral) or
+/// `parameters` (Llama 3), an object or a string of JSON, `{}` when absent.
+fn call_of(v: &Json) -> Option<(String, String)> {
+    let name = v.get("name")?.as_str()?.to_string();
+    let args = v
+        .get("arguments")
+        .or_else(|| v.get("parameters"))
+        .cloned()
+        .unwrap_or(json!({}));
+    let args = match args {
+        Json::String(s) => s,
+        other => other.to_string(),
+    };
+    Some((name, args))
+}
+
+/// Calls written as bare JSON: one object, a list of them, or objects separated by `;`.
+/// `None` unless all of it is calls.
+fn bare_calls(body: &str) -> Option<Vec<ToolCall>> {
+    let objects: Vec<Json> = match serde_json::from_str::<Json>(body) {
+        Ok(Json::Array(items)) => items,
+        Ok(one @ Json::Object(_)) => vec![one],
+        Ok(_) => return None,
+        Err(_) => body
+            .split(';')
+            .map(|part| serde_json::from_str::<Json>(part.trim()).ok())
+            .collect::<Option<_>>()?,
+    };
+    objects
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let (name, arguments) = call_of(v)?;
+            Some(ToolCall {
+                id: format!("call_{i}"),
+                name,
+                arguments,
+            })
+        })
+        .collect()
+}
+
+/// Calls in `<tool_call>` tags, and the text outside them.
+fn tagged_calls(answer: &str) -> (String, Vec<ToolCall>) {
     const OPEN: &str = "<tool_call>";
     const CLOSE: &str = "</tool_call>";
     let mut content = String::new();
@@ -138,16 +206,9 @@ pub fn parse_tool_calls(answer: &str) -> (String, Vec<ToolCall>) {
         let after = &rest[start + OPEN.len()..];
         let Some(end) = after.find(CLOSE) else { break };
         let body = after[..end].trim();
-        let parsed: Option<(String, String)> =
-            serde_json::from_str::<Json>(body).ok().and_then(|v| {
-                let name = v.get("name")?.as_str()?.to_string();
-                let args = v.get("arguments").cloned().unwrap_or(json!({}));
-                let args = match args {
-                    Json::String(s) => s,
-                    other => other.to_string(),
-                };
-                Some((name, args))
-            });
+        let parsed = serde_json::from_str::<Json>(body)
+            .ok()
+            .and_then(|v| call_of(&v));
         match parsed {
             Some((name, arguments)) => {
                 content.push_str(&rest[..start]);
@@ -169,9 +230,67 @@ pub fn parse_tool_calls(answer: &str) -> (String, Vec<ToolCall>) {
 mod tests {
     use super::*;
 
+    fn parse_tool_calls_all(answer: &str) -> (String, Vec<ToolCall>) {
+        parse_tool_calls(answer, &[])
+    }
+
+    fn offered(names: &[&str]) -> Vec<Tool> {
+        names
+            .iter()
+            .map(|n| Tool {
+                name: n.to_string(),
+                ..Tool::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn llama_and_mistral_calls_count_only_for_offered_tools() {
+        let tools = offered(&["price", "time"]);
+        let call = |i: usize, name: &str, args: &str| ToolCall {
+            id: format!("call_{i}"),
+            name: name.into(),
+            arguments: args.into(),
+        };
+        // Llama 3.x: the answer is the call, with `parameters`.
+        let (content, calls) = parse_tool_calls(
+            "<|python_tag|>{\"name\": \"price\", \"parameters\": {\"asset\": \"ETH\"}}",
+            &tools,
+        );
+        assert_eq!(content, "");
+        assert_eq!(calls, vec![call(0, "price", "{\"asset\":\"ETH\"}")]);
+        let (_, calls) = parse_tool_calls(
+            "{\"name\": \"price\", \"parameters\": {}}; {\"name\": \"time\", \"parameters\": {}}",
+            &tools,
+        );
+        assert_eq!(calls, vec![call(0, "price", "{}"), call(1, "time", "{}")]);
+        // Mistral: a list, the marker kept or dropped with the control tokens.
+        for answer in [
+            "[TOOL_CALLS] [{\"name\": \"time\", \"arguments\": {\"tz\": \"UTC\"}}]",
+            " [{\"name\": \"time\", \"arguments\": {\"tz\": \"UTC\"}}]",
+        ] {
+            let (content, calls) = parse_tool_calls(answer, &tools);
+            assert_eq!(
+                (content.as_str(), calls),
+                ("", vec![call(0, "time", "{\"tz\":\"UTC\"}")])
+            );
+        }
+        // JSON that names no offered tool is an answer, not a call.
+        let answer = "{\"name\": \"Moses\", \"age\": 120}";
+        assert_eq!(
+            parse_tool_calls(answer, &tools),
+            (answer.to_string(), vec![])
+        );
+        assert_eq!(
+            parse_tool_calls("[{\"name\": \"price\"}, {\"name\": \"fly\"}]", &tools).1,
+            vec![]
+        );
+        assert_eq!(parse_tool_calls("[1, 2]", &tools).1, vec![]);
+    }
+
     #[test]
     fn tool_calls_are_read_out_of_the_answer() {
-        let (content, calls) = parse_tool_calls(
+        let (content, calls) = parse_tool_calls_all(
             "Let me look.\n<tool_call>\n{\"name\": \"price\", \"arguments\": {\"asset\": \"ETH\"}}\n</tool_call><tool_call>{\"name\":\"time\"}</tool_call>",
         );
         assert_eq!(content, "Let me look.");
@@ -190,10 +309,11 @@ mod tests {
                 },
             ]
         );
-        let (content, calls) = parse_tool_calls("no calls <tool_call>not json</tool_call> here");
+        let (content, calls) =
+            parse_tool_calls_all("no calls <tool_call>not json</tool_call> here");
         assert!(calls.is_empty());
         assert_eq!(content, "no calls <tool_call>not json</tool_call> here");
-        let (content, calls) = parse_tool_calls("unclosed <tool_call>{\"name\":\"x\"}");
+        let (content, calls) = parse_tool_calls_all("unclosed <tool_call>{\"name\":\"x\"}");
         assert!(calls.is_empty());
         assert_eq!(content, "unclosed <tool_call>{\"name\":\"x\"}");
     }

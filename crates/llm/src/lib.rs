@@ -29,7 +29,7 @@
 //! # Chats
 //! Messages become a prompt through the model's own chat template, run by minijinja
 //! ([`LlmModel::render_chat`]); tool calls come back out of the answer in the
-//! `<tool_call>{json}</tool_call>` form Qwen and Hermes templates teach ([`parse_tool_calls`]).
+//! forms Qwen / Hermes, Llama 3.x and Mistral models write them ([`parse_tool_calls`]).
 //!
 //! # Hostile files and inputs
 //! A model file is attacker-chosen bytes: candle's GGUF reader bounds what it allocates by

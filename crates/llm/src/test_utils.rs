@@ -39,24 +39,7 @@ impl Default for TinyShape {
 /// GPT-2's byte-to-character table: each byte as the printable character byte-level BPE
 /// tokenizers write it as.
 pub fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (u32::from(b'!')..=u32::from(b'~'))
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut table = vec!['\0'; 256];
-    for (b, c) in bs.iter().zip(cs) {
-        table[*b as usize] = char::from_u32(c).expect("a valid char");
-    }
-    table
+    crate::tokenizer::byte_chars()
 }
 
 /// The tiny model's vocabulary and merges: the 256 bytes, a few merged tokens, and

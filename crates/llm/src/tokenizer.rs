@@ -46,9 +46,11 @@ const MAX_MERGES: usize = 4_000_000;
 /// writes it.
 pub(crate) struct TextCodec {
     tokenizer: Tokenizer,
-    /// SentencePiece: every token's bytes. (Byte-level BPE decodes through `tokenizers`,
-    /// whose byte-level decoder already joins bytes before reading UTF-8.)
-    pieces: Option<Vec<Vec<u8>>>,
+    /// Every token's bytes in an answer: a normal token's text (byte-level characters mapped
+    /// back to bytes; SentencePiece's `▁` as a space; a byte token its byte), a user-defined
+    /// token's text as it is (Qwen's `<tool_call>` is one: a model's words, not markup), and
+    /// nothing for control, unknown and unused tokens.
+    pieces: Vec<Vec<u8>>,
 }
 
 impl TextCodec {
@@ -62,15 +64,10 @@ impl TextCodec {
 
     /// The text of `tokens`, special tokens left out.
     pub(crate) fn decode(&self, tokens: &[u32]) -> Result<String, LlmError> {
-        let Some(pieces) = &self.pieces else {
-            return self
-                .tokenizer
-                .decode(tokens, true)
-                .map_err(|e| LlmError::Tokenizer(e.to_string()));
-        };
         let mut bytes = Vec::new();
         for t in tokens {
-            let piece = pieces
+            let piece = self
+                .pieces
                 .get(*t as usize)
                 .ok_or_else(|| LlmError::Tokenizer(format!("no token {t}")))?;
             bytes.extend_from_slice(piece);
@@ -97,11 +94,34 @@ pub(crate) fn from_gguf(content: &gguf_file::Content) -> Result<TextCodec, LlmEr
         .cloned()
         .unwrap_or_default();
     match kind.as_str() {
-        "gpt2" => Ok(TextCodec {
-            tokenizer: Tokenizer::from_gguf(content)
-                .map_err(|e| LlmError::Malformed(e.to_string()))?,
-            pieces: None,
-        }),
+        "gpt2" => {
+            let tokenizer =
+                Tokenizer::from_gguf(content).map_err(|e| LlmError::Malformed(e.to_string()))?;
+            let (tokens, types) = tokens_and_types(content)?;
+            let chars = byte_chars();
+            let byte_of_char = |c: char| chars.iter().position(|x| *x == c).map(|b| b as u8);
+            let pieces = tokens
+                .iter()
+                .zip(&types)
+                .map(|(t, ty)| match *ty {
+                    NORMAL => {
+                        let mut out = Vec::with_capacity(t.len());
+                        for c in t.chars() {
+                            match byte_of_char(c) {
+                                Some(b) => out.push(b),
+                                None => {
+                                    out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes())
+                                }
+                            }
+                        }
+                        out
+                    }
+                    USER_DEFINED => t.as_bytes().to_vec(),
+                    _ => vec![],
+                })
+                .collect();
+            Ok(TextCodec { tokenizer, pieces })
+        }
         "llama" => sentencepiece(content),
         other => Err(LlmError::Unsupported(format!(
             "tokenizer `{other}` (this node reads byte-level BPE, `gpt2`, and SentencePiece, `llama`)"
@@ -116,15 +136,7 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<TextCodec, LlmError> {
         Some(gguf_file::Value::Array(a)) => Some(a),
         _ => None,
     };
-    let pieces: Vec<String> = array("tokenizer.ggml.tokens")
-        .ok_or_else(|| malformed("no tokenizer.ggml.tokens"))?
-        .iter()
-        .map(|v| {
-            v.to_string()
-                .cloned()
-                .map_err(|_| malformed("a token is not text"))
-        })
-        .collect::<Result<_, _>>()?;
+    let (pieces, types) = tokens_and_types(content)?;
     let n = pieces.len();
     let scores: Vec<f32> = match array("tokenizer.ggml.scores") {
         Some(a) if a.len() == n => a
@@ -133,19 +145,6 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<TextCodec, LlmError> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(malformed("scores and tokens differ in number")),
         None => vec![0.0; n],
-    };
-    let types: Vec<i64> = match array("tokenizer.ggml.token_type") {
-        Some(a) if a.len() == n => a
-            .iter()
-            .map(|v| {
-                v.to_i32()
-                    .map(i64::from)
-                    .or_else(|_| v.to_u32().map(i64::from))
-                    .map_err(|_| malformed("a token type is not a number"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(malformed("token types and tokens differ in number")),
-        None => vec![NORMAL; n],
     };
     let id = |key: &str| {
         meta(key)
@@ -217,8 +216,63 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<TextCodec, LlmError> {
     // stays (a completion continues the prompt's text).
     Ok(TextCodec {
         tokenizer,
-        pieces: Some(decoded),
+        pieces: decoded,
     })
+}
+
+/// The file's tokens and their llama.cpp types (normal where the file gives none).
+fn tokens_and_types(content: &gguf_file::Content) -> Result<(Vec<String>, Vec<i64>), LlmError> {
+    let malformed = |what: &str| LlmError::Malformed(format!("vocabulary: {what}"));
+    let array = |key: &str| match content.metadata.get(key) {
+        Some(gguf_file::Value::Array(a)) => Some(a),
+        _ => None,
+    };
+    let tokens: Vec<String> = array("tokenizer.ggml.tokens")
+        .ok_or_else(|| malformed("no tokenizer.ggml.tokens"))?
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|_| malformed("a token is not text"))
+        })
+        .collect::<Result<_, _>>()?;
+    let types: Vec<i64> = match array("tokenizer.ggml.token_type") {
+        Some(a) if a.len() == tokens.len() => a
+            .iter()
+            .map(|v| {
+                v.to_i32()
+                    .map(i64::from)
+                    .or_else(|_| v.to_u32().map(i64::from))
+                    .map_err(|_| malformed("a token type is not a number"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(malformed("token types and tokens differ in number")),
+        None => vec![NORMAL; tokens.len()],
+    };
+    Ok((tokens, types))
+}
+
+/// GPT-2's byte-to-character table: each byte as the printable character byte-level BPE
+/// tokenizers write it as.
+pub(crate) fn byte_chars() -> Vec<char> {
+    let mut bs: Vec<u32> = (u32::from(b'!')..=u32::from(b'~'))
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut table = vec!['\0'; 256];
+    for (b, c) in bs.iter().zip(cs) {
+        table[*b as usize] = char::from_u32(c).expect("a valid char");
+    }
+    table
 }
 
 /// The byte of a byte token's text (`<0x0A>`).
@@ -357,6 +411,49 @@ mod tests {
         assert_eq!(pieces_of(&t, "a"), ["<s>", "▁", "a"]);
         let ids = t.encode("a").unwrap();
         assert_eq!(t.decode(&ids).unwrap(), " a", "<s> is left out");
+    }
+
+    /// A byte-level BPE vocabulary's user-defined tokens are text in an answer (Qwen's
+    /// `<tool_call>`), its control tokens are not, and bytes are joined before UTF-8 is read.
+    #[test]
+    fn byte_level_answers_keep_user_defined_tokens() {
+        let chars = byte_chars();
+        let mut tokens: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+        let mut types = vec![NORMAL; 256];
+        for (t, ty) in [("<tool_call>", USER_DEFINED), ("<|im_end|>", CONTROL)] {
+            tokens.push(t.into());
+            types.push(ty);
+        }
+        let mut metadata = HashMap::new();
+        metadata.insert("tokenizer.ggml.model".into(), Value::String("gpt2".into()));
+        metadata.insert("tokenizer.ggml.pre".into(), Value::String("qwen2".into()));
+        metadata.insert(
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        );
+        metadata.insert("tokenizer.ggml.merges".into(), Value::Array(vec![]));
+        metadata.insert(
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.iter().map(|t| Value::I32(*t as i32)).collect()),
+        );
+        let t = from_gguf(&gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata,
+            tensor_infos: HashMap::new(),
+            tensor_data_offset: 0,
+        })
+        .unwrap();
+        let (call, end) = (256, 257);
+        let ids = t.encode("a<tool_call>é").unwrap();
+        assert_eq!(
+            ids,
+            [u32::from(b'a'), call, 0xC3, 0xA9],
+            "the tag is one token"
+        );
+        let mut answer = ids.clone();
+        answer.push(end);
+        assert_eq!(t.decode(&answer).unwrap(), "a<tool_call>é");
+        assert_eq!(t.decode(&[0xC3, u32::from(b'a')]).unwrap(), "\u{FFFD}a");
     }
 
     #[test]

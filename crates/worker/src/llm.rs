@@ -75,7 +75,7 @@ pub(crate) fn answer(
                 let (content, calls) = if tools.is_empty() {
                     (g.text, vec![])
                 } else {
-                    pipe_llm::parse_tool_calls(&g.text)
+                    pipe_llm::parse_tool_calls(&g.text, &tools)
                 };
                 let calls = calls
                     .into_iter()
