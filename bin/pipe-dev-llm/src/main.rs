@@ -32,6 +32,9 @@ enum Command {
         arch: String,
         #[arg(long)]
         out: PathBuf,
+        /// Another shape than the test kit's (a large file for an upload, say): dim,hidden,layers.
+        #[arg(long, value_delimiter = ',')]
+        shape: Option<Vec<usize>>,
     },
 }
 
@@ -71,18 +74,21 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Train(a) => train_model(a),
-        Command::Tiny { arch, out } => {
+        Command::Tiny { arch, out, shape } => {
             let family = match arch.as_str() {
                 "llama" => pipe_llm::Architecture::Llama,
                 "qwen2" => pipe_llm::Architecture::Qwen2,
                 "phi3" => pipe_llm::Architecture::Phi3,
                 other => anyhow::bail!("no tiny model of `{other}`"),
             };
-            let bytes = pipe_llm::test_utils::tiny_gguf(
-                family,
-                pipe_llm::test_utils::TinyShape::default(),
-                None,
-            );
+            let mut tiny = pipe_llm::test_utils::TinyShape::default();
+            if let Some(shape) = shape {
+                let [dim, hidden, layers] = shape[..] else {
+                    anyhow::bail!("--shape is dim,hidden,layers");
+                };
+                (tiny.dim, tiny.hidden, tiny.layers) = (dim, hidden, layers);
+            }
+            let bytes = pipe_llm::test_utils::tiny_gguf(family, tiny, None);
             std::fs::write(&out, &bytes)?;
             println!(
                 "{{\"out\":{:?},\"bytes\":{}}}",
