@@ -28,7 +28,7 @@ import llama_cpp
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-MODELS = ["kjv", "kjv-spm", "tiny-llama", "tiny-qwen2", "tiny-phi3"]
+MODELS = ["kjv", "kjv-spm", "tiny-llama", "tiny-qwen2", "tiny-phi3", "tiny-gemma3"]
 # Logits recorded per prompt: the highest few after the prompt, (token, logit).
 TOP = 8
 MAX_TOKENS = 32
@@ -65,7 +65,7 @@ def text_of(llm, tokens):
     return llm.detokenize(tokens).decode("utf-8", errors="replace")
 
 
-def answer(llm, eos, prompt):
+def answer(llm, ends, prompt):
     prompt_tokens = tokens_of(llm, prompt)
     llm.reset()
     llm.eval(prompt_tokens)
@@ -80,7 +80,7 @@ def answer(llm, eos, prompt):
         # How far the chosen logit is above the next: two engines may pick differently only
         # where this is within their rounding.
         margins.append(round(float(top2[1] - top2[0]), 5))
-        if best == eos:
+        if best in ends:
             break
         tokens.append(best)
         llm.eval([best])
@@ -117,13 +117,17 @@ def reference(name, check):
         logits_all=True,
     )
     eos = llm.token_eos()
+    # Every token that ends an answer (llama.cpp's end-of-generation set: the metadata's ids
+    # and tokens it knows by their text, Phi-3's <|end|> say).
+    ends = [t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t)]
     result = {
         "model": model.name,
         "sha256": hashlib.sha256(data).hexdigest(),
         "engine": f"llama.cpp through llama-cpp-python {llama_cpp.__version__}",
         "max_tokens": MAX_TOKENS,
         "eos": eos,
-        "cases": [answer(llm, eos, p) for p in PROMPTS],
+        "end_tokens": ends,
+        "cases": [answer(llm, ends, p) for p in PROMPTS],
         "texts": [tokenized(llm, t) for t in TEXTS],
     }
     if not check:

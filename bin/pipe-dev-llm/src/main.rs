@@ -27,7 +27,7 @@ enum Command {
     /// Write the test kit's tiny random model of a family (pipe_llm::test_utils): a file
     /// llama.cpp's logits are recorded for.
     Tiny {
-        /// llama, qwen2 or phi3.
+        /// llama, qwen2, phi3 or gemma3.
         #[arg(long)]
         arch: String,
         #[arg(long)]
@@ -79,9 +79,10 @@ fn main() -> anyhow::Result<()> {
                 "llama" => pipe_llm::Architecture::Llama,
                 "qwen2" => pipe_llm::Architecture::Qwen2,
                 "phi3" => pipe_llm::Architecture::Phi3,
+                "gemma3" => pipe_llm::Architecture::Gemma3,
                 other => anyhow::bail!("no tiny model of `{other}`"),
             };
-            let mut tiny = pipe_llm::test_utils::TinyShape::default();
+            let mut tiny = pipe_llm::test_utils::TinyShape::of(family);
             if let Some(shape) = shape {
                 let [dim, hidden, layers] = shape[..] else {
                     anyhow::bail!("--shape is dim,hidden,layers");

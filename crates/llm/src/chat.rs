@@ -137,11 +137,11 @@ impl LlmModel {
 /// them, in any of the families' forms (module docs). Calls are numbered `call_0`, `call_1`,
 /// ... in order; a tag whose JSON has no `name` is left as text.
 pub fn parse_tool_calls(answer: &str, tools: &[Tool]) -> (String, Vec<ToolCall>) {
-    let (content, calls) = tagged_calls(answer);
+    let offered = |name: &str| tools.iter().any(|t| t.name == name);
+    let (content, calls) = tagged_calls(answer, &offered);
     if !calls.is_empty() {
         return (content, calls);
     }
-    let offered = |name: &str| tools.iter().any(|t| t.name == name);
     let body = answer.trim();
     let body = body.strip_prefix("[TOOL_CALLS]").unwrap_or(body).trim();
     let body = body.strip_prefix("<|python_tag|>").unwrap_or(body).trim();
@@ -157,14 +157,10 @@ pub fn parse_tool_calls(answer: &str, tools: &[Tool]) -> (String, Vec<ToolCall>)
 /// `parameters` (Llama 3), an object or a string of JSON, `{}` when absent.
 fn call_of(v: &Json) -> Option<(String, String)> {
     let name = v.get("name")?.as_str()?.to_string();
-    let args = v
-        .get("arguments")
-        .or_else(|| v.get("parameters"))
-        .cloned()
-        .unwrap_or(json!({}));
-    let args = match args {
-        Json::String(s) => s,
-        other => other.to_string(),
+    let args = match v.get("arguments").or_else(|| v.get("parameters")) {
+        None | Some(Json::Null) => "{}".to_string(),
+        Some(Json::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
     };
     Some((name, args))
 }
@@ -176,10 +172,7 @@ fn bare_calls(body: &str) -> Option<Vec<ToolCall>> {
         Ok(Json::Array(items)) => items,
         Ok(one @ Json::Object(_)) => vec![one],
         Ok(_) => return None,
-        Err(_) => body
-            .split(';')
-            .map(|part| serde_json::from_str::<Json>(part.trim()).ok())
-            .collect::<Option<_>>()?,
+        Err(_) => separated_objects(body)?,
     };
     objects
         .iter()
@@ -195,8 +188,25 @@ fn bare_calls(body: &str) -> Option<Vec<ToolCall>> {
         .collect()
 }
 
-/// Calls in `<tool_call>` tags, and the text outside them.
-fn tagged_calls(answer: &str) -> (String, Vec<ToolCall>) {
+/// JSON values separated by `;` (a `;` inside a string is the string's).
+fn separated_objects(body: &str) -> Option<Vec<Json>> {
+    let mut values = Vec::new();
+    let mut rest = body.trim_start();
+    while !rest.is_empty() {
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Json>();
+        values.push(stream.next()?.ok()?);
+        rest = rest[stream.byte_offset()..].trim_start();
+        rest = match rest.strip_prefix(';') {
+            Some(after) => after.trim_start(),
+            None if rest.is_empty() => rest,
+            None => return None,
+        };
+    }
+    Some(values)
+}
+
+/// Calls in `<tool_call>` tags naming an `offered` tool, and the text outside them.
+fn tagged_calls(answer: &str, offered: &dyn Fn(&str) -> bool) -> (String, Vec<ToolCall>) {
     const OPEN: &str = "<tool_call>";
     const CLOSE: &str = "</tool_call>";
     let mut content = String::new();
@@ -208,7 +218,8 @@ fn tagged_calls(answer: &str) -> (String, Vec<ToolCall>) {
         let body = after[..end].trim();
         let parsed = serde_json::from_str::<Json>(body)
             .ok()
-            .and_then(|v| call_of(&v));
+            .and_then(|v| call_of(&v))
+            .filter(|(name, _)| offered(name));
         match parsed {
             Some((name, arguments)) => {
                 content.push_str(&rest[..start]);
@@ -231,7 +242,7 @@ mod tests {
     use super::*;
 
     fn parse_tool_calls_all(answer: &str) -> (String, Vec<ToolCall>) {
-        parse_tool_calls(answer, &[])
+        parse_tool_calls(answer, &offered(&["price", "time", "x"]))
     }
 
     fn offered(names: &[&str]) -> Vec<Tool> {
@@ -286,6 +297,21 @@ mod tests {
             vec![]
         );
         assert_eq!(parse_tool_calls("[1, 2]", &tools).1, vec![]);
+        // A `;` inside an argument is the argument's; `null` arguments are none.
+        let (_, calls) = parse_tool_calls(
+            "{\"name\": \"price\", \"parameters\": {\"q\": \"a;b\"}};{\"name\": \"time\", \"parameters\": null}",
+            &tools,
+        );
+        assert_eq!(
+            calls,
+            vec![call(0, "price", "{\"q\":\"a;b\"}"), call(1, "time", "{}")]
+        );
+        // A tagged call naming a tool not offered is text.
+        let answer = "<tool_call>{\"name\": \"fly\"}</tool_call>";
+        assert_eq!(
+            parse_tool_calls(answer, &tools),
+            (answer.to_string(), vec![])
+        );
     }
 
     #[test]

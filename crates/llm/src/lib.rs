@@ -1,15 +1,16 @@
 //! pipe's language-model runtime: a GGUF file in, a deterministic answer out.
 //!
 //! # What it runs
-//! GGUF files (the llama.cpp / ollama format, quantized or not) of the families candle
-//! implements and whose tokenizer the file itself describes: `general.architecture` `llama`
-//! (Llama 2 and 3, TinyLlama, Mistral, SmolLM), `qwen2` (Qwen 2 and 2.5) and `phi3` (Phi-3
-//! mini with its 4k rotary embedding), with a
-//! byte-level BPE tokenizer (`tokenizer.ggml.model` `gpt2`: GPT-2, Llama 3, Qwen 2 pre-
-//! tokenizers) or a SentencePiece one (`llama`). Anything else is refused at load with the
-//! reason ([`LlmError::Unsupported`]). The transformer is candle's (`candle-transformers`), the
-//! tokenizer Hugging Face's (`tokenizers`, built from the file's vocabulary: `tokenizer.rs`);
-//! nothing here is a hand-written transformer.
+//! GGUF files (the llama.cpp / ollama format, quantized or not) whose tokenizer the file itself
+//! describes, of the families `general.architecture` names: `llama` (Llama 2 and 3,
+//! TinyLlama, Mistral, SmolLM), `qwen2` (Qwen 2 and 2.5), `phi3` (Phi-3 mini with its 4k
+//! rotary embedding) and `gemma3`; with a byte-level BPE tokenizer (`tokenizer.ggml.model`
+//! `gpt2`: GPT-2, Llama 3, Qwen 2 pre-tokenizers) or a SentencePiece one (`llama`). Anything
+//! else is refused at load with the reason ([`LlmError::Unsupported`]). The transformers are
+//! candle's (`candle-transformers`), except Gemma 3, which candle gets wrong and which is
+//! written here on candle's kernels (`gemma3.rs` says how it differs); the tokenizer is Hugging
+//! Face's (`tokenizers`, built from the file's vocabulary: `tokenizer.rs`). Every family is
+//! checked against llama.cpp's logits on the same file (`tests/dev_model.rs`).
 //!
 //! # Determinism
 //! A request decodes the same tokens on every run ([`Sampling`]):
@@ -34,11 +35,19 @@
 //! # Hostile files and inputs
 //! A model file is attacker-chosen bytes: candle's GGUF reader bounds what it allocates by
 //! the file's size, and loading and generation also run under `catch_unwind`, so a file that
-//! trips a panic in a dependency is an error, never a crash of the node.
+//! trips a panic in a dependency is an error, never a crash of the node. What `catch_unwind`
+//! cannot stop is an allocation too large to make, which aborts: the shapes candle allocates
+//! from before it reads a weight (layers, widths, context) are checked or capped first, and a
+//! SentencePiece vocabulary's pieces are bounded in length (finding their splits is quadratic).
+//!
+//! Left as it is: candle keeps one attention mask per distinct prompt length it has seen, for
+//! the life of the loaded model (at most the context's lengths; up to gigabytes for a 4096
+//! context if every length comes by). Reloading a model past a budget of masks would bound it.
 
 mod chat;
 mod describe;
 mod error;
+mod gemma3;
 mod generate;
 mod model;
 #[cfg(feature = "test-utils")]

@@ -17,9 +17,11 @@ pub enum Architecture {
     Llama,
     /// `qwen2`: Qwen 2 and 2.5.
     Qwen2,
-    /// `phi3`: Phi-3 and Phi-3.5 mini with their 4k-context rotary embedding (the long-context
+    /// `phi3`: Phi-3 mini with its 4k-context rotary embedding (the long-context
     /// files' scaled rotary factors are refused).
     Phi3,
+    /// `gemma3`: Gemma 3 (our model on candle's operators: candle's own differs from it).
+    Gemma3,
 }
 
 impl Architecture {
@@ -28,6 +30,7 @@ impl Architecture {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
             Self::Phi3 => "phi3",
+            Self::Gemma3 => "gemma3",
         }
     }
 }
@@ -63,6 +66,7 @@ enum Weights {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Phi3(quantized_phi3::ModelWeights),
+    Gemma3(Box<crate::gemma3::Gemma3>),
 }
 
 impl Weights {
@@ -72,6 +76,7 @@ impl Weights {
             Self::Qwen2(w) => w.clear_kv_cache(),
             // Its cache starts over at position 0, which every run begins with.
             Self::Phi3(_) => {}
+            Self::Gemma3(w) => w.clear_kv_cache(),
         }
     }
 
@@ -83,6 +88,7 @@ impl Weights {
                 Self::Llama(w) => w.forward(&x, index)?,
                 Self::Qwen2(w) => w.forward(&x, index)?,
                 Self::Phi3(w) => w.forward(&x, index)?,
+                Self::Gemma3(w) => w.forward(&x, index)?,
             };
             logits
                 .squeeze(0)?
@@ -109,8 +115,28 @@ impl std::fmt::Debug for LlmModel {
 }
 
 /// The largest context candle's Llama runs (its rotary tables are this long), and the most a
-/// Phi-3 is given: candle's Phi-3 allocates its attention cache for the whole context up front.
+/// Phi-3 or Gemma 3 is given (candle's Phi-3 allocates its attention cache for the whole
+/// context up front; rotary tables are this long).
 const LLAMA_MAX_CONTEXT: usize = quantized_llama::MAX_SEQ_LEN;
+
+/// Texts of tokens that end an answer wherever a file has them, whatever its metadata says
+/// (llama.cpp's list: Phi-3's `<|end|>` follows its `<|endoftext|>` end token, say).
+const END_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+];
+
+/// Most layers a file may declare (candle allocates per declared layer before it reads one).
+const MAX_LAYERS: u64 = 1024;
+/// Largest width, head size or rotary size a file may declare (tables are allocated from them
+/// before any weight is read).
+const MAX_WIDTH: u64 = 1 << 16;
 
 /// The rotary base candle's Phi-3 is written for (it does not read the file's).
 const PHI3_ROPE_BASE: f32 = 10_000.0;
@@ -144,21 +170,26 @@ impl LlmModel {
             "llama" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
             "phi3" => Architecture::Phi3,
+            "gemma3" => Architecture::Gemma3,
             other => {
                 return Err(LlmError::Unsupported(format!(
-                    "architecture `{other}` (this node runs llama, qwen2 and phi3)"
+                    "architecture `{other}` (this node runs llama, qwen2, phi3 and gemma3)"
                 )));
             }
         };
+        sane_shape(&content, &arch_name)?;
         let tokenizer = crate::tokenizer::from_gguf(&content)?;
         let vocab_size = tokenizer.vocab_size();
         let declared = number(&format!("{arch_name}.context_length")).map(|n| n as usize);
         let context_length = match architecture {
             Architecture::Llama => declared.unwrap_or(LLAMA_MAX_CONTEXT).min(LLAMA_MAX_CONTEXT),
-            Architecture::Qwen2 => {
-                declared.ok_or_else(|| LlmError::Malformed("no qwen2.context_length".into()))?
-            }
+            Architecture::Qwen2 => declared
+                .ok_or_else(|| LlmError::Malformed("no qwen2.context_length".into()))?
+                .min(LLAMA_MAX_CONTEXT),
             Architecture::Phi3 => phi3_context(&content, declared)?,
+            Architecture::Gemma3 => declared
+                .ok_or_else(|| LlmError::Malformed("no gemma3.context_length".into()))?
+                .min(LLAMA_MAX_CONTEXT),
         };
         let mut end_tokens: Vec<u32> = [
             "tokenizer.ggml.eos_token_id",
@@ -168,6 +199,7 @@ impl LlmModel {
         .iter()
         .filter_map(|k| number(k))
         .filter_map(|n| u32::try_from(n).ok())
+        .chain(END_TEXTS.iter().filter_map(|t| tokenizer.token_id(t)))
         .collect();
         end_tokens.sort_unstable();
         end_tokens.dedup();
@@ -193,6 +225,11 @@ impl LlmModel {
                     .map(Weights::Llama)
             }
             Architecture::Qwen2 => {
+                // candle sizes its rotary tables by the declared context: the one served.
+                content.metadata.insert(
+                    "qwen2.context_length".into(),
+                    gguf_file::Value::U32(context_length as u32),
+                );
                 quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
                     .map(Weights::Qwen2)
             }
@@ -205,6 +242,10 @@ impl LlmModel {
                 );
                 quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, &device)
                     .map(Weights::Phi3)
+            }
+            Architecture::Gemma3 => {
+                crate::gemma3::Gemma3::from_gguf(&content, &mut reader, context_length)
+                    .map(|w| Weights::Gemma3(Box::new(w)))
             }
         }
         .map_err(|e| LlmError::Malformed(e.to_string()))?;
@@ -234,9 +275,16 @@ impl LlmModel {
         &self.meta
     }
 
-    /// The tokens of `text`, as a prompt is encoded (with the file's BOS rule).
+    /// The tokens of `text`, as a prompt is encoded (with the file's BOS rule; a text that
+    /// already begins with the BOS token, as chat templates write it, gets no second one).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, LlmError> {
-        guarded("tokenizing", || self.tokenizer.encode(text))
+        guarded("tokenizing", || {
+            let mut ids = self.tokenizer.encode(text)?;
+            if ids.len() >= 2 && ids[0] == ids[1] && Some(ids[0]) == self.meta.bos_token {
+                ids.remove(0);
+            }
+            Ok(ids)
+        })
     }
 
     /// The text of one token, special or not.
@@ -294,4 +342,41 @@ fn phi3_context(content: &gguf_file::Content, declared: Option<usize>) -> Result
         .map_or(usize::MAX, |w| w as usize);
     // Within the sliding window, windowed and full attention are the same thing.
     Ok(declared.min(window).min(LLAMA_MAX_CONTEXT))
+}
+
+/// Refuses shapes candle would allocate from before reading a weight: more layers than the file
+/// has, or widths no model has (an allocation that large aborts the process, which no
+/// `catch_unwind` stops).
+fn sane_shape(content: &gguf_file::Content, arch: &str) -> Result<(), LlmError> {
+    let get = |key: &str| {
+        content
+            .metadata
+            .get(&format!("{arch}.{key}"))
+            .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+    };
+    let malformed = |why: String| Err(LlmError::Malformed(why));
+    let layers = get("block_count").unwrap_or(0);
+    if layers == 0 || layers > MAX_LAYERS {
+        return malformed(format!("{layers} layers"));
+    }
+    let last = format!("blk.{}.", layers - 1);
+    if !content.tensor_infos.keys().any(|k| k.starts_with(&last)) {
+        return malformed(format!("{layers} layers declared, fewer in the file"));
+    }
+    for key in [
+        "embedding_length",
+        "feed_forward_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "attention.key_length",
+        "attention.value_length",
+        "rope.dimension_count",
+    ] {
+        if let Some(n) = get(key)
+            && (n == 0 || n > MAX_WIDTH)
+        {
+            return malformed(format!("{arch}.{key} is {n}"));
+        }
+    }
+    Ok(())
 }

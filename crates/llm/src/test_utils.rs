@@ -22,6 +22,18 @@ pub struct TinyShape {
     pub seed: u64,
 }
 
+impl TinyShape {
+    /// The test kit's shape for `family`: the default, with six layers for Gemma 3 (its
+    /// sixth layer is its first that attends beyond the sliding window).
+    pub fn of(family: crate::Architecture) -> Self {
+        let mut shape = Self::default();
+        if family == crate::Architecture::Gemma3 {
+            shape.layers = 6;
+        }
+        shape
+    }
+}
+
 impl Default for TinyShape {
     fn default() -> Self {
         Self {
@@ -128,8 +140,9 @@ pub fn tiny_gguf(
     chat_template: Option<&str>,
 ) -> Vec<u8> {
     let arch = family.name();
-    // Phi-3 files carry a SentencePiece vocabulary, the others byte-level BPE.
-    let sentencepiece = family == crate::Architecture::Phi3;
+    // Phi-3 and Gemma files carry a SentencePiece vocabulary, the others byte-level BPE.
+    let gemma = family == crate::Architecture::Gemma3;
+    let sentencepiece = family == crate::Architecture::Phi3 || gemma;
     let (tokens, merges, eos) = if sentencepiece {
         let (tokens, _, _, eos) = sentencepiece_vocabulary();
         (tokens, vec![], eos)
@@ -153,11 +166,62 @@ pub fn tiny_gguf(
         QTensor::quantize(&t, GgmlDType::F32).expect("f32")
     };
     let mut named: Vec<(String, QTensor)> = vec![
-        ("token_embd.weight".into(), tensor(&[vocab, shape.dim], 1.0)),
+        // Gemma's embeddings are its output matrix too, scaled up by sqrt(dim) on the way in:
+        // small, or every answer repeats its last token.
+        (
+            "token_embd.weight".into(),
+            tensor(&[vocab, shape.dim], if gemma { 0.1 } else { 1.0 }),
+        ),
         ("output_norm.weight".into(), ones(shape.dim)),
-        ("output.weight".into(), tensor(&[vocab, shape.dim], 0.5)),
     ];
-    for l in 0..shape.layers {
+    if gemma {
+        // Gemma 3: the output matrix is the embeddings (no `output.weight`); norms around one,
+        // not exactly one, so a norm applied to the wrong thing shows.
+        let mut norm_seed = shape.seed.wrapping_add(10_000);
+        let mut norm = |n: usize| {
+            norm_seed += 1;
+            let t = (Tensor::from_vec(noise(norm_seed, n, 0.2), n, &Device::Cpu)
+                .expect("a tensor")
+                + 1.0)
+                .expect("a tensor");
+            QTensor::quantize(&t, GgmlDType::F32).expect("f32")
+        };
+        let mut blocks = Vec::new();
+        for l in 0..shape.layers {
+            let p = format!("blk.{l}");
+            for n in [
+                "attn_norm",
+                "post_attention_norm",
+                "ffn_norm",
+                "post_ffw_norm",
+            ] {
+                blocks.push((format!("{p}.{n}.weight"), norm(shape.dim)));
+            }
+            for n in ["attn_q_norm", "attn_k_norm"] {
+                blocks.push((format!("{p}.{n}.weight"), norm(head_dim)));
+            }
+        }
+        named.extend(blocks);
+        for l in 0..shape.layers {
+            let p = format!("blk.{l}");
+            for (n, dims) in [
+                ("attn_q", [shape.dim, shape.dim]),
+                ("attn_k", [kv_dim, shape.dim]),
+                ("attn_v", [kv_dim, shape.dim]),
+                ("attn_output", [shape.dim, shape.dim]),
+                ("ffn_gate", [shape.hidden, shape.dim]),
+                ("ffn_up", [shape.hidden, shape.dim]),
+                ("ffn_down", [shape.dim, shape.hidden]),
+            ] {
+                named.push((format!("{p}.{n}.weight"), tensor(&dims, 0.3)));
+            }
+        }
+    } else {
+        named.push(("output.weight".into(), tensor(&[vocab, shape.dim], 0.5)));
+    }
+    // Gemma's layers are written above; the others' here.
+    let other_layers = if gemma { 0 } else { shape.layers };
+    for l in 0..other_layers {
         let p = format!("blk.{l}");
         named.push((format!("{p}.attn_norm.weight"), ones(shape.dim)));
         named.push((format!("{p}.ffn_norm.weight"), ones(shape.dim)));
@@ -249,9 +313,26 @@ pub fn tiny_gguf(
             Value::F32(1e-5),
         ),
     ];
+    let mut keys = keys;
+    if gemma {
+        keys.extend([
+            (
+                format!("{arch}.attention.key_length"),
+                Value::U32(head_dim as u32),
+            ),
+            (
+                format!("{arch}.attention.value_length"),
+                Value::U32(head_dim as u32),
+            ),
+            // Short, so prompts reach past it.
+            (format!("{arch}.attention.sliding_window"), Value::U32(8)),
+            (format!("{arch}.rope.freq_base"), Value::F32(1_000_000.0)),
+            (format!("{arch}.rope.scaling.factor"), Value::F32(8.0)),
+        ]);
+    }
     let pre = match family {
-        crate::Architecture::Llama | crate::Architecture::Phi3 => "llama3",
         crate::Architecture::Qwen2 => "qwen2",
+        _ => "llama3",
     };
     let mut metadata: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String(arch.into())),
@@ -278,6 +359,8 @@ pub fn tiny_gguf(
             ),
             ("tokenizer.ggml.bos_token_id", Value::U32(1)),
             ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
+            // Gemma's SentencePiece does not put a space before the text.
+            ("tokenizer.ggml.add_space_prefix", Value::Bool(!gemma)),
         ]);
     } else {
         metadata.extend([

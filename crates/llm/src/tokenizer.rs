@@ -32,7 +32,6 @@ const NORMAL: i64 = 1;
 const UNKNOWN: i64 = 2;
 const CONTROL: i64 = 3;
 const USER_DEFINED: i64 = 4;
-const UNUSED: i64 = 5;
 const BYTE: i64 = 6;
 
 /// SentencePiece's space.
@@ -41,6 +40,9 @@ const SPACE: &str = "\u{2581}";
 /// The most merges a SentencePiece vocabulary may expand to: every split of every piece is
 /// one, so a hostile file of long pieces could otherwise ask for a quadratic table.
 const MAX_MERGES: usize = 4_000_000;
+/// The longest piece read, in bytes: finding a piece's splits hashes each half, so the work
+/// grows with the square of its length (real vocabularies' longest pieces are tens of bytes).
+const MAX_PIECE_BYTES: usize = 256;
 
 /// A file's tokenizer: text to tokens through `tokenizers`, tokens to text as llama.cpp
 /// writes it.
@@ -73,6 +75,11 @@ impl TextCodec {
             bytes.extend_from_slice(piece);
         }
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The id of the token whose text is `text`.
+    pub(crate) fn token_id(&self, text: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(text)
     }
 
     /// The text of one token, special or not.
@@ -158,15 +165,23 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<TextCodec, LlmError> {
         .zip(&types)
         .map(|(p, t)| match *t {
             BYTE => byte_of(p).map_or_else(|| p.as_bytes().to_vec(), |b| vec![b]),
-            NORMAL | USER_DEFINED => p.replace(SPACE, " ").into_bytes(),
+            NORMAL => p.replace(SPACE, " ").into_bytes(),
+            // Written as they are, as llama.cpp writes them.
+            USER_DEFINED => p.as_bytes().to_vec(),
             _ => vec![],
         })
         .collect();
+    if let Some(long) = pieces.iter().find(|p| p.len() > MAX_PIECE_BYTES) {
+        return Err(LlmError::Unsupported(format!(
+            "a SentencePiece piece of {} bytes (at most {MAX_PIECE_BYTES})",
+            long.len()
+        )));
+    }
 
-    // The first of equal pieces keeps its id, as llama.cpp's lookup does.
+    // The last of equal pieces has the text, as in llama.cpp's lookup.
     let mut vocab = Vocab::default();
     for (i, p) in pieces.iter().enumerate() {
-        vocab.entry(p.clone()).or_insert(i as u32);
+        vocab.insert(p.clone(), i as u32);
     }
     let merges = merges(&pieces, &scores, &types, &vocab)?;
     let mut builder = BPE::builder()
@@ -188,8 +203,12 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<TextCodec, LlmError> {
         .with_normalizer(Some(normalizer))
         .map_err(|e| malformed(&e.to_string()))?;
 
+    // llama.cpp's SentencePiece default BOS is token 1.
+    let bos = meta("tokenizer.ggml.bos_token_id")
+        .map_or(Some(1), |_| id("tokenizer.ggml.bos_token_id"))
+        .filter(|b| (*b as usize) < n);
     if flag("tokenizer.ggml.add_bos_token", true)
-        && let Some(bos) = id("tokenizer.ggml.bos_token_id")
+        && let Some(bos) = bos
     {
         let text = pieces[bos as usize].clone();
         let template = TemplateProcessing::builder()
@@ -201,13 +220,23 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<TextCodec, LlmError> {
             .map_err(|e| malformed(&e.to_string()))?;
         tokenizer.with_post_processor(Some(template));
     }
-    // Control, unknown, user-defined and unused pieces are special: left out of answers, and
-    // found as wholes in a rendered chat.
+    // Control, unknown and user-defined pieces are found as wholes in text (a rendered chat's
+    // markup), as llama.cpp finds them; unused ones are not. A file named Phi-3 gets
+    // llama.cpp's rule for Phi-3: whitespace after a special token (but `<unk>`, `<s>`,
+    // `<|endoftext|>`) belongs to it.
+    let name = meta("general.name")
+        .and_then(|v| v.to_string().ok())
+        .map(|s| s.to_lowercase())
+        .unwrap_or_default();
+    let phi3 = name.contains("phi3") || name.contains("phi-3");
     let specials: Vec<AddedToken> = pieces
         .iter()
         .zip(&types)
-        .filter(|(_, t)| matches!(**t, UNKNOWN | CONTROL | USER_DEFINED | UNUSED))
-        .map(|(p, _)| AddedToken::from(p.clone(), true))
+        .filter(|(_, t)| matches!(**t, UNKNOWN | CONTROL | USER_DEFINED))
+        .map(|(p, _)| {
+            let strip = phi3 && !matches!(p.as_str(), "<unk>" | "<s>" | "<|endoftext|>");
+            AddedToken::from(p.clone(), true).rstrip(strip)
+        })
         .collect();
     tokenizer
         .add_special_tokens(specials)
@@ -283,23 +312,27 @@ fn byte_of(piece: &str) -> Option<u8> {
 
 /// Every split of a piece into two pieces, ranked by the whole piece's score (highest first;
 /// then the lower id, then the shorter left part, so the order never depends on a hash).
+///
+/// llama.cpp joins any two symbols whose text is a piece, and of equal scores the leftmost
+/// pair first. Ranks cannot say "leftmost", so a vocabulary whose normal pieces tie in score
+/// (files converted without SentencePiece scores give them all one value) is refused rather
+/// than tokenized differently.
 fn merges(
     pieces: &[String],
     scores: &[f32],
     types: &[i64],
     vocab: &Vocab,
 ) -> Result<Vec<(String, String)>, LlmError> {
-    let joinable = |id: u32| matches!(types[id as usize], NORMAL | USER_DEFINED);
     let mut ranked: Vec<(f32, u32, usize)> = Vec::new();
+    let mut joined_scores: Vec<u32> = Vec::new();
     for (i, piece) in pieces.iter().enumerate() {
-        if !joinable(i as u32) || vocab.get(piece) != Some(&(i as u32)) {
+        if vocab.get(piece) != Some(&(i as u32)) {
             continue;
         }
+        let before = ranked.len();
         for (cut, _) in piece.char_indices().skip(1) {
             let (l, r) = piece.split_at(cut);
-            if vocab.get(l).is_some_and(|&l| joinable(l))
-                && vocab.get(r).is_some_and(|&r| joinable(r))
-            {
+            if vocab.contains_key(l) && vocab.contains_key(r) {
                 ranked.push((scores[i], i as u32, cut));
                 if ranked.len() > MAX_MERGES {
                     return Err(LlmError::Unsupported(format!(
@@ -308,6 +341,15 @@ fn merges(
                 }
             }
         }
+        if ranked.len() > before && types[i] == NORMAL {
+            joined_scores.push(scores[i].to_bits());
+        }
+    }
+    joined_scores.sort_unstable();
+    if joined_scores.windows(2).any(|w| w[0] == w[1]) {
+        return Err(LlmError::Unsupported(
+            "a SentencePiece vocabulary whose pieces tie in score (llama.cpp's leftmost-first order among them cannot be reproduced)".into(),
+        ));
     }
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     Ok(ranked
@@ -467,6 +509,18 @@ mod tests {
         let mut c = content(&["a"], false);
         c.metadata
             .insert("tokenizer.ggml.model".into(), Value::String("t5".into()));
+        assert!(matches!(from_gguf(&c), Err(LlmError::Unsupported(_))));
+        // Pieces tied in score cannot be ranked as llama.cpp orders them.
+        let mut c = content(&["a", "b", "ab", "ba"], false);
+        let n = 3 + 256 + 4;
+        c.metadata.insert(
+            "tokenizer.ggml.scores".into(),
+            Value::Array(vec![Value::F32(-1000.0); n]),
+        );
+        assert!(matches!(from_gguf(&c), Err(LlmError::Unsupported(_))));
+        // A piece long enough to make finding its splits costly is refused.
+        let long = "x".repeat(MAX_PIECE_BYTES + 1);
+        let c = content(&["x", long.as_str()], false);
         assert!(matches!(from_gguf(&c), Err(LlmError::Unsupported(_))));
         // An out-of-range BOS id is ignored, not indexed.
         let mut c = content(&["a"], true);

@@ -295,6 +295,25 @@ fn a_phi3_file_loads_and_its_unlike_siblings_are_refused() {
     assert_eq!(LlmModel::load(&window).unwrap().meta().context_length, 64);
 }
 
+/// A Gemma 3 file (pipe's model on candle's operators) loads and decodes the same way twice,
+/// past its sliding window (8 positions in the test kit's) and across runs that share nothing.
+#[test]
+fn a_gemma3_file_loads_and_decodes_deterministically() {
+    let bytes = pipe_llm::test_utils::tiny_gguf(
+        Architecture::Gemma3,
+        TinyShape::of(Architecture::Gemma3),
+        None,
+    );
+    let m = LlmModel::load(&bytes).unwrap();
+    assert_eq!(m.meta().architecture, Architecture::Gemma3);
+    assert_eq!(m.meta().context_length, 256);
+    let long = "And it came to pass in those days, that there went out a decree";
+    let a = ask(&m, long, 24, &[], Sampling::Greedy);
+    let _ = ask(&m, "Love is", 8, &[], Sampling::Greedy);
+    assert_eq!(a, ask(&m, long, 24, &[], Sampling::Greedy));
+    assert!(a.prompt_tokens > 8 && !a.tokens.is_empty());
+}
+
 /// A run stopped from outside ends with `Cancelled` (no answer), and the model answers the
 /// next request as if nothing had happened.
 #[test]
