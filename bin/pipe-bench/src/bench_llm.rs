@@ -113,8 +113,20 @@ pub fn run(
     threads: &[usize],
     max_tokens: u32,
     python: Option<&Path>,
+    quantize: Option<&str>,
 ) -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
+    let quantize = quantize
+        .map(|q| match q {
+            "q8_0" => Ok(candle_core::quantized::GgmlDType::Q8_0),
+            "q4k" => Ok(candle_core::quantized::GgmlDType::Q4K),
+            other => Err(anyhow::anyhow!("--quantize {other}: q8_0 or q4k")),
+        })
+        .transpose()?;
+    anyhow::ensure!(
+        quantize.is_none() || model.is_none(),
+        "--quantize applies to the default model"
+    );
     let (path, source) = match model {
         Some(p) => (p.to_path_buf(), p.display().to_string()),
         None => {
@@ -128,10 +140,16 @@ pub fn run(
                 seed: 11,
             };
             let path = dir.path().join("bench.gguf");
-            std::fs::write(&path, pipe_llm::test_utils::tiny_llama_gguf(shape, None))?;
+            let mut bytes = pipe_llm::test_utils::tiny_llama_gguf(shape, None);
+            let mut kind = "f32".to_string();
+            if let Some(dtype) = quantize {
+                bytes = quantized(&bytes, dtype)?;
+                kind = format!("matrices {dtype:?}");
+            }
+            std::fs::write(&path, bytes)?;
             (
                 path,
-                "the test kit's random Llama (dim 512, 6 layers, f32)".to_string(),
+                format!("the test kit's random Llama (dim 512, 6 layers, {kind})"),
             )
         }
     };
@@ -195,4 +213,36 @@ pub fn run(
         "identical_across_runs": across_runs,
         "identical_across_threads": across_threads,
     }))
+}
+
+/// `gguf` with every matrix quantized to `dtype` (vectors, the norms, stay f32), as llama.cpp's
+/// quantizer leaves a file.
+fn quantized(gguf: &[u8], dtype: candle_core::quantized::GgmlDType) -> anyhow::Result<Vec<u8>> {
+    use candle_core::{
+        Device,
+        quantized::{QTensor, gguf_file},
+    };
+    let mut r = std::io::Cursor::new(gguf);
+    let content = gguf_file::Content::read(&mut r)?;
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors = Vec::new();
+    for name in names {
+        let t = content.tensor(&mut r, name, &Device::Cpu)?;
+        let t = if t.shape().rank() == 2 {
+            QTensor::quantize(&t.dequantize(&Device::Cpu)?, dtype)?
+        } else {
+            t
+        };
+        tensors.push((name.clone(), t));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &tensors)?;
+    Ok(out.into_inner())
 }

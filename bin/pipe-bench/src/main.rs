@@ -58,6 +58,9 @@ enum BenchCommand {
         /// at each thread count, and the speeds are compared.
         #[arg(long, value_name = "PYTHON")]
         llama_cpp: Option<PathBuf>,
+        /// Quantize the default model's matrices as users' files are: q8_0 or q4k (Q4_K).
+        #[arg(long)]
+        quantize: Option<String>,
     },
     /// One run of `llm` at the thread count `RAYON_NUM_THREADS` gives (used by `llm`).
     #[command(hide = true)]
@@ -243,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
             threads,
             max_tokens,
             llama_cpp,
+            quantize,
         } => {
             anyhow::ensure!(!threads.is_empty(), "--threads needs at least one count");
             let out = tokio::task::spawn_blocking(move || {
@@ -251,6 +255,7 @@ async fn main() -> anyhow::Result<()> {
                     &threads,
                     max_tokens,
                     llama_cpp.as_deref(),
+                    quantize.as_deref(),
                 )
             })
             .await??;
