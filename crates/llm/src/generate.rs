@@ -117,8 +117,8 @@ impl LlmModel {
             if max_tokens == 0 {
                 return Ok(self.answer(text, tokens, prompt.len(), Finish::Length));
             }
-            // The whole prompt in one pass; then one token at a time.
-            let mut logits = forward(&prompt, 0)?;
+            // The prompt in chunks; then one token at a time.
+            let mut logits = crate::model::prefill(forward, &prompt)?;
             for step in 0..max_tokens {
                 if stopped() {
                     return Err(LlmError::Cancelled);

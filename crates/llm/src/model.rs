@@ -267,7 +267,7 @@ impl LlmModel {
             });
         }
         guarded("running the model", || {
-            self.with_weights(|forward| forward(tokens, 0))
+            self.with_weights(|forward| prefill(forward, tokens))
         })
     }
 
@@ -299,10 +299,7 @@ impl LlmModel {
     }
 
     /// Runs `f` with the weights, their attention cache cleared: one run at a time.
-    pub(crate) fn with_weights<T>(
-        &self,
-        f: impl FnOnce(&mut dyn FnMut(&[u32], usize) -> Result<Vec<f32>, LlmError>) -> T,
-    ) -> T {
+    pub(crate) fn with_weights<T>(&self, f: impl FnOnce(&mut Forward<'_>) -> T) -> T {
         let mut weights = self.weights.lock();
         weights.clear();
         let mut forward = |tokens: &[u32], index: usize| weights.forward(tokens, index);
@@ -379,4 +376,33 @@ fn sane_shape(content: &gguf_file::Content, arch: &str) -> Result<(), LlmError> 
         }
     }
     Ok(())
+}
+
+/// One step of a run: the logits after `tokens`, which start at the given position.
+pub(crate) type Forward<'a> = dyn FnMut(&[u32], usize) -> Result<Vec<f32>, LlmError> + 'a;
+
+/// The logits after `tokens`, run from position 0 in pieces whose lengths are the powers of
+/// two that sum to the prompt's length, largest first (13 tokens: 8, 4, 1).
+///
+/// Why not one pass: candle keeps an attention mask for every (tokens at once, positions so
+/// far) pair it has seen, for as long as the model is loaded, so one pass per prompt would
+/// keep a mask per distinct prompt length (gigabytes at a context of 4096, were every length
+/// to come by). In these pieces a piece of 2^k tokens starts at a multiple of 2^(k+1), so a
+/// model holds at most (context / 2)^2 bytes of masks per power of two: 54 MB at 4096. And the
+/// prompt still takes at most 13 passes. Every run of a prompt goes the same way, so its
+/// logits are the same on every node.
+pub(crate) fn prefill(forward: &mut Forward<'_>, tokens: &[u32]) -> Result<Vec<f32>, LlmError> {
+    let mut logits = Vec::new();
+    let mut start = 0;
+    for bit in (0..usize::BITS).rev() {
+        let piece = 1usize << bit;
+        if tokens.len() & piece != 0 {
+            logits = forward(&tokens[start..start + piece], start)?;
+            start += piece;
+        }
+    }
+    if logits.is_empty() {
+        return Err(LlmError::Tokenizer("no tokens to run".into()));
+    }
+    Ok(logits)
 }
