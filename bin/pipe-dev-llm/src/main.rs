@@ -90,25 +90,24 @@ fn main() -> anyhow::Result<()> {
                 (tiny.dim, tiny.hidden, tiny.layers) = (dim, hidden, layers);
             }
             let bytes = pipe_llm::test_utils::tiny_gguf(family, tiny, None);
-            std::fs::write(&out, &bytes)?;
-            println!(
-                "{{\"out\":{:?},\"bytes\":{}}}",
-                out.display().to_string(),
-                bytes.len()
-            );
-            Ok(())
+            written(&out, &bytes)
         }
         Command::Sentencepiece { from, out } => {
             let bytes = sentencepiece::rewrite(&std::fs::read(&from)?)?;
-            std::fs::write(&out, &bytes)?;
-            println!(
-                "{{\"out\":{:?},\"bytes\":{}}}",
-                out.display().to_string(),
-                bytes.len()
-            );
-            Ok(())
+            written(&out, &bytes)
         }
     }
+}
+
+/// Writes `bytes` to `out` and says so, as JSON.
+fn written(out: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(out, bytes)?;
+    println!(
+        "{{\"out\":{:?},\"bytes\":{}}}",
+        out.display().to_string(),
+        bytes.len()
+    );
+    Ok(())
 }
 
 fn train_model(a: Args) -> anyhow::Result<()> {
