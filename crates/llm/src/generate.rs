@@ -117,7 +117,7 @@ impl LlmModel {
             if max_tokens == 0 {
                 return Ok(self.answer(text, tokens, prompt.len(), Finish::Length));
             }
-            // The prompt in chunks; then one token at a time.
+            // The prompt in power-of-two pieces; then one token at a time.
             let mut logits = crate::model::prefill(forward, &prompt)?;
             for step in 0..max_tokens {
                 if stopped() {

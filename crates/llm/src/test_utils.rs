@@ -282,7 +282,7 @@ pub fn tiny_gguf(
     }
     use gguf_file::Value;
     let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-    let keys: Vec<(String, Value)> = vec![
+    let mut keys: Vec<(String, Value)> = vec![
         (format!("{arch}.context_length"), Value::U32(shape.context)),
         (
             format!("{arch}.embedding_length"),
@@ -313,7 +313,6 @@ pub fn tiny_gguf(
             Value::F32(1e-5),
         ),
     ];
-    let mut keys = keys;
     if gemma {
         keys.extend([
             (

@@ -105,8 +105,14 @@ pub(crate) fn from_gguf(content: &gguf_file::Content) -> Result<TextCodec, LlmEr
             let tokenizer =
                 Tokenizer::from_gguf(content).map_err(|e| LlmError::Malformed(e.to_string()))?;
             let (tokens, types) = tokens_and_types(content)?;
-            let chars = byte_chars();
-            let byte_of_char = |c: char| chars.iter().position(|x| *x == c).map(|b| b as u8);
+            // The byte of each byte-level character, looked up once per character of the
+            // vocabulary (a linear search of the table would be 256 steps each).
+            let bytes: std::collections::HashMap<char, u8> = byte_chars()
+                .into_iter()
+                .enumerate()
+                .map(|(b, c)| (c, b as u8))
+                .collect();
+            let byte_of_char = |c: char| bytes.get(&c).copied();
             let pieces = tokens
                 .iter()
                 .zip(&types)
@@ -144,6 +150,12 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<TextCodec, LlmError> {
         _ => None,
     };
     let (pieces, types) = tokens_and_types(content)?;
+    if let Some(long) = pieces.iter().find(|p| p.len() > MAX_PIECE_BYTES) {
+        return Err(LlmError::Unsupported(format!(
+            "a SentencePiece piece of {} bytes (at most {MAX_PIECE_BYTES})",
+            long.len()
+        )));
+    }
     let n = pieces.len();
     let scores: Vec<f32> = match array("tokenizer.ggml.scores") {
         Some(a) if a.len() == n => a
@@ -171,12 +183,6 @@ fn sentencepiece(content: &gguf_file::Content) -> Result<TextCodec, LlmError> {
             _ => vec![],
         })
         .collect();
-    if let Some(long) = pieces.iter().find(|p| p.len() > MAX_PIECE_BYTES) {
-        return Err(LlmError::Unsupported(format!(
-            "a SentencePiece piece of {} bytes (at most {MAX_PIECE_BYTES})",
-            long.len()
-        )));
-    }
 
     // The last of equal pieces has the text, as in llama.cpp's lookup.
     let mut vocab = Vocab::default();
