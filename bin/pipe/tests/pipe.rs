@@ -692,7 +692,7 @@ async fn all_succeed(url: &str, hashes: &[String]) -> Vec<Value> {
 /// A remote worker that forges its VANILLA results (a valid `ModelOutput`, with 4242.5
 /// where the model gives something else). With every result audited (`--audit-one-in 1`) the
 /// node runs each on its own runtime first, catches the liar at its first result, quarantines
-/// it, and the request runs on the honest local worker: no forged output reaches a block.
+/// it, and the request runs on the honest `pipe worker`: no forged output reaches a block.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_remote_worker_is_caught_and_its_results_never_reach_a_block() {
     use axum::{
@@ -738,11 +738,21 @@ async fn a_lying_remote_worker_is_caught_and_its_results_never_reach_a_block() {
     let liar = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
+    // The liar comes first: among idle workers the dispatcher takes the first, so the liar
+    // gets the first request however the simulations interleave (with an in-process worker
+    // first, a fast one could take every request and the liar none). The honest worker is a
+    // `pipe worker` process.
     let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let honest = common::WorkerProcess::start(
+        &format!("http://127.0.0.1:{port}"),
+        &["--capacity", "2", "--name", "honest"],
+    );
     let mut config = common::test_config(dir.path());
+    config.http_port = port;
     config.block_time = BlockTime::Interval(Duration::from_millis(250));
-    config.workers = 1;
-    config.remote_workers = vec![liar];
+    config.workers = 0;
+    config.remote_workers = vec![liar, honest.url.clone()];
     config.audit_one_in = 1;
     let node = launch(config, Arc::new(SystemClock)).await.unwrap();
     let url = node.rpc_url();
@@ -782,6 +792,7 @@ async fn a_lying_remote_worker_is_caught_and_its_results_never_reach_a_block() {
     // Caught at its first result; the others it was already running (capacity 8) were
     // caught too, and it got no work after that.
     assert!((1.0..=8.0).contains(&lies), "{lies} lies caught");
+    drop(honest);
     node.shutdown().await;
 }
 
