@@ -120,7 +120,12 @@ for (const { sourceName, contractName, c } of contracts) {
     file = `${sourceName.replace(/\//g, '_')}.${contractName}.json`;
     process.stderr.write(`compile.js: warning: duplicate contract name ${contractName}; writing ${file}\n`);
   }
-  fs.writeFileSync(path.join(outDir, file), JSON.stringify(artifact, null, 2) + '\n');
+  // Written beside, then renamed over: a reader (another test) sees the old file or the new
+  // one, never half of one.
+  const dest = path.join(outDir, file);
+  const partial = `${dest}.${process.pid}.partial`;
+  fs.writeFileSync(partial, JSON.stringify(artifact, null, 2) + '\n');
+  fs.renameSync(partial, dest);
   process.stdout.write(`${sourceName}:${contractName} -> ${path.join(outDir, file)}\n`);
 }
 process.stdout.write(`compiled ${files.length} file(s), ${contracts.length} contract(s) with solc ${solc.version()} (evm osaka, optimizer 200)\n`);

@@ -16,15 +16,30 @@ fn tools_installed() {
     );
 }
 
+/// Compiles the contracts to `contracts/out` once per test process: the tests here run at
+/// once, and each compiling again would rewrite artifacts another is reading (`compile.js`
+/// also replaces each file whole, for the other test binaries that read them).
 fn compile_contracts() {
-    let root = common::repo_root();
-    let status = Command::new("node")
-        .arg(root.join("tools/js/compile.js"))
-        .arg(root.join("contracts"))
-        .arg(root.join("contracts/out"))
-        .status()
-        .expect("node runs");
-    assert!(status.success(), "contracts compile");
+    static COMPILED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *COMPILED.get_or_init(|| {
+        let root = common::repo_root();
+        Command::new("node")
+            .arg(root.join("tools/js/compile.js"))
+            .arg(root.join("contracts"))
+            .arg(root.join("contracts/out"))
+            .status()
+            .expect("node runs")
+            .success()
+    });
+    assert!(ok, "contracts compile");
+}
+
+/// Gives a command that runs forge (or a script that does) build output of its own: forge
+/// runs in several tests at once, and two compiling into one `out/forge` could each read the
+/// other's half-written artifacts.
+fn own_forge_output(cmd: &mut Command, dir: &std::path::Path) {
+    cmd.env("FOUNDRY_OUT", dir.join("forge-out"))
+        .env("FOUNDRY_CACHE_PATH", dir.join("forge-cache"));
 }
 
 /// Runs a client program to its end, off the async workers; prints what it said and returns
@@ -49,6 +64,7 @@ async fn smoke_session(script: &str) {
     let mut cmd = Command::new("bash");
     cmd.arg(common::repo_root().join("scripts").join(script))
         .arg(url);
+    own_forge_output(&mut cmd, dir.path());
     let stdout = run_client(cmd, &format!("{script} failed")).await;
     assert!(stdout.contains("checks passed"));
     node.shutdown().await;
@@ -287,6 +303,8 @@ async fn forge_tests_get_real_model_outputs_through_pipe_infer() {
     cmd.args(["test", "--ffi"])
         .current_dir(root.join("contracts"))
         .env("PIPE_BIN", env!("CARGO_BIN_EXE_pipe"));
+    let forge_dir = tempfile::tempdir().unwrap();
+    own_forge_output(&mut cmd, forge_dir.path());
     let stdout = run_client(cmd, "forge test failed").await;
     assert!(stdout.contains("3 tests passed, 0 failed"), "{stdout}");
 }
@@ -316,7 +334,7 @@ async fn web3_py_transacts_from_the_unlocked_account_and_reads_filters() {
 }
 
 /// The live pipeline page in a real headless Chromium (Debian's, driven by playwright-core):
-/// three inference transactions on one worker whose model takes 600 ms are seen waiting for
+/// three inference transactions on one worker whose model takes 1.5 s are seen waiting for
 /// inference and then included, with the request running, the worker's runs, the blocks, the
 /// price chart and the models (`tools/js/pipeline-page.js`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,7 +351,8 @@ async fn the_pipeline_page_shows_transactions_move_through_their_states() {
         pipe_node::config::BlockTime::Interval(std::time::Duration::from_millis(300));
     config.workers = 1;
     config.worker_capacity = 1;
-    config.model_latency = std::time::Duration::from_millis(600);
+    // Long beside the page's 200 ms samples, so a busy machine still shows each wait.
+    config.model_latency = std::time::Duration::from_millis(1500);
     config.ui_addr = Some("127.0.0.1:0".parse().unwrap());
     let node = pipe_node::node::launch(config, std::sync::Arc::new(pipe_primitives::SystemClock))
         .await

@@ -14,13 +14,15 @@ use pipe_node::localnet::{self, Localnet, LocalnetConfig};
 const N: usize = 4;
 
 /// A base port with `n` free consecutive ports above it, never one handed out before in this
-/// process (the tests run at once).
+/// process (the tests run at once). Below 32768, where Linux hands out ephemeral ports: a
+/// validator restarted after kill -9 binds its ports again, and an outgoing connection of
+/// another test must not hold one by then.
 fn free_range(n: u16) -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     for _ in 0..200 {
         let offset = NEXT.fetch_add(n, Ordering::SeqCst);
-        let base = 20_000 + (std::process::id() as u16 % 1_000) * 20 + offset;
+        let base = 20_000 + (std::process::id() % 600) as u16 * 20 + offset;
         let held: Vec<_> = (0..n)
             .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
@@ -33,6 +35,24 @@ fn free_range(n: u16) -> u16 {
 
 async fn head(url: &str) -> u64 {
     common::quantity(&common::rpc(url, "eth_blockNumber", serde_json::json!([])).await["result"])
+}
+
+/// `member`'s head once it has stopped moving (unchanged for 2 s): after a quorum is lost,
+/// blocks already certified may still be applied for a while (a member behind fetches and
+/// replays them), so a single read could be taken before the last of them.
+async fn settled_head(net: &Localnet, member: usize) -> u64 {
+    let mut last = head(&net.members[member].rpc_url).await;
+    let mut same = 0;
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = head(&net.members[member].rpc_url).await;
+        same = if now == last { same + 1 } else { 0 };
+        if same == 4 {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the head of validator {member} never settled");
 }
 
 async fn block_hash(url: &str, number: u64) -> String {
@@ -255,8 +275,7 @@ async fn four_validator_processes_finalize_gossip_and_survive_kill_9() {
         net.members[v].child.kill().unwrap();
         net.members[v].child.wait().unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let stuck = head(&net.members[0].rpc_url).await;
+    let stuck = settled_head(&net, 0).await;
     let waiting = stream(&net, &[0, 1], &mut senders, 200, 4, &cid).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(

@@ -110,8 +110,13 @@ impl NodeProcess {
             .spawn()
             .expect("spawn pipe");
         let url = format!("http://127.0.0.1:{port}");
-        let node = Self { child, url };
-        for _ in 0..200 {
+        let mut node = Self { child, url };
+        // Up to a minute: after a kill -9 the node restores its pending set first, and a
+        // loaded machine is slow at it. A node that exited (its port taken) fails at once.
+        for _ in 0..1200 {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("pipe exited on port {port} before answering: {status}");
+            }
             if reqwest::Client::new()
                 .post(&node.url)
                 .json(&serde_json::json!({"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}))
