@@ -14,10 +14,12 @@
 //! - Llama 3.x: the whole answer is the call, `{"name": ..., "parameters": {...}}` (after
 //!   `<|python_tag|>` when the template asks for it), or several separated by `;`;
 //! - Mistral: `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]` (the marker is a control
-//!   token, so an answer usually holds just the list).
+//!   token, so an answer usually holds just the list); from the v11 tokenizer on (Mistral
+//!   Small 3.1, Devstral), `[TOOL_CALLS]name[ARGS]{...}` per call, which reads
+//!   `name{...}name{...}` once the control tokens are left out.
 //!
-//! The last two are bare JSON, which an ordinary answer can be too: they count as calls only
-//! when every name is one of the tools the request offered.
+//! The last two are bare JSON (or names and JSON), which an ordinary answer can be too: they
+//! count as calls only when every name is one of the tools the request offered.
 
 use serde_json::{Value as Json, json};
 
@@ -145,7 +147,7 @@ pub fn parse_tool_calls(answer: &str, tools: &[Tool]) -> (String, Vec<ToolCall>)
     let body = answer.trim();
     let body = body.strip_prefix("[TOOL_CALLS]").unwrap_or(body).trim();
     let body = body.strip_prefix("<|python_tag|>").unwrap_or(body).trim();
-    match bare_calls(body) {
+    match bare_calls(body).or_else(|| named_calls(answer)) {
         Some(calls) if !calls.is_empty() && calls.iter().all(|c| offered(&c.name)) => {
             (String::new(), calls)
         }
@@ -186,6 +188,36 @@ fn bare_calls(body: &str) -> Option<Vec<ToolCall>> {
             })
         })
         .collect()
+}
+
+/// Mistral's v11 calls: a name, then its arguments as a JSON object, once per call, each
+/// maybe after `[TOOL_CALLS]` and with `[ARGS]` between (both markers are control tokens,
+/// usually left out of the answer). `None` unless all of it is calls.
+fn named_calls(answer: &str) -> Option<Vec<ToolCall>> {
+    let name_char = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let mut calls = Vec::new();
+    let mut rest = answer.trim();
+    while !rest.is_empty() {
+        rest = rest
+            .strip_prefix("[TOOL_CALLS]")
+            .unwrap_or(rest)
+            .trim_start();
+        let brace = rest.find('{')?;
+        let name = rest[..brace].trim_end();
+        let name = name.strip_suffix("[ARGS]").unwrap_or(name).trim();
+        if name.is_empty() || !name.chars().all(name_char) {
+            return None;
+        }
+        let mut stream = serde_json::Deserializer::from_str(&rest[brace..]).into_iter::<Json>();
+        let arguments = stream.next()?.ok().filter(Json::is_object)?;
+        rest = rest[brace + stream.byte_offset()..].trim_start();
+        calls.push(ToolCall {
+            id: format!("call_{}", calls.len()),
+            name: name.to_string(),
+            arguments: arguments.to_string(),
+        });
+    }
+    Some(calls)
 }
 
 /// JSON values separated by `;` (a `;` inside a string is the string's).
@@ -284,6 +316,35 @@ mod tests {
             assert_eq!(
                 (content.as_str(), calls),
                 ("", vec![call(0, "time", "{\"tz\":\"UTC\"}")])
+            );
+        }
+        // Mistral v11: a name and its arguments per call, the markers kept or left out.
+        for answer in [
+            "[TOOL_CALLS]time[ARGS]{\"tz\": \"UTC\"}[TOOL_CALLS]price[ARGS]{}",
+            "time{\"tz\": \"UTC\"} price{}",
+        ] {
+            let (content, calls) = parse_tool_calls(answer, &tools);
+            assert_eq!(
+                (content.as_str(), calls),
+                (
+                    "",
+                    vec![call(0, "time", "{\"tz\":\"UTC\"}"), call(1, "price", "{}")]
+                ),
+                "{answer}"
+            );
+        }
+        // A name not offered, words before the name, or arguments that are not an object:
+        // an answer.
+        for answer in [
+            "fly{\"to\": \"Mars\"}",
+            "Try time{}",
+            "time[1]",
+            "time{} and then",
+        ] {
+            assert_eq!(
+                parse_tool_calls(answer, &tools),
+                (answer.to_string(), vec![]),
+                "{answer}"
             );
         }
         // JSON that names no offered tool is an answer, not a call.
