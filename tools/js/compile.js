@@ -126,6 +126,6 @@ for (const { sourceName, contractName, c } of contracts) {
   const partial = `${dest}.${process.pid}.partial`;
   fs.writeFileSync(partial, JSON.stringify(artifact, null, 2) + '\n');
   fs.renameSync(partial, dest);
-  process.stdout.write(`${sourceName}:${contractName} -> ${path.join(outDir, file)}\n`);
+  process.stdout.write(`${sourceName}:${contractName} -> ${dest}\n`);
 }
 process.stdout.write(`compiled ${files.length} file(s), ${contracts.length} contract(s) with solc ${solc.version()} (evm osaka, optimizer 200)\n`);

@@ -706,10 +706,16 @@ async fn scripted_worker(
         http::header,
         routing::{get, post},
     };
-    let info = serde_json::json!({
-        "name": name, "capacity": capacity, "signer": null, "version": "0"
+    let info = serde_json::to_string(&pipe_worker::WorkerInfo {
+        name: name.into(),
+        capacity,
+        signer: None,
+        version: "0".into(),
+        kinds: vec![pipe_primitives::inference::ModelKind::Onnx],
+        llm_capacity: 1,
+        loaded: vec![],
     })
-    .to_string();
+    .unwrap();
     let app = Router::new()
         .route(
             "/v1/info",
@@ -722,10 +728,9 @@ async fn scripted_worker(
                 async move {
                     // A closed channel counts as open: the test has ended its wait.
                     let _ = gate.wait_for(|open| *open).await;
-                    let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                    let bytes: Bytes = serde_json::from_value(request["request"].clone()).unwrap();
+                    let infer: pipe_worker::InferRequest = serde_json::from_slice(&body).unwrap();
                     let result = pipe_executor::output_result(
-                        alloy_primitives::keccak256(&bytes),
+                        alloy_primitives::keccak256(&infer.request),
                         &[pipe_primitives::inference::Tensor {
                             name: "variable".into(),
                             shape: vec![1, 1],
